@@ -1,0 +1,14 @@
+//! The PostgreSQL protocol core: framing, authentication, the query state machine,
+//! type codecs and `Record`.
+
+use pyo3::prelude::*;
+
+pub mod errors;
+pub mod record;
+pub mod types;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    record::register(m)?;
+    types::register(m)?;
+    Ok(())
+}
