@@ -4,10 +4,12 @@
 use pyo3::prelude::*;
 
 pub mod errors;
+pub mod protocol;
 pub mod record;
 pub mod types;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    protocol::register(m)?;
     record::register(m)?;
     types::register(m)?;
     Ok(())

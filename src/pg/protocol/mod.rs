@@ -1,0 +1,1134 @@
+//! The PostgreSQL wire protocol as an asyncio `Protocol`.
+//!
+//! `PGProtocol` is driven by any asyncio transport (the stdlib loop's, uvloop's, ours) and
+//! resolves futures made by `loop.create_future()`, so the driver runs on any loop
+//! (ARCHITECTURE.md §1). It never awaits: each operation writes its messages, remembers what
+//! it is waiting for in `Op`, and resolves its future at `ReadyForQuery`.
+//!
+//! Re-entrancy: transports call back into their protocol synchronously (`pause_writing` from
+//! inside `write`). So a method mutates the protocol inside a short borrow that collects
+//! [`Effect`]s, drops the borrow, and only then touches Python objects that may call back.
+
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Message};
+use postgres_protocol::message::frontend;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+
+use crate::pg::errors::{data_error, interface_error, internal_error, py_error};
+use crate::pg::record::new_record;
+use crate::pg::types::{CodecRegistry, EncodeError};
+
+mod auth;
+mod messages;
+pub mod statement;
+
+use statement::{Column, StatementState};
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum Phase {
+    AwaitingTransport,
+    Startup,
+    Ready,
+    Closed,
+}
+
+/// What the protocol is waiting for until the next `ReadyForQuery`.
+enum Op {
+    Idle,
+    Startup,
+    Prepare {
+        name: String,
+        query: String,
+        params: Vec<u32>,
+        columns: Vec<Column>,
+    },
+    Execute {
+        state: Py<StatementState>,
+        rows: Vec<PyObject>,
+        record_class: Option<Py<PyType>>,
+        want_rows: bool,
+    },
+    ExecuteMany,
+    Simple,
+    Close {
+        state: Py<StatementState>,
+    },
+}
+
+/// A Python-visible action deferred until the protocol is no longer borrowed.
+enum Effect {
+    Write(PyObject, Py<PyBytes>),
+    Resolve(PyObject, PyObject),
+    Reject(PyObject, PyErr),
+    CallSoon(PyObject, PyObject, Vec<PyObject>),
+    CloseTransport(PyObject),
+}
+
+fn run_effects(py: Python<'_>, effects: Vec<Effect>) -> PyResult<()> {
+    let mut first_err: Option<PyErr> = None;
+    for fx in effects {
+        let r = match fx {
+            Effect::Write(transport, data) => {
+                transport.call_method1(py, "write", (data,)).map(drop)
+            }
+            Effect::Resolve(fut, value) => settle(py, &fut, Ok(value)),
+            Effect::Reject(fut, err) => settle(py, &fut, Err(err)),
+            Effect::CallSoon(loop_, cb, args) => {
+                let mut all = Vec::with_capacity(args.len() + 1);
+                all.push(cb);
+                all.extend(args);
+                PyTuple::new(py, all).and_then(|t| loop_.call_method1(py, "call_soon", t).map(drop))
+            }
+            Effect::CloseTransport(transport) => transport.call_method0(py, "close").map(drop),
+        };
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Resolve a future unless the caller already gave up on it (timeout, cancellation).
+fn settle(py: Python<'_>, fut: &PyObject, outcome: PyResult<PyObject>) -> PyResult<()> {
+    let fut = fut.bind(py);
+    if fut.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    match outcome {
+        Ok(v) => fut.call_method1("set_result", (v,))?,
+        Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
+    };
+    Ok(())
+}
+
+fn error_fields<'py>(py: Python<'py>, mut fields: ErrorFields<'_>) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    loop {
+        match fields.next() {
+            Ok(Some(f)) => {
+                let key = (f.type_() as char).to_string();
+                let value = String::from_utf8_lossy(f.value_bytes());
+                dict.set_item(key, value.as_ref())?;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(crate::pg::errors::protocol_error(py, e.to_string())),
+        }
+    }
+    Ok(dict)
+}
+
+/// The asyncpg exception for a server `ErrorResponse`.
+fn server_error(py: Python<'_>, fields: &Bound<'_, PyDict>, query: Option<&str>) -> PyErr {
+    let made = crate::pg::errors::exception_class(py, "PostgresError")
+        .and_then(|cls| cls.call_method1("new", (fields, query)));
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+fn conn_lost_error(py: Python<'_>) -> PyErr {
+    py_error(
+        py,
+        "ConnectionDoesNotExistError",
+        "connection was closed in the middle of operation",
+    )
+}
+
+/// The asyncio protocol that speaks PostgreSQL's frontend/backend protocol v3.
+#[pyclass(module = "asyncpg_rs._native", name = "PGProtocol")]
+pub struct PGProtocol {
+    loop_: PyObject,
+    transport: Option<PyObject>,
+    user: String,
+    database: String,
+    password: Option<String>,
+    server_settings: Vec<(String, String)>,
+    rbuf: BytesMut,
+    phase: Phase,
+    op: Op,
+    waiter: Option<PyObject>,
+    startup_fut: PyObject,
+    idle_waiters: Vec<PyObject>,
+    drain_waiters: Vec<PyObject>,
+    error: Option<PyErr>,
+    status: Option<String>,
+    query: Option<String>,
+    auth: auth::Auth,
+    registry: CodecRegistry,
+    settings: Py<PyDict>,
+    backend_pid: i32,
+    backend_secret: i32,
+    xact_status: u8,
+    writing_paused: bool,
+    on_notice: Option<PyObject>,
+    on_notification: Option<PyObject>,
+    on_lost: Option<PyObject>,
+}
+
+impl PGProtocol {
+    fn transport(&self, py: Python<'_>) -> PyResult<PyObject> {
+        match &self.transport {
+            Some(t) => Ok(t.clone_ref(py)),
+            None => Err(interface_error(py, "the protocol has no transport")),
+        }
+    }
+
+    fn check_ready(&self, py: Python<'_>) -> PyResult<()> {
+        match self.phase {
+            Phase::Ready => {}
+            Phase::Closed => {
+                return Err(py_error(
+                    py,
+                    "ConnectionDoesNotExistError",
+                    "connection is closed",
+                ))
+            }
+            _ => return Err(interface_error(py, "the connection is not ready yet")),
+        }
+        if !matches!(self.op, Op::Idle) {
+            return Err(interface_error(
+                py,
+                "cannot perform operation: another operation is in progress",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Send `out` and wait for `op` to finish; returns the future the caller awaits.
+    fn begin(
+        &mut self,
+        py: Python<'_>,
+        op: Op,
+        out: BytesMut,
+        query: Option<String>,
+        fx: &mut Vec<Effect>,
+    ) -> PyResult<PyObject> {
+        let fut = self.loop_.call_method0(py, "create_future")?;
+        self.op = op;
+        self.waiter = Some(fut.clone_ref(py));
+        self.error = None;
+        self.status = None;
+        self.query = query;
+        fx.push(Effect::Write(
+            self.transport(py)?,
+            PyBytes::new(py, &out).unbind(),
+        ));
+        Ok(fut)
+    }
+
+    fn fail_connection(&mut self, py: Python<'_>, err: PyErr, fx: &mut Vec<Effect>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.op = Op::Idle;
+        if let Some(w) = self.waiter.take() {
+            fx.push(Effect::Reject(w, err.clone_ref(py)));
+        }
+        for w in self.idle_waiters.drain(..) {
+            fx.push(Effect::Resolve(w, py.None()));
+        }
+        for w in self.drain_waiters.drain(..) {
+            fx.push(Effect::Resolve(w, py.None()));
+        }
+        if let Some(t) = self.transport.as_ref() {
+            fx.push(Effect::CloseTransport(t.clone_ref(py)));
+        }
+        if let Some(cb) = &self.on_lost {
+            fx.push(Effect::CallSoon(
+                self.loop_.clone_ref(py),
+                cb.clone_ref(py),
+                vec![err.into_value(py).into_any()],
+            ));
+        }
+    }
+
+    fn write_startup(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) -> PyResult<()> {
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", self.user.as_str()),
+            ("database", self.database.as_str()),
+            ("client_encoding", "UTF8"),
+        ];
+        for (k, v) in &self.server_settings {
+            params.push((k.as_str(), v.as_str()));
+        }
+        let mut out = BytesMut::with_capacity(128);
+        frontend::startup_message(params, &mut out)
+            .map_err(|e| interface_error(py, format!("invalid startup parameter: {e}")))?;
+        self.phase = Phase::Startup;
+        fx.push(Effect::Write(
+            self.transport(py)?,
+            PyBytes::new(py, &out).unbind(),
+        ));
+        Ok(())
+    }
+
+    fn write_bind(
+        py: Python<'_>,
+        out: &mut BytesMut,
+        portal: &str,
+        state: &StatementState,
+        args: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let tuple;
+        let args = match args.downcast::<PyTuple>() {
+            Ok(t) => t,
+            Err(_) => {
+                tuple = PyTuple::new(py, args.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+                &tuple
+            }
+        };
+        let expected = state.param_oids.len();
+        if args.len() != expected {
+            return Err(interface_error(
+                py,
+                format!(
+                    "the server expects {expected} argument{} for this query, {} {} passed",
+                    if expected == 1 { "" } else { "s" },
+                    args.len(),
+                    if args.len() == 1 { "was" } else { "were" },
+                ),
+            ));
+        }
+        let start = out.len();
+        let at = messages::begin(b'B', out);
+        messages::put_cstr(portal, out);
+        messages::put_cstr(&state.name, out);
+        out.put_i16(expected as i16);
+        for codec in &state.param_codecs {
+            out.put_i16(codec.format() as i16);
+        }
+        out.put_i16(expected as i16);
+        for (i, codec) in state.param_codecs.iter().enumerate() {
+            let value = args.get_borrowed_item(i)?;
+            if value.is_none() {
+                out.put_i32(-1);
+                continue;
+            }
+            let vat = messages::begin_value(out);
+            if let Err(e) = codec.encode(&value, out) {
+                out.truncate(start);
+                return Err(encode_failure(py, i, &value, codec.type_name(), e));
+            }
+            messages::finish_value(vat, out);
+        }
+        out.put_i16(state.result_formats.len() as i16);
+        for f in &state.result_formats {
+            out.put_i16(*f);
+        }
+        messages::finish(at, out);
+        Ok(())
+    }
+
+    fn decode_row(
+        py: Python<'_>,
+        body: &DataRowBody,
+        state: &StatementState,
+        record_class: Option<&Py<PyType>>,
+    ) -> PyResult<PyObject> {
+        let buf = body.buffer();
+        let mut ranges = body.ranges();
+        let mut values = Vec::with_capacity(state.col_codecs.len());
+        let mut i = 0;
+        loop {
+            let range = match ranges.next() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return Err(crate::pg::errors::protocol_error(py, e.to_string())),
+            };
+            let Some(codec) = state.col_codecs.get(i) else {
+                return Err(crate::pg::errors::protocol_error(
+                    py,
+                    "DataRow has more columns than the row description",
+                ));
+            };
+            match range {
+                None => values.push(py.None()),
+                Some(r) => values.push(codec.decode(py, &buf[r])?),
+            }
+            i += 1;
+        }
+        if i != state.col_codecs.len() {
+            return Err(crate::pg::errors::protocol_error(
+                py,
+                "DataRow has fewer columns than the row description",
+            ));
+        }
+        let cls = record_class.map(|c| c.bind(py));
+        new_record(py, &state.desc, values, cls)
+    }
+
+    fn on_ready(&mut self, py: Python<'_>, status: u8, fx: &mut Vec<Effect>) -> PyResult<()> {
+        self.xact_status = status;
+        let op = std::mem::replace(&mut self.op, Op::Idle);
+        let waiter = self.waiter.take();
+        if matches!(op, Op::Startup) {
+            self.phase = Phase::Ready;
+        }
+        if let Some(w) = waiter {
+            match self.error.take() {
+                Some(err) => fx.push(Effect::Reject(w, err)),
+                None => {
+                    let value = self.finish_op(py, op)?;
+                    fx.push(Effect::Resolve(w, value));
+                }
+            }
+        }
+        self.error = None;
+        for w in self.idle_waiters.drain(..) {
+            fx.push(Effect::Resolve(w, py.None()));
+        }
+        Ok(())
+    }
+
+    fn finish_op(&mut self, py: Python<'_>, op: Op) -> PyResult<PyObject> {
+        Ok(match op {
+            Op::Idle | Op::Startup | Op::ExecuteMany => py.None(),
+            Op::Prepare {
+                name,
+                query,
+                params,
+                columns,
+            } => {
+                let state =
+                    StatementState::build(py, &self.registry, name, query, params, columns)?;
+                Py::new(py, state)?.into_any()
+            }
+            Op::Execute { rows, .. } => PyList::new(py, rows)?.into_any().unbind(),
+            Op::Simple => match &self.status {
+                Some(s) => PyString::new(py, s).into_any().unbind(),
+                None => py.None(),
+            },
+            Op::Close { state } => {
+                state.get().closed.store(true, Ordering::Relaxed);
+                py.None()
+            }
+        })
+    }
+
+    fn record_error(&mut self, err: PyErr) {
+        if self.error.is_none() {
+            self.error = Some(err);
+        }
+    }
+
+    fn handle(&mut self, py: Python<'_>, msg: Message, fx: &mut Vec<Effect>) -> PyResult<()> {
+        match msg {
+            Message::DataRow(body) => {
+                if let Op::Execute {
+                    state,
+                    rows,
+                    record_class,
+                    want_rows,
+                } = &mut self.op
+                {
+                    if *want_rows && self.error.is_none() {
+                        match Self::decode_row(py, &body, state.get(), record_class.as_ref()) {
+                            Ok(r) => rows.push(r),
+                            Err(e) => {
+                                rows.clear();
+                                self.error = Some(e);
+                            }
+                        }
+                    }
+                }
+            }
+            Message::CommandComplete(body) => {
+                let tag = body
+                    .tag()
+                    .map_err(|e| crate::pg::errors::protocol_error(py, e.to_string()))?;
+                self.status = Some(tag.to_string());
+            }
+            Message::ReadyForQuery(body) => self.on_ready(py, body.status(), fx)?,
+            Message::ErrorResponse(body) => {
+                let fields = error_fields(py, body.fields())?;
+                let err = server_error(py, &fields, self.query.as_deref());
+                if self.phase == Phase::Startup {
+                    // The server closes the connection after a startup error.
+                    self.fail_connection(py, err, fx);
+                } else {
+                    self.record_error(err);
+                }
+            }
+            Message::NoticeResponse(body) => {
+                if let Some(cb) = &self.on_notice {
+                    let fields = error_fields(py, body.fields())?;
+                    fx.push(Effect::CallSoon(
+                        self.loop_.clone_ref(py),
+                        cb.clone_ref(py),
+                        vec![fields.into_any().unbind()],
+                    ));
+                }
+            }
+            Message::NotificationResponse(body) => {
+                if let Some(cb) = &self.on_notification {
+                    let channel = body.channel().unwrap_or_default();
+                    let payload = body.message().unwrap_or_default();
+                    fx.push(Effect::CallSoon(
+                        self.loop_.clone_ref(py),
+                        cb.clone_ref(py),
+                        vec![
+                            body.process_id().into_pyobject(py)?.into_any().unbind(),
+                            PyString::new(py, channel).into_any().unbind(),
+                            PyString::new(py, payload).into_any().unbind(),
+                        ],
+                    ));
+                }
+            }
+            Message::ParameterStatus(body) => {
+                let name = body.name().unwrap_or_default();
+                let value = body.value().unwrap_or_default();
+                self.settings.bind(py).set_item(name, value)?;
+            }
+            Message::ParameterDescription(body) => {
+                if let Op::Prepare { params, .. } = &mut self.op {
+                    let mut it = body.parameters();
+                    while let Some(oid) = it
+                        .next()
+                        .map_err(|e| crate::pg::errors::protocol_error(py, e.to_string()))?
+                    {
+                        params.push(oid);
+                    }
+                }
+            }
+            Message::RowDescription(body) => {
+                if let Op::Prepare { columns, .. } = &mut self.op {
+                    let mut it = body.fields();
+                    while let Some(f) = it
+                        .next()
+                        .map_err(|e| crate::pg::errors::protocol_error(py, e.to_string()))?
+                    {
+                        columns.push(Column {
+                            name: f.name().to_string(),
+                            type_oid: f.type_oid(),
+                            table_oid: f.table_oid(),
+                            column_id: f.column_id(),
+                        });
+                    }
+                }
+            }
+            Message::BackendKeyData(body) => {
+                self.backend_pid = body.process_id();
+                self.backend_secret = body.secret_key();
+            }
+            Message::AuthenticationOk => {}
+            Message::AuthenticationCleartextPassword => {
+                let mut out = BytesMut::new();
+                self.auth_step(
+                    py,
+                    fx,
+                    |this, out| auth::cleartext(&this.password, out),
+                    &mut out,
+                )?;
+            }
+            Message::AuthenticationMd5Password(body) => {
+                let mut out = BytesMut::new();
+                let salt = body.salt();
+                self.auth_step(
+                    py,
+                    fx,
+                    |this, out| auth::md5(&this.user, &this.password, salt, out),
+                    &mut out,
+                )?;
+            }
+            Message::AuthenticationSasl(body) => {
+                let mut out = BytesMut::new();
+                self.auth_step(
+                    py,
+                    fx,
+                    |this, out| {
+                        let password = this.password.clone();
+                        this.auth.sasl_start(&body, &password, out)
+                    },
+                    &mut out,
+                )?;
+            }
+            Message::AuthenticationSaslContinue(body) => {
+                let mut out = BytesMut::new();
+                self.auth_step(
+                    py,
+                    fx,
+                    |this, out| this.auth.sasl_continue(body.data(), out),
+                    &mut out,
+                )?;
+            }
+            Message::AuthenticationSaslFinal(body) => {
+                let mut out = BytesMut::new();
+                self.auth_step(
+                    py,
+                    fx,
+                    |this, _| this.auth.sasl_final(body.data()),
+                    &mut out,
+                )?;
+            }
+            Message::AuthenticationGss
+            | Message::AuthenticationGssContinue(_)
+            | Message::AuthenticationSspi
+            | Message::AuthenticationKerberosV5
+            | Message::AuthenticationScmCredential => {
+                let method = match msg {
+                    Message::AuthenticationSspi => "SSPI",
+                    Message::AuthenticationKerberosV5 => "Kerberos V5",
+                    Message::AuthenticationScmCredential => "SCM credentials",
+                    _ => "GSSAPI",
+                };
+                let err = interface_error(
+                    py,
+                    format!("unsupported authentication method requested by the server: {method}"),
+                );
+                self.fail_connection(py, err, fx);
+            }
+            Message::CopyInResponse(_) => {
+                // COPY FROM STDIN through execute(): refuse cleanly so the server ends the
+                // COPY with an error instead of waiting for data forever.
+                let mut out = BytesMut::new();
+                frontend::copy_fail(
+                    "COPY FROM STDIN is not supported by execute(); use copy_to_table()",
+                    &mut out,
+                )
+                .map_err(|e| internal_error(py, e.to_string()))?;
+                fx.push(Effect::Write(
+                    self.transport(py)?,
+                    PyBytes::new(py, &out).unbind(),
+                ));
+            }
+            Message::ParseComplete
+            | Message::BindComplete
+            | Message::CloseComplete
+            | Message::NoData
+            | Message::PortalSuspended
+            | Message::EmptyQueryResponse
+            | Message::CopyOutResponse(_)
+            | Message::CopyData(_)
+            | Message::CopyDone => {}
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn auth_step(
+        &mut self,
+        py: Python<'_>,
+        fx: &mut Vec<Effect>,
+        step: impl FnOnce(&mut Self, &mut BytesMut) -> Result<(), auth::AuthError>,
+        out: &mut BytesMut,
+    ) -> PyResult<()> {
+        match step(self, out) {
+            Ok(()) => {
+                if !out.is_empty() {
+                    fx.push(Effect::Write(
+                        self.transport(py)?,
+                        PyBytes::new(py, out).unbind(),
+                    ));
+                }
+            }
+            Err(auth::AuthError(msg)) => {
+                let err = interface_error(py, msg);
+                self.fail_connection(py, err, fx);
+            }
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, py: Python<'_>, data: &[u8], fx: &mut Vec<Effect>) {
+        self.rbuf.extend_from_slice(data);
+        while self.phase != Phase::Closed {
+            match Message::parse(&mut self.rbuf) {
+                Ok(Some(msg)) => {
+                    if let Err(e) = self.handle(py, msg, fx) {
+                        // A fault of ours while handling a well-formed message: the stream
+                        // position is still right, so report it to the waiter and go on.
+                        self.record_error(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let err = crate::pg::errors::protocol_error(
+                        py,
+                        format!("malformed message from the server: {e}"),
+                    );
+                    self.fail_connection(py, err, fx);
+                }
+            }
+        }
+    }
+}
+
+fn encode_failure(
+    py: Python<'_>,
+    index: usize,
+    value: &Bound<'_, PyAny>,
+    type_name: &str,
+    err: EncodeError,
+) -> PyErr {
+    let shown = value
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unprintable value>".into());
+    let shown = if shown.chars().count() > 40 {
+        format!("{}...", shown.chars().take(37).collect::<String>())
+    } else {
+        shown
+    };
+    let (reason, cause) = match err {
+        EncodeError::Invalid(reason) => (reason, None),
+        EncodeError::Py(e) => {
+            let reason = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+            let reason = format!(
+                "{}: {reason}",
+                e.get_type(py)
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            );
+            (reason, Some(e))
+        }
+    };
+    let exc = data_error(
+        py,
+        format!(
+            "invalid input for query argument ${} (expected {type_name}): {shown} ({reason})",
+            index + 1
+        ),
+    );
+    if let Some(cause) = cause {
+        exc.set_cause(py, Some(cause));
+    }
+    exc
+}
+
+#[pymethods]
+impl PGProtocol {
+    /// Create a protocol that logs in as `user` to `database` once attached to a transport.
+    #[new]
+    #[pyo3(signature = (r#loop, user, database, password=None, server_settings=None))]
+    fn new(
+        py: Python<'_>,
+        r#loop: PyObject,
+        user: String,
+        database: String,
+        password: Option<String>,
+        server_settings: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let mut settings = Vec::new();
+        if let Some(ss) = server_settings {
+            for (k, v) in ss.iter() {
+                settings.push((k.str()?.to_string(), v.str()?.to_string()));
+            }
+        }
+        let startup_fut = r#loop.call_method0(py, "create_future")?;
+        Ok(PGProtocol {
+            loop_: r#loop,
+            transport: None,
+            user,
+            database,
+            password,
+            server_settings: settings,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            phase: Phase::AwaitingTransport,
+            op: Op::Startup,
+            waiter: Some(startup_fut.clone_ref(py)),
+            startup_fut,
+            idle_waiters: Vec::new(),
+            drain_waiters: Vec::new(),
+            error: None,
+            status: None,
+            query: None,
+            auth: auth::Auth::default(),
+            registry: CodecRegistry::new(),
+            settings: PyDict::new(py).unbind(),
+            backend_pid: 0,
+            backend_secret: 0,
+            xact_status: b'I',
+            writing_paused: false,
+            on_notice: None,
+            on_notification: None,
+            on_lost: None,
+        })
+    }
+
+    // ----- asyncio.Protocol -----
+
+    /// asyncio callback: the transport is ready; starts the login.
+    fn connection_made(slf: &Bound<'_, Self>, transport: PyObject) -> PyResult<()> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        {
+            let mut this = slf.borrow_mut();
+            this.transport = Some(transport);
+            if this.phase == Phase::AwaitingTransport {
+                this.write_startup(py, &mut fx)?;
+            }
+        }
+        run_effects(py, fx)
+    }
+
+    /// asyncio callback: bytes from the server.
+    fn data_received(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        slf.borrow_mut().feed(py, data, &mut fx);
+        run_effects(py, fx)
+    }
+
+    /// asyncio callback: the server closed its side; let the transport close.
+    fn eof_received(&self) -> bool {
+        false
+    }
+
+    /// asyncio callback: the connection is gone; every pending await fails.
+    fn connection_lost(slf: &Bound<'_, Self>, exc: Option<PyObject>) -> PyResult<()> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        {
+            let mut this = slf.borrow_mut();
+            let err = conn_lost_error(py);
+            if let Some(cause) = exc {
+                if let Ok(cause) = cause
+                    .bind(py)
+                    .clone()
+                    .downcast_into::<pyo3::exceptions::PyBaseException>()
+                {
+                    err.set_cause(py, Some(PyErr::from_value(cause.into_any())));
+                }
+            }
+            this.fail_connection(py, err, &mut fx);
+            this.transport = None;
+        }
+        run_effects(py, fx)
+    }
+
+    /// asyncio callback: the transport's write buffer is over its high-water mark.
+    fn pause_writing(&mut self) {
+        self.writing_paused = true;
+    }
+
+    /// asyncio callback: the transport's write buffer drained below its low-water mark.
+    fn resume_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let waiters = {
+            let mut this = slf.borrow_mut();
+            this.writing_paused = false;
+            std::mem::take(&mut this.drain_waiters)
+        };
+        run_effects(
+            py,
+            waiters
+                .into_iter()
+                .map(|w| Effect::Resolve(w, py.None()))
+                .collect(),
+        )
+    }
+
+    // ----- state -----
+
+    /// Future resolved when login completes (first ReadyForQuery).
+    fn startup_waiter(&self, py: Python<'_>) -> PyObject {
+        self.startup_fut.clone_ref(py)
+    }
+
+    /// Future resolved once no operation is in flight (after a cancelled one finishes).
+    fn wait_idle(&mut self, py: Python<'_>) -> PyResult<PyObject> {
+        let fut = self.loop_.call_method0(py, "create_future")?;
+        if matches!(self.op, Op::Idle) || self.phase == Phase::Closed {
+            fut.call_method1(py, "set_result", (py.None(),))?;
+        } else {
+            self.idle_waiters.push(fut.clone_ref(py));
+        }
+        Ok(fut)
+    }
+
+    /// Future resolved once the transport accepts more writes.
+    fn drain(&mut self, py: Python<'_>) -> PyResult<PyObject> {
+        let fut = self.loop_.call_method0(py, "create_future")?;
+        if !self.writing_paused || self.phase == Phase::Closed {
+            fut.call_method1(py, "set_result", (py.None(),))?;
+        } else {
+            self.drain_waiters.push(fut.clone_ref(py));
+        }
+        Ok(fut)
+    }
+
+    /// Whether an operation is in flight.
+    fn is_busy(&self) -> bool {
+        !matches!(self.op, Op::Idle)
+    }
+
+    /// Whether the connection is closed or lost.
+    fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether the server reported an open (or failed) transaction block.
+    fn is_in_transaction(&self) -> bool {
+        self.xact_status != b'I'
+    }
+
+    /// The transaction status byte of the last ReadyForQuery: 'I', 'T' or 'E'.
+    fn xact_status(&self) -> char {
+        self.xact_status as char
+    }
+
+    /// The command tag of the last completed command (e.g. 'INSERT 0 1').
+    fn last_status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
+    fn get_server_pid(&self) -> i32 {
+        self.backend_pid
+    }
+
+    fn get_backend_secret(&self) -> i32 {
+        self.backend_secret
+    }
+
+    /// The server's ParameterStatus values, kept current.
+    fn get_settings(&self, py: Python<'_>) -> Py<PyDict> {
+        self.settings.clone_ref(py)
+    }
+
+    /// The transport this protocol writes to.
+    fn get_transport(&self, py: Python<'_>) -> Option<PyObject> {
+        self.transport.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    /// Callbacks scheduled with `loop.call_soon`: `on_notice(fields)`,
+    /// `on_notification(pid, channel, payload)`, `on_lost(exc)`.
+    #[pyo3(signature = (on_notice=None, on_notification=None, on_lost=None))]
+    fn set_callbacks(
+        &mut self,
+        on_notice: Option<PyObject>,
+        on_notification: Option<PyObject>,
+        on_lost: Option<PyObject>,
+    ) {
+        self.on_notice = on_notice;
+        self.on_notification = on_notification;
+        self.on_lost = on_lost;
+    }
+
+    // ----- operations; each returns a future -----
+
+    /// Parse and describe `query` as statement `name` ('' = unnamed).
+    fn prepare(slf: &Bound<'_, Self>, name: String, query: String) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let mut out = BytesMut::with_capacity(query.len() + 64);
+            frontend::parse(&name, &query, std::iter::empty(), &mut out)
+                .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            frontend::describe(b'S', &name, &mut out)
+                .map_err(|e| interface_error(py, e.to_string()))?;
+            frontend::sync(&mut out);
+            let q = Some(query.clone());
+            this.begin(
+                py,
+                Op::Prepare {
+                    name,
+                    query,
+                    params: Vec::new(),
+                    columns: Vec::new(),
+                },
+                out,
+                q,
+                &mut fx,
+            )?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Bind `args` to `state` and execute, returning up to `limit` rows (0 = all) as Records
+    /// of `record_class`, or `[]` when `want_rows` is false.
+    #[pyo3(signature = (state, args, portal="", limit=0, record_class=None, want_rows=true))]
+    fn bind_execute(
+        slf: &Bound<'_, Self>,
+        state: Py<StatementState>,
+        args: &Bound<'_, PyAny>,
+        portal: &str,
+        limit: i32,
+        record_class: Option<Py<PyType>>,
+        want_rows: bool,
+    ) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let st = state.get();
+            if st.is_closed() {
+                return Err(interface_error(py, "the prepared statement is closed"));
+            }
+            let mut out = BytesMut::with_capacity(256);
+            if st.name.is_empty() {
+                // The unnamed statement may have been replaced since it was described (and a
+                // pooler may route us to another backend): parse it again in the same batch.
+                frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
+                    .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            }
+            Self::write_bind(py, &mut out, portal, st, args)?;
+            frontend::execute(portal, limit, &mut out)
+                .map_err(|e| interface_error(py, e.to_string()))?;
+            frontend::sync(&mut out);
+            let q = Some(st.query.clone());
+            this.begin(
+                py,
+                Op::Execute {
+                    state,
+                    rows: Vec::new(),
+                    record_class,
+                    want_rows,
+                },
+                out,
+                q,
+                &mut fx,
+            )?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Execute `state` once per element of `args_seq` in one pipeline with a single Sync, so
+    /// the batch is atomic. Every row is encoded before anything is sent.
+    fn bind_execute_many(
+        slf: &Bound<'_, Self>,
+        state: Py<StatementState>,
+        args_seq: &Bound<'_, PyAny>,
+    ) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let st = state.get();
+            if st.is_closed() {
+                return Err(interface_error(py, "the prepared statement is closed"));
+            }
+            let mut out = BytesMut::with_capacity(4096);
+            if st.name.is_empty() {
+                frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
+                    .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            }
+            for (row_index, args) in args_seq.try_iter()?.enumerate() {
+                let args = args?;
+                Self::write_bind(py, &mut out, "", st, &args).map_err(|e| {
+                    let msg = e.value(py).to_string();
+                    let cls = e.get_type(py);
+                    match cls.call1((format!("invalid input in executemany() argument sequence element #{row_index}: {msg}"),)) {
+                        Ok(exc) => {
+                            let new = PyErr::from_value(exc);
+                            new.set_cause(py, Some(e));
+                            new
+                        }
+                        Err(_) => e,
+                    }
+                })?;
+                frontend::execute("", 0, &mut out)
+                    .map_err(|e| interface_error(py, e.to_string()))?;
+            }
+            frontend::sync(&mut out);
+            let q = Some(st.query.clone());
+            this.begin(py, Op::ExecuteMany, out, q, &mut fx)?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Run `sql` with the simple-query protocol (several statements allowed); resolves to the
+    /// last command tag.
+    fn simple_query(slf: &Bound<'_, Self>, sql: String) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let mut out = BytesMut::with_capacity(sql.len() + 8);
+            frontend::query(&sql, &mut out)
+                .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            this.begin(py, Op::Simple, out, Some(sql), &mut fx)?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Close the server-side statement.
+    fn close_statement(slf: &Bound<'_, Self>, state: Py<StatementState>) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let mut out = BytesMut::with_capacity(64);
+            frontend::close(b'S', &state.get().name, &mut out)
+                .map_err(|e| interface_error(py, e.to_string()))?;
+            frontend::sync(&mut out);
+            this.begin(py, Op::Close { state }, out, None, &mut fx)?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// The statement with its codecs looked up again (after new types became known).
+    fn rebind_codecs(&self, py: Python<'_>, state: Py<StatementState>) -> PyResult<StatementState> {
+        state.get().rebuilt(py, &self.registry)
+    }
+
+    /// Send Terminate and close the transport.
+    fn terminate(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        {
+            let mut this = slf.borrow_mut();
+            if let Some(t) = this.transport.as_ref().map(|t| t.clone_ref(py)) {
+                if this.phase != Phase::Closed {
+                    let mut out = BytesMut::with_capacity(5);
+                    frontend::terminate(&mut out);
+                    fx.push(Effect::Write(
+                        t.clone_ref(py),
+                        PyBytes::new(py, &out).unbind(),
+                    ));
+                }
+                fx.push(Effect::CloseTransport(t));
+            }
+            let err = py_error(py, "ConnectionDoesNotExistError", "connection was closed");
+            this.on_lost = None;
+            this.fail_connection(py, err, &mut fx);
+        }
+        run_effects(py, fx)
+    }
+
+    /// Close the transport at once, without Terminate.
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let transport = slf.borrow().transport.as_ref().map(|t| t.clone_ref(py));
+        let mut fx = Vec::new();
+        {
+            let mut this = slf.borrow_mut();
+            let err = py_error(py, "ConnectionDoesNotExistError", "connection was aborted");
+            this.on_lost = None;
+            this.fail_connection(py, err, &mut fx);
+        }
+        // fail_connection asked for close(); abort() drops buffered output instead
+        fx.retain(|f| !matches!(f, Effect::CloseTransport(_)));
+        run_effects(py, fx)?;
+        if let Some(t) = transport {
+            t.call_method0(py, "abort")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PGProtocol>()?;
+    m.add_class::<StatementState>()?;
+    Ok(())
+}
