@@ -1,0 +1,837 @@
+"""The connection: asyncpg's ``Connection`` API over the Rust protocol core.
+
+Kept in Python on purpose: OpenTelemetry, Sentry and friends patch ``Connection.fetch`` and
+its siblings on the class, and users subclass it (``connection_class=``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import itertools
+import time
+import typing
+import warnings
+import weakref
+
+from . import _native, connect_utils, exceptions
+from . import prepared_stmt as _prepared_stmt
+from . import transaction as _transaction
+from .protocol import Record
+from .serverversion import split_server_version_string
+
+__all__ = ("Connection", "connect")
+
+_STMT_NAMES = itertools.count(1)
+
+
+class LoggedQuery(typing.NamedTuple):
+    """What a query logger (``add_query_logger``) receives after each query."""
+
+    query: str
+    args: typing.Any
+    timeout: typing.Optional[float]
+    elapsed: float
+    exception: typing.Optional[BaseException]
+    conn_addr: typing.Any
+    conn_params: typing.Any
+
+
+class _StatementCache:
+    """LRU of prepared statements keyed by query text, honouring the three cache knobs."""
+
+    __slots__ = ("_entries", "_max_size", "_max_lifetime", "_on_evict")
+
+    def __init__(self, max_size, max_lifetime, on_evict):
+        self._entries = collections.OrderedDict()
+        self._max_size = max_size
+        self._max_lifetime = max_lifetime
+        self._on_evict = on_evict
+
+    def get(self, query):
+        entry = self._entries.get(query)
+        if entry is None:
+            return None
+        stmt, born = entry
+        if stmt._state.closed:
+            del self._entries[query]
+            return None
+        if self._max_lifetime and time.monotonic() - born > self._max_lifetime:
+            del self._entries[query]
+            self._on_evict(stmt)
+            return None
+        self._entries.move_to_end(query)
+        return stmt
+
+    def put(self, query, stmt):
+        if self._max_size <= 0:
+            return
+        self._entries[query] = (stmt, time.monotonic())
+        self._entries.move_to_end(query)
+        while len(self._entries) > self._max_size:
+            _, (old, _) = self._entries.popitem(last=False)
+            self._on_evict(old)
+
+    def discard(self, query):
+        entry = self._entries.pop(query, None)
+        if entry is not None:
+            self._on_evict(entry[0])
+
+    def clear(self):
+        entries = list(self._entries.values())
+        self._entries.clear()
+        for stmt, _ in entries:
+            self._on_evict(stmt)
+
+    def mark_all_closed(self):
+        self._entries.clear()
+
+    def __len__(self):
+        return len(self._entries)
+
+
+class ConnectionMeta(type):
+    """Makes ``isinstance(pool_proxy, Connection)`` true, as in asyncpg."""
+
+    def __instancecheck__(cls, instance):
+        mro = type(instance).__mro__
+        return Connection in mro or _ConnectionProxy in mro
+
+
+class _ConnectionProxy:
+    """Base of pool connection proxies (see :mod:`asyncpg_rs.pool`)."""
+
+    __slots__ = ()
+
+
+class Connection(metaclass=ConnectionMeta):
+    """A connection to a PostgreSQL server.
+
+    Create one with :func:`asyncpg_rs.connect`. Operations on one connection run one at a
+    time; a second concurrent one raises :class:`~asyncpg_rs.exceptions.InterfaceError`.
+    """
+
+    __slots__ = (
+        "_protocol",
+        "_transport",
+        "_loop",
+        "_addr",
+        "_config",
+        "_params",
+        "_stmt_cache",
+        "_stmts_to_close",
+        "_top_xact",
+        "_aborted",
+        "_listeners",
+        "_log_listeners",
+        "_termination_listeners",
+        "_query_loggers",
+        "_server_version",
+        "_server_caps",
+        "_intro_query",
+        "_reset_query",
+        "_proxy",
+        "_cancel_tasks",
+        "_record_class",
+        "_closed_fired",
+        "_source_traceback",
+        "_pool_release_ctr",
+        "_session_dirty",
+        "__weakref__",
+    )
+
+    def __init__(self, protocol, transport, loop, addr, config, params):
+        self._protocol = protocol
+        self._transport = transport
+        self._loop = loop
+        self._addr = addr
+        self._config = config
+        self._params = params
+        self._top_xact = None
+        self._aborted = False
+        self._stmts_to_close = set()
+        self._stmt_cache = _StatementCache(
+            config.statement_cache_size,
+            config.max_cached_statement_lifetime,
+            self._stmts_to_close_add,
+        )
+        self._listeners = {}
+        self._log_listeners = set()
+        self._termination_listeners = set()
+        self._query_loggers = set()
+        self._server_version = None
+        self._server_caps = None
+        self._intro_query = None
+        self._reset_query = None
+        self._proxy = None
+        self._cancel_tasks = set()
+        self._record_class = getattr(config, "record_class", None) or Record
+        self._closed_fired = False
+        self._source_traceback = None
+        self._pool_release_ctr = 0
+        # whether the session was changed in ways a pool must undo on release
+        self._session_dirty = False
+        self_ref = weakref.ref(self)
+        protocol.set_callbacks(
+            on_notice=functools.partial(_dispatch, self_ref, "_on_notice"),
+            on_notification=functools.partial(_dispatch, self_ref, "_on_notification"),
+            on_lost=functools.partial(_dispatch, self_ref, "_on_connection_lost"),
+        )
+
+    def __del__(self):
+        if not self.is_closed() and self._protocol is not None:
+            if self._source_traceback is not None or getattr(self._loop, "get_debug", bool)():
+                warnings.warn(
+                    f"unclosed connection {self!r}", ResourceWarning, stacklevel=2
+                )
+            try:
+                if not self._loop.is_closed():
+                    self._protocol.abort()
+            except Exception:  # noqa: BLE001 - interpreter shutdown: best effort only
+                pass
+
+    # ------------------------------------------------------------------ info
+
+    def get_server_pid(self):
+        """The process id of the server backend serving this connection."""
+        return self._protocol.get_server_pid()
+
+    def get_server_version(self):
+        """The server version as a :class:`~asyncpg_rs.types.ServerVersion` named tuple."""
+        if self._server_version is None:
+            self._server_version = split_server_version_string(
+                self._protocol.get_settings().get("server_version", "0")
+            )
+        return self._server_version
+
+    def get_settings(self):
+        """The server's current run-time parameters (ParameterStatus), as a settings object."""
+        return _ConnectionSettings(self._protocol.get_settings())
+
+    def get_reset_query(self):
+        """The SQL that :meth:`reset` runs to return the session to a clean state."""
+        if self._reset_query is None:
+            self._reset_query = (
+                "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"
+            )
+        return self._reset_query
+
+    def is_closed(self):
+        """Whether the connection is closed."""
+        return self._aborted or self._protocol.is_closed()
+
+    def is_in_transaction(self):
+        """Whether the connection is inside a transaction block."""
+        return self._protocol.is_in_transaction()
+
+    # ------------------------------------------------------------------ listeners
+
+    async def add_listener(self, channel, callback):
+        """Listen for notifications on ``channel``.
+
+        ``callback(connection, pid, channel, payload)`` may be a plain function or a coroutine
+        function; it runs for every NOTIFY on the channel.
+        """
+        self._check_open()
+        if channel not in self._listeners:
+            await self.fetch(f"LISTEN {_quote_ident(channel)}")
+            self._listeners[channel] = set()
+            self._session_dirty = True
+        self._listeners[channel].add(_Callback.from_callable(callback))
+
+    async def remove_listener(self, channel, callback):
+        """Remove a listener added with :meth:`add_listener` (matched by equality)."""
+        if self.is_closed():
+            return
+        if channel not in self._listeners:
+            return
+        cb = _Callback.from_callable(callback)
+        if cb not in self._listeners[channel]:
+            return
+        self._listeners[channel].remove(cb)
+        if not self._listeners[channel]:
+            del self._listeners[channel]
+            await self.fetch(f"UNLISTEN {_quote_ident(channel)}")
+
+    def add_log_listener(self, callback):
+        """Receive server NOTICE/WARNING messages: ``callback(connection, message)``."""
+        if self.is_closed():
+            raise exceptions.InterfaceError("connection is closed")
+        self._log_listeners.add(_Callback.from_callable(callback))
+
+    def remove_log_listener(self, callback):
+        """Remove a listener added with :meth:`add_log_listener`."""
+        self._log_listeners.discard(_Callback.from_callable(callback))
+
+    def add_termination_listener(self, callback):
+        """Call ``callback(connection)`` once when the connection is closed or lost."""
+        self._termination_listeners.add(_Callback.from_callable(callback))
+
+    def remove_termination_listener(self, callback):
+        """Remove a listener added with :meth:`add_termination_listener`."""
+        self._termination_listeners.discard(_Callback.from_callable(callback))
+
+    def add_query_logger(self, callback):
+        """Call ``callback(LoggedQuery)`` after every query this connection runs."""
+        self._query_loggers.add(_Callback.from_callable(callback))
+
+    def remove_query_logger(self, callback):
+        """Remove a logger added with :meth:`add_query_logger`."""
+        self._query_loggers.discard(_Callback.from_callable(callback))
+
+    def query_logger(self, callback):
+        """Context manager that adds ``callback`` as a query logger for its duration."""
+        return _QueryLoggerContext(self, callback)
+
+    # ------------------------------------------------------------------ transactions
+
+    def transaction(self, *, isolation=None, readonly=False, deferrable=False):
+        """A :class:`~asyncpg_rs.transaction.Transaction`; use it with ``async with``.
+
+        Nested transactions become savepoints.
+        """
+        self._check_open()
+        return _transaction.Transaction(self, isolation, readonly, deferrable)
+
+    # ------------------------------------------------------------------ queries
+
+    async def execute(self, query: str, *args, timeout: typing.Optional[float] = None) -> str:
+        """Run SQL and return the status of the last command (e.g. ``'INSERT 0 1'``).
+
+        Without arguments the simple-query protocol is used, so several statements separated
+        by semicolons are allowed.
+        """
+        self._check_open()
+        if not args:
+            if self._query_loggers:
+                return await self._logged(query, args, timeout, self._simple_query, query, timeout)
+            return await self._simple_query(query, timeout)
+        stmt, _ = await self._run(query, args, 0, timeout, want_rows=False)
+        return stmt
+
+    async def executemany(self, command: str, args, *, timeout: typing.Optional[float] = None):
+        """Run ``command`` for each sequence of arguments in ``args``, atomically.
+
+        All executions are pipelined with a single Sync: if one fails, none takes effect.
+        """
+        self._check_open()
+        return await self._executemany(command, args, timeout)
+
+    async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
+        """Run a query and return all result rows as a list of Records."""
+        self._check_open()
+        _, rows = await self._run(query, args, 0, timeout, record_class)
+        return rows
+
+    async def fetchval(self, query, *args, column=0, timeout=None):
+        """Run a query and return one value from the first row (``None`` if no rows)."""
+        self._check_open()
+        _, rows = await self._run(query, args, 1, timeout)
+        if not rows:
+            return None
+        return rows[0][column]
+
+    async def fetchrow(self, query, *args, timeout=None, record_class=None):
+        """Run a query and return the first row, or ``None``."""
+        self._check_open()
+        _, rows = await self._run(query, args, 1, timeout, record_class)
+        if not rows:
+            return None
+        return rows[0]
+
+    async def fetchmany(self, query, args, *, timeout=None, record_class=None) -> list:
+        """Run ``query`` for each argument sequence in ``args`` and return all rows.
+
+        The executions are pipelined and atomic, as with :meth:`executemany`.
+        """
+        self._check_open()
+        stmt = await self._get_statement(query, timeout)
+        rows = []
+        for a in args:
+            rows.extend(
+                await self._bind_execute(stmt, tuple(a), 0, timeout, record_class, True)
+            )
+        return rows
+
+    async def prepare(self, query, *, name=None, timeout=None, record_class=None):
+        """Create a :class:`~asyncpg_rs.prepared_stmt.PreparedStatement` for ``query``."""
+        self._check_open()
+        return await self._prepare(
+            query, name=name, timeout=timeout, use_cache=False, record_class=record_class
+        )
+
+    async def _prepare(self, query, *, name=None, timeout=None, use_cache=False,
+                       record_class=None):
+        if record_class is not None:
+            _check_record_class(record_class)
+        stmt = await self._get_statement(
+            query, timeout, named=True if name is None else name, use_cache=use_cache
+        )
+        return _prepared_stmt.PreparedStatement(self, query, stmt, record_class)
+
+    def cursor(self, query, *args, prefetch=None, timeout=None, record_class=None):
+        """A cursor factory for ``query``; iterate it with ``async for`` inside a transaction,
+        or ``await`` it for a :class:`~asyncpg_rs.cursor.Cursor`."""
+        self._check_open()
+        from . import cursor as _cursor
+
+        return _cursor.CursorFactory(
+            self, query, None, args, prefetch, timeout, record_class
+        )
+
+    async def reload_schema_state(self):
+        """Forget cached statements and introspected types (after ``ALTER TYPE`` and such)."""
+        self._drop_global_statement_cache()
+
+    async def reset(self, *, timeout=None):
+        """Return the session to a clean state: roll back, close cursors, unlisten, reset
+        settings and advisory locks."""
+        self._check_open()
+        self._listeners.clear()
+        self._log_listeners.clear()
+        reset_query = self.get_reset_query()
+        if self._protocol.is_in_transaction() or self._top_xact is not None:
+            if self._top_xact is None or not self._top_xact._managed:
+                warnings.warn(
+                    "Resetting connection with an active transaction {!r}".format(self),
+                    stacklevel=2,
+                )
+            self._top_xact = None
+            reset_query = "ROLLBACK;\n" + reset_query
+        await self.execute(reset_query, timeout=timeout)
+        self._session_dirty = False
+
+    async def close(self, *, timeout=None):
+        """Close the connection gracefully (sends Terminate)."""
+        try:
+            if not self.is_closed():
+                self._protocol.terminate()
+        finally:
+            self._cleanup()
+
+    def terminate(self):
+        """Close the connection at once."""
+        if not self.is_closed():
+            self._aborted = True
+            self._protocol.abort()
+        self._cleanup()
+
+    # ----------------------------------------------------------------- internals
+
+    def _check_open(self):
+        if self.is_closed():
+            raise exceptions.InterfaceError("connection is closed")
+
+    def _stmts_to_close_add(self, stmt):
+        self._stmts_to_close.add(stmt)
+
+    def _drop_global_statement_cache(self):
+        self._stmt_cache.clear()
+
+    def _mark_stmts_as_closed(self):
+        self._stmt_cache.mark_all_closed()
+        self._stmts_to_close.clear()
+
+    def _cleanup(self):
+        self._mark_stmts_as_closed()
+        self._listeners.clear()
+        self._log_listeners.clear()
+        if not self._closed_fired:
+            self._closed_fired = True
+            self._call_termination_listeners()
+
+    def _call_termination_listeners(self):
+        listeners = list(self._termination_listeners)
+        self._termination_listeners.clear()
+        con = self._proxy or self
+        for cb in listeners:
+            cb.call(self._loop, con)
+
+    def _on_connection_lost(self, exc):
+        self._cleanup()
+
+    def _on_notice(self, fields):
+        if not self._log_listeners:
+            return
+        msg = exceptions.PostgresLogMessage.new(fields)
+        con = self._proxy or self
+        for cb in list(self._log_listeners):
+            cb.call(self._loop, con, msg)
+
+    def _on_notification(self, pid, channel, payload):
+        cbs = self._listeners.get(channel)
+        if not cbs:
+            return
+        con = self._proxy or self
+        for cb in list(cbs):
+            cb.call(self._loop, con, pid, channel, payload)
+
+    async def _wait(self, fut, timeout):
+        """Await a protocol future; on timeout or cancellation cancel the query server-side."""
+        if timeout is None:
+            timeout = self._config.command_timeout
+        if timeout is None:
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                self._cancel_current_command()
+                raise
+        if timeout <= 0:
+            self._cancel_current_command()
+            raise asyncio.TimeoutError
+        handle = self._loop.call_later(timeout, _expire, fut)
+        try:
+            return await fut
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            self._cancel_current_command()
+            raise
+        finally:
+            handle.cancel()
+
+    def _cancel_current_command(self):
+        if not self._protocol.is_busy() or self.is_closed():
+            return
+        task = self._loop.create_task(self._send_cancel())
+        self._cancel_tasks.add(task)
+        task.add_done_callback(self._cancel_tasks.discard)
+
+    async def _send_cancel(self):
+        try:
+            await connect_utils._cancel(
+                loop=self._loop,
+                addr=self._addr,
+                params=self._params,
+                backend_pid=self._protocol.get_server_pid(),
+                backend_secret=self._protocol.get_backend_secret(),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The cancel could not be delivered: the connection's state is unknown, so it
+            # must not be reused.
+            self.terminate()
+            return
+        try:
+            await asyncio.wait_for(self._protocol.wait_idle(), 30)
+        except asyncio.TimeoutError:
+            self.terminate()
+
+    async def _ensure_idle(self):
+        # A cancelled or timed-out query may still be draining; wait for it rather than
+        # reporting a concurrent operation.
+        if self._cancel_tasks and self._protocol.is_busy():
+            await self._protocol.wait_idle()
+        if self._stmts_to_close:
+            await self._close_pending_statements()
+
+    async def _close_pending_statements(self):
+        pending = list(self._stmts_to_close)
+        self._stmts_to_close.clear()
+        for stmt in pending:
+            if stmt._state.closed or stmt._refs > 0:
+                continue
+            if self._protocol.is_busy() or self.is_closed():
+                self._stmts_to_close.add(stmt)
+                return
+            await self._protocol.close_statement(stmt._state)
+
+    async def _simple_query(self, query, timeout):
+        await self._ensure_idle()
+        result = await self._wait(self._protocol.simple_query(query), timeout)
+        if result is None:
+            return ""
+        self._note_session_change(result)
+        return result
+
+    def _note_session_change(self, status):
+        # Statement tags that leave state in the session which a pool must reset.
+        head = status.split(" ", 1)[0]
+        if head in ("SET", "LISTEN", "DECLARE", "CREATE", "PREPARE", "LOCK"):
+            self._session_dirty = True
+
+    async def _get_statement(self, query, timeout, *, named=False, use_cache=True,
+                             ignore_custom_codec=False, record_class=None):
+        if use_cache:
+            stmt = self._stmt_cache.get(query)
+            if stmt is not None:
+                return stmt
+        await self._ensure_idle()
+        cache = (
+            use_cache
+            and self._config.statement_cache_size > 0
+            and (
+                not self._config.max_cacheable_statement_size
+                or len(query) <= self._config.max_cacheable_statement_size
+            )
+        )
+        if isinstance(named, str):
+            name = named
+        elif named or cache:
+            name = f"__asyncpg_rs_stmt_{next(_STMT_NAMES):x}__"
+        else:
+            name = ""
+        state = await self._wait(self._protocol.prepare(name, query), timeout)
+        stmt = _StatementRef(state, query)
+        if cache:
+            self._stmt_cache.put(query, stmt)
+        return stmt
+
+    async def _bind_execute(self, stmt, args, limit, timeout, record_class, want_rows):
+        await self._ensure_idle()
+        fut = self._protocol.bind_execute(
+            stmt._state, args, "", limit, record_class or self._record_class, want_rows
+        )
+        return await self._wait(fut, timeout)
+
+    async def _run(self, query, args, limit, timeout, record_class=None, want_rows=True):
+        """Prepare (through the statement cache) and execute; returns (status, rows)."""
+        if self._query_loggers:
+            return await self._logged(
+                query, args, timeout, self._run_unlogged, query, args, limit, timeout,
+                record_class, want_rows,
+            )
+        return await self._run_unlogged(query, args, limit, timeout, record_class, want_rows)
+
+    async def _run_unlogged(self, query, args, limit, timeout, record_class, want_rows):
+        if record_class is not None:
+            _check_record_class(record_class)
+        for attempt in (0, 1):
+            stmt = await self._get_statement(query, timeout)
+            try:
+                rows = await self._bind_execute(
+                    stmt, args, limit, timeout, record_class, want_rows
+                )
+            except exceptions.PostgresError as e:
+                if attempt == 0 and self._stale_statement(e, query):
+                    continue
+                raise
+            status = self._protocol.last_status() or ""
+            if status[:3] in ("SET", "LIS", "DEC", "LOC", "CRE"):
+                self._note_session_change(status)
+            return status, rows
+        raise exceptions.InternalClientError("unreachable: statement retry loop")
+
+    def _stale_statement(self, exc, query):
+        """Whether ``exc`` says a cached plan went stale (after DDL); drops the statement.
+
+        Outside a transaction the caller retries transparently; inside one a retry would
+        run against a different snapshot, so the error is raised, as asyncpg does.
+        """
+        stale_cls = getattr(exceptions, "InvalidCachedStatementError", None)
+        is_stale = (stale_cls is not None and isinstance(exc, stale_cls)) or (
+            getattr(exc, "sqlstate", None) == "0A000"
+            and "cached plan must not change result type" in str(exc)
+        )
+        if not is_stale:
+            return False
+        self._stmt_cache.discard(query)
+        if self._protocol.is_in_transaction():
+            if stale_cls is not None and not isinstance(exc, stale_cls):
+                raise stale_cls(str(exc)) from exc
+            raise exc
+        return True
+
+    async def _executemany(self, command, args, timeout):
+        stmt = await self._get_statement(command, timeout)
+        await self._ensure_idle()
+        fut = self._protocol.bind_execute_many(stmt._state, args)
+        await self._wait(fut, timeout)
+
+    async def _logged(self, query, args, timeout, func, *fargs):
+        started = time.monotonic()
+        exc = None
+        try:
+            return await func(*fargs)
+        except BaseException as e:
+            exc = e
+            raise
+        finally:
+            record = LoggedQuery(
+                query, args, timeout, time.monotonic() - started, exc,
+                self._addr, self._params,
+            )
+            for cb in list(self._query_loggers):
+                cb.call(self._loop, record)
+
+    def _set_proxy(self, proxy):
+        if self._proxy is not None and proxy is not None:
+            raise exceptions.InterfaceError("internal: connection is already proxied")
+        self._proxy = proxy
+
+    def __repr__(self):
+        return "<{}.{} object at 0x{:x}>".format(
+            type(self).__module__.replace("asyncpg_rs", "asyncpg", 1),
+            type(self).__name__,
+            id(self),
+        )
+
+
+class _StatementRef:
+    """A server-side prepared statement shared by the cache and PreparedStatement objects."""
+
+    __slots__ = ("_state", "_query", "_refs")
+
+    def __init__(self, state, query):
+        self._state = state
+        self._query = query
+        self._refs = 0
+
+
+class _ConnectionSettings:
+    """Read-only attribute access to server settings: ``con.get_settings().DateStyle``."""
+
+    __slots__ = ("_settings",)
+
+    def __init__(self, settings):
+        object.__setattr__(self, "_settings", settings)
+
+    def __getattr__(self, name):
+        try:
+            return self._settings[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __contains__(self, name):
+        return name in self._settings
+
+    def __repr__(self):
+        return f"<ConnectionSettings {self._settings!r}>"
+
+
+class _Callback(typing.NamedTuple):
+    cb: typing.Callable
+    is_async: bool
+
+    @classmethod
+    def from_callable(cls, cb):
+        return cls(cb, asyncio.iscoroutinefunction(cb))
+
+    def call(self, loop, *args):
+        if self.is_async:
+            loop.create_task(_run_async_callback(loop, self.cb, args))
+        else:
+            try:
+                self.cb(*args)
+            except Exception as e:  # noqa: BLE001 - reported, never breaks the connection
+                loop.call_exception_handler(
+                    {
+                        "message": f"Unhandled exception in asyncpg callback {self.cb!r}",
+                        "exception": e,
+                    }
+                )
+
+
+async def _run_async_callback(loop, cb, args):
+    try:
+        await cb(*args)
+    except Exception as e:  # noqa: BLE001
+        loop.call_exception_handler(
+            {"message": f"Unhandled exception in asyncpg callback {cb!r}", "exception": e}
+        )
+
+
+class _QueryLoggerContext:
+    __slots__ = ("_conn", "_cb")
+
+    def __init__(self, conn, cb):
+        self._conn = conn
+        self._cb = cb
+
+    def __enter__(self):
+        self._conn.add_query_logger(self._cb)
+        return self._cb
+
+    def __exit__(self, *exc):
+        self._conn.remove_query_logger(self._cb)
+
+
+def _dispatch(ref, method, *args):
+    con = ref()
+    if con is not None:
+        getattr(con, method)(*args)
+
+
+def _expire(fut):
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
+
+
+def _quote_ident(ident):
+    return '"' + ident.replace('"', '""') + '"'
+
+
+def _check_record_class(record_class):
+    if record_class is Record:
+        return
+    if not (isinstance(record_class, type) and issubclass(record_class, Record)):
+        raise exceptions.InterfaceError(
+            "record_class is expected to be a subclass of "
+            "asyncpg.Record, got {!r}".format(record_class)
+        )
+    if record_class.__new__ is not Record.__new__ or record_class.__init__ is not Record.__init__:
+        raise exceptions.InterfaceError(
+            "record_class must not redefine __new__ or __init__"
+        )
+
+
+async def connect(dsn=None, *,
+                  host=None, port=None,
+                  user=None, password=None, passfile=None,
+                  database=None,
+                  loop=None,
+                  timeout=60,
+                  statement_cache_size=100,
+                  max_cached_statement_lifetime=300,
+                  max_cacheable_statement_size=1024 * 15,
+                  command_timeout=None,
+                  ssl=None,
+                  direct_tls=None,
+                  connection_class=Connection,
+                  record_class=Record,
+                  server_settings=None,
+                  target_session_attrs=None,
+                  krbsrvname=None,
+                  gsslib=None):
+    """Connect to a PostgreSQL server and return a :class:`Connection`.
+
+    Accepts asyncpg's arguments with asyncpg's meaning: a ``postgres://`` DSN and/or keyword
+    arguments, libpq's environment variables and ``.pgpass``, ``ssl`` modes, multiple hosts and
+    ``target_session_attrs``.
+    """
+    if not issubclass(connection_class, Connection):
+        raise exceptions.InterfaceError(
+            "connection_class is expected to be a subclass of "
+            "asyncpg.Connection, got {!r}".format(connection_class)
+        )
+    _check_record_class(record_class)
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    con = await connect_utils._connect(
+        loop=loop,
+        connection_class=connection_class,
+        record_class=record_class,
+        dsn=dsn,
+        host=host,
+        port=port,
+        user=user,
+        password=password,
+        passfile=passfile,
+        ssl=ssl,
+        direct_tls=direct_tls,
+        database=database,
+        server_settings=server_settings,
+        command_timeout=command_timeout,
+        statement_cache_size=statement_cache_size,
+        max_cached_statement_lifetime=max_cached_statement_lifetime,
+        max_cacheable_statement_size=max_cacheable_statement_size,
+        target_session_attrs=target_session_attrs,
+        krbsrvname=krbsrvname,
+        gsslib=gsslib,
+        timeout=timeout,
+    )
+    con._record_class = record_class
+    return con
+
+
+_ = _native  # the native module is imported for its side effect of being loaded first

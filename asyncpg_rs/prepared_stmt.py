@@ -1,0 +1,159 @@
+"""``PreparedStatement``: a server-side statement bound to one connection."""
+
+from __future__ import annotations
+
+import json
+
+from . import exceptions
+
+__all__ = ("PreparedStatement",)
+
+
+def _type_of(oid, type_name):
+    from .types import Type
+
+    kind = "array" if type_name.startswith("_") else "scalar"
+    return Type(oid, type_name, kind, "pg_catalog")
+
+
+class PreparedStatement:
+    """A prepared statement, made by :meth:`Connection.prepare`.
+
+    Its methods mirror the connection's query methods without the query argument. The
+    server-side statement is closed once the object is garbage-collected.
+    """
+
+    __slots__ = (
+        "_connection", "_query", "_stmt", "_record_class", "_last_status", "_release_ctr",
+        "__weakref__",
+    )
+
+    def __init__(self, connection, query, stmt, record_class):
+        self._connection = connection
+        self._query = query
+        self._stmt = stmt
+        self._record_class = record_class
+        self._last_status = None
+        # a pool bumps the counter on release: a statement must not outlive its lease
+        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
+        stmt._refs += 1
+
+    def __del__(self):
+        stmt = getattr(self, "_stmt", None)
+        if stmt is None:
+            return
+        stmt._refs -= 1
+        if stmt._refs == 0 and stmt._state.name and not stmt._state.closed:
+            con = self._connection
+            if con._stmt_cache.get(stmt._query) is not stmt:
+                con._stmts_to_close_add(stmt)
+
+    def _check_open(self, meth):
+        con = self._connection
+        if con.is_closed():
+            raise exceptions.InterfaceError(
+                f"cannot call PreparedStatement.{meth}(): the underlying connection is closed"
+            )
+        if getattr(con, "_pool_release_ctr", 0) != self._release_ctr:
+            raise exceptions.InterfaceError(
+                f"cannot call PreparedStatement.{meth}(): the underlying connection has "
+                "been released back to the pool"
+            )
+
+    def get_name(self) -> str:
+        """The server-side name of the statement."""
+        return self._stmt._state.name
+
+    def get_query(self) -> str:
+        """The text of the query."""
+        return self._query
+
+    def get_statusmsg(self) -> str:
+        """The status of the last command this statement ran (e.g. ``'SELECT 3'``)."""
+        return self._last_status
+
+    def get_parameters(self):
+        """The parameter types, as a tuple of :class:`~asyncpg_rs.types.Type`."""
+        return tuple(_type_of(oid, name) for oid, name in self._stmt._state.parameter_types())
+
+    def get_attributes(self):
+        """The result columns, as a tuple of :class:`~asyncpg_rs.types.Attribute`."""
+        from .types import Attribute
+
+        return tuple(
+            Attribute(name, _type_of(oid, tname))
+            for name, oid, tname in self._stmt._state.columns()
+        )
+
+    def cursor(self, *args, prefetch=None, timeout=None):
+        """A cursor factory over this statement (see :meth:`Connection.cursor`)."""
+        self._check_open("cursor")
+        from . import cursor as _cursor
+
+        return _cursor.CursorFactory(
+            self._connection, self._query, self._stmt, args, prefetch, timeout,
+            self._record_class,
+        )
+
+    async def explain(self, *args, analyze=False):
+        """The server's plan for this statement with ``args``, as parsed JSON."""
+        self._check_open("explain")
+        query = "EXPLAIN (FORMAT JSON, VERBOSE"
+        if analyze:
+            query += ", ANALYZE) "
+        else:
+            query += ") "
+        query += self._query
+        if analyze:
+            # EXPLAIN ANALYZE runs the statement: keep its effects out of the database
+            tr = self._connection.transaction()
+            await tr.start()
+            try:
+                data = await self._connection.fetchval(query, *args)
+            finally:
+                await tr.rollback()
+        else:
+            data = await self._connection.fetchval(query, *args)
+        return json.loads(data)
+
+    async def _exec(self, args, limit, timeout, want_rows=True):
+        con = self._connection
+        try:
+            rows = await con._bind_execute(
+                self._stmt, args, limit, timeout, self._record_class, want_rows
+            )
+        finally:
+            self._last_status = con._protocol.last_status()
+        return rows
+
+    async def fetch(self, *args, timeout=None):
+        """Execute the statement and return all rows."""
+        self._check_open("fetch")
+        return await self._exec(args, 0, timeout)
+
+    async def fetchval(self, *args, column=0, timeout=None):
+        """Execute the statement and return one value of the first row."""
+        self._check_open("fetchval")
+        rows = await self._exec(args, 1, timeout)
+        return rows[0][column] if rows else None
+
+    async def fetchrow(self, *args, timeout=None):
+        """Execute the statement and return the first row, or ``None``."""
+        self._check_open("fetchrow")
+        rows = await self._exec(args, 1, timeout)
+        return rows[0] if rows else None
+
+    async def fetchmany(self, args, *, timeout=None):
+        """Execute the statement for each argument sequence and return all rows."""
+        self._check_open("fetchmany")
+        rows = []
+        for a in args:
+            rows.extend(await self._exec(tuple(a), 0, timeout))
+        return rows
+
+    async def executemany(self, args, *, timeout=None):
+        """Execute the statement for each argument sequence, atomically."""
+        self._check_open("executemany")
+        con = self._connection
+        await con._ensure_idle()
+        await con._wait(con._protocol.bind_execute_many(self._stmt._state, args), timeout)
