@@ -57,7 +57,17 @@ enum Op {
     Close {
         state: Py<StatementState>,
     },
+    ClosePortal,
+    /// COPY ... TO STDOUT: chunks wait in `copy_chunks` for `copy_out_read`.
+    CopyOut,
+    /// COPY ... FROM STDIN: `ready` resolves at CopyInResponse, the waiter at ReadyForQuery.
+    CopyIn {
+        ready: Option<PyObject>,
+    },
 }
+
+/// Bytes buffered from a COPY OUT before we stop reading from the socket.
+const COPY_OUT_HIGH_WATER: usize = 1 << 20;
 
 /// A Python-visible action deferred until the protocol is no longer borrowed.
 enum Effect {
@@ -66,6 +76,7 @@ enum Effect {
     Reject(PyObject, PyErr),
     CallSoon(PyObject, PyObject, Vec<PyObject>),
     CloseTransport(PyObject),
+    Call(PyObject, &'static str),
 }
 
 fn run_effects(py: Python<'_>, effects: Vec<Effect>) -> PyResult<()> {
@@ -84,6 +95,7 @@ fn run_effects(py: Python<'_>, effects: Vec<Effect>) -> PyResult<()> {
                 PyTuple::new(py, all).and_then(|t| loop_.call_method1(py, "call_soon", t).map(drop))
             }
             Effect::CloseTransport(transport) => transport.call_method0(py, "close").map(drop),
+            Effect::Call(obj, method) => obj.call_method0(py, method).map(drop),
         };
         if let Err(e) = r {
             first_err.get_or_insert(e);
@@ -168,6 +180,13 @@ pub struct PGProtocol {
     backend_secret: i32,
     xact_status: u8,
     writing_paused: bool,
+    /// The last Execute stopped at its row limit (PortalSuspended) rather than completing.
+    suspended: bool,
+    copy_chunks: Vec<PyObject>,
+    copy_buffered: usize,
+    copy_reader: Option<PyObject>,
+    copy_discard: bool,
+    reading_paused: bool,
     on_notice: Option<PyObject>,
     on_notification: Option<PyObject>,
     on_lost: Option<PyObject>,
@@ -216,6 +235,7 @@ impl PGProtocol {
         self.waiter = Some(fut.clone_ref(py));
         self.error = None;
         self.status = None;
+        self.suspended = false;
         self.query = query;
         fx.push(Effect::Write(
             self.transport(py)?,
@@ -239,6 +259,10 @@ impl PGProtocol {
         for w in self.drain_waiters.drain(..) {
             fx.push(Effect::Resolve(w, py.None()));
         }
+        if let Some(r) = self.copy_reader.take() {
+            fx.push(Effect::Reject(r, err.clone_ref(py)));
+        }
+        self.copy_chunks.clear();
         if let Some(t) = self.transport.as_ref() {
             fx.push(Effect::CloseTransport(t.clone_ref(py)));
         }
@@ -370,6 +394,15 @@ impl PGProtocol {
         self.xact_status = status;
         let op = std::mem::replace(&mut self.op, Op::Idle);
         let waiter = self.waiter.take();
+        if let Op::CopyIn { ready: Some(ready) } = &op {
+            // the COPY failed before it started: the caller learns it from `ready`
+            if let Some(err) = &self.error {
+                fx.push(Effect::Reject(ready.clone_ref(py), err.clone_ref(py)));
+            } else {
+                fx.push(Effect::Resolve(ready.clone_ref(py), py.None()));
+            }
+        }
+        self.end_copy_out(py, fx);
         if matches!(op, Op::Startup) {
             self.phase = Phase::Ready;
         }
@@ -411,7 +444,35 @@ impl PGProtocol {
                 state.get().closed.store(true, Ordering::Relaxed);
                 py.None()
             }
+            Op::ClosePortal => py.None(),
+            Op::CopyOut | Op::CopyIn { .. } => match &self.status {
+                Some(s) => PyString::new(py, s).into_any().unbind(),
+                None => py.None(),
+            },
         })
+    }
+
+    /// The COPY OUT is over: a waiting reader gets what is left, or `None`.
+    fn end_copy_out(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) {
+        if let Some(r) = self.copy_reader.take() {
+            if self.copy_chunks.is_empty() {
+                fx.push(Effect::Resolve(r, py.None()));
+            } else if let Ok(chunks) = PyList::new(py, self.copy_chunks.drain(..)) {
+                fx.push(Effect::Resolve(r, chunks.into_any().unbind()));
+            }
+        }
+        self.copy_buffered = 0;
+        self.copy_discard = false;
+        self.resume_reading_if_paused(py, fx);
+    }
+
+    fn resume_reading_if_paused(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) {
+        if self.reading_paused {
+            self.reading_paused = false;
+            if let Some(t) = &self.transport {
+                fx.push(Effect::Call(t.clone_ref(py), "resume_reading"));
+            }
+        }
     }
 
     fn record_error(&mut self, err: PyErr) {
@@ -586,6 +647,31 @@ impl PGProtocol {
                 );
                 self.fail_connection(py, err, fx);
             }
+            Message::PortalSuspended => self.suspended = true,
+            Message::CopyData(body) => {
+                if matches!(self.op, Op::CopyOut) && !self.copy_discard {
+                    let data = body.data();
+                    self.copy_buffered += data.len();
+                    self.copy_chunks
+                        .push(PyBytes::new(py, data).into_any().unbind());
+                    if let Some(r) = self.copy_reader.take() {
+                        let chunks = PyList::new(py, self.copy_chunks.drain(..))?;
+                        self.copy_buffered = 0;
+                        fx.push(Effect::Resolve(r, chunks.into_any().unbind()));
+                    } else if self.copy_buffered > COPY_OUT_HIGH_WATER && !self.reading_paused {
+                        // a slow consumer: stop reading until it catches up
+                        self.reading_paused = true;
+                        fx.push(Effect::Call(self.transport(py)?, "pause_reading"));
+                    }
+                }
+            }
+            Message::CopyInResponse(_) if matches!(self.op, Op::CopyIn { .. }) => {
+                if let Op::CopyIn { ready } = &mut self.op {
+                    if let Some(r) = ready.take() {
+                        fx.push(Effect::Resolve(r, py.None()));
+                    }
+                }
+            }
             Message::CopyInResponse(_) => {
                 // COPY FROM STDIN through execute(): refuse cleanly so the server ends the
                 // COPY with an error instead of waiting for data forever.
@@ -604,10 +690,8 @@ impl PGProtocol {
             | Message::BindComplete
             | Message::CloseComplete
             | Message::NoData
-            | Message::PortalSuspended
             | Message::EmptyQueryResponse
             | Message::CopyOutResponse(_)
-            | Message::CopyData(_)
             | Message::CopyDone => {}
             _ => {}
         }
@@ -749,6 +833,12 @@ impl PGProtocol {
             backend_secret: 0,
             xact_status: b'I',
             writing_paused: false,
+            suspended: false,
+            copy_chunks: Vec::new(),
+            copy_buffered: 0,
+            copy_reader: None,
+            copy_discard: false,
+            reading_paused: false,
             on_notice: None,
             on_notification: None,
             on_lost: None,
@@ -1075,6 +1165,196 @@ impl PGProtocol {
         };
         run_effects(py, fx)?;
         Ok(fut)
+    }
+
+    /// Whether the last Execute stopped at its row limit with rows left in the portal.
+    fn portal_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// Fetch up to `limit` more rows (0 = all) from an open portal made by `bind_execute`.
+    #[pyo3(signature = (state, portal, limit=0, record_class=None))]
+    fn execute_portal(
+        slf: &Bound<'_, Self>,
+        state: Py<StatementState>,
+        portal: &str,
+        limit: i32,
+        record_class: Option<Py<PyType>>,
+    ) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let mut out = BytesMut::with_capacity(64);
+            frontend::execute(portal, limit, &mut out)
+                .map_err(|e| interface_error(py, e.to_string()))?;
+            frontend::sync(&mut out);
+            let q = Some(state.get().query.clone());
+            this.begin(
+                py,
+                Op::Execute {
+                    state,
+                    rows: Vec::new(),
+                    record_class,
+                    want_rows: true,
+                },
+                out,
+                q,
+                &mut fx,
+            )?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Close a portal (cursor) before its transaction ends.
+    fn close_portal(slf: &Bound<'_, Self>, portal: &str) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let mut out = BytesMut::with_capacity(64);
+            frontend::close(b'P', portal, &mut out)
+                .map_err(|e| interface_error(py, e.to_string()))?;
+            frontend::sync(&mut out);
+            this.begin(py, Op::ClosePortal, out, None, &mut fx)?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Start `COPY ... TO STDOUT`; read the data with `copy_out_read`. Resolves to the
+    /// command tag ('COPY n') once the server is done.
+    fn copy_out(slf: &Bound<'_, Self>, sql: String) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let mut out = BytesMut::with_capacity(sql.len() + 8);
+            frontend::query(&sql, &mut out)
+                .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            this.copy_chunks.clear();
+            this.copy_buffered = 0;
+            this.copy_discard = false;
+            this.begin(py, Op::CopyOut, out, Some(sql), &mut fx)?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Future of the next COPY OUT chunks (a list of bytes), or `None` once the COPY ended.
+    fn copy_out_read(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            let fut = this.loop_.call_method0(py, "create_future")?;
+            if !this.copy_chunks.is_empty() {
+                let chunks = PyList::new(py, this.copy_chunks.drain(..))?;
+                this.copy_buffered = 0;
+                this.resume_reading_if_paused(py, &mut fx);
+                fx.push(Effect::Resolve(
+                    fut.clone_ref(py),
+                    chunks.into_any().unbind(),
+                ));
+            } else if !matches!(this.op, Op::CopyOut) {
+                fx.push(Effect::Resolve(fut.clone_ref(py), py.None()));
+            } else if this.copy_reader.is_some() {
+                return Err(interface_error(py, "copy_out_read() is already waiting"));
+            } else {
+                this.resume_reading_if_paused(py, &mut fx);
+                this.copy_reader = Some(fut.clone_ref(py));
+            }
+            fut
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
+    /// Stop buffering COPY OUT data the caller no longer wants (its sink failed); the COPY
+    /// still has to be cancelled or run to its end.
+    fn copy_out_discard(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        {
+            let mut this = slf.borrow_mut();
+            this.copy_discard = true;
+            this.copy_chunks.clear();
+            this.copy_buffered = 0;
+            this.resume_reading_if_paused(py, &mut fx);
+        }
+        run_effects(py, fx)
+    }
+
+    /// Start `COPY ... FROM STDIN`. Returns `(ready, done)`: `ready` resolves when the
+    /// server accepts data (or fails with the server's error), `done` at the end with the
+    /// command tag.
+    fn copy_in(slf: &Bound<'_, Self>, sql: String) -> PyResult<(PyObject, PyObject)> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let pair = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let mut out = BytesMut::with_capacity(sql.len() + 8);
+            frontend::query(&sql, &mut out)
+                .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            let ready = this.loop_.call_method0(py, "create_future")?;
+            let done = this.begin(
+                py,
+                Op::CopyIn {
+                    ready: Some(ready.clone_ref(py)),
+                },
+                out,
+                Some(sql),
+                &mut fx,
+            )?;
+            (ready, done)
+        };
+        run_effects(py, fx)?;
+        Ok(pair)
+    }
+
+    /// Send one CopyData message. Returns whether the transport asked us to pause: then
+    /// await `drain()` before sending more.
+    fn copy_in_data(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<bool> {
+        let py = slf.py();
+        let transport = {
+            let this = slf.borrow();
+            if !matches!(this.op, Op::CopyIn { .. }) {
+                return Err(interface_error(py, "no COPY FROM STDIN in progress"));
+            }
+            this.transport(py)?
+        };
+        let mut out = BytesMut::with_capacity(data.len() + 5);
+        out.put_u8(b'd');
+        out.put_i32(data.len() as i32 + 4);
+        out.put_slice(data);
+        transport.call_method1(py, "write", (PyBytes::new(py, &out),))?;
+        Ok(slf.borrow().writing_paused)
+    }
+
+    /// End the COPY FROM STDIN successfully (CopyDone) or, with `error`, abort it (CopyFail).
+    #[pyo3(signature = (error=None))]
+    fn copy_in_end(slf: &Bound<'_, Self>, error: Option<&str>) -> PyResult<()> {
+        let py = slf.py();
+        let transport = {
+            let this = slf.borrow();
+            if !matches!(this.op, Op::CopyIn { .. }) {
+                return Ok(());
+            }
+            this.transport(py)?
+        };
+        let mut out = BytesMut::with_capacity(64);
+        match error {
+            None => frontend::copy_done(&mut out),
+            Some(msg) => frontend::copy_fail(msg, &mut out)
+                .map_err(|e| interface_error(py, e.to_string()))?,
+        }
+        transport.call_method1(py, "write", (PyBytes::new(py, &out),))?;
+        Ok(())
     }
 
     /// The statement with its codecs looked up again (after new types became known).
