@@ -346,13 +346,14 @@ class Connection(metaclass=ConnectionMeta):
         The executions are pipelined and atomic, as with :meth:`executemany`.
         """
         self._check_open()
+        if record_class is not None:
+            _check_record_class(record_class)
         stmt = await self._get_statement(query, timeout)
-        rows = []
-        for a in args:
-            rows.extend(
-                await self._bind_execute(stmt, tuple(a), 0, timeout, record_class, True)
-            )
-        return rows
+        await self._ensure_idle()
+        fut = self._protocol.bind_execute_many(
+            stmt._state, args, record_class or self._record_class, True
+        )
+        return await self._wait(fut, timeout)
 
     async def prepare(self, query, *, name=None, timeout=None, record_class=None):
         """Create a :class:`~asyncpg_rs.prepared_stmt.PreparedStatement` for ``query``."""
@@ -596,17 +597,32 @@ class Connection(metaclass=ConnectionMeta):
     async def _run_unlogged(self, query, args, limit, timeout, record_class, want_rows):
         if record_class is not None:
             _check_record_class(record_class)
+        else:
+            record_class = self._record_class
+        proto = self._protocol
         for attempt in (0, 1):
-            stmt = await self._get_statement(query, timeout)
+            # The hot path: a cached statement, nothing pending, no timeout: one call into
+            # Rust and one await, with no intermediate coroutines.
+            stmt = self._stmt_cache.get(query)
+            if stmt is None:
+                stmt = await self._get_statement(query, timeout)
+            if self._cancel_tasks or self._stmts_to_close:
+                await self._ensure_idle()
+            fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)
             try:
-                rows = await self._bind_execute(
-                    stmt, args, limit, timeout, record_class, want_rows
-                )
+                if timeout is None and self._config.command_timeout is None:
+                    try:
+                        rows = await fut
+                    except asyncio.CancelledError:
+                        self._cancel_current_command()
+                        raise
+                else:
+                    rows = await self._wait(fut, timeout)
             except exceptions.PostgresError as e:
                 if attempt == 0 and self._stale_statement(e, query):
                     continue
                 raise
-            status = self._protocol.last_status() or ""
+            status = proto.last_status() or ""
             if status[:3] in ("SET", "LIS", "DEC", "LOC", "CRE"):
                 self._note_session_change(status)
             return status, rows

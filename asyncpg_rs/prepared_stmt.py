@@ -146,10 +146,12 @@ class PreparedStatement:
     async def fetchmany(self, args, *, timeout=None):
         """Execute the statement for each argument sequence and return all rows."""
         self._check_open("fetchmany")
-        rows = []
-        for a in args:
-            rows.extend(await self._exec(tuple(a), 0, timeout))
-        return rows
+        con = self._connection
+        await con._ensure_idle()
+        fut = con._protocol.bind_execute_many(
+            self._stmt._state, args, self._record_class or con._record_class, True
+        )
+        return await con._wait(fut, timeout)
 
     async def executemany(self, args, *, timeout=None):
         """Execute the statement for each argument sequence, atomically."""

@@ -52,7 +52,6 @@ enum Op {
         record_class: Option<Py<PyType>>,
         want_rows: bool,
     },
-    ExecuteMany,
     Simple,
     Close {
         state: Py<StatementState>,
@@ -424,7 +423,7 @@ impl PGProtocol {
 
     fn finish_op(&mut self, py: Python<'_>, op: Op) -> PyResult<PyObject> {
         Ok(match op {
-            Op::Idle | Op::Startup | Op::ExecuteMany => py.None(),
+            Op::Idle | Op::Startup => py.None(),
             Op::Prepare {
                 name,
                 query,
@@ -1088,11 +1087,15 @@ impl PGProtocol {
     }
 
     /// Execute `state` once per element of `args_seq` in one pipeline with a single Sync, so
-    /// the batch is atomic. Every row is encoded before anything is sent.
+    /// the batch is atomic. Every row is encoded before anything is sent. With `want_rows`
+    /// the rows of all executions are returned (fetchmany).
+    #[pyo3(signature = (state, args_seq, record_class=None, want_rows=false))]
     fn bind_execute_many(
         slf: &Bound<'_, Self>,
         state: Py<StatementState>,
         args_seq: &Bound<'_, PyAny>,
+        record_class: Option<Py<PyType>>,
+        want_rows: bool,
     ) -> PyResult<PyObject> {
         let py = slf.py();
         let mut fx = Vec::new();
@@ -1127,7 +1130,13 @@ impl PGProtocol {
             }
             frontend::sync(&mut out);
             let q = Some(st.query.clone());
-            this.begin(py, Op::ExecuteMany, out, q, &mut fx)?
+            this.begin(
+                py,
+                Op::Execute { state, rows: Vec::new(), record_class, want_rows },
+                out,
+                q,
+                &mut fx,
+            )?
         };
         run_effects(py, fx)?;
         Ok(fut)

@@ -1,0 +1,2 @@
+from asyncpg.exceptions import *
+from asyncpg.exceptions import __all__
