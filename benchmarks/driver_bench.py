@@ -1,0 +1,255 @@
+"""Driver benchmark: asyncpg_rs against asyncpg, side by side, in one run.
+
+Every cell runs in a fresh worker process (so peak RSS is per cell), for each driver on each
+loop (the stdlib loop, uvloop, and asyncpg_rs's own loop when it is available), interleaved
+and repeated; the table shows medians and the ratio asyncpg_rs / asyncpg on the same loop.
+
+    python benchmarks/driver_bench.py                 # a throwaway cluster from tools/pgcluster.py
+    python benchmarks/driver_bench.py --dsn postgres://postgres@127.0.0.1:5432/postgres
+    python benchmarks/driver_bench.py --cells select1_c1,rows100k_c1 --repeat 5
+
+This is a benchmark, not a test: it asserts nothing and prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+CELLS = {
+    # name: (description, unit)
+    "select1_c1": ("SELECT 1, 1 connection", "q/s"),
+    "select1_c10": ("SELECT 1, 10 connections", "q/s"),
+    "series1000_c10": ("generate_series(1,1000), 10 conns", "q/s"),
+    "rows100k_c1": ("100k rows x (int4,int8,float8,text,tstz)", "rows/s"),
+    "executemany_10k": ("executemany, 10k rows", "rows/s"),
+}
+
+WIDE_QUERY = (
+    "SELECT g::int4, g::int8, g::float8, 'row number ' || g::text, "
+    "'2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second' "
+    "FROM generate_series(1, 100000) g"
+)
+
+
+# ---------------------------------------------------------------- worker side
+
+
+async def _timed_loop(conns, op, duration):
+    """Run ``op(conn)`` back to back on every connection for ``duration``; returns ops/s."""
+    stop = time.perf_counter() + duration
+    counts = [0] * len(conns)
+
+    async def worker(i, con):
+        n = 0
+        while time.perf_counter() < stop:
+            await op(con)
+            n += 1
+        counts[i] = n
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(conns)))
+    return sum(counts) / (time.perf_counter() - started)
+
+
+async def _cell(driver, cell, dsn, duration):
+    nconns = 10 if cell.endswith("_c10") else 1
+    conns = [await driver.connect(dsn) for _ in range(nconns)]
+    try:
+        if cell.startswith("select1"):
+
+            async def op(con):
+                await con.fetchval("SELECT 1")
+
+            await _timed_loop(conns, op, 0.3)  # warm-up: statement cache, JIT-free paths
+            return await _timed_loop(conns, op, duration)
+        if cell == "series1000_c10":
+
+            async def op(con):
+                await con.fetch("SELECT generate_series(1, 1000)")
+
+            await _timed_loop(conns, op, 0.3)
+            return await _timed_loop(conns, op, duration)
+        if cell == "rows100k_c1":
+            con = conns[0]
+            await con.fetch(WIDE_QUERY)
+            best = 0.0
+            stop = time.perf_counter() + duration
+            while True:
+                t = time.perf_counter()
+                rows = await con.fetch(WIDE_QUERY)
+                el = time.perf_counter() - t
+                best = max(best, len(rows) / el)
+                del rows
+                if time.perf_counter() > stop:
+                    break
+            return best
+        if cell == "executemany_10k":
+            con = conns[0]
+            await con.execute("CREATE TEMP TABLE bench_em (a int4, b text, c float8)")
+            data = [(i, f"value {i}", i * 0.5) for i in range(10000)]
+            best = 0.0
+            stop = time.perf_counter() + duration
+            while True:
+                t = time.perf_counter()
+                await con.executemany("INSERT INTO bench_em VALUES ($1, $2, $3)", data)
+                el = time.perf_counter() - t
+                best = max(best, len(data) / el)
+                await con.execute("TRUNCATE bench_em")
+                if time.perf_counter() > stop:
+                    break
+            return best
+        raise SystemExit(f"unknown cell {cell}")
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def _worker(driver_name, loop_name, cell, dsn, duration):
+    if driver_name == "asyncpg":
+        import asyncpg as driver
+    else:
+        import asyncpg_rs as driver
+    if loop_name == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    elif loop_name == "asyncpg_rs":
+        import asyncpg_rs
+
+        loop = asyncpg_rs.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        value = loop.run_until_complete(_cell(driver, cell, dsn, duration))
+    finally:
+        loop.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"value": value, "rss_kib": peak, "rss_growth_kib": peak - base_rss}))
+
+
+# ---------------------------------------------------------------- driver side
+
+
+def _available_loops():
+    loops = ["asyncio"]
+    try:
+        import uvloop  # noqa: F401
+
+        loops.append("uvloop")
+    except ImportError:
+        pass
+    try:
+        import asyncpg_rs
+
+        if hasattr(asyncpg_rs, "new_event_loop"):
+            loops.append("asyncpg_rs")
+    except ImportError:
+        pass
+    return loops
+
+
+def _run_worker(driver, loop, cell, dsn, duration):
+    cmd = [sys.executable, __file__, "--worker", driver, loop, cell, dsn, str(duration)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _start_cluster():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import pgcluster  # the project's throwaway-cluster manager
+
+    cluster = pgcluster.Cluster.start() if hasattr(pgcluster, "Cluster") else None
+    if cluster is None:
+        raise SystemExit("tools/pgcluster.py has no Cluster.start(); pass --dsn")
+    return cluster
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dsn")
+    ap.add_argument("--cells", default=",".join(CELLS))
+    ap.add_argument("--loops", default=None, help="comma list; default: all available")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        driver, loop, cell, dsn, duration = args.worker
+        _worker(driver, loop, cell, dsn, float(duration))
+        return
+
+    cluster = None
+    dsn = args.dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
+    if not dsn:
+        cluster = _start_cluster()
+        dsn = cluster.dsn()
+    try:
+        cells = [c for c in args.cells.split(",") if c]
+        loops = args.loops.split(",") if args.loops else _available_loops()
+        results = {}
+        for rep in range(args.repeat):
+            for cell in cells:
+                for loop in loops:
+                    # alternate which driver goes first, so drift hurts both equally
+                    order = ["asyncpg", "asyncpg_rs"] if rep % 2 == 0 else ["asyncpg_rs", "asyncpg"]
+                    for driver in order:
+                        r = _run_worker(driver, loop, cell, dsn, args.duration)
+                        results.setdefault((cell, loop, driver), []).append(r)
+                        print(f"  rep {rep + 1} {cell:16} {loop:10} {driver:10} {r}", file=sys.stderr)
+        _report(results, cells, loops)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"|".join(k): v for k, v in results.items()}, f, indent=1)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _median(rs, key):
+    vals = [r[key] for r in rs if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def _report(results, cells, loops):
+    print()
+    print(f"{'cell':44} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
+          f" {'RSS apg':>9} {'RSS rs':>9}")
+    ratios = []
+    for cell in cells:
+        desc, unit = CELLS[cell]
+        for loop in loops:
+            a = results.get((cell, loop, "asyncpg"), [])
+            r = results.get((cell, loop, "asyncpg_rs"), [])
+            av, rv = _median(a, "value"), _median(r, "value")
+            ar, rr = _median(a, "rss_kib"), _median(r, "rss_kib")
+            ratio = rv / av if av and rv else None
+            if ratio:
+                ratios.append(ratio)
+            fmt = lambda v: f"{v:12.0f}" if v else f"{'error':>12}"  # noqa: E731
+            print(
+                f"{desc + ' (' + unit + ')':44} {loop:10} {fmt(av)} {fmt(rv)} "
+                f"{(f'{ratio:7.2f}' if ratio else '      -')} "
+                f"{(f'{ar / 1024:8.0f}M' if ar else '        -')} {(f'{rr / 1024:8.0f}M' if rr else '        -')}"
+            )
+    if ratios:
+        geo = statistics.geometric_mean(ratios)
+        print(f"\ngeometric mean of ratios: {geo:.2f} (min {min(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()
