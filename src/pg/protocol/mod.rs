@@ -249,6 +249,12 @@ impl PGProtocol {
         }
         self.phase = Phase::Closed;
         self.op = Op::Idle;
+        // A FATAL ErrorResponse (e.g. AdminShutdown from pg_terminate_backend) says more than
+        // "connection lost": the pending operation gets the server's own error.
+        let err = match self.error.take() {
+            Some(server_err) if self.waiter.is_some() => server_err,
+            _ => err,
+        };
         if let Some(w) = self.waiter.take() {
             fx.push(Effect::Reject(w, err.clone_ref(py)));
         }

@@ -1,0 +1,161 @@
+"""Queries: execute, fetch*, executemany, statement cache, argument errors."""
+
+import asyncio
+
+import pytest
+
+import asyncpg_rs
+from asyncpg_rs import exceptions
+
+
+async def test_execute_status_strings(con):
+    assert await con.execute("CREATE TEMP TABLE q1 (a int4, b text)") == "CREATE TABLE"
+    assert await con.execute("INSERT INTO q1 VALUES (1, 'a')") == "INSERT 0 1"
+    assert await con.execute("INSERT INTO q1 VALUES ($1, $2)", 2, "b") == "INSERT 0 1"
+    assert await con.execute("UPDATE q1 SET b = 'z'") == "UPDATE 2"
+    # several statements through the simple-query protocol: the last status wins
+    assert await con.execute("SELECT 1; DELETE FROM q1 WHERE a = 1") == "DELETE 1"
+    assert await con.execute("") == ""
+
+
+async def test_fetch_variants(con):
+    rows = await con.fetch("SELECT g AS n, g::text AS s FROM generate_series(1, 3) g")
+    assert [tuple(r) for r in rows] == [(1, "1"), (2, "2"), (3, "3")]
+    assert await con.fetch("SELECT 1 WHERE false") == []
+    row = await con.fetchrow("SELECT $1::int4 AS a, $2::text AS b", 7, "x")
+    assert tuple(row) == (7, "x")
+    assert await con.fetchrow("SELECT 1 WHERE false") is None
+    assert await con.fetchval("SELECT 1, 2, 3", column=2) == 3
+    assert await con.fetchval("SELECT 1 WHERE false") is None
+    assert await con.fetchval("SELECT NULL::int4") is None
+    assert await con.fetchval("SELECT $1::bool", True) is True
+
+
+async def test_fetchmany_is_pipelined_and_returns_all_rows(con):
+    rows = await con.fetchmany("SELECT $1::int4 * 2, $2::text", [(1, "a"), (2, "b"), (3, "c")])
+    assert [tuple(r) for r in rows] == [(2, "a"), (4, "b"), (6, "c")]
+
+
+async def test_executemany_is_atomic(con):
+    await con.execute("CREATE TEMP TABLE em (a int4 PRIMARY KEY, b text)")
+    await con.executemany("INSERT INTO em VALUES ($1, $2)", [(i, str(i)) for i in range(100)])
+    assert await con.fetchval("SELECT count(*) FROM em") == 100
+    with pytest.raises(exceptions.UniqueViolationError):
+        await con.executemany("INSERT INTO em VALUES ($1, $2)", [(1000, "x"), (1, "dup"), (1001, "y")])
+    # nothing of the failed batch is visible
+    assert await con.fetchval("SELECT count(*) FROM em WHERE a >= 1000") == 0
+    assert await con.fetchval("SELECT 1") == 1
+
+
+async def test_executemany_bad_argument_sends_nothing(con):
+    await con.execute("CREATE TEMP TABLE em2 (a int4, b text)")
+    with pytest.raises(exceptions.DataError) as ei:
+        await con.executemany("INSERT INTO em2 VALUES ($1, $2)", [(1, "a"), ("two", "b")])
+    assert "$1" in str(ei.value)
+    assert await con.fetchval("SELECT count(*) FROM em2") == 0
+
+
+async def test_wrong_argument_type_is_data_error_naming_the_argument(con):
+    with pytest.raises(exceptions.DataError) as ei:
+        await con.fetchval("SELECT $1::int4 + $2::int4", 1, "x")
+    msg = str(ei.value)
+    assert "$2" in msg and "int4" in msg
+    # the connection is still usable
+    assert await con.fetchval("SELECT $1::int4 + $2::int4", 1, 2) == 3
+
+
+async def test_wrong_argument_count(con):
+    with pytest.raises(exceptions.InterfaceError) as ei:
+        await con.fetchval("SELECT $1::int4 + $2::int4", 1)
+    assert "expects 2 arguments" in str(ei.value) and "1 was passed" in str(ei.value)
+    assert await con.fetchval("SELECT 2") == 2
+
+
+async def test_server_error_carries_fields(con):
+    await con.execute("CREATE TEMP TABLE uv (a int4 CONSTRAINT uv_pk PRIMARY KEY)")
+    await con.execute("INSERT INTO uv VALUES (1)")
+    with pytest.raises(exceptions.UniqueViolationError) as ei:
+        await con.execute("INSERT INTO uv VALUES ($1)", 1)
+    e = ei.value
+    assert e.sqlstate == "23505"
+    assert e.constraint_name == "uv_pk"
+    assert e.table_name == "uv"
+    assert isinstance(e, exceptions.IntegrityConstraintViolationError)
+    assert e.as_dict()["constraint_name"] == "uv_pk"
+    with pytest.raises(exceptions.PostgresSyntaxError):
+        await con.execute("SELEC 1")
+    with pytest.raises(exceptions.DivisionByZeroError):
+        await con.fetchval("SELECT 1 / $1::int4", 0)
+    assert await con.fetchval("SELECT 1") == 1
+
+
+async def test_concurrent_operations_are_refused(con):
+    slow = asyncio.ensure_future(con.fetchval("SELECT pg_sleep(0.3)"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(exceptions.InterfaceError, match="another operation is in progress"):
+        await con.fetchval("SELECT 1")
+    await slow
+    assert await con.fetchval("SELECT 1") == 1
+
+
+async def test_statement_cache_reuses_and_evicts(pg):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(), statement_cache_size=2)
+    try:
+        for q in ("SELECT 1", "SELECT 2", "SELECT 1", "SELECT 3", "SELECT 4"):
+            await con.fetchval(q)
+        named = await con.fetch(
+            "SELECT name FROM pg_prepared_statements WHERE name LIKE '__asyncpg_rs_stmt%'"
+        )
+        # at most the cache size plus this very query's statement stay prepared
+        assert len(named) <= 3
+    finally:
+        await con.close()
+
+
+async def test_statement_cache_disabled_uses_unnamed_statements(pg):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(), statement_cache_size=0)
+    try:
+        for i in range(5):
+            assert await con.fetchval("SELECT $1::int4", i) == i
+        assert await con.fetchval("SELECT count(*) FROM pg_prepared_statements") == 0
+    finally:
+        await con.close()
+
+
+async def test_stale_cached_statement_is_reprepared_outside_transaction(con):
+    await con.execute("CREATE TEMP TABLE stale (a int4)")
+    await con.execute("INSERT INTO stale VALUES (1)")
+    assert [tuple(r) for r in await con.fetch("SELECT * FROM stale")] == [(1,)]
+    await con.execute("ALTER TABLE stale ADD COLUMN b int4")
+    assert [tuple(r) for r in await con.fetch("SELECT * FROM stale")] == [(1, None)]
+
+
+async def test_stale_cached_statement_inside_transaction_raises(con):
+    await con.execute("CREATE TEMP TABLE stale2 (a int4)")
+    await con.fetch("SELECT * FROM stale2")
+    await con.execute("ALTER TABLE stale2 ADD COLUMN b int4")
+    with pytest.raises(exceptions.InvalidCachedStatementError):
+        async with con.transaction():
+            await con.fetch("SELECT * FROM stale2")
+    assert await con.fetch("SELECT * FROM stale2") == []
+
+
+async def test_info_methods(con):
+    v = con.get_server_version()
+    assert v.major >= 10 and v.releaselevel in ("final", "devel", "beta", "rc", "alpha")
+    assert con.get_server_pid() == await con.fetchval("SELECT pg_backend_pid()")
+    assert con.get_settings().server_encoding == "UTF8"
+    assert con.get_reset_query().count(";") >= 3
+    assert not con.is_in_transaction()
+    assert not con.is_closed()
+
+
+async def test_close_and_terminate(pg):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs())
+    await con.close()
+    assert con.is_closed()
+    with pytest.raises(exceptions.InterfaceError, match="connection is closed"):
+        await con.fetchval("SELECT 1")
+    con2 = await asyncpg_rs.connect(**pg.connect_kwargs())
+    con2.terminate()
+    assert con2.is_closed()
