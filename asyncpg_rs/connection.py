@@ -53,11 +53,8 @@ class _StatementCache:
         entry = self._entries.get(query)
         if entry is None:
             return None
-        stmt, born = entry
-        if stmt._state.closed:
-            del self._entries[query]
-            return None
-        if self._max_lifetime and time.monotonic() - born > self._max_lifetime:
+        stmt, expires = entry
+        if expires is not None and time.monotonic() > expires:
             del self._entries[query]
             self._on_evict(stmt)
             return None
@@ -67,7 +64,8 @@ class _StatementCache:
     def put(self, query, stmt):
         if self._max_size <= 0:
             return
-        self._entries[query] = (stmt, time.monotonic())
+        expires = time.monotonic() + self._max_lifetime if self._max_lifetime else None
+        self._entries[query] = (stmt, expires)
         self._entries.move_to_end(query)
         while len(self._entries) > self._max_size:
             _, (old, _) = self._entries.popitem(last=False)
@@ -321,13 +319,19 @@ class Connection(metaclass=ConnectionMeta):
     async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
         """Run a query and return all result rows as a list of Records."""
         self._check_open()
-        _, rows = await self._run(query, args, 0, timeout, record_class)
+        if self._query_loggers:
+            _, rows = await self._run(query, args, 0, timeout, record_class)
+        else:
+            _, rows = await self._run_unlogged(query, args, 0, timeout, record_class, True)
         return rows
 
     async def fetchval(self, query, *args, column=0, timeout=None):
         """Run a query and return one value from the first row (``None`` if no rows)."""
         self._check_open()
-        _, rows = await self._run(query, args, 1, timeout)
+        if self._query_loggers:
+            _, rows = await self._run(query, args, 1, timeout)
+        else:
+            _, rows = await self._run_unlogged(query, args, 1, timeout, None, True)
         if not rows:
             return None
         return rows[0][column]
@@ -335,7 +339,10 @@ class Connection(metaclass=ConnectionMeta):
     async def fetchrow(self, query, *args, timeout=None, record_class=None):
         """Run a query and return the first row, or ``None``."""
         self._check_open()
-        _, rows = await self._run(query, args, 1, timeout, record_class)
+        if self._query_loggers:
+            _, rows = await self._run(query, args, 1, timeout, record_class)
+        else:
+            _, rows = await self._run_unlogged(query, args, 1, timeout, record_class, True)
         if not rows:
             return None
         return rows[0]

@@ -107,16 +107,23 @@ fn run_effects(py: Python<'_>, effects: Vec<Effect>) -> PyResult<()> {
 }
 
 /// Resolve a future unless the caller already gave up on it (timeout, cancellation).
+///
+/// Settling is tried first and an already-done future is detected by its InvalidStateError:
+/// that saves a `done()` call on every query, and giving up is the rare case.
 fn settle(py: Python<'_>, fut: &PyObject, outcome: PyResult<PyObject>) -> PyResult<()> {
     let fut = fut.bind(py);
-    if fut.call_method0("done")?.is_truthy()? {
-        return Ok(());
-    }
-    match outcome {
-        Ok(v) => fut.call_method1("set_result", (v,))?,
-        Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
+    let r = match outcome {
+        Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,)),
+        Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),)),
     };
-    Ok(())
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if fut.call_method0("done")?.is_truthy()? => {
+            drop(e);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn error_fields<'py>(py: Python<'py>, mut fields: ErrorFields<'_>) -> PyResult<Bound<'py, PyDict>> {
@@ -229,7 +236,7 @@ impl PGProtocol {
         query: Option<String>,
         fx: &mut Vec<Effect>,
     ) -> PyResult<PyObject> {
-        let fut = self.loop_.call_method0(py, "create_future")?;
+        let fut = self.loop_.call_method0(py, pyo3::intern!(py, "create_future"))?;
         self.op = op;
         self.waiter = Some(fut.clone_ref(py));
         self.error = None;
