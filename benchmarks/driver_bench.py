@@ -172,10 +172,7 @@ def _start_cluster():
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import pgcluster  # the project's throwaway-cluster manager
 
-    cluster = pgcluster.Cluster.start() if hasattr(pgcluster, "Cluster") else None
-    if cluster is None:
-        raise SystemExit("tools/pgcluster.py has no Cluster.start(); pass --dsn")
-    return cluster
+    return pgcluster.Cluster.start()
 
 
 def main():
@@ -206,11 +203,14 @@ def main():
             for cell in cells:
                 for loop in loops:
                     # alternate which driver goes first, so drift hurts both equally
-                    order = ["asyncpg", "asyncpg_rs"] if rep % 2 == 0 else ["asyncpg_rs", "asyncpg"]
+                    order = ["asyncpg", "asyncpg_rs"]
+                    if rep % 2:
+                        order.reverse()
                     for driver in order:
                         r = _run_worker(driver, loop, cell, dsn, args.duration)
                         results.setdefault((cell, loop, driver), []).append(r)
-                        print(f"  rep {rep + 1} {cell:16} {loop:10} {driver:10} {r}", file=sys.stderr)
+                        print(f"  rep {rep + 1} {cell:16} {loop:10} {driver:10} {r}",
+                              file=sys.stderr)
         _report(results, cells, loops)
         if args.json:
             with open(args.json, "w") as f:
@@ -223,6 +223,14 @@ def main():
 def _median(rs, key):
     vals = [r[key] for r in rs if key in r]
     return statistics.median(vals) if vals else None
+
+
+def _num(v):
+    return f"{v:12.0f}" if v else f"{'error':>12}"
+
+
+def _mib(kib):
+    return f"{kib / 1024:8.0f}M" if kib else "        -"
 
 
 def _report(results, cells, loops):
@@ -240,11 +248,9 @@ def _report(results, cells, loops):
             ratio = rv / av if av and rv else None
             if ratio:
                 ratios.append(ratio)
-            fmt = lambda v: f"{v:12.0f}" if v else f"{'error':>12}"  # noqa: E731
             print(
-                f"{desc + ' (' + unit + ')':44} {loop:10} {fmt(av)} {fmt(rv)} "
-                f"{(f'{ratio:7.2f}' if ratio else '      -')} "
-                f"{(f'{ar / 1024:8.0f}M' if ar else '        -')} {(f'{rr / 1024:8.0f}M' if rr else '        -')}"
+                f"{desc + ' (' + unit + ')':44} {loop:10} {_num(av)} {_num(rv)} "
+                f"{(f'{ratio:7.2f}' if ratio else '      -')} {_mib(ar)} {_mib(rr)}"
             )
     if ratios:
         geo = statistics.geometric_mean(ratios)

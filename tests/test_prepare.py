@@ -10,7 +10,10 @@ async def test_prepared_statement_api(con):
     assert ps.get_query() == "SELECT $1::int4 AS a, $2::text AS b"
     assert ps.get_name()
     params = ps.get_parameters()
-    assert [(t.oid, t.name, t.kind) for t in params] == [(23, "int4", "scalar"), (25, "text", "scalar")]
+    assert [(t.oid, t.name, t.kind) for t in params] == [
+        (23, "int4", "scalar"),
+        (25, "text", "scalar"),
+    ]
     attrs = ps.get_attributes()
     assert [(a.name, a.type.name) for a in attrs] == [("a", "int4"), ("b", "text")]
     assert tuple(await ps.fetchrow(1, "x")) == (1, "x")

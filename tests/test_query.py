@@ -41,7 +41,9 @@ async def test_executemany_is_atomic(con):
     await con.executemany("INSERT INTO em VALUES ($1, $2)", [(i, str(i)) for i in range(100)])
     assert await con.fetchval("SELECT count(*) FROM em") == 100
     with pytest.raises(exceptions.UniqueViolationError):
-        await con.executemany("INSERT INTO em VALUES ($1, $2)", [(1000, "x"), (1, "dup"), (1001, "y")])
+        await con.executemany(
+            "INSERT INTO em VALUES ($1, $2)", [(1000, "x"), (1, "dup"), (1001, "y")]
+        )
     # nothing of the failed batch is visible
     assert await con.fetchval("SELECT count(*) FROM em WHERE a >= 1000") == 0
     assert await con.fetchval("SELECT 1") == 1

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install what is missing on a Debian/Ubuntu machine and build asyncpg_rs into .venv.
+# Idempotent: a second run only rebuilds. Fails loudly on anything it cannot do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "setup: $*" >&2; }
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+have_pg_server() {
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && return 0
+    [ -n "${PGBIN:-}" ] && [ -x "$PGBIN/initdb" ] && return 0
+    command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ] && return 0
+    return 1
+}
+
+packages=()
+have_pg_server || packages+=(postgresql postgresql-contrib)
+command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v cc >/dev/null 2>&1 || packages+=(build-essential)
+command -v setpriv >/dev/null 2>&1 || packages+=(util-linux)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    # the server must not run as root; Debian's postgresql package creates this user
+    packages+=(postgresql)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
+    log "installing Debian packages: ${packages[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    # rustup installs into ~/.cargo without touching PATH of non-login shells
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || {
+    echo "setup: cargo not found: install the Rust toolchain (https://rustup.rs) first" >&2
+    exit 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+log "installing Python build and test dependencies"
+.venv/bin/pip install -q maturin pytest pytest-timeout uvloop hypothesis "asyncpg==0.32.0" ruff
+log "building asyncpg_rs (release)"
+.venv/bin/maturin develop --release -q

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, Rust unit tests, and the pytest suite against a throwaway
+# PostgreSQL under every event loop. Set ASYNCPG_RS_TEST_DSN to use an external server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --release --all-targets -- -D warnings
+echo "== ruff"
+.venv/bin/ruff check asyncpg_rs tests tools benchmarks examples
+echo "== pytest"
+# exit status 5 (no tests collected) is non-zero too, so `set -e` fails the run on it
+.venv/bin/python -m pytest tests/ -q --timeout=300 "$@"
