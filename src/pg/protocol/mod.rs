@@ -236,7 +236,9 @@ impl PGProtocol {
         query: Option<String>,
         fx: &mut Vec<Effect>,
     ) -> PyResult<PyObject> {
-        let fut = self.loop_.call_method0(py, pyo3::intern!(py, "create_future"))?;
+        let fut = self
+            .loop_
+            .call_method0(py, pyo3::intern!(py, "create_future"))?;
         self.op = op;
         self.waiter = Some(fut.clone_ref(py));
         self.error = None;
@@ -660,21 +662,19 @@ impl PGProtocol {
                 self.fail_connection(py, err, fx);
             }
             Message::PortalSuspended => self.suspended = true,
-            Message::CopyData(body) => {
-                if matches!(self.op, Op::CopyOut) && !self.copy_discard {
-                    let data = body.data();
-                    self.copy_buffered += data.len();
-                    self.copy_chunks
-                        .push(PyBytes::new(py, data).into_any().unbind());
-                    if let Some(r) = self.copy_reader.take() {
-                        let chunks = PyList::new(py, self.copy_chunks.drain(..))?;
-                        self.copy_buffered = 0;
-                        fx.push(Effect::Resolve(r, chunks.into_any().unbind()));
-                    } else if self.copy_buffered > COPY_OUT_HIGH_WATER && !self.reading_paused {
-                        // a slow consumer: stop reading until it catches up
-                        self.reading_paused = true;
-                        fx.push(Effect::Call(self.transport(py)?, "pause_reading"));
-                    }
+            Message::CopyData(body) if matches!(self.op, Op::CopyOut) && !self.copy_discard => {
+                let data = body.data();
+                self.copy_buffered += data.len();
+                self.copy_chunks
+                    .push(PyBytes::new(py, data).into_any().unbind());
+                if let Some(r) = self.copy_reader.take() {
+                    let chunks = PyList::new(py, self.copy_chunks.drain(..))?;
+                    self.copy_buffered = 0;
+                    fx.push(Effect::Resolve(r, chunks.into_any().unbind()));
+                } else if self.copy_buffered > COPY_OUT_HIGH_WATER && !self.reading_paused {
+                    // a slow consumer: stop reading until it catches up
+                    self.reading_paused = true;
+                    fx.push(Effect::Call(self.transport(py)?, "pause_reading"));
                 }
             }
             Message::CopyInResponse(_) if matches!(self.op, Op::CopyIn { .. }) => {
@@ -704,6 +704,7 @@ impl PGProtocol {
             | Message::NoData
             | Message::EmptyQueryResponse
             | Message::CopyOutResponse(_)
+            | Message::CopyData(_)
             | Message::CopyDone => {}
             _ => {}
         }
@@ -1145,7 +1146,12 @@ impl PGProtocol {
             let q = Some(st.query.clone());
             this.begin(
                 py,
-                Op::Execute { state, rows: Vec::new(), record_class, want_rows },
+                Op::Execute {
+                    state,
+                    rows: Vec::new(),
+                    record_class,
+                    want_rows,
+                },
                 out,
                 q,
                 &mut fx,
