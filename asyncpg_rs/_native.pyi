@@ -104,5 +104,7 @@ class Record:
 class RecordParts: ...
 
 def create_record(
-    mapping: Optional[Mapping[str, int]], values: Tuple[Any, ...], record_class: Optional[type] = None
+    mapping: Optional[Mapping[str, int]],
+    values: Tuple[Any, ...],
+    record_class: Optional[type] = None,
 ) -> Record: ...

@@ -1,14 +1,716 @@
-# scratch stand-in, NOT committed
-import collections
-from . import _native
-Config = collections.namedtuple('Config', 'command_timeout statement_cache_size max_cached_statement_lifetime max_cacheable_statement_size')
-async def _connect(*, loop, connection_class, record_class, dsn=None, host=None, port=None, user=None, password=None, database=None, server_settings=None, command_timeout=None, statement_cache_size=100, max_cached_statement_lifetime=300, max_cacheable_statement_size=15360, **kw):
-    proto = _native.PGProtocol(loop, user or 'postgres', database or 'postgres', password, server_settings or {})
-    tr, _ = await loop.create_connection(lambda: proto, host or '127.0.0.1', port or 55432)
-    await proto.startup_waiter()
-    cfg = Config(command_timeout, statement_cache_size, max_cached_statement_lifetime, max_cacheable_statement_size)
-    return connection_class(proto, tr, loop, (host, port), cfg, None)
-async def _cancel(*, loop, addr, params, backend_pid, backend_secret):
-    import struct, asyncio
-    r, w = await asyncio.open_connection(addr[0] or '127.0.0.1', addr[1] or 55432)
-    w.write(struct.pack('!iiii', 16, 80877102, backend_pid, backend_secret)); await w.drain(); w.close()
+"""Connection parameters (DSN, keywords, environment, .pgpass) and establishing connections.
+
+Semantics follow asyncpg (and libpq where asyncpg follows libpq): multiple hosts tried in
+order, unix-socket directories, ``sslmode`` with libpq's meaning, ``target_session_attrs``.
+Everything that can be wrong with the arguments is reported as
+:class:`~asyncpg_rs.exceptions.ClientConfigurationError` before any network I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import getpass
+import os
+import pathlib
+import re
+import ssl as ssl_module
+import stat
+import struct
+import time
+import typing
+import urllib.parse
+import warnings
+
+from . import _native, exceptions
+
+__all__ = ("ConnectionParameters", "ClientConfiguration", "SSLMode")
+
+
+class SSLMode(enum.IntEnum):
+    """libpq's sslmode values, ordered from least to most strict."""
+
+    disable = 0
+    allow = 1
+    prefer = 2
+    require = 3
+    verify_ca = 4
+    verify_full = 5
+
+    @classmethod
+    def parse(cls, sslmode):
+        if isinstance(sslmode, cls):
+            return sslmode
+        try:
+            return getattr(cls, str(sslmode).replace("-", "_"))
+        except AttributeError:
+            names = ", ".join(m.name.replace("_", "-") for m in cls)
+            raise exceptions.ClientConfigurationError(
+                f"`sslmode` parameter must be one of: {names}; got {sslmode!r}"
+            ) from None
+
+
+class SSLNegotiation(str, enum.Enum):
+    postgres = "postgres"
+    direct = "direct"
+
+
+class ConnectionParameters(typing.NamedTuple):
+    """What identifies a session: who, where to, and how securely."""
+
+    user: str
+    password: typing.Any
+    database: str
+    ssl: typing.Any
+    sslmode: SSLMode
+    direct_tls: bool
+    server_settings: typing.Optional[dict]
+    target_session_attrs: str
+    krbsrvname: typing.Optional[str]
+    gsslib: typing.Optional[str]
+
+
+class ClientConfiguration(typing.NamedTuple):
+    """Client-side behaviour of a connection."""
+
+    command_timeout: typing.Optional[float]
+    statement_cache_size: int
+    max_cached_statement_lifetime: float
+    max_cacheable_statement_size: int
+
+
+_TARGET_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+_DEFAULT_PORT = 5432
+_UNIX_SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql", "/tmp", "/private/tmp")
+
+
+def _bad(msg):
+    return exceptions.ClientConfigurationError(msg)
+
+
+# ------------------------------------------------------------------ DSN
+
+
+def _split_hostspec(hostspec):
+    """``h1:5432,[::1]:5433,/tmp`` -> (["h1", "::1", "/tmp"], ["5432", "5433", None])."""
+    hosts, ports = [], []
+    for part in hostspec.split(","):
+        if not part:
+            continue
+        if part.startswith("["):
+            end = part.find("]")
+            if end < 0:
+                raise _bad(f"invalid DSN: unterminated IPv6 address in {hostspec!r}")
+            host = part[1:end]
+            rest = part[end + 1:]
+            if rest and not rest.startswith(":"):
+                raise _bad(f"invalid DSN: unexpected {rest!r} after IPv6 address")
+            port = rest[1:] if rest else None
+        elif part.startswith("/") or part.startswith("%2F") or part.startswith("%2f"):
+            host, port = part, None
+        elif part.count(":") == 1:
+            host, port = part.split(":")
+        elif ":" in part:
+            raise _bad(f"invalid DSN: IPv6 addresses must be enclosed in [] ({part!r})")
+        else:
+            host, port = part, None
+        hosts.append(urllib.parse.unquote(host))
+        ports.append(urllib.parse.unquote(port) if port else None)
+    return hosts, ports
+
+
+def _parse_dsn(dsn):
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", dsn, re.DOTALL)
+    if m is None:
+        raise _bad(
+            'invalid DSN: scheme is expected to be either "postgresql" or "postgres", '
+            f"got {dsn!r}"
+        )
+    scheme, rest = m.groups()
+    if scheme not in ("postgres", "postgresql"):
+        raise _bad(
+            'invalid DSN: scheme is expected to be either "postgresql" or "postgres", '
+            f"got {scheme!r}"
+        )
+    query = ""
+    if "?" in rest:
+        rest, query = rest.split("?", 1)
+    path = ""
+    if "/" in rest:
+        netloc, path = rest.split("/", 1)
+    else:
+        netloc = rest
+    userinfo = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+    out = {}
+    if userinfo is not None:
+        if ":" in userinfo:
+            user, password = userinfo.split(":", 1)
+            out["password"] = urllib.parse.unquote(password)
+        else:
+            user = userinfo
+        if user:
+            out["user"] = urllib.parse.unquote(user)
+    if netloc:
+        hosts, ports = _split_hostspec(netloc)
+        if hosts:
+            out["host"] = hosts
+        if any(p is not None for p in ports):
+            out["port"] = ports
+    if path:
+        out["database"] = urllib.parse.unquote(path)
+    params = {}
+    if query:
+        for key, values in urllib.parse.parse_qs(query, keep_blank_values=True,
+                                                 strict_parsing=False).items():
+            params[key] = values[-1]
+    return out, params
+
+
+# ------------------------------------------------------------------ pgpass
+
+
+def _read_passfile(passfile):
+    try:
+        st = os.stat(passfile)
+    except OSError:
+        return []
+    if not stat.S_ISREG(st.st_mode):
+        warnings.warn(f"password file {passfile!r} is not a plain file", stacklevel=4)
+        return []
+    if os.name != "nt" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.warn(
+            f"password file {passfile!r} has group or world access; "
+            "permissions should be u=rw (0600) or less",
+            stacklevel=4,
+        )
+        return []
+    entries = []
+    try:
+        with open(passfile, encoding="utf-8") as f:
+            for line in f:
+                line = line.rstrip("\n")
+                if not line or line.lstrip().startswith("#"):
+                    continue
+                fields, cur, esc = [], [], False
+                for ch in line:
+                    if esc:
+                        cur.append(ch)
+                        esc = False
+                    elif ch == "\\":
+                        esc = True
+                    elif ch == ":":
+                        fields.append("".join(cur))
+                        cur = []
+                    else:
+                        cur.append(ch)
+                fields.append("".join(cur))
+                if len(fields) == 5:
+                    entries.append(fields)
+    except OSError:
+        return []
+    return entries
+
+
+def _password_from_passfile(entries, host, port, database, user):
+    if host.startswith("/"):
+        host = "localhost"
+    for h, p, d, u, password in entries:
+        if (h in ("*", host) and p in ("*", str(port)) and d in ("*", database)
+                and u in ("*", user)):
+            return password
+    return None
+
+
+# ------------------------------------------------------------------ SSL
+
+
+def _dot_postgresql_path(name):
+    try:
+        home = pathlib.Path.home()
+    except (RuntimeError, KeyError):
+        return None
+    return home / ".postgresql" / name
+
+
+def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpassword,
+                       min_version, max_version):
+    ctx = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = sslmode >= SSLMode.verify_full
+    if sslrootcert is None and sslmode >= SSLMode.verify_ca:
+        default = _dot_postgresql_path("root.crt")
+        if default is not None and default.exists():
+            sslrootcert = str(default)
+        else:
+            raise _bad(
+                "root certificate file \"~/.postgresql/root.crt\" does not exist or cannot "
+                "be accessed; provide sslrootcert or use sslmode=require"
+            )
+    if sslrootcert is not None:
+        try:
+            ctx.load_verify_locations(cafile=os.fspath(sslrootcert))
+        except (OSError, ssl_module.SSLError) as e:
+            raise _bad(f"could not read sslrootcert {sslrootcert!r}: {e}") from e
+        if sslmode == SSLMode.require:
+            # libpq: a root certificate given with sslmode=require means verify-ca
+            sslmode = SSLMode.verify_ca
+    if sslmode >= SSLMode.verify_ca:
+        ctx.verify_mode = ssl_module.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl_module.CERT_NONE
+    if sslcrl is not None:
+        try:
+            ctx.load_verify_locations(cafile=os.fspath(sslcrl))
+        except (OSError, ssl_module.SSLError) as e:
+            raise _bad(f"could not read sslcrl {sslcrl!r}: {e}") from e
+        ctx.verify_flags |= ssl_module.VERIFY_CRL_CHECK_CHAIN
+    if sslcert is None:
+        default = _dot_postgresql_path("postgresql.crt")
+        if default is not None and default.exists():
+            sslcert = str(default)
+    if sslkey is None and sslcert is not None:
+        default = _dot_postgresql_path("postgresql.key")
+        if default is not None and default.exists():
+            sslkey = str(default)
+    if sslcert is not None:
+        try:
+            ctx.load_cert_chain(os.fspath(sslcert), keyfile=sslkey and os.fspath(sslkey),
+                                password=sslpassword)
+        except (OSError, ssl_module.SSLError) as e:
+            raise _bad(f"could not load the client certificate {sslcert!r}: {e}") from e
+    versions = {
+        "TLSv1": ssl_module.TLSVersion.TLSv1,
+        "TLSv1.1": ssl_module.TLSVersion.TLSv1_1,
+        "TLSv1.2": ssl_module.TLSVersion.TLSv1_2,
+        "TLSv1.3": ssl_module.TLSVersion.TLSv1_3,
+    }
+    for value, attr in ((min_version or "TLSv1.2", "minimum_version"),
+                        (max_version, "maximum_version")):
+        if value is None:
+            continue
+        if value not in versions:
+            raise _bad(f"ssl_{attr.split('_')[0]}_protocol_version must be one of "
+                       f"{', '.join(versions)}; got {value!r}")
+        setattr(ctx, attr, versions[value])
+    return ctx, sslmode
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, database, ssl,
+                             direct_tls, server_settings, target_session_attrs, krbsrvname,
+                             gsslib, command_timeout, statement_cache_size,
+                             max_cached_statement_lifetime, max_cacheable_statement_size):
+    """Turn connect()'s arguments into (addresses, ConnectionParameters, ClientConfiguration)."""
+    env = os.environ
+    dsn_params = {}
+    extra = {}
+    if dsn:
+        parsed, extra = _parse_dsn(dsn)
+        dsn_params.update(parsed)
+
+    def take(name, *aliases):
+        for key in (name,) + aliases:
+            if key in extra:
+                return extra.pop(key)
+        return None
+
+    q_host = take("host")
+    q_port = take("port")
+    q_user = take("user")
+    q_password = take("password")
+    q_passfile = take("passfile")
+    q_database = take("dbname", "database")
+    q_sslmode = take("sslmode")
+    q_sslrootcert = take("sslrootcert")
+    q_sslcert = take("sslcert")
+    q_sslkey = take("sslkey")
+    q_sslcrl = take("sslcrl")
+    q_sslpassword = take("sslpassword")
+    q_sslneg = take("sslnegotiation")
+    q_minver = take("ssl_min_protocol_version")
+    q_maxver = take("ssl_max_protocol_version")
+    q_tsa = take("target_session_attrs")
+    q_krb = take("krbsrvname")
+    q_gss = take("gsslib")
+    take("connect_timeout")  # libpq's; connect(timeout=) governs here
+
+    # host / port: keyword > DSN > query > environment > defaults
+    if host is None:
+        host = dsn_params.get("host")
+    if host is None and q_host is not None:
+        host = _split_hostspec(q_host)[0] if not q_host.startswith("/") else q_host.split(",")
+    if host is None and env.get("PGHOST"):
+        host = env["PGHOST"].split(",")
+    if port is None:
+        port = dsn_params.get("port")
+    if port is None and q_port is not None:
+        port = q_port.split(",")
+    if port is None and env.get("PGPORT"):
+        port = env["PGPORT"].split(",")
+
+    if host is None:
+        host = [d for d in _UNIX_SOCKET_DIRS if os.path.isdir(d)] + ["localhost"]
+    elif isinstance(host, str):
+        host = [h for h in host.split(",")]
+    else:
+        host = list(host)
+    if not host:
+        raise _bad("invalid connection parameters: no host")
+
+    if port is None:
+        ports = [_DEFAULT_PORT] * len(host)
+    else:
+        if isinstance(port, (int, str)):
+            port = [port] if isinstance(port, int) else port.split(",")
+        port = [_DEFAULT_PORT if p in (None, "") else p for p in port]
+        parsed_ports = []
+        for p in port:
+            try:
+                value = int(p)
+            except (TypeError, ValueError):
+                raise _bad(f"invalid port {p!r}: a port must be an integer") from None
+            if not 0 < value < 65536:
+                raise _bad(f"invalid port {p!r}: a port must be between 1 and 65535")
+            parsed_ports.append(value)
+        if len(parsed_ports) == 1:
+            ports = parsed_ports * len(host)
+        elif len(parsed_ports) != len(host):
+            raise _bad(
+                f"could not match {len(parsed_ports)} port numbers to {len(host)} hosts"
+            )
+        else:
+            ports = parsed_ports
+
+    if user is None:
+        user = dsn_params.get("user") or q_user or env.get("PGUSER")
+    if user is None:
+        try:
+            user = getpass.getuser()
+        except Exception as e:  # noqa: BLE001 - no login name in this environment
+            raise _bad("could not determine the user name; pass user=") from e
+    if password is None:
+        password = dsn_params.get("password") or q_password or env.get("PGPASSWORD")
+    if database is None:
+        database = dsn_params.get("database") or q_database or env.get("PGDATABASE") or user
+
+    if passfile is None:
+        passfile = q_passfile or env.get("PGPASSFILE")
+    if passfile is None:
+        try:
+            passfile = str(pathlib.Path.home() / ".pgpass")
+        except (RuntimeError, KeyError):
+            passfile = None
+
+    addrs = []
+    for h, p in zip(host, ports):
+        if h.startswith("/"):
+            addrs.append(os.path.join(h, f".s.PGSQL.{p}"))
+        else:
+            addrs.append((h, p))
+
+    # password from .pgpass: the first address with a matching entry supplies it
+    if password is None and passfile:
+        entries = _read_passfile(passfile)
+        if entries:
+            for h, p in zip(host, ports):
+                found = _password_from_passfile(entries, h, p, database, user)
+                if found is not None:
+                    password = found
+                    break
+
+    # target_session_attrs
+    if target_session_attrs is None:
+        target_session_attrs = q_tsa or env.get("PGTARGETSESSIONATTRS") or "any"
+    if target_session_attrs not in _TARGET_ATTRS:
+        raise _bad(
+            f"target_session_attrs is expected to be one of {', '.join(map(repr, _TARGET_ATTRS))}"
+            f", got {target_session_attrs!r}"
+        )
+
+    # SSL
+    sslneg = q_sslneg or env.get("PGSSLNEGOTIATION")
+    if direct_tls is None:
+        direct_tls = sslneg == "direct" if sslneg else False
+    elif sslneg not in (None, "postgres", "direct"):
+        raise _bad(f"sslnegotiation must be 'postgres' or 'direct', got {sslneg!r}")
+    sslrootcert = q_sslrootcert or env.get("PGSSLROOTCERT")
+    sslcert = q_sslcert or env.get("PGSSLCERT")
+    sslkey = q_sslkey or env.get("PGSSLKEY")
+    sslcrl = q_sslcrl or env.get("PGSSLCRL")
+    sslpassword = q_sslpassword
+    if ssl is None:
+        ssl = q_sslmode or env.get("PGSSLMODE")
+    if ssl is None:
+        ssl = "prefer"
+    if isinstance(ssl, ssl_module.SSLContext):
+        sslmode = SSLMode.verify_full if ssl.check_hostname else SSLMode.require
+        ssl_ctx = ssl
+    elif ssl is True:
+        sslmode = SSLMode.verify_full
+        ssl_ctx = ssl_module.create_default_context()
+    elif ssl is False:
+        sslmode, ssl_ctx = SSLMode.disable, None
+    elif isinstance(ssl, (str, SSLMode)):
+        sslmode = SSLMode.parse(ssl)
+        ssl_ctx = None
+        if sslmode > SSLMode.disable:
+            ssl_ctx, sslmode = _build_ssl_context(
+                sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpassword, q_minver, q_maxver
+            )
+    else:
+        raise _bad(f"ssl is expected to be a bool, an ssl.SSLContext or an sslmode string, "
+                   f"got {ssl!r}")
+    if direct_tls and sslmode < SSLMode.require:
+        raise _bad("direct_tls (sslnegotiation=direct) needs sslmode require or stricter")
+
+    if krbsrvname is None:
+        krbsrvname = q_krb or env.get("PGKRBSRVNAME")
+    if gsslib is None:
+        gsslib = q_gss or env.get("PGGSSLIB")
+
+    settings = {}
+    if extra:
+        settings.update(extra)
+    if server_settings:
+        if not isinstance(server_settings, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in server_settings.items()
+        ):
+            raise _bad("server_settings is expected to be None or a Dict[str, str]")
+        settings.update(server_settings)
+
+    if command_timeout is not None:
+        try:
+            if isinstance(command_timeout, bool):
+                raise ValueError
+            command_timeout = float(command_timeout)
+            if command_timeout <= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"invalid command_timeout value: expected greater than 0 float "
+                f"(got {command_timeout!r})"
+            ) from None
+    for name, value in (("statement_cache_size", statement_cache_size),
+                        ("max_cached_statement_lifetime", max_cached_statement_lifetime),
+                        ("max_cacheable_statement_size", max_cacheable_statement_size)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} is expected to be greater or equal to 0, got {value!r}")
+
+    params = ConnectionParameters(
+        user=user, password=password, database=database, ssl=ssl_ctx, sslmode=sslmode,
+        direct_tls=bool(direct_tls), server_settings=settings or None,
+        target_session_attrs=target_session_attrs, krbsrvname=krbsrvname, gsslib=gsslib,
+    )
+    config = ClientConfiguration(
+        command_timeout=command_timeout, statement_cache_size=statement_cache_size,
+        max_cached_statement_lifetime=max_cached_statement_lifetime,
+        max_cacheable_statement_size=max_cacheable_statement_size,
+    )
+    return addrs, params, config
+
+
+# ------------------------------------------------------------------ connecting
+
+
+class _SSLNegotiation(asyncio.Protocol):
+    """Sends SSLRequest and waits for the server's one-byte answer."""
+
+    def __init__(self, loop):
+        self.answer = loop.create_future()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(struct.pack("!ii", 8, 80877103))
+
+    def data_received(self, data):
+        if not self.answer.done():
+            if len(data) > 1:
+                # anything after the answer byte is a server trying to inject plaintext
+                self.answer.set_exception(exceptions.ProtocolError(
+                    "unexpected data after the server's SSL negotiation answer"))
+            else:
+                self.answer.set_result(data[:1])
+
+    def connection_lost(self, exc):
+        if not self.answer.done():
+            self.answer.set_exception(
+                ConnectionError("the server closed the connection during SSL negotiation")
+                if exc is None else exc)
+
+
+async def _open_transport(loop, addr, params, use_ssl):
+    """A transport to ``addr`` (TLS when ``use_ssl``) and the address's TLS server name."""
+    server_hostname = addr[0] if isinstance(addr, tuple) else None
+    if isinstance(addr, str):
+        tr, pr = await loop.create_unix_connection(lambda: _SSLNegotiation(loop), addr) \
+            if use_ssl else await loop.create_unix_connection(asyncio.Protocol, addr)
+    elif use_ssl and params.direct_tls:
+        tr, pr = await loop.create_connection(
+            asyncio.Protocol, addr[0], addr[1], ssl=params.ssl,
+            server_hostname=server_hostname if params.ssl.check_hostname else "")
+        return tr
+    elif use_ssl:
+        tr, pr = await loop.create_connection(lambda: _SSLNegotiation(loop), addr[0], addr[1])
+    else:
+        tr, pr = await loop.create_connection(asyncio.Protocol, addr[0], addr[1])
+        return tr
+    if not use_ssl:
+        return tr
+    try:
+        answer = await pr.answer
+    except BaseException:
+        tr.close()
+        raise
+    if answer == b"S":
+        try:
+            return await loop.start_tls(
+                tr, pr, params.ssl,
+                server_hostname=server_hostname if params.ssl.check_hostname else None)
+        except BaseException:
+            tr.close()
+            raise
+    if params.sslmode >= SSLMode.require:
+        tr.close()
+        raise ConnectionError("PostgreSQL server at {} rejected SSL upgrade".format(
+            addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"))
+    return tr  # 'N' under prefer/allow: go on in plaintext on the same connection
+
+
+async def _connect_one(loop, addr, params, use_ssl, password):
+    transport = await _open_transport(loop, addr, params, use_ssl)
+    proto = _native.PGProtocol(loop, params.user, params.database, password,
+                               params.server_settings or {})
+    transport.set_protocol(proto)
+    proto.connection_made(transport)
+    try:
+        await proto.startup_waiter()
+    except BaseException:
+        transport.abort()
+        raise
+    return transport, proto
+
+
+async def _resolve_password(password):
+    if callable(password):
+        password = password()
+        if asyncio.iscoroutine(password) or isinstance(password, asyncio.Future):
+            password = await password
+    return password
+
+
+async def _connect_addr(loop, addr, params, config, connection_class, password):
+    mode = params.sslmode
+    if mode == SSLMode.disable or params.ssl is None:
+        attempts = [False]
+    elif mode == SSLMode.allow:
+        attempts = [False, True]
+    elif mode == SSLMode.prefer:
+        attempts = [True, False]
+    else:
+        attempts = [True]
+    if isinstance(addr, str) and mode <= SSLMode.prefer:
+        attempts = [False]  # unix sockets: TLS only when demanded
+    last_exc = None
+    for use_ssl in attempts:
+        try:
+            transport, proto = await _connect_one(loop, addr, params, use_ssl, password)
+        except exceptions.InvalidPasswordError:
+            raise  # the same password fails with or without TLS
+        except (exceptions.InvalidAuthorizationSpecificationError, OSError) as e:
+            # prefer: retry in plaintext (e.g. a hostnossl rule); allow: retry with TLS
+            last_exc = e
+            continue
+        return connection_class(proto, transport, loop, addr, config, params)
+    raise last_exc
+
+
+async def _can_use(con, attrs):
+    if attrs == "any":
+        return True
+    if attrs in ("primary", "standby", "prefer-standby"):
+        settings = con._protocol.get_settings()
+        hot = settings.get("in_hot_standby")
+        if hot is None:
+            standby = await con.fetchval("SELECT pg_catalog.pg_is_in_recovery()")
+        else:
+            standby = hot == "on"
+        return standby if attrs in ("standby", "prefer-standby") else not standby
+    ro = await con.fetchval("SHOW transaction_read_only")
+    return (ro == "on") if attrs == "read-only" else (ro == "off")
+
+
+async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs):
+    """Connect to the first usable address; the whole attempt is bounded by ``timeout``."""
+    addrs, params, config = _parse_connect_arguments(**kwargs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    password = await _resolve_password(params.password)
+    attrs = params.target_session_attrs
+    candidates = []  # (con) kept for prefer-standby fallback
+    last_exc = None
+    for addr in addrs:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise asyncio.TimeoutError
+        try:
+            con = await asyncio.wait_for(
+                _connect_addr(loop, addr, params, config, connection_class, password),
+                remaining)
+        except asyncio.TimeoutError:
+            raise
+        except (OSError, exceptions.PostgresError, exceptions.InterfaceError,
+                ssl_module.SSLError) as e:
+            last_exc = e
+            continue
+        con._record_class = record_class
+        if await _can_use(con, "standby" if attrs == "prefer-standby" else attrs):
+            for other in candidates:
+                await other.close()
+            return con
+        if attrs == "prefer-standby" and not candidates:
+            candidates.append(con)
+        else:
+            await con.close()
+        last_exc = exceptions.TargetServerAttributeNotMatched(
+            f"None of the hosts match the target attribute requirement {attrs}")
+    if candidates:
+        return candidates[0]
+    if last_exc is None:
+        raise exceptions.ClientConfigurationError("no addresses to connect to")
+    raise last_exc
+
+
+class _CancelProtocol(asyncio.Protocol):
+    def __init__(self, loop, msg):
+        self.done = loop.create_future()
+        self.msg = msg
+
+    def connection_made(self, transport):
+        transport.write(self.msg)
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _cancel(*, loop, addr, params, backend_pid, backend_secret, timeout=10):
+    """Ask the server to cancel the backend's current query (a CancelRequest on a new
+    connection). The server answers by closing the connection; we never wait longer than
+    ``timeout``."""
+    msg = struct.pack("!iiii", 16, 80877102, backend_pid, backend_secret)
+
+    async def send():
+        if isinstance(addr, str):
+            tr, pr = await loop.create_unix_connection(lambda: _CancelProtocol(loop, msg), addr)
+        else:
+            tr, pr = await loop.create_connection(
+                lambda: _CancelProtocol(loop, msg), addr[0], addr[1])
+        try:
+            await pr.done
+        finally:
+            tr.close()
+
+    await asyncio.wait_for(send(), timeout)

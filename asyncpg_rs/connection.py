@@ -402,7 +402,7 @@ class Connection(metaclass=ConnectionMeta):
         if self._protocol.is_in_transaction() or self._top_xact is not None:
             if self._top_xact is None or not self._top_xact._managed:
                 warnings.warn(
-                    "Resetting connection with an active transaction {!r}".format(self),
+                    f"Resetting connection with an active transaction {self!r}",
                     stacklevel=2,
                 )
             self._top_xact = None
@@ -790,7 +790,7 @@ def _check_record_class(record_class):
     if not (isinstance(record_class, type) and issubclass(record_class, Record)):
         raise exceptions.InterfaceError(
             "record_class is expected to be a subclass of "
-            "asyncpg.Record, got {!r}".format(record_class)
+            f"asyncpg.Record, got {record_class!r}"
         )
     if record_class.__new__ is not Record.__new__ or record_class.__init__ is not Record.__init__:
         raise exceptions.InterfaceError(
@@ -825,7 +825,7 @@ async def connect(dsn=None, *,
     if not issubclass(connection_class, Connection):
         raise exceptions.InterfaceError(
             "connection_class is expected to be a subclass of "
-            "asyncpg.Connection, got {!r}".format(connection_class)
+            f"asyncpg.Connection, got {connection_class!r}"
         )
     _check_record_class(record_class)
     if loop is None:

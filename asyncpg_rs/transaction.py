@@ -58,9 +58,7 @@ class Transaction:
     def __init__(self, connection, isolation, readonly, deferrable):
         if isolation is not None and isolation not in _ISOLATION_SQL:
             raise ValueError(
-                "isolation is expected to be either of {}, got {!r}".format(
-                    sorted(_ISOLATION_SQL), isolation
-                )
+                f"isolation is expected to be either of {sorted(_ISOLATION_SQL)}, got {isolation!r}"
             )
         self._connection = connection
         self._isolation = isolation

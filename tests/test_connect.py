@@ -1,0 +1,228 @@
+"""Connecting: auth methods, sslmodes, DSNs, multiple hosts, .pgpass, target_session_attrs."""
+
+import asyncio
+import os
+import ssl
+import time
+
+import pytest
+
+import asyncpg_rs
+from asyncpg_rs import connect_utils, exceptions
+
+
+def _parse(**kw):
+    args = dict(dsn=None, host=None, port=None, user=None, password=None, passfile=None,
+                database=None, ssl=None, direct_tls=None, server_settings=None,
+                target_session_attrs=None, krbsrvname=None, gsslib=None, command_timeout=None,
+                statement_cache_size=100, max_cached_statement_lifetime=300,
+                max_cacheable_statement_size=15360)
+    args.update(kw)
+    return connect_utils._parse_connect_arguments(**args)
+
+
+# ---------------------------------------------------------------- offline parsing
+
+
+def test_dsn_multiple_hosts_ipv6_unix_and_query(monkeypatch):
+    for var in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSSLMODE", "PGPASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    addrs, params, _ = _parse(
+        dsn="postgresql://us%40er:p%3Aw@h1:5433,[::1]:5434,h3/my%2Fdb"
+            "?sslmode=disable&application_name=app&search_path=s1")
+    assert addrs == [("h1", 5433), ("::1", 5434), ("h3", 5432)]
+    assert params.user == "us@er" and params.password == "p:w" and params.database == "my/db"
+    assert params.sslmode == connect_utils.SSLMode.disable
+    assert params.server_settings == {"application_name": "app", "search_path": "s1"}
+    addrs, _, _ = _parse(dsn="postgres:///db?host=/tmp&port=6000", user="u")
+    assert addrs == ["/tmp/.s.PGSQL.6000"]
+
+
+def test_environment_variables(monkeypatch):
+    monkeypatch.setenv("PGHOST", "a,b")
+    monkeypatch.setenv("PGPORT", "1111,2222")
+    monkeypatch.setenv("PGUSER", "envuser")
+    monkeypatch.setenv("PGDATABASE", "envdb")
+    monkeypatch.setenv("PGSSLMODE", "disable")
+    monkeypatch.setenv("PGTARGETSESSIONATTRS", "read-only")
+    addrs, params, _ = _parse()
+    assert addrs == [("a", 1111), ("b", 2222)]
+    assert (params.user, params.database) == ("envuser", "envdb")
+    assert params.target_session_attrs == "read-only"
+    # keywords win over the environment
+    addrs, params, _ = _parse(host="k", port=5, user="ku")
+    assert addrs == [("k", 5)] and params.user == "ku"
+
+
+@pytest.mark.parametrize("kw, culprit", [
+    (dict(dsn="mysql://x"), "scheme"),
+    (dict(dsn="postgres://h:notaport/db"), "port"),
+    (dict(host="h", port=70000), "port"),
+    (dict(host="a,b,c", port="1,2"), "port"),
+    (dict(host="h", ssl="sometimes"), "sslmode"),
+    (dict(host="h", target_session_attrs="primaryish"), "target_session_attrs"),
+    (dict(dsn="postgres://[::1/db"), "IPv6"),
+])
+def test_bad_configuration_is_reported_before_io(kw, culprit):
+    with pytest.raises(exceptions.ClientConfigurationError) as ei:
+        _parse(**kw)
+    assert culprit in str(ei.value)
+    assert isinstance(ei.value, ValueError)
+
+
+def test_pgpass_wildcards_and_escapes(tmp_path, monkeypatch):
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(
+        "# comment\n"
+        "otherhost:*:*:*:nope\n"
+        "h\\:x:5432:db:u:p\\:w\\\\1\n"
+        "*:*:*:wild:wildpw\n"
+    )
+    os.chmod(pgpass, 0o600)
+    _, params, _ = _parse(host="h:x", port=5432, database="db", user="u", passfile=str(pgpass))
+    assert params.password == "p:w\\1"
+    _, params, _ = _parse(host="any", user="wild", passfile=str(pgpass))
+    assert params.password == "wildpw"
+    os.chmod(pgpass, 0o644)
+    with pytest.warns(UserWarning, match="permissions"):
+        _, params, _ = _parse(host="any", user="wild", passfile=str(pgpass))
+    assert params.password is None
+
+
+# ---------------------------------------------------------------- against the server
+
+
+@pytest.mark.parametrize("method", ["trust", "password", "md5", "scram"])
+async def test_auth_methods(pg, pg_roles, method):
+    user, password = pg_roles[method]
+    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
+                                   database="postgres", ssl="disable")
+    try:
+        assert await con.fetchval("SELECT current_user") == user
+    finally:
+        await con.close()
+
+
+@pytest.mark.parametrize("method", ["password", "md5", "scram"])
+async def test_wrong_password(pg, pg_roles, method):
+    user, _ = pg_roles[method]
+    with pytest.raises(exceptions.InvalidPasswordError):
+        await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password="wrong",
+                                 database="postgres")
+
+
+async def test_async_callable_password(pg, pg_roles):
+    user, password = pg_roles["scram"]
+
+    async def get_password():
+        return password
+
+    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user,
+                                   password=get_password, database="postgres")
+    await con.close()
+
+
+@pytest.mark.parametrize("sslmode, expect_ssl", [
+    ("disable", False), ("allow", False), ("prefer", True), ("require", True),
+])
+async def test_sslmodes(pg, pg_roles, sslmode, expect_ssl):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(), ssl=sslmode)
+    try:
+        in_ssl = await con.fetchval(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert in_ssl is expect_ssl
+    finally:
+        await con.close()
+
+
+async def test_verify_full_with_the_server_ca(pg, pg_roles):
+    ctx = ssl.create_default_context(cafile=pg.ssl_cert)
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(host="localhost"), ssl=ctx)
+    try:
+        assert await con.fetchval(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+    finally:
+        await con.close()
+    dsn = f"postgresql://postgres@localhost:{pg.port}/postgres?sslmode=verify-full" \
+          f"&sslrootcert={pg.ssl_cert}"
+    con = await asyncpg_rs.connect(dsn)
+    await con.close()
+
+
+async def test_verification_failure(pg, pg_roles):
+    # the system CAs do not know the throwaway server's self-signed certificate
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncpg_rs.connect(**pg.connect_kwargs(), ssl=ssl.create_default_context())
+
+
+async def test_prefer_falls_back_to_plaintext_for_hostnossl(pg, pg_roles):
+    user, password = pg_roles["nossl"]
+    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
+                                   database="postgres", ssl="prefer")
+    try:
+        assert await con.fetchval(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is False
+    finally:
+        await con.close()
+    with pytest.raises(exceptions.InvalidAuthorizationSpecificationError):
+        await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
+                                 database="postgres", ssl="require")
+
+
+async def test_allow_upgrades_to_tls_for_hostssl(pg, pg_roles):
+    user, password = pg_roles["ssl_only"]
+    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
+                                   database="postgres", ssl="allow")
+    try:
+        assert await con.fetchval(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+    finally:
+        await con.close()
+
+
+async def test_unix_socket(pg, pg_roles):
+    con = await asyncpg_rs.connect(host=pg.sockdir, port=pg.port, user="postgres",
+                                   database="postgres")
+    try:
+        assert await con.fetchval("SELECT 1") == 1
+    finally:
+        await con.close()
+
+
+async def test_multi_host_falls_through_dead_hosts(pg):
+    dsn = f"postgresql://postgres@127.0.0.1:1,{pg.host}:{pg.port}/postgres"
+    con = await asyncpg_rs.connect(dsn)
+    try:
+        assert await con.fetchval("SELECT 1") == 1
+    finally:
+        await con.close()
+
+
+async def test_target_session_attrs(pg):
+    kw = pg.connect_kwargs()
+    for attrs in ("any", "primary", "read-write", "prefer-standby"):
+        con = await asyncpg_rs.connect(**kw, target_session_attrs=attrs)
+        await con.close()
+    for attrs in ("standby", "read-only"):
+        with pytest.raises(exceptions.TargetServerAttributeNotMatched):
+            await asyncpg_rs.connect(**kw, target_session_attrs=attrs)
+
+
+async def test_unreachable_host_fails_within_timeout():
+    started = time.monotonic()
+    # nothing listens on port 1: the refusal must surface as an error, not a hang
+    with pytest.raises((asyncio.TimeoutError, OSError)):
+        await asyncpg_rs.connect(host="127.0.0.1", port=1, user="x", timeout=2)
+    assert time.monotonic() - started < 10
+
+
+async def test_server_settings_and_connect_kwargs(pg):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(),
+                                   server_settings={"application_name": "rs-test"})
+    try:
+        assert await con.fetchval("SHOW application_name") == "rs-test"
+    finally:
+        await con.close()
+    with pytest.raises(exceptions.InterfaceError):
+        await asyncpg_rs.connect(**pg.connect_kwargs(), connection_class=dict)
