@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --release --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --quiet
 echo "== ruff"
 .venv/bin/ruff check asyncpg_rs tests tools benchmarks examples
 echo "== pytest"

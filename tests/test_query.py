@@ -53,15 +53,20 @@ async def test_executemany_bad_argument_sends_nothing(con):
     await con.execute("CREATE TEMP TABLE em2 (a int4, b text)")
     with pytest.raises(exceptions.DataError) as ei:
         await con.executemany("INSERT INTO em2 VALUES ($1, $2)", [(1, "a"), ("two", "b")])
-    assert "$1" in str(ei.value)
+    assert "query argument $1 in element #1 of executemany() sequence" in str(ei.value)
+    assert await con.fetchval("SELECT count(*) FROM em2") == 0
+    with pytest.raises(exceptions.DataError, match="element #1: expected a sequence"):
+        await con.executemany("INSERT INTO em2 VALUES ($1, $2)", [(1, "a"), {1: 2}])
+    with pytest.raises(ZeroDivisionError):
+        await con.executemany("INSERT INTO em2 VALUES ($1, $2)", ((1 / 0, "x") for _ in range(3)))
     assert await con.fetchval("SELECT count(*) FROM em2") == 0
 
 
 async def test_wrong_argument_type_is_data_error_naming_the_argument(con):
     with pytest.raises(exceptions.DataError) as ei:
         await con.fetchval("SELECT $1::int4 + $2::int4", 1, "x")
-    msg = str(ei.value)
-    assert "$2" in msg and "int4" in msg
+    assert str(ei.value).startswith("invalid input for query argument $2: 'x'")
+    assert "int4" in ei.value.hint
     # the connection is still usable
     assert await con.fetchval("SELECT $1::int4 + $2::int4", 1, 2) == 3
 

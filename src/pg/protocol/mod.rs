@@ -315,11 +315,31 @@ impl PGProtocol {
         portal: &str,
         state: &StatementState,
         args: &Bound<'_, PyAny>,
+        element: Option<usize>,
     ) -> PyResult<()> {
         let tuple;
         let args = match args.downcast::<PyTuple>() {
             Ok(t) => t,
             Err(_) => {
+                let is_sequence = args.is_instance_of::<pyo3::types::PyList>()
+                    || (args.downcast::<pyo3::types::PySequence>().is_ok()
+                        && !args.is_instance_of::<PyString>()
+                        && !args.is_instance_of::<PyBytes>());
+                if !is_sequence {
+                    let got = args
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default();
+                    let what = match element {
+                        Some(i) => format!(
+                            "invalid input in executemany() argument sequence element #{i}: \
+                             expected a sequence, got {got}"
+                        ),
+                        None => format!("query arguments must be a sequence, got {got}"),
+                    };
+                    return Err(data_error(py, what));
+                }
                 tuple = PyTuple::new(py, args.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
                 &tuple
             }
@@ -354,7 +374,7 @@ impl PGProtocol {
             let vat = messages::begin_value(out);
             if let Err(e) = codec.encode(&value, out) {
                 out.truncate(start);
-                return Err(encode_failure(py, i, &value, codec.type_name(), e));
+                return Err(encode_failure(py, i, element, &value, codec.type_name(), e));
             }
             messages::finish_value(vat, out);
         }
@@ -762,6 +782,7 @@ impl PGProtocol {
 fn encode_failure(
     py: Python<'_>,
     index: usize,
+    element: Option<usize>,
     value: &Bound<'_, PyAny>,
     type_name: &str,
     err: EncodeError,
@@ -771,7 +792,7 @@ fn encode_failure(
         .map(|r| r.to_string())
         .unwrap_or_else(|_| "<unprintable value>".into());
     let shown = if shown.chars().count() > 40 {
-        format!("{}...", shown.chars().take(37).collect::<String>())
+        format!("{}...", shown.chars().take(40).collect::<String>())
     } else {
         shown
     };
@@ -779,22 +800,22 @@ fn encode_failure(
         EncodeError::Invalid(reason) => (reason, None),
         EncodeError::Py(e) => {
             let reason = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-            let reason = format!(
-                "{}: {reason}",
-                e.get_type(py)
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            );
             (reason, Some(e))
         }
     };
+    // asyncpg's wording, which users and tests match on; the PostgreSQL type goes in the
+    // hint so the message still says what was expected
+    let place = match element {
+        Some(i) => format!("${} in element #{i} of executemany() sequence", index + 1),
+        None => format!("${}", index + 1),
+    };
     let exc = data_error(
         py,
-        format!(
-            "invalid input for query argument ${} (expected {type_name}): {shown} ({reason})",
-            index + 1
-        ),
+        format!("invalid input for query argument {place}: {shown} ({reason})"),
+    );
+    let _ = exc.value(py).setattr(
+        "hint",
+        format!("query argument ${} is of type {type_name}", index + 1),
     );
     if let Some(cause) = cause {
         exc.set_cause(py, Some(cause));
@@ -1078,7 +1099,7 @@ impl PGProtocol {
                 frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
                     .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
             }
-            Self::write_bind(py, &mut out, portal, st, args)?;
+            Self::write_bind(py, &mut out, portal, st, args, None)?;
             frontend::execute(portal, limit, &mut out)
                 .map_err(|e| interface_error(py, e.to_string()))?;
             frontend::sync(&mut out);
@@ -1127,18 +1148,7 @@ impl PGProtocol {
             }
             for (row_index, args) in args_seq.try_iter()?.enumerate() {
                 let args = args?;
-                Self::write_bind(py, &mut out, "", st, &args).map_err(|e| {
-                    let msg = e.value(py).to_string();
-                    let cls = e.get_type(py);
-                    match cls.call1((format!("invalid input in executemany() argument sequence element #{row_index}: {msg}"),)) {
-                        Ok(exc) => {
-                            let new = PyErr::from_value(exc);
-                            new.set_cause(py, Some(e));
-                            new
-                        }
-                        Err(_) => e,
-                    }
-                })?;
+                Self::write_bind(py, &mut out, "", st, &args, Some(row_index))?;
                 frontend::execute("", 0, &mut out)
                     .map_err(|e| interface_error(py, e.to_string()))?;
             }

@@ -1,0 +1,189 @@
+//! Arrays of any element type with a codec: multi-dimensional, NULL elements, empty arrays.
+//! Decoded to (nested) lists; encoded from (nested) lists or tuples.
+
+use bytes::{BufMut, BytesMut};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use super::scalar::type_name;
+use super::{Codec, EncodeError, EncodeResult};
+use crate::pg::errors::protocol_error;
+
+/// PostgreSQL's MAXDIM.
+const MAX_DIMS: usize = 6;
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn i32(&mut self, py: Python<'_>) -> PyResult<i32> {
+        let s = self
+            .data
+            .get(self.at..self.at + 4)
+            .ok_or_else(|| protocol_error(py, "truncated array value"))?;
+        self.at += 4;
+        Ok(i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+
+    fn bytes(&mut self, py: Python<'_>, len: usize) -> PyResult<&'a [u8]> {
+        let s = self
+            .data
+            .get(self.at..self.at + len)
+            .ok_or_else(|| protocol_error(py, "truncated array element"))?;
+        self.at += len;
+        Ok(s)
+    }
+}
+
+pub fn decode(py: Python<'_>, data: &[u8], elem: &Codec) -> PyResult<PyObject> {
+    let mut r = Reader { data, at: 0 };
+    let ndims = r.i32(py)?;
+    let _has_nulls = r.i32(py)?;
+    let _elem_oid = r.i32(py)?;
+    if ndims == 0 {
+        return Ok(PyList::empty(py).into_any().unbind());
+    }
+    if ndims < 0 || ndims as usize > MAX_DIMS {
+        return Err(protocol_error(
+            py,
+            format!("invalid array dimension count {ndims}"),
+        ));
+    }
+    let mut dims = Vec::with_capacity(ndims as usize);
+    for _ in 0..ndims {
+        let len = r.i32(py)?;
+        let _lower_bound = r.i32(py)?;
+        if len < 0 {
+            return Err(protocol_error(py, "negative array dimension"));
+        }
+        dims.push(len as usize);
+    }
+    let list = decode_level(py, &mut r, elem, &dims)?;
+    if r.at != data.len() {
+        return Err(protocol_error(py, "trailing bytes after array elements"));
+    }
+    Ok(list)
+}
+
+fn decode_level(
+    py: Python<'_>,
+    r: &mut Reader<'_>,
+    elem: &Codec,
+    dims: &[usize],
+) -> PyResult<PyObject> {
+    let n = dims[0];
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        if dims.len() > 1 {
+            items.push(decode_level(py, r, elem, &dims[1..])?);
+        } else {
+            let len = r.i32(py)?;
+            if len < 0 {
+                items.push(py.None());
+            } else {
+                let bytes = r.bytes(py, len as usize)?;
+                items.push(elem.decode(py, bytes)?);
+            }
+        }
+    }
+    Ok(PyList::new(py, items)?.into_any().unbind())
+}
+
+fn is_subarray(value: &Bound<'_, PyAny>) -> bool {
+    value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>()
+}
+
+fn items_of<'py>(value: &Bound<'py, PyAny>) -> Result<Vec<Bound<'py, PyAny>>, EncodeError> {
+    if let Ok(l) = value.downcast::<PyList>() {
+        return Ok(l.iter().collect());
+    }
+    if let Ok(t) = value.downcast::<PyTuple>() {
+        return Ok(t.iter().collect());
+    }
+    if value.is_instance_of::<PyString>()
+        || value.is_instance_of::<PyBytes>()
+        || !value.hasattr("__len__").unwrap_or(false)
+    {
+        return Err(EncodeError::Invalid(format!(
+            "a sized iterable container expected (got type '{}')",
+            type_name(value)
+        )));
+    }
+    Ok(value.try_iter()?.collect::<PyResult<Vec<_>>>()?)
+}
+
+pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, elem: &Codec) -> EncodeResult {
+    let top = items_of(value)?;
+    // the shape comes from the first element at each depth; encode_level checks the rest
+    let mut dims = vec![top.len()];
+    let mut probe = top.first().cloned();
+    while let Some(p) = probe {
+        if !is_subarray(&p) {
+            break;
+        }
+        let inner = items_of(&p)?;
+        dims.push(inner.len());
+        if dims.len() > MAX_DIMS {
+            return Err(EncodeError::Invalid(format!(
+                "number of array dimensions ({}) exceed the maximum expected ({MAX_DIMS})",
+                dims.len()
+            )));
+        }
+        probe = inner.first().cloned();
+    }
+    if top.is_empty() {
+        out.put_i32(0);
+        out.put_i32(0);
+        out.put_u32(elem.oid());
+        return Ok(());
+    }
+    out.put_i32(dims.len() as i32);
+    let nulls_at = out.len();
+    out.put_i32(0);
+    out.put_u32(elem.oid());
+    for &d in &dims {
+        out.put_i32(d as i32);
+        out.put_i32(1);
+    }
+    let mut has_nulls = false;
+    encode_level(&top, &dims, out, elem, &mut has_nulls)?;
+    if has_nulls {
+        out[nulls_at..nulls_at + 4].copy_from_slice(&1i32.to_be_bytes());
+    }
+    Ok(())
+}
+
+fn encode_level(
+    items: &[Bound<'_, PyAny>],
+    dims: &[usize],
+    out: &mut BytesMut,
+    elem: &Codec,
+    has_nulls: &mut bool,
+) -> EncodeResult {
+    if items.len() != dims[0] {
+        return Err(EncodeError::Invalid("non-homogeneous array".into()));
+    }
+    for item in items {
+        if dims.len() > 1 {
+            if !is_subarray(item) {
+                return Err(EncodeError::Invalid("non-homogeneous array".into()));
+            }
+            encode_level(&items_of(item)?, &dims[1..], out, elem, has_nulls)?;
+        } else if item.is_none() {
+            *has_nulls = true;
+            out.put_i32(-1);
+        } else {
+            if is_subarray(item) && !matches!(elem.kind, super::Kind::Array) {
+                return Err(EncodeError::Invalid("non-homogeneous array".into()));
+            }
+            let at = out.len();
+            out.put_i32(0);
+            elem.encode(item, out)?;
+            let len = (out.len() - at - 4) as i32;
+            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! numeric <-> decimal.Decimal, in PostgreSQL's binary form: base-10000 digit groups with a
+//! weight (position of the first group) and a display scale.
+
+use bytes::{BufMut, BytesMut};
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+use super::pyrefs::decimal_type;
+use super::{EncodeError, EncodeResult};
+use crate::pg::errors::protocol_error;
+
+const POS: u16 = 0x0000;
+const NEG: u16 = 0x4000;
+const NAN: u16 = 0xC000;
+const PINF: u16 = 0xD000;
+const NINF: u16 = 0xF000;
+
+pub fn decode(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
+    if data.len() < 8 {
+        return Err(protocol_error(py, "numeric value too short"));
+    }
+    let ndigits = i16::from_be_bytes([data[0], data[1]]);
+    let weight = i16::from_be_bytes([data[2], data[3]]) as i64;
+    let sign = u16::from_be_bytes([data[4], data[5]]);
+    let dscale = u16::from_be_bytes([data[6], data[7]]) as usize;
+    if ndigits < 0 || data.len() != 8 + 2 * ndigits as usize {
+        return Err(protocol_error(py, "numeric value has an invalid length"));
+    }
+    let text = match sign {
+        NAN => "NaN".to_string(),
+        PINF => "Infinity".to_string(),
+        NINF => "-Infinity".to_string(),
+        POS | NEG => {
+            let groups: Vec<u16> = data[8..]
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            if groups.iter().any(|&g| g > 9999) {
+                return Err(protocol_error(py, "numeric digit group out of range"));
+            }
+            digits_to_string(&groups, weight, dscale, sign == NEG)
+        }
+        _ => {
+            return Err(protocol_error(
+                py,
+                format!("invalid numeric sign 0x{sign:04x}"),
+            ))
+        }
+    };
+    decimal_type(py)?.call1(py, (PyString::new(py, &text),))
+}
+
+fn digits_to_string(groups: &[u16], weight: i64, dscale: usize, negative: bool) -> String {
+    let mut s = String::with_capacity(groups.len() * 4 + dscale + 4);
+    if negative {
+        s.push('-');
+    }
+    let group_at = |i: i64| -> u16 {
+        if i >= 0 && (i as usize) < groups.len() {
+            groups[i as usize]
+        } else {
+            0
+        }
+    };
+    if weight < 0 {
+        s.push('0');
+    } else {
+        s.push_str(&group_at(0).to_string());
+        for i in 1..=weight {
+            s.push_str(&format!("{:04}", group_at(i)));
+        }
+    }
+    if dscale > 0 {
+        s.push('.');
+        let mut frac = String::with_capacity(dscale + 4);
+        let mut i = weight + 1;
+        while frac.len() < dscale {
+            frac.push_str(&format!("{:04}", group_at(i)));
+            i += 1;
+        }
+        frac.truncate(dscale);
+        s.push_str(&frac);
+    }
+    s
+}
+
+pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
+    let py = value.py();
+    let dec_type = decimal_type(py)?;
+    let dec = if value.is_instance(dec_type.bind(py))? {
+        value.clone()
+    } else {
+        dec_type
+            .call1(py, (value,))
+            .map_err(|e| {
+                EncodeError::Invalid(format!(
+                    "invalid numeric value: {}",
+                    e.value(py).str().map(|s| s.to_string()).unwrap_or_default()
+                ))
+            })?
+            .into_bound(py)
+    };
+    let t = dec.call_method0("as_tuple")?;
+    let t = t.downcast::<PyTuple>().map_err(PyErr::from)?;
+    let sign: u8 = t.get_item(0)?.extract()?;
+    let exponent = t.get_item(2)?;
+    if let Ok(code) = exponent.extract::<String>() {
+        // 'n' / 'N' (NaN, sNaN) and 'F' (infinity)
+        let (s,) = (match code.as_str() {
+            "F" if sign == 1 => NINF,
+            "F" => PINF,
+            _ => NAN,
+        },);
+        out.put_i16(0);
+        out.put_i16(0);
+        out.put_u16(s);
+        out.put_u16(0);
+        return Ok(());
+    }
+    let exp: i64 = exponent.extract()?;
+    let digits: Vec<u8> = t.get_item(1)?.extract()?;
+    let mut intpart: Vec<u8>;
+    let mut frac: Vec<u8>;
+    if exp >= 0 {
+        intpart = digits.clone();
+        intpart.extend(std::iter::repeat_n(0u8, exp as usize));
+        frac = Vec::new();
+    } else {
+        let k = digits.len() as i64 + exp;
+        if k > 0 {
+            intpart = digits[..k as usize].to_vec();
+            frac = digits[k as usize..].to_vec();
+        } else {
+            intpart = Vec::new();
+            frac = std::iter::repeat_n(0u8, (-k) as usize)
+                .chain(digits.iter().copied())
+                .collect();
+        }
+    }
+    let dscale = if exp < 0 { (-exp) as usize } else { 0 };
+    let pad_left = (4 - intpart.len() % 4) % 4;
+    let mut all: Vec<u8> = std::iter::repeat_n(0u8, pad_left)
+        .chain(intpart.drain(..))
+        .collect();
+    let int_groups = all.len() / 4;
+    let pad_right = (4 - frac.len() % 4) % 4;
+    frac.extend(std::iter::repeat_n(0u8, pad_right));
+    all.extend(frac);
+    let mut groups: Vec<u16> = all
+        .chunks_exact(4)
+        .map(|c| c.iter().fold(0u16, |acc, &d| acc * 10 + d as u16))
+        .collect();
+    let mut weight = int_groups as i64 - 1;
+    let lead = groups.iter().take_while(|&&g| g == 0).count();
+    groups.drain(..lead);
+    weight -= lead as i64;
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    if groups.len() > i16::MAX as usize
+        || weight > i16::MAX as i64
+        || weight < i16::MIN as i64
+        || dscale > 0x3FFF
+    {
+        return Err(EncodeError::Invalid("numeric value out of range".into()));
+    }
+    out.put_i16(groups.len() as i16);
+    out.put_i16(weight as i16);
+    out.put_u16(if sign == 1 { NEG } else { POS });
+    out.put_u16(dscale as u16);
+    for g in groups {
+        out.put_u16(g);
+    }
+    Ok(())
+}
