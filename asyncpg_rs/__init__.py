@@ -7,9 +7,40 @@
 from . import _native  # noqa: F401  (load the compiled core first)
 from .connection import Connection, connect  # noqa: F401
 from .exceptions import *  # noqa: F401,F403
+from .pool import Pool, create_pool  # noqa: F401
 from .prepared_stmt import PreparedStatement  # noqa: F401
 from .protocol import Record  # noqa: F401
+from .types import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-__all__ = ("connect", "Connection", "PreparedStatement", "Record") + exceptions.__all__  # noqa: F405
+__all__ = (
+    ("connect", "create_pool", "Pool", "Connection", "PreparedStatement", "Record")
+    + exceptions.__all__  # noqa: F405
+    + types.__all__  # noqa: F405
+)
+
+
+_resolving = set()
+
+
+def __getattr__(name):
+    # An application may alias this package (``sys.modules["asyncpg"] = asyncpg_rs``). Then
+    # ``from asyncpg import sub`` asks this module for ``sub``; resolve such a name through the
+    # alias, so that import hooks serving the ``asyncpg.*`` namespace apply.
+    if not name.startswith("__") and name not in _resolving:
+        import importlib
+        import sys
+
+        me = sys.modules.get(__name__)
+        _resolving.add(name)
+        try:
+            for alias, module in list(sys.modules.items()):
+                if module is me and alias != __name__ and "." not in alias:
+                    try:
+                        return importlib.import_module(f"{alias}.{name}")
+                    except ImportError:
+                        continue
+        finally:
+            _resolving.discard(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,610 @@
+"""The connection pool: asyncpg's ``Pool`` API, built for services under load.
+
+- Waiters are served first come, first served; an acquire that times out or is cancelled
+  leaves nothing behind.
+- A connection that is closed, broken, past ``max_queries`` or expired is replaced, never
+  handed out.
+- Releasing a connection resets only what its session actually changed: a connection that
+  only ran plain queries goes back without a round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from . import connection as _connection
+from . import exceptions
+from .protocol import Record
+
+__all__ = ("Pool", "create_pool", "PoolConnectionProxy")
+
+logger = logging.getLogger("asyncpg.pool")
+
+
+def _public_name(cls):
+    module = cls.__module__
+    if module == "asyncpg_rs" or module.startswith("asyncpg_rs."):
+        module = "asyncpg" + module[len("asyncpg_rs"):]
+    return f"{module}.{cls.__qualname__}"
+
+
+class PoolConnectionProxy(_connection._ConnectionProxy):
+    """What ``Pool.acquire()`` hands out: the connection, until it is released.
+
+    Every ``Connection`` method and attribute is available through it; after release any use
+    raises :class:`~asyncpg_rs.exceptions.InterfaceError`.
+    """
+
+    __slots__ = ("_con", "_holder")
+
+    def __init__(self, holder, con):
+        self._con = con
+        self._holder = holder
+        con._set_proxy(self)
+
+    def __getattr__(self, attr):
+        con = object.__getattribute__(self, "_con")
+        if con is None:
+            raise exceptions.InterfaceError(
+                f"cannot call Connection.{attr}(): connection has been released back to the "
+                "pool"
+            )
+        return getattr(con, attr)
+
+    def _detach(self):
+        con, self._con = self._con, None
+        if con is not None:
+            con._set_proxy(None)
+        return con
+
+    def __repr__(self):
+        if self._con is None:
+            return f"<{type(self).__name__} [released] {id(self):#x}>"
+        return f"<{type(self).__name__} {self._con!r} {id(self):#x}>"
+
+
+class _Holder:
+    """One of the pool's ``max_size`` places: maybe a connection, and its bookkeeping."""
+
+    __slots__ = ("_pool", "_con", "_in_use", "_queries", "_generation", "_idle_timer",
+                 "_released")
+
+    def __init__(self, pool):
+        self._pool = pool
+        self._con = None
+        self._in_use = None  # a future resolved at release while the connection is out
+        self._queries = 0
+        self._generation = None
+        self._idle_timer = None
+        self._released = None
+
+    def is_connected(self):
+        return self._con is not None and not self._con.is_closed()
+
+    def is_idle(self):
+        return self._in_use is None and self.is_connected()
+
+    async def connect(self):
+        pool = self._pool
+        con = await pool._connect_new()
+        self._con = con
+        self._queries = 0
+        self._generation = pool._generation
+        con.add_termination_listener(self._on_connection_terminated)
+
+    def _on_connection_terminated(self, con):
+        if con is self._con and self._in_use is None:
+            # an idle connection died (server restart, pg_terminate_backend): forget it now
+            # and let the pool refill to min_size
+            self._con = None
+            self._pool._schedule_refill()
+
+    async def acquire(self):
+        """Make the connection ready to hand out (connect, or replace a stale one)."""
+        pool = self._pool
+        self._cancel_idle_timer()
+        if self._con is not None and (
+            self._con.is_closed() or self._generation != pool._generation
+        ):
+            await self._discard()
+        if self._con is None:
+            await self.connect()
+            if pool._init is not None:
+                try:
+                    await pool._init(self._con)
+                except BaseException:
+                    await self._discard()
+                    raise
+        self._in_use = pool._loop.create_future()
+        if pool._setup is not None:
+            proxy = PoolConnectionProxy(self, self._con)
+            try:
+                await pool._setup(proxy)
+            finally:
+                proxy._detach()
+        return self._con
+
+    async def release(self, timeout):
+        pool = self._pool
+        con = self._con
+        try:
+            if con is None or con.is_closed():
+                self._con = None
+                return
+            self._queries += 1
+            con._pool_release_ctr += 1
+            if self._generation != pool._generation or (
+                pool._max_queries and self._queries >= pool._max_queries
+            ):
+                await self._discard()
+                return
+            try:
+                if pool._reset is not None:
+                    await _bounded(pool._reset(con), timeout)
+                elif _needs_reset(con):
+                    await con.reset(timeout=timeout)
+            except (Exception, asyncio.CancelledError) as e:
+                # a connection whose session could not be reset must not be reused
+                logger.warning("the connection was terminated on release: reset failed: %r", e)
+                con.terminate()
+                self._con = None
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                return
+            self._start_idle_timer()
+        finally:
+            self._mark_free()
+
+    async def release_after_failure(self):
+        if self._con is not None:
+            self._con.terminate()
+            self._con = None
+        self._mark_free()
+
+    def _mark_free(self):
+        in_use, self._in_use = self._in_use, None
+        if in_use is not None and not in_use.done():
+            in_use.set_result(None)
+        self._pool._queue.put_nowait(self)
+
+    async def _discard(self):
+        con, self._con = self._con, None
+        if con is None:
+            return
+        con.remove_termination_listener(self._on_connection_terminated)
+        if con.is_closed():
+            return
+        try:
+            await asyncio.wait_for(con.close(), 10)
+        except (Exception, asyncio.TimeoutError):
+            con.terminate()
+
+    def _start_idle_timer(self):
+        lifetime = self._pool._max_inactive_connection_lifetime
+        if lifetime:
+            self._idle_timer = self._pool._loop.call_later(lifetime, self._expire_idle)
+
+    def _cancel_idle_timer(self):
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _expire_idle(self):
+        self._idle_timer = None
+        pool = self._pool
+        if self.is_idle() and pool.get_size() > pool._min_size:
+            con, self._con = self._con, None
+            con.remove_termination_listener(self._on_connection_terminated)
+            pool._loop.create_task(_close_quietly(con))
+
+    def terminate(self):
+        self._cancel_idle_timer()
+        if self._con is not None:
+            self._con.terminate()
+            self._con = None
+
+
+def _needs_reset(con):
+    return (
+        con._session_dirty
+        or con._top_xact is not None
+        or con.is_in_transaction()
+        or bool(con._listeners)
+        or bool(con._log_listeners)
+    )
+
+
+async def _bounded(aw, timeout):
+    if timeout is None:
+        return await aw
+    return await asyncio.wait_for(aw, timeout)
+
+
+async def _close_quietly(con):
+    try:
+        await asyncio.wait_for(con.close(), 10)
+    except (Exception, asyncio.TimeoutError):
+        con.terminate()
+
+
+class PoolAcquireContext:
+    """``pool.acquire()``: use it with ``async with`` (released on exit) or ``await`` it."""
+
+    __slots__ = ("_pool", "_timeout", "_con", "_done")
+
+    def __init__(self, pool, timeout):
+        self._pool = pool
+        self._timeout = timeout
+        self._con = None
+        self._done = False
+
+    async def __aenter__(self):
+        if self._con is not None or self._done:
+            raise exceptions.InterfaceError("a connection is already acquired")
+        self._con = await self._pool._acquire(self._timeout)
+        return self._con
+
+    async def __aexit__(self, *exc):
+        self._done = True
+        con, self._con = self._con, None
+        await self._pool.release(con)
+
+    def __await__(self):
+        self._done = True
+        return self._pool._acquire(self._timeout).__await__()
+
+
+class Pool:
+    """A pool of connections. Create it with :func:`create_pool`.
+
+    ``async with pool.acquire() as con:`` borrows a connection; the shortcuts
+    (:meth:`fetch`, :meth:`execute`, ...) borrow one for a single call.
+    """
+
+    def __init__(self, *connect_args, min_size, max_size, max_queries,
+                 max_inactive_connection_lifetime, connect=None, setup=None, init=None,
+                 reset=None, loop=None, connection_class=_connection.Connection,
+                 record_class=Record, init_size=None, **connect_kwargs):
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = asyncio.get_event_loop_policy().get_event_loop()
+        if max_size <= 0:
+            raise ValueError("max_size is expected to be greater than zero")
+        if min_size < 0:
+            raise ValueError("min_size is expected to be greater or equal to zero")
+        if min_size > max_size:
+            raise ValueError("min_size is greater than max_size")
+        if init_size is None:
+            init_size = min_size
+        if not min_size <= init_size <= max_size:
+            raise ValueError("init_size is expected to be between min_size and max_size")
+        if max_queries <= 0:
+            raise ValueError("max_queries is expected to be greater than zero")
+        if max_inactive_connection_lifetime < 0:
+            raise ValueError(
+                "max_inactive_connection_lifetime is expected to be greater or equal to zero")
+        if not issubclass(connection_class, _connection.Connection):
+            raise exceptions.InterfaceError(
+                "connection_class is expected to be a subclass of "
+                f"asyncpg.Connection, got {connection_class!r}")
+        if not issubclass(record_class, Record):
+            raise exceptions.InterfaceError(
+                "record_class is expected to be a subclass of "
+                f"asyncpg.Record, got {record_class!r}")
+        self._loop = loop
+        self._min_size = min_size
+        self._max_size = max_size
+        self._init_size = init_size
+        self._max_queries = max_queries
+        self._max_inactive_connection_lifetime = max_inactive_connection_lifetime
+        self._connect_fn = connect
+        self._setup = setup
+        self._init = init
+        self._reset = reset
+        self._connection_class = connection_class
+        self._record_class = record_class
+        self._connect_args = connect_args
+        self._connect_kwargs = connect_kwargs
+        self._holders = [_Holder(self) for _ in range(max_size)]
+        self._queue = None
+        self._generation = 0
+        self._initialized = False
+        self._initializing = False
+        self._closing = False
+        self._closed = False
+        self._maintenance_task = None
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def _async__init__(self):
+        if self._initialized:
+            return self
+        if self._initializing:
+            raise exceptions.InterfaceError("pool is being initialized in another task")
+        if self._closed:
+            raise exceptions.InterfaceError("pool is closed")
+        self._initializing = True
+        try:
+            self._queue = asyncio.LifoQueue()
+            for holder in self._holders:
+                self._queue.put_nowait(holder)
+            if self._init_size:
+                # the first connection alone, so a bad DSN fails once, not init_size times
+                first = self._holders[-1]
+                await self._connect_holder(first)
+                rest = self._holders[-self._init_size:-1]
+                if rest:
+                    await asyncio.gather(*(self._connect_holder(h) for h in rest))
+            self._initialized = True
+            return self
+        except BaseException:
+            for h in self._holders:
+                h.terminate()
+            raise
+        finally:
+            self._initializing = False
+
+    async def _connect_holder(self, holder):
+        await holder.connect()
+        if self._init is not None:
+            try:
+                await self._init(holder._con)
+            except BaseException:
+                await holder._discard()
+                raise
+        holder._start_idle_timer()
+
+    def __await__(self):
+        return self._async__init__().__await__()
+
+    async def __aenter__(self):
+        await self._async__init__()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _connect_new(self):
+        if self._connect_fn is not None:
+            con = await self._connect_fn(*self._connect_args, loop=self._loop,
+                                         connection_class=self._connection_class,
+                                         record_class=self._record_class,
+                                         **self._connect_kwargs)
+        else:
+            con = await _connection.connect(*self._connect_args, loop=self._loop,
+                                            connection_class=self._connection_class,
+                                            record_class=self._record_class,
+                                            **self._connect_kwargs)
+        if not isinstance(con, self._connection_class):
+            good = _public_name(self._connection_class)
+            bad = _public_name(type(con))
+            if isinstance(con, _connection.Connection):
+                await _close_quietly(con)
+            raise exceptions.InterfaceError(
+                f"expected pool connect callback to return an instance of '{good}', "
+                f"got '{bad}'")
+        return con
+
+    def _schedule_refill(self):
+        if self._closing or not self._initialized:
+            return
+        if self._maintenance_task is not None and not self._maintenance_task.done():
+            return
+        self._maintenance_task = self._loop.create_task(self._refill())
+
+    async def _refill(self):
+        """Bring the number of open connections back to ``min_size``."""
+        while not self._closing and self.get_size() < self._min_size:
+            idle = [h for h in self._holders if h._in_use is None and h._con is None]
+            if not idle:
+                return
+            holder = idle[0]
+            try:
+                await self._connect_holder(holder)
+            except (Exception, asyncio.TimeoutError) as e:
+                logger.warning("could not refill the pool: %r", e)
+                await asyncio.sleep(1.0)
+
+    # -------------------------------------------------------------- acquire/release
+
+    def acquire(self, *, timeout=None):
+        """Borrow a connection: ``async with pool.acquire() as con:`` or ``await``."""
+        return PoolAcquireContext(self, timeout)
+
+    async def _acquire(self, timeout):
+        self._check_open()
+        deadline = None if timeout is None else self._loop.time() + timeout
+        if timeout is None:
+            holder = await self._queue.get()
+        else:
+            holder = await asyncio.wait_for(self._queue.get(), timeout)
+        try:
+            if deadline is None:
+                con = await holder.acquire()
+            else:
+                con = await asyncio.wait_for(holder.acquire(),
+                                             max(deadline - self._loop.time(), 0))
+        except BaseException:
+            # nothing may leak: the place goes back to the queue, a half-made
+            # connection is dropped
+            if holder._in_use is not None:
+                await holder.release_after_failure()
+            else:
+                if holder._con is not None and holder._con.is_closed():
+                    holder._con = None
+                self._queue.put_nowait(holder)
+            raise
+        return PoolConnectionProxy(holder, con)
+
+    async def release(self, connection, *, timeout=None):
+        """Give back a connection from :meth:`acquire` (reset if its session changed)."""
+        if type(connection) is not PoolConnectionProxy or connection._holder._pool is not self:
+            raise exceptions.InterfaceError(
+                f"Pool.release() received invalid connection: {connection!r} is not a "
+                "member of this pool")
+        holder = connection._holder
+        if connection._con is None:
+            return  # already released
+        connection._detach()
+        # shield: a cancelled caller must not leave the place half-released
+        await asyncio.shield(holder.release(timeout))
+
+    # -------------------------------------------------------------- shortcuts
+
+    async def execute(self, query, *args, timeout=None):
+        """Run ``query`` on a pooled connection (see :meth:`Connection.execute`)."""
+        async with self.acquire() as con:
+            return await con.execute(query, *args, timeout=timeout)
+
+    async def executemany(self, command, args, *, timeout=None):
+        """See :meth:`Connection.executemany`."""
+        async with self.acquire() as con:
+            return await con.executemany(command, args, timeout=timeout)
+
+    async def fetch(self, query, *args, timeout=None, record_class=None):
+        """See :meth:`Connection.fetch`."""
+        async with self.acquire() as con:
+            return await con.fetch(query, *args, timeout=timeout, record_class=record_class)
+
+    async def fetchval(self, query, *args, column=0, timeout=None):
+        """See :meth:`Connection.fetchval`."""
+        async with self.acquire() as con:
+            return await con.fetchval(query, *args, column=column, timeout=timeout)
+
+    async def fetchrow(self, query, *args, timeout=None, record_class=None):
+        """See :meth:`Connection.fetchrow`."""
+        async with self.acquire() as con:
+            return await con.fetchrow(query, *args, timeout=timeout, record_class=record_class)
+
+    async def fetchmany(self, query, args, *, timeout=None, record_class=None):
+        """See :meth:`Connection.fetchmany`."""
+        async with self.acquire() as con:
+            return await con.fetchmany(query, args, timeout=timeout, record_class=record_class)
+
+    async def copy_from_table(self, table_name, **kwargs):
+        """See :meth:`Connection.copy_from_table`."""
+        async with self.acquire() as con:
+            return await con.copy_from_table(table_name, **kwargs)
+
+    async def copy_from_query(self, query, *args, **kwargs):
+        """See :meth:`Connection.copy_from_query`."""
+        async with self.acquire() as con:
+            return await con.copy_from_query(query, *args, **kwargs)
+
+    async def copy_to_table(self, table_name, **kwargs):
+        """See :meth:`Connection.copy_to_table`."""
+        async with self.acquire() as con:
+            return await con.copy_to_table(table_name, **kwargs)
+
+    async def copy_records_to_table(self, table_name, **kwargs):
+        """See :meth:`Connection.copy_records_to_table`."""
+        async with self.acquire() as con:
+            return await con.copy_records_to_table(table_name, **kwargs)
+
+    # -------------------------------------------------------------- state
+
+    def get_size(self):
+        """The number of open connections (idle or in use)."""
+        return sum(1 for h in self._holders if h.is_connected())
+
+    def get_min_size(self):
+        """The floor on the number of connections."""
+        return self._min_size
+
+    def get_max_size(self):
+        """The maximum number of connections."""
+        return self._max_size
+
+    def get_idle_size(self):
+        """The number of open connections not in use."""
+        return sum(1 for h in self._holders if h.is_idle())
+
+    def is_closing(self):
+        """Whether :meth:`close` or :meth:`terminate` was called."""
+        return self._closing
+
+    def set_connect_args(self, dsn=None, **connect_kwargs):
+        """Connection arguments for connections made from now on."""
+        self._connect_args = (dsn,)
+        self._connect_kwargs = connect_kwargs
+
+    async def expire_connections(self):
+        """Replace every connection: idle ones at their next acquire, busy ones at release."""
+        self._generation += 1
+
+    async def close(self):
+        """Close gracefully: wait for borrowed connections to come back, then close all."""
+        if self._closed:
+            return
+        self._check_init()
+        self._closing = True
+        warning = self._loop.call_later(60, self._warn_slow_close)
+        try:
+            pending = [h._in_use for h in self._holders if h._in_use is not None]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            for h in self._holders:
+                h._cancel_idle_timer()
+            await asyncio.gather(*(h._discard() for h in self._holders),
+                                 return_exceptions=True)
+        except (Exception, asyncio.CancelledError):
+            self.terminate()
+            raise
+        finally:
+            warning.cancel()
+            self._closed = True
+            if self._maintenance_task is not None:
+                self._maintenance_task.cancel()
+
+    def _warn_slow_close(self):
+        logger.warning(
+            "Pool.close() is taking over 60 seconds to complete. Check if you have any "
+            "unreleased connections left. Use asyncio.wait_for() to set a timeout for "
+            "Pool.close().")
+
+    def terminate(self):
+        """Close every connection at once."""
+        if self._closed:
+            return
+        self._closing = True
+        for h in self._holders:
+            h.terminate()
+        self._closed = True
+        if self._maintenance_task is not None:
+            self._maintenance_task.cancel()
+
+    def _check_init(self):
+        if not self._initialized:
+            if self._initializing:
+                raise exceptions.InterfaceError(
+                    "pool is being initialized, but not yet ready: likely there is a race "
+                    "between creating a pool and using it")
+            raise exceptions.InterfaceError("pool is not initialized")
+        if self._closed:
+            raise exceptions.InterfaceError("pool is closed")
+
+    def _check_open(self):
+        self._check_init()
+        if self._closing:
+            raise exceptions.InterfaceError("pool is closing")
+
+
+def create_pool(dsn=None, *, min_size=10, max_size=10, max_queries=50000,
+                max_inactive_connection_lifetime=300.0, connect=None, setup=None, init=None,
+                reset=None, loop=None, connection_class=_connection.Connection,
+                record_class=Record, init_size=None, **connect_kwargs):
+    """Create a :class:`Pool`; ``await`` it, or use it with ``async with``.
+
+    ``connect_kwargs`` are :func:`asyncpg_rs.connect`'s arguments. ``setup`` runs on every
+    acquire, ``init`` on every new connection, ``reset`` (default: reset what the session
+    changed) on every release.
+    """
+    return Pool(dsn, connection_class=connection_class, record_class=record_class,
+                min_size=min_size, max_size=max_size, max_queries=max_queries, loop=loop,
+                connect=connect, setup=setup, init=init, reset=reset,
+                max_inactive_connection_lifetime=max_inactive_connection_lifetime,
+                init_size=init_size, **connect_kwargs)
+
