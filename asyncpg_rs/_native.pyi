@@ -66,6 +66,9 @@ class PGProtocol(asyncio.Protocol):
         record_class: Optional[type] = None,
         want_rows: bool = False,
     ) -> asyncio.Future[list[Any]]: ...
+    def bind_portal(
+        self, state: StatementState, args: Sequence[Any], portal: str
+    ) -> asyncio.Future[list[Any]]: ...
     def execute_portal(
         self,
         state: StatementState,

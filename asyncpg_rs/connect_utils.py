@@ -79,6 +79,10 @@ class ClientConfiguration(typing.NamedTuple):
     max_cacheable_statement_size: int
 
 
+# Magic request codes in the length+code header of PostgreSQL's pre-startup messages.
+_SSL_REQUEST_CODE = 80877103
+_CANCEL_REQUEST_CODE = 80877102
+
 _TARGET_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
 _DEFAULT_PORT = 5432
 _UNIX_SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql", "/tmp", "/private/tmp")
@@ -524,7 +528,7 @@ class _SSLNegotiation(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        transport.write(struct.pack("!ii", 8, 80877103))
+        transport.write(struct.pack("!ii", 8, _SSL_REQUEST_CODE))
 
     def data_received(self, data):
         if not self.answer.done():
@@ -700,7 +704,7 @@ async def _cancel(*, loop, addr, params, backend_pid, backend_secret, timeout=10
     """Ask the server to cancel the backend's current query (a CancelRequest on a new
     connection). The server answers by closing the connection; we never wait longer than
     ``timeout``."""
-    msg = struct.pack("!iiii", 16, 80877102, backend_pid, backend_secret)
+    msg = struct.pack("!iiii", 16, _CANCEL_REQUEST_CODE, backend_pid, backend_secret)
 
     async def send():
         if isinstance(addr, str):

@@ -295,7 +295,8 @@ class Connection(metaclass=ConnectionMeta):
     # ------------------------------------------------------------------ queries
 
     async def execute(self, query: str, *args, timeout: typing.Optional[float] = None) -> str:
-        """Run SQL and return the status of the last command (e.g. ``'INSERT 0 1'``).
+        """Execute an SQL command (or commands); returns the status of the last one
+        (e.g. ``'INSERT 0 1'``).
 
         Without arguments the simple-query protocol is used, so several statements separated
         by semicolons are allowed.
@@ -373,9 +374,13 @@ class Connection(metaclass=ConnectionMeta):
                        record_class=None):
         if record_class is not None:
             _check_record_class(record_class)
-        stmt = await self._get_statement(
-            query, timeout, named=True if name is None else name, use_cache=use_cache
-        )
+        if name is not None:
+            named = name
+        else:
+            # without a statement cache the connection may sit behind a transaction-mode
+            # pooler: use the unnamed statement, which is re-parsed with each Bind
+            named = self._config.statement_cache_size > 0
+        stmt = await self._get_statement(query, timeout, named=named, use_cache=use_cache)
         return _prepared_stmt.PreparedStatement(self, query, stmt, record_class)
 
     def cursor(self, query, *args, prefetch=None, timeout=None, record_class=None):

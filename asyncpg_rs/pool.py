@@ -117,12 +117,6 @@ class _Holder:
                     await self._discard()
                     raise
         self._in_use = pool._loop.create_future()
-        if pool._setup is not None:
-            proxy = PoolConnectionProxy(self, self._con)
-            try:
-                await pool._setup(proxy)
-            finally:
-                proxy._detach()
         return self._con
 
     async def release(self, timeout):
@@ -279,8 +273,10 @@ class Pool:
             raise ValueError("min_size is greater than max_size")
         if init_size is None:
             init_size = min_size
-        if not min_size <= init_size <= max_size:
-            raise ValueError("init_size is expected to be between min_size and max_size")
+        if init_size < min_size:
+            raise ValueError("init_size is smaller than min_size")
+        if init_size > max_size:
+            raise ValueError("init_size is greater than max_size")
         if max_queries <= 0:
             raise ValueError("max_queries is expected to be greater than zero")
         if max_inactive_connection_lifetime < 0:
@@ -437,7 +433,15 @@ class Pool:
                     holder._con = None
                 self._queue.put_nowait(holder)
             raise
-        return PoolConnectionProxy(holder, con)
+        proxy = PoolConnectionProxy(holder, con)
+        if self._setup is not None:
+            try:
+                await self._setup(proxy)
+            except BaseException:
+                proxy._detach()
+                await holder.release_after_failure()
+                raise
+        return proxy
 
     async def release(self, connection, *, timeout=None):
         """Give back a connection from :meth:`acquire` (reset if its session changed)."""
@@ -509,6 +513,10 @@ class Pool:
     def get_size(self):
         """The number of open connections (idle or in use)."""
         return sum(1 for h in self._holders if h.is_connected())
+
+    def get_init_size(self):
+        """The number of connections opened when the pool starts."""
+        return self._init_size
 
     def get_min_size(self):
         """The floor on the number of connections."""

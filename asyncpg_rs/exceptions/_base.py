@@ -90,7 +90,8 @@ class PostgresMessage:
         """Build (not raise) the message object for server ``fields`` (keyed by the
         protocol's one-letter field codes)."""
         attrs = {FIELDS[k]: v for k, v in fields.items() if k in FIELDS}
-        target = cls._class_for(attrs.get("sqlstate"), attrs.get("severity")) or cls
+        severity = attrs.get("severity_en") or attrs.get("severity")
+        target = cls._class_for(attrs.get("sqlstate"), severity) or cls
         obj = target._construct(attrs)
         obj.query = query
         return obj
@@ -223,6 +224,9 @@ class PostgresLogMessage(PostgresMessage):
         found = _SQLSTATE_CLASSES.get(sqlstate)
         if found is not None and issubclass(found, PostgresLogMessage):
             return found
+        if severity == "WARNING":
+            # a WARNING with a SQLSTATE outside the warning classes is still a warning
+            return _SQLSTATE_CLASSES.get("01000", PostgresLogMessage)
         return PostgresLogMessage
 
     @classmethod

@@ -277,6 +277,16 @@ fn create_record(
         }
     }
     names.sort();
+    if mapping.is_none() {
+        // a row without column names: index access only
+        let desc = RecordDesc::new(py, &[])?;
+        return new_record(
+            py,
+            &desc,
+            values.iter().map(|v| v.unbind()).collect(),
+            record_class,
+        );
+    }
     if names.len() != values.len() || names.iter().enumerate().any(|(i, (idx, _))| *idx != i) {
         return Err(pyo3::exceptions::PyRuntimeError::new_err(
             "invalid record mapping",

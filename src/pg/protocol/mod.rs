@@ -1205,6 +1205,44 @@ impl PGProtocol {
         Ok(fut)
     }
 
+    /// Bind `args` to `state` as the named `portal` without executing it (cursors).
+    fn bind_portal(
+        slf: &Bound<'_, Self>,
+        state: Py<StatementState>,
+        args: &Bound<'_, PyAny>,
+        portal: &str,
+    ) -> PyResult<PyObject> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        let fut = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            let st = state.get();
+            let mut out = BytesMut::with_capacity(256);
+            if st.name.is_empty() {
+                frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
+                    .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            }
+            Self::write_bind(py, &mut out, portal, st, args, None)?;
+            frontend::sync(&mut out);
+            let q = Some(st.query.clone());
+            this.begin(
+                py,
+                Op::Execute {
+                    state,
+                    rows: Vec::new(),
+                    record_class: None,
+                    want_rows: false,
+                },
+                out,
+                q,
+                &mut fx,
+            )?
+        };
+        run_effects(py, fx)?;
+        Ok(fut)
+    }
+
     /// Whether the last Execute stopped at its row limit with rows left in the portal.
     fn portal_suspended(&self) -> bool {
         self.suspended

@@ -1,0 +1,176 @@
+"""Cursors: stream a query's rows through a server-side portal inside a transaction.
+
+``async for row in con.cursor(query)`` fetches ``prefetch`` rows per round trip;
+``cur = await con.cursor(query)`` gives a :class:`Cursor` to ``fetch``/``forward`` by hand.
+Only the rows of one batch are in memory at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from . import exceptions
+
+__all__ = ("CursorFactory", "Cursor", "CursorIterator")
+
+_portal_numbers = itertools.count(1)
+
+
+def _check_positive(n, what):
+    if n <= 0:
+        raise exceptions.InterfaceError(f"{what} must be greater than zero")
+
+
+class CursorFactory:
+    """What ``Connection.cursor()`` returns: iterate it, or ``await`` it for a Cursor."""
+
+    __slots__ = ("_connection", "_query", "_stmt", "_args", "_prefetch", "_timeout",
+                 "_record_class")
+
+    def __init__(self, connection, query, stmt, args, prefetch, timeout, record_class):
+        self._connection = connection
+        self._query = query
+        self._stmt = stmt
+        self._args = args
+        self._prefetch = prefetch
+        self._timeout = timeout
+        self._record_class = record_class
+
+    def __aiter__(self):
+        prefetch = 50 if self._prefetch is None else self._prefetch
+        return CursorIterator(self._connection, self._query, self._stmt, self._args,
+                              prefetch, self._timeout, self._record_class)
+
+    def __await__(self):
+        if self._prefetch is not None:
+            raise exceptions.InterfaceError(
+                "prefetch argument can only be specified for iterable cursor")
+        cursor = Cursor(self._connection, self._query, self._stmt, self._args,
+                        self._record_class)
+        return cursor._init(self._timeout).__await__()
+
+
+class _BaseCursor:
+    __slots__ = ("_connection", "_query", "_stmt", "_args", "_record_class", "_portal",
+                 "_exhausted", "_xact")
+
+    def __init__(self, connection, query, stmt, args, record_class):
+        self._connection = connection
+        self._query = query
+        self._stmt = stmt
+        self._args = args
+        self._record_class = record_class
+        self._portal = None
+        self._exhausted = False
+        self._xact = None
+
+    def _check_ready(self):
+        con = self._connection
+        if con.is_closed():
+            raise exceptions.InterfaceError("cursor: the connection is closed")
+        if self._stmt is not None and self._stmt._state.closed:
+            raise exceptions.InterfaceError("cursor: the prepared statement is closed")
+        if self._portal is not None and not con.is_in_transaction():
+            raise exceptions.NoActiveSQLTransactionError(
+                "cursor cannot be used outside of the transaction it was created in")
+
+    async def _bind(self, timeout):
+        con = self._connection
+        self._check_ready()
+        if not con.is_in_transaction():
+            raise exceptions.NoActiveSQLTransactionError(
+                "cursor cannot be created outside of a transaction")
+        if self._stmt is None:
+            self._stmt = await con._get_statement(self._query, timeout)
+        await con._ensure_idle()
+        portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
+        await con._wait(con._protocol.bind_portal(self._stmt._state, self._args, portal),
+                        timeout)
+        self._portal = portal
+
+    async def _exec(self, n, timeout):
+        con = self._connection
+        self._check_ready()
+        await con._ensure_idle()
+        record_class = self._record_class or con._record_class
+        rows = await con._wait(
+            con._protocol.execute_portal(self._stmt._state, self._portal, n, record_class),
+            timeout)
+        if not con._protocol.portal_suspended():
+            self._exhausted = True
+            # the portal would keep its locks until the transaction ends
+            await con._wait(con._protocol.close_portal(self._portal), timeout)
+        return rows
+
+    def __repr__(self):
+        attrs = []
+        if self._exhausted:
+            attrs.append("exhausted")
+        attrs.append("")
+        mod = "asyncpg" if type(self).__module__.startswith("asyncpg") else type(self).__module__
+        return '<{}.{} "{!s:.30}" {}{:#x}>'.format(
+            mod, type(self).__name__, self._query, " ".join(attrs), id(self))
+
+
+class CursorIterator(_BaseCursor):
+    """An async iterator over a query's rows, ``prefetch`` rows per round trip."""
+
+    __slots__ = ("_prefetch", "_timeout", "_buffer")
+
+    def __init__(self, connection, query, stmt, args, prefetch, timeout, record_class):
+        super().__init__(connection, query, stmt, args, record_class)
+        _check_positive(prefetch, "prefetch argument")
+        self._prefetch = prefetch
+        self._timeout = timeout
+        self._buffer = []
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._portal is None:
+            await self._bind(self._timeout)
+        if not self._buffer and not self._exhausted:
+            rows = await self._exec(self._prefetch, self._timeout)
+            rows.reverse()
+            self._buffer = rows
+        if self._buffer:
+            return self._buffer.pop()
+        raise StopAsyncIteration
+
+
+class Cursor(_BaseCursor):
+    """A cursor to move through a query's rows by hand; valid until its transaction ends."""
+
+    __slots__ = ()
+
+    async def _init(self, timeout):
+        await self._bind(timeout)
+        return self
+
+    async def fetch(self, n, *, timeout=None):
+        """The next ``n`` rows (fewer at the end; ``[]`` when exhausted)."""
+        self._check_ready()
+        _check_positive(n, "n")
+        if self._exhausted:
+            return []
+        return await self._exec(n, timeout)
+
+    async def fetchrow(self, *, timeout=None):
+        """The next row, or ``None`` when exhausted."""
+        self._check_ready()
+        if self._exhausted:
+            return None
+        rows = await self._exec(1, timeout)
+        return rows[0] if rows else None
+
+    async def forward(self, n, *, timeout=None):
+        """Skip ``n`` rows; returns how many were skipped."""
+        self._check_ready()
+        _check_positive(n, "n")
+        con = self._connection
+        status = await con.execute(f'MOVE FORWARD {int(n)} "{self._portal}"', timeout=timeout)
+        moved = int(status.split()[-1])
+        if moved < n:
+            self._exhausted = True
+        return moved
