@@ -15,7 +15,7 @@ import typing
 import warnings
 import weakref
 
-from . import _native, connect_utils, exceptions
+from . import _copy, _native, connect_utils, exceptions
 from . import prepared_stmt as _prepared_stmt
 from . import transaction as _transaction
 from .protocol import Record
@@ -392,6 +392,49 @@ class Connection(metaclass=ConnectionMeta):
         return _cursor.CursorFactory(
             self, query, None, args, prefetch, timeout, record_class
         )
+
+    async def copy_from_table(self, table_name, *, output, columns=None, schema_name=None,
+                              timeout=None, format=None, oids=None, delimiter=None,
+                              null=None, header=None, quote=None, escape=None,
+                              force_quote=None, encoding=None):
+        """Copy a table's contents to ``output`` (a path, a binary file object or a
+        coroutine function called with each chunk); returns the COPY status."""
+        return await _copy.copy_from_table(
+            self, table_name, output=output, columns=columns, schema_name=schema_name,
+            timeout=timeout, format=format, oids=oids, delimiter=delimiter, null=null,
+            header=header, quote=quote, escape=escape, force_quote=force_quote,
+            encoding=encoding)
+
+    async def copy_from_query(self, query, *args, output, timeout=None, format=None,
+                              oids=None, delimiter=None, null=None, header=None, quote=None,
+                              escape=None, force_quote=None, encoding=None):
+        """Copy the results of ``query`` to ``output`` (see :meth:`copy_from_table`)."""
+        return await _copy.copy_from_query(
+            self, query, *args, output=output, timeout=timeout, format=format, oids=oids,
+            delimiter=delimiter, null=null, header=header, quote=quote, escape=escape,
+            force_quote=force_quote, encoding=encoding)
+
+    async def copy_to_table(self, table_name, *, source, columns=None, schema_name=None,
+                            timeout=None, format=None, oids=None, freeze=None,
+                            delimiter=None, null=None, header=None, quote=None, escape=None,
+                            force_quote=None, force_not_null=None, force_null=None,
+                            encoding=None, where=None):
+        """Copy data from ``source`` (a path, a file object, an async iterable of bytes or
+        a bytes-like object) into a table; returns the COPY status."""
+        return await _copy.copy_to_table(
+            self, table_name, source=source, columns=columns, schema_name=schema_name,
+            timeout=timeout, format=format, oids=oids, freeze=freeze, delimiter=delimiter,
+            null=null, header=header, quote=quote, escape=escape, force_quote=force_quote,
+            force_not_null=force_not_null, force_null=force_null, encoding=encoding,
+            where=where)
+
+    async def copy_records_to_table(self, table_name, *, records, columns=None,
+                                    schema_name=None, timeout=None, where=None):
+        """Copy ``records`` (a sync or async iterable of sequences) into a table using the
+        binary COPY format; a bad record raises DataError and nothing is copied."""
+        return await _copy.copy_records_to_table(
+            self, table_name, records=records, columns=columns, schema_name=schema_name,
+            timeout=timeout, where=where)
 
     async def reload_schema_state(self):
         """Forget cached statements and introspected types (after ``ALTER TYPE`` and such)."""

@@ -1,0 +1,297 @@
+"""COPY to and from the server: the implementation behind ``Connection.copy_*``.
+
+Data moves in chunks both ways. Out of the server, the protocol stops reading the socket while
+the caller's output falls behind; into it, we wait for the transport to drain before sending
+more, so neither side ever buffers a whole table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+
+from . import _native, exceptions
+
+_READ_SIZE = 512 * 1024
+_RECORDS_PER_BATCH = 1024
+
+
+def _quote_ident(name):
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def _quote_literal(value):
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _table_name(table_name, schema_name):
+    if schema_name:
+        return f"{_quote_ident(schema_name)}.{_quote_ident(table_name)}"
+    return _quote_ident(table_name)
+
+
+def _column_list(columns):
+    if not columns:
+        return ""
+    return " (" + ", ".join(_quote_ident(c) for c in columns) + ")"
+
+
+def _options(*, format=None, oids=None, freeze=None, delimiter=None, null=None, header=None,
+             quote=None, escape=None, force_quote=None, force_not_null=None, force_null=None,
+             encoding=None):
+    opts = []
+    if format is not None:
+        opts.append(f"FORMAT {format}")
+    if oids is not None:
+        opts.append(f"OIDS {bool(oids)}")
+    if freeze is not None:
+        opts.append(f"FREEZE {bool(freeze)}")
+    if delimiter is not None:
+        opts.append(f"DELIMITER {_quote_literal(delimiter)}")
+    if null is not None:
+        opts.append(f"NULL {_quote_literal(null)}")
+    if header is not None:
+        opts.append(f"HEADER {bool(header)}")
+    if quote is not None:
+        opts.append(f"QUOTE {_quote_literal(quote)}")
+    if escape is not None:
+        opts.append(f"ESCAPE {_quote_literal(escape)}")
+    if force_quote is not None:
+        if force_quote is True:
+            opts.append("FORCE_QUOTE *")
+        elif force_quote:
+            opts.append("FORCE_QUOTE (" + ", ".join(map(_quote_ident, force_quote)) + ")")
+    if force_not_null is not None:
+        opts.append("FORCE_NOT_NULL (" + ", ".join(map(_quote_ident, force_not_null)) + ")")
+    if force_null is not None:
+        opts.append("FORCE_NULL (" + ", ".join(map(_quote_ident, force_null)) + ")")
+    if encoding is not None:
+        opts.append(f"ENCODING {_quote_literal(encoding)}")
+    return " (" + ", ".join(opts) + ")" if opts else ""
+
+
+# ------------------------------------------------------------------ COPY ... TO STDOUT
+
+
+class _Sink:
+    """Where COPY OUT data goes: a path, a binary file object, or a coroutine function."""
+
+    def __init__(self, output):
+        self._file = None
+        self._close = False
+        self._write = None
+        self._async = False
+        if isinstance(output, (str, bytes, os.PathLike)):
+            self._file = open(output, "wb")  # noqa: SIM115 - closed in close()
+            self._close = True
+            self._write = self._file.write
+        elif inspect.iscoroutinefunction(output) or (
+            callable(output) and not hasattr(output, "write")
+        ):
+            self._write = output
+            self._async = True
+        elif hasattr(output, "write"):
+            self._write = output.write
+            self._async = inspect.iscoroutinefunction(output.write)
+        else:
+            raise TypeError(
+                "output is expected to be a file-like object, a path or a coroutine function, "
+                f"got {type(output).__name__}")
+
+    async def write(self, chunks):
+        if self._async:
+            for chunk in chunks:
+                await self._write(chunk)
+        else:
+            self._write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+
+    def close(self):
+        if self._close and self._file is not None:
+            self._file.close()
+
+
+async def copy_out(con, sql, output, timeout):
+    sink = _Sink(output)
+    try:
+        con._check_open()
+        await con._ensure_idle()
+        proto = con._protocol
+        done = proto.copy_out(sql)
+        try:
+            while True:
+                chunks = await con._wait(proto.copy_out_read(), timeout)
+                if chunks is None:
+                    break
+                await sink.write(chunks)
+        except BaseException:
+            # the sink failed or we were cancelled: stop buffering, cancel the COPY on the
+            # server and let the protocol drain to ReadyForQuery
+            if not con.is_closed() and proto.is_busy():
+                proto.copy_out_discard()
+                con._cancel_current_command()
+            if not done.done():
+                done.cancel()
+            raise
+        status = await con._wait(done, timeout)
+        return status or ""
+    finally:
+        sink.close()
+
+
+async def copy_from_table(con, table_name, *, output, columns=None, schema_name=None,
+                          timeout=None, **opts):
+    sql = (f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} TO STDOUT"
+           f"{_options(**opts)}")
+    return await copy_out(con, sql, output, timeout)
+
+
+async def _inline_args(con, query, args, timeout):
+    """``query`` with ``$n`` replaced by literals for ``args``, typed as the server infers."""
+    stmt = await con._get_statement(query, timeout, use_cache=False)
+    types = [name for _, name in stmt._state.parameter_types()]
+    if len(types) != len(args):
+        raise exceptions.InterfaceError(
+            f"the server expects {len(types)} argument{'s' if len(types) != 1 else ''} for "
+            f"this query, {len(args)} {'was' if len(args) == 1 else 'were'} passed")
+    select = ", ".join(
+        f"quote_nullable(${i}::{_quote_ident(t) if not t.startswith('_') else t[1:] + '[]'}"
+        "::text)"
+        for i, t in enumerate(types, 1))
+    literals = await con.fetchrow(f"SELECT {select}", *args)
+    for i in range(len(types), 0, -1):
+        t = types[i - 1]
+        typ = t[1:] + "[]" if t.startswith("_") else _quote_ident(t)
+        query = query.replace(f"${i}", f"{literals[i - 1]}::{typ}")
+    return query
+
+
+async def copy_from_query(con, query, *args, output, timeout=None, **opts):
+    if args:
+        query = await _inline_args(con, query, args, timeout)
+    sql = f"COPY ({query}) TO STDOUT{_options(**opts)}"
+    return await copy_out(con, sql, output, timeout)
+
+
+# ------------------------------------------------------------------ COPY ... FROM STDIN
+
+
+async def _send(con, proto, done, data):
+    if done.done():
+        return False  # the server already ended the COPY (an error): stop sending
+    if proto.copy_in_data(data):
+        await proto.drain()
+    return True
+
+
+async def _chunks_of(source):
+    """Yield bytes chunks from a path, a file object, an async iterable or a buffer."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            while True:
+                chunk = f.read(_READ_SIZE)
+                if not chunk:
+                    return
+                yield chunk
+    elif hasattr(source, "read"):
+        read = source.read
+        is_async = inspect.iscoroutinefunction(read)
+        while True:
+            chunk = await read(_READ_SIZE) if is_async else read(_READ_SIZE)
+            if not chunk:
+                return
+            yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+    elif hasattr(source, "__aiter__"):
+        async for chunk in source:
+            yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+    else:
+        try:
+            data = memoryview(source)
+        except TypeError:
+            raise TypeError(
+                "source is expected to be a path, a file-like object, an asynchronous "
+                f"iterable of bytes or a bytes-like object, got {type(source).__name__}"
+            ) from None
+        yield bytes(data)
+
+
+async def copy_in(con, sql, chunks, timeout):
+    """Run ``sql`` (a COPY FROM STDIN) feeding it from the async iterator ``chunks``."""
+    con._check_open()
+    await con._ensure_idle()
+    proto = con._protocol
+    ready, done = proto.copy_in(sql)
+    try:
+        await con._wait(ready, timeout)
+    except BaseException:
+        if not done.done():
+            done.cancel()
+        raise
+    try:
+        async for chunk in chunks:
+            if not await _send(con, proto, done, chunk):
+                break
+    except BaseException as e:
+        # abort the COPY so nothing of it is committed, and let the server confirm
+        if not done.done():
+            proto.copy_in_end(f"aborted by the client: {type(e).__name__}")
+            try:
+                await asyncio.shield(done)
+            except (exceptions.QueryCanceledError, asyncio.CancelledError):
+                pass
+            except exceptions.PostgresError:
+                pass
+        raise
+    proto.copy_in_end()
+    status = await con._wait(done, timeout)
+    return status or ""
+
+
+async def copy_to_table(con, table_name, *, source, columns=None, schema_name=None,
+                        timeout=None, where=None, **opts):
+    sql = (f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} FROM STDIN"
+           f"{_options(**opts)}")
+    if where:
+        sql += f" WHERE {where}"
+    return await copy_in(con, sql, _chunks_of(source), timeout)
+
+
+async def _record_batches(records):
+    batch = []
+    if hasattr(records, "__aiter__"):
+        async for r in records:
+            batch.append(r)
+            if len(batch) >= _RECORDS_PER_BATCH:
+                yield batch
+                batch = []
+    else:
+        for r in records:
+            batch.append(r)
+            if len(batch) >= _RECORDS_PER_BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+async def copy_records_to_table(con, table_name, *, records, columns=None, schema_name=None,
+                                timeout=None, where=None):
+    tab = _table_name(table_name, schema_name)
+    cols = ", ".join(_quote_ident(c) for c in columns) if columns else "*"
+    stmt = await con._get_statement(f"SELECT {cols} FROM {tab} LIMIT 0", timeout,
+                                    use_cache=False)
+    state = stmt._state
+    col_names = [name for name, _, _ in state.columns()]
+    sql = f"COPY {tab} ({', '.join(_quote_ident(c) for c in col_names)}) FROM STDIN (FORMAT binary)"
+    if where:
+        sql += f" WHERE {where}"
+
+    async def encoded():
+        yield _native.copy_binary_header()
+        index = 0
+        async for batch in _record_batches(records):
+            yield _native.encode_copy_records(state, batch, index)
+            index += len(batch)
+        yield _native.copy_binary_trailer()
+
+    return await copy_in(con, sql, encoded(), timeout)

@@ -1,0 +1,151 @@
+"""COPY in both directions."""
+
+import asyncio
+import datetime
+import decimal
+import io
+import uuid
+
+import pytest
+
+from asyncpg_rs import exceptions
+
+
+@pytest.fixture
+def table_sql():
+    return ("CREATE TEMP TABLE cp (a int4, b text, c float8, d numeric, e timestamptz, "
+            "f uuid, g bytea, h int4[], i bool, j date)")
+
+
+async def test_copy_out_to_file_object_path_and_coroutine(con, tmp_path):
+    await con.execute("CREATE TEMP TABLE co AS SELECT g AS a, 'v' || g AS b "
+                      "FROM generate_series(1, 1000) g")
+    buf = io.BytesIO()
+    assert await con.copy_from_table("co", output=buf) == "COPY 1000"
+    lines = buf.getvalue().decode().splitlines()
+    assert lines[0] == "1\tv1" and len(lines) == 1000
+    path = tmp_path / "out.csv"
+    status = await con.copy_from_query("SELECT * FROM co WHERE a <= $1", 3, output=str(path),
+                                       format="csv", header=True)
+    assert status == "COPY 3"
+    assert path.read_text().splitlines() == ["a,b", "1,v1", "2,v2", "3,v3"]
+    got = []
+
+    async def sink(chunk):
+        got.append(chunk)
+
+    assert await con.copy_from_table("co", output=sink, columns=["b"]) == "COPY 1000"
+    assert b"".join(got).decode().splitlines()[-1] == "v1000"
+
+
+async def test_copy_out_slow_consumer_and_sink_failure(con):
+    seen = 0
+
+    async def slow(chunk):
+        nonlocal seen
+        seen += len(chunk)
+        await asyncio.sleep(0)
+
+    status = await con.copy_from_query(
+        "SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g", output=slow)
+    assert status == "COPY 100000" and seen > 100000 * 100
+
+    async def failing(chunk):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        await con.copy_from_query("SELECT generate_series(1, 1000000)", output=failing)
+    assert await asyncio.wait_for(con.fetchval("SELECT 1"), 10) == 1
+
+
+async def test_copy_in_from_sources(con, tmp_path):
+    await con.execute("CREATE TEMP TABLE ci (a int4, b text)")
+    data = "".join(f"{i}\tx{i}\n" for i in range(500)).encode()
+    assert await con.copy_to_table("ci", source=io.BytesIO(data)) == "COPY 500"
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    assert await con.copy_to_table("ci", source=str(path)) == "COPY 500"
+
+    async def gen():
+        for i in range(10):
+            yield f"{i}\ty\n".encode()
+
+    assert await con.copy_to_table("ci", source=gen(), columns=["a", "b"]) == "COPY 10"
+    assert await con.copy_to_table("ci", source=b"1,z\n", format="csv") == "COPY 1"
+    assert await con.copy_to_table("ci", source=data, where="a < 5") == "COPY 5"
+    assert await con.fetchval("SELECT count(*) FROM ci") == 1016
+
+
+async def test_copy_in_source_failure_aborts(con):
+    await con.execute("CREATE TEMP TABLE cf (a int4)")
+
+    async def gen():
+        yield b"1\n2\n"
+        raise ValueError("source broke")
+
+    with pytest.raises(ValueError, match="source broke"):
+        await con.copy_to_table("cf", source=gen())
+    assert await con.fetchval("SELECT count(*) FROM cf") == 0
+    with pytest.raises(exceptions.InvalidTextRepresentationError):
+        await con.copy_to_table("cf", source=b"1\nnot a number\n")
+    assert await con.fetchval("SELECT count(*) FROM cf") == 0
+
+
+async def test_copy_records_every_type_and_nulls(con, table_sql):
+    await con.execute(table_sql)
+    now = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc)
+    u = uuid.uuid4()
+    recs = [
+        (1, "one", 1.5, decimal.Decimal("1.25"), now, u, b"\x00\x01", [1, None, 3], True,
+         datetime.date(2024, 1, 2)),
+        (None,) * 10,
+    ]
+    assert await con.copy_records_to_table("cp", records=recs) == "COPY 2"
+    rows = await con.fetch("SELECT * FROM cp ORDER BY a NULLS LAST")
+    assert tuple(rows[0]) == recs[0]
+    assert tuple(rows[1]) == recs[1]
+
+
+async def test_copy_records_many_rows_async_iterable_and_columns(con):
+    await con.execute("CREATE TEMP TABLE cm (a int4, b text, c int8)")
+
+    async def gen():
+        for i in range(200000):
+            yield (i, str(i))
+
+    status = await con.copy_records_to_table("cm", records=gen(), columns=["a", "b"])
+    assert status == "COPY 200000"
+    assert await con.fetchval("SELECT sum(a::int8) FROM cm") == sum(range(200000))
+    assert await con.fetchval("SELECT count(*) FROM cm WHERE c IS NULL") == 200000
+
+
+async def test_copy_records_bad_record_commits_nothing(con):
+    await con.execute("CREATE TEMP TABLE cb (a int4, b text)")
+    recs = [(i, str(i)) for i in range(3000)]
+    recs[2500] = (2500, 7)
+    with pytest.raises(exceptions.DataError) as ei:
+        await con.copy_records_to_table("cb", records=recs)
+    assert "record #2500" in str(ei.value) and '"b"' in str(ei.value)
+    with pytest.raises(exceptions.DataError, match="record #1 has 1 values"):
+        await con.copy_records_to_table("cb", records=[(1, "a"), (2,)])
+    assert await con.fetchval("SELECT count(*) FROM cb") == 0
+    assert await con.fetchval("SELECT 1") == 1
+
+
+async def test_cancel_mid_copy_leaves_connection_usable(con):
+    await con.execute("CREATE TEMP TABLE cc (a int4)")
+
+    async def endless():
+        i = 0
+        while True:
+            yield (i,)
+            i += 1
+            if i % 1000 == 0:
+                await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(con.copy_records_to_table("cc", records=endless()))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.wait_for(con.fetchval("SELECT count(*) FROM cc"), 10) == 0
