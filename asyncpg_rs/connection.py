@@ -459,10 +459,33 @@ class Connection(metaclass=ConnectionMeta):
         self._session_dirty = False
 
     async def close(self, *, timeout=None):
-        """Close the connection gracefully (sends Terminate)."""
+        """Close the connection gracefully.
+
+        A query still running is cancelled first (its caller gets ``QueryCanceledError``);
+        then Terminate is sent and the server closes the connection. With ``timeout``, a
+        server that does not finish in time gets the connection aborted and
+        ``asyncio.TimeoutError`` is raised.
+        """
         try:
             if not self.is_closed():
-                self._protocol.terminate()
+                proto = self._protocol
+                budget = 60.0 if timeout is None else timeout
+                started = self._loop.time()
+                if proto.is_busy():
+                    self._cancel_current_command()
+                    try:
+                        await asyncio.wait_for(asyncio.shield(proto.wait_idle()), budget)
+                    except asyncio.TimeoutError:
+                        pass
+                closed = proto.wait_closed()
+                proto.terminate(graceful=True)
+                remaining = max(budget - (self._loop.time() - started), 0.001)
+                try:
+                    await asyncio.wait_for(closed, remaining)
+                except asyncio.TimeoutError:
+                    proto.abort()
+                    if timeout is not None:
+                        raise
         finally:
             self._cleanup()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 
 from . import connection as _connection
 from . import exceptions
@@ -128,6 +129,7 @@ class _Holder:
                 return
             self._queries += 1
             con._pool_release_ctr += 1
+            _warn_dangling(con)
             if self._generation != pool._generation or (
                 pool._max_queries and self._queries >= pool._max_queries
             ):
@@ -197,6 +199,20 @@ class _Holder:
         if self._con is not None:
             self._con.terminate()
             self._con = None
+
+
+def _warn_dangling(con):
+    """Warn about listeners a caller forgot: the reset drops them, which is surely a bug."""
+    n = sum(len(v) for v in con._listeners.values())
+    if n:
+        warnings.warn(exceptions.InterfaceWarning(
+            f"{con!r} is being released to the pool but has {n} active notification "
+            f"listener{'s' if n != 1 else ''}"), stacklevel=4)
+    if con._log_listeners:
+        n = len(con._log_listeners)
+        warnings.warn(exceptions.InterfaceWarning(
+            f"{con!r} is being released to the pool but has {n} active log "
+            f"listener{'s' if n != 1 else ''}"), stacklevel=4)
 
 
 def _needs_reset(con):
@@ -273,6 +289,8 @@ class Pool:
             raise ValueError("min_size is greater than max_size")
         if init_size is None:
             init_size = min_size
+        if init_size < 0:
+            raise ValueError("init_size is expected to be greater or equal to zero")
         if init_size < min_size:
             raise ValueError("init_size is smaller than min_size")
         if init_size > max_size:

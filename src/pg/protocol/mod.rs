@@ -76,6 +76,8 @@ enum Effect {
     CallSoon(PyObject, PyObject, Vec<PyObject>),
     CloseTransport(PyObject),
     Call(PyObject, &'static str),
+    /// Call a Python callable right away (after the borrow), not via call_soon.
+    Invoke(PyObject, Vec<PyObject>),
 }
 
 fn run_effects(py: Python<'_>, effects: Vec<Effect>) -> PyResult<()> {
@@ -95,6 +97,9 @@ fn run_effects(py: Python<'_>, effects: Vec<Effect>) -> PyResult<()> {
             }
             Effect::CloseTransport(transport) => transport.call_method0(py, "close").map(drop),
             Effect::Call(obj, method) => obj.call_method0(py, method).map(drop),
+            Effect::Invoke(cb, args) => {
+                PyTuple::new(py, args).and_then(|t| cb.call1(py, t).map(drop))
+            }
         };
         if let Err(e) = r {
             first_err.get_or_insert(e);
@@ -176,6 +181,8 @@ pub struct PGProtocol {
     startup_fut: PyObject,
     idle_waiters: Vec<PyObject>,
     drain_waiters: Vec<PyObject>,
+    closed_waiters: Vec<PyObject>,
+    transport_lost: bool,
     error: Option<PyErr>,
     status: Option<String>,
     query: Option<String>,
@@ -253,6 +260,15 @@ impl PGProtocol {
     }
 
     fn fail_connection(&mut self, py: Python<'_>, err: PyErr, fx: &mut Vec<Effect>) {
+        self.fail_connection_keep_transport(py, err, fx);
+        if let Some(t) = self.transport.as_ref() {
+            fx.push(Effect::CloseTransport(t.clone_ref(py)));
+        }
+    }
+
+    /// The connection is unusable from now on: fail everything pending. The transport is
+    /// left alone (a graceful Terminate waits for the server to close it).
+    fn fail_connection_keep_transport(&mut self, py: Python<'_>, err: PyErr, fx: &mut Vec<Effect>) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -264,6 +280,14 @@ impl PGProtocol {
             Some(server_err) if self.waiter.is_some() => server_err,
             _ => err,
         };
+        // The connection's own cleanup (termination listeners) runs before any waiter
+        // learns of the loss, so callers see a consistent connection when they resume.
+        if let Some(cb) = &self.on_lost {
+            fx.push(Effect::Invoke(
+                cb.clone_ref(py),
+                vec![err.clone_ref(py).into_value(py).into_any()],
+            ));
+        }
         if let Some(w) = self.waiter.take() {
             fx.push(Effect::Reject(w, err.clone_ref(py)));
         }
@@ -277,16 +301,6 @@ impl PGProtocol {
             fx.push(Effect::Reject(r, err.clone_ref(py)));
         }
         self.copy_chunks.clear();
-        if let Some(t) = self.transport.as_ref() {
-            fx.push(Effect::CloseTransport(t.clone_ref(py)));
-        }
-        if let Some(cb) = &self.on_lost {
-            fx.push(Effect::CallSoon(
-                self.loop_.clone_ref(py),
-                cb.clone_ref(py),
-                vec![err.into_value(py).into_any()],
-            ));
-        }
     }
 
     fn write_startup(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) -> PyResult<()> {
@@ -857,6 +871,8 @@ impl PGProtocol {
             startup_fut,
             idle_waiters: Vec::new(),
             drain_waiters: Vec::new(),
+            closed_waiters: Vec::new(),
+            transport_lost: false,
             error: None,
             status: None,
             query: None,
@@ -926,8 +942,23 @@ impl PGProtocol {
             }
             this.fail_connection(py, err, &mut fx);
             this.transport = None;
+            this.transport_lost = true;
+            for w in this.closed_waiters.drain(..) {
+                fx.push(Effect::Resolve(w, py.None()));
+            }
         }
         run_effects(py, fx)
+    }
+
+    /// Future resolved once the transport is gone (`connection_lost`).
+    fn wait_closed(&mut self, py: Python<'_>) -> PyResult<PyObject> {
+        let fut = self.loop_.call_method0(py, "create_future")?;
+        if self.transport_lost || self.transport.is_none() {
+            fut.call_method1(py, "set_result", (py.None(),))?;
+        } else {
+            self.closed_waiters.push(fut.clone_ref(py));
+        }
+        Ok(fut)
     }
 
     /// asyncio callback: the transport's write buffer is over its high-water mark.
@@ -1438,8 +1469,10 @@ impl PGProtocol {
         state.get().rebuilt(py, &self.registry)
     }
 
-    /// Send Terminate and close the transport.
-    fn terminate(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// Send Terminate. With `graceful`, leave the transport for the server to close (await
+    /// `wait_closed()`); otherwise close it right away.
+    #[pyo3(signature = (graceful=false))]
+    fn terminate(slf: &Bound<'_, Self>, graceful: bool) -> PyResult<()> {
         let py = slf.py();
         let mut fx = Vec::new();
         {
@@ -1453,11 +1486,13 @@ impl PGProtocol {
                         PyBytes::new(py, &out).unbind(),
                     ));
                 }
-                fx.push(Effect::CloseTransport(t));
+                if !graceful {
+                    fx.push(Effect::CloseTransport(t));
+                }
             }
             let err = py_error(py, "ConnectionDoesNotExistError", "connection was closed");
             this.on_lost = None;
-            this.fail_connection(py, err, &mut fx);
+            this.fail_connection_keep_transport(py, err, &mut fx);
         }
         run_effects(py, fx)
     }
@@ -1469,7 +1504,11 @@ impl PGProtocol {
         let mut fx = Vec::new();
         {
             let mut this = slf.borrow_mut();
-            let err = py_error(py, "ConnectionDoesNotExistError", "connection was aborted");
+            let err = py_error(
+                py,
+                "ConnectionDoesNotExistError",
+                "connection was closed in the middle of operation",
+            );
             this.on_lost = None;
             this.fail_connection(py, err, &mut fx);
         }
