@@ -153,3 +153,40 @@ async def test_types_without_binary_codec_travel_as_text(con):
     assert await con.fetchval("SELECT $1::tsvector::text", "x y") == "'x' 'y'"
     assert await con.fetchval("SELECT '<a/>'::xml") == "<a/>"
     assert await con.fetchval("SELECT $1::xml::text", "<b/>") == "<b/>"
+
+
+async def test_network_geometry_bits_and_misc_types(con):
+    import ipaddress
+
+    from asyncpg_rs import types
+
+    cases = [
+        ("inet", ipaddress.ip_interface("192.168.1.5/24"), "192.168.1.5/24"),
+        ("inet", ipaddress.ip_address("::1"), "::1/128"),
+        ("cidr", ipaddress.ip_network("10.0.0.0/8"), "10.0.0.0/8"),
+        ("macaddr", "08:00:2b:01:02:03", "08:00:2b:01:02:03"),
+        ("point", types.Point(1, 2.5), "(1,2.5)"),
+        ("line", types.Line(1, 2, 3), "{1,2,3}"),
+        ("lseg", types.LineSegment((1, 2), (3, 4)), "[(1,2),(3,4)]"),
+        ("box", types.Box((3, 4), (1, 2)), "(3,4),(1,2)"),
+        ("path", types.Path((1, 2), (3, 4), is_closed=True), "((1,2),(3,4))"),
+        ("path", types.Path((1, 2), (3, 4)), "[(1,2),(3,4)]"),
+        ("polygon", types.Polygon((0, 0), (1, 0), (1, 1)), "((0,0),(1,0),(1,1))"),
+        ("circle", types.Circle((1, 2), 3), "<(1,2),3>"),
+        ("varbit", types.BitString("10110"), "10110"),
+        ("bit(5)", types.BitString("10110"), "10110"),
+        ("pg_lsn", 97500059720, "16/B374D848"),
+        ("tid", (1, 2), "(1,2)"),
+        ("inet[]", [ipaddress.ip_address("10.0.0.1"), None], "{10.0.0.1,NULL}"),
+    ]
+    for typ, value, text in cases:
+        back, server_text = await con.fetchrow(f"SELECT $1::{typ}, $1::{typ}::text", value)
+        assert server_text == text, (typ, server_text)
+        assert back == value, (typ, back)
+    assert await con.fetchval("SELECT $1::inet", "10.1.2.3") == ipaddress.ip_address("10.1.2.3")
+    assert types.BitString.from_int(5, 4).to_int() == 5
+    assert repr(types.BitString("10110")) == "<BitString 1011 0>"
+    assert types.Range(1, 5).issubset(types.Range(0, 10))
+    assert repr(types.Range(1, 5)) == "<Range [1, 5)>"
+    with pytest.raises(exceptions.DataError, match="query argument \\$1"):
+        await con.fetchval("SELECT $1::inet", 5)

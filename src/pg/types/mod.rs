@@ -13,7 +13,10 @@ use bytes::BytesMut;
 use pyo3::prelude::*;
 
 mod array;
+mod bits;
 mod datetime;
+mod geometry;
+mod network;
 mod numeric;
 mod pyrefs;
 mod scalar;
@@ -66,6 +69,14 @@ enum Kind {
     TimestampTz,
     Interval,
     Void,
+    Inet,
+    Cidr,
+    MacAddr,
+    MacAddr8,
+    Geometry(geometry::Shape),
+    Bits,
+    PgLsn,
+    Tid,
     /// Any type without a binary codec: `str` in text format.
     TextFallback,
     Array,
@@ -154,6 +165,12 @@ impl Codec {
             Kind::Timestamp => datetime::decode_timestamp(py, data, false),
             Kind::TimestampTz => datetime::decode_timestamp(py, data, true),
             Kind::Interval => datetime::decode_interval(py, data),
+            Kind::Inet | Kind::Cidr => network::decode_inet(py, data),
+            Kind::MacAddr | Kind::MacAddr8 => network::decode_macaddr(py, data),
+            Kind::Geometry(shape) => geometry::decode(py, data, shape),
+            Kind::Bits => bits::decode_bits(py, data),
+            Kind::PgLsn => bits::decode_lsn(py, data),
+            Kind::Tid => bits::decode_tid(py, data),
             Kind::Array => match &self.elem {
                 Some(elem) => array::decode(py, data, elem),
                 None => Err(crate::pg::errors::internal_error(
@@ -187,6 +204,14 @@ impl Codec {
             Kind::Timestamp => datetime::encode_timestamp(value, out),
             Kind::TimestampTz => datetime::encode_timestamptz(value, out),
             Kind::Interval => datetime::encode_interval(value, out),
+            Kind::Inet => network::encode_inet(value, out, false),
+            Kind::Cidr => network::encode_inet(value, out, true),
+            Kind::MacAddr => network::encode_macaddr(value, out, 6),
+            Kind::MacAddr8 => network::encode_macaddr(value, out, 8),
+            Kind::Geometry(shape) => geometry::encode(value, out, shape),
+            Kind::Bits => bits::encode_bits(value, out),
+            Kind::PgLsn => bits::encode_lsn(value, out),
+            Kind::Tid => bits::encode_tid(value, out),
             Kind::Array => match &self.elem {
                 Some(elem) => array::encode(value, out, elem),
                 None => Err(EncodeError::Invalid("array codec without element".into())),
@@ -223,6 +248,30 @@ const BUILTINS: &[(u32, &str, Kind, u32)] = &[
     (2278, "void", Kind::Void, 0),
     (2950, "uuid", Kind::Uuid, 2951),
     (3802, "jsonb", Kind::Jsonb, 3807),
+    (869, "inet", Kind::Inet, 1041),
+    (650, "cidr", Kind::Cidr, 651),
+    (829, "macaddr", Kind::MacAddr, 1040),
+    (774, "macaddr8", Kind::MacAddr8, 775),
+    (600, "point", Kind::Geometry(geometry::Shape::Point), 1017),
+    (628, "line", Kind::Geometry(geometry::Shape::Line), 629),
+    (601, "lseg", Kind::Geometry(geometry::Shape::Lseg), 1018),
+    (603, "box", Kind::Geometry(geometry::Shape::Box), 1020),
+    (602, "path", Kind::Geometry(geometry::Shape::Path), 1019),
+    (
+        604,
+        "polygon",
+        Kind::Geometry(geometry::Shape::Polygon),
+        1027,
+    ),
+    (718, "circle", Kind::Geometry(geometry::Shape::Circle), 719),
+    (1560, "bit", Kind::Bits, 1561),
+    (1562, "varbit", Kind::Bits, 1563),
+    (3220, "pg_lsn", Kind::PgLsn, 3221),
+    (27, "tid", Kind::Tid, 1010),
+    (790, "money", Kind::TextFallback, 791),
+    (3614, "tsvector", Kind::TextFallback, 3643),
+    (3615, "tsquery", Kind::TextFallback, 3645),
+    (4072, "jsonpath", Kind::TextFallback, 4073),
 ];
 
 /// The codecs one connection knows: the builtins, plus (later) introspected and custom ones.

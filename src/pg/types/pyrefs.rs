@@ -38,3 +38,14 @@ pub fn uuid_safe_unknown(py: Python<'_>) -> PyResult<PyObject> {
     })
     .map(|o| o.clone_ref(py))
 }
+
+/// `asyncpg_rs._typeconv`: the Python halves of the rarer types' codecs.
+pub fn typeconv(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static CELL: GILOnceCell<PyObject> = GILOnceCell::new();
+    Ok(CELL
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("asyncpg_rs._typeconv")?.into_any().unbind())
+        })?
+        .bind(py)
+        .clone())
+}
