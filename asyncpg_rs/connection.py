@@ -25,6 +25,34 @@ __all__ = ("Connection", "connect")
 
 _STMT_NAMES = itertools.count(1)
 
+# One row per type: what its codec is built from (element, base, subtype or range type in
+# `related`; attributes for composites).
+_INTROSPECT_SQL = """
+SELECT t.oid, t.typname::text, t.typtype::text,
+       CASE
+         WHEN t.typtype = 'd' THEN t.typbasetype
+         WHEN t.typtype = 'r' THEN
+           (SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid)
+         WHEN t.typtype = 'm' THEN
+           (SELECT r.rngtypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)
+         WHEN t.typcategory = 'A' THEN t.typelem
+         ELSE 0
+       END AS related,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum) AS attr_names,
+       ARRAY(SELECT a.atttypid FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum) AS attr_oids
+FROM pg_catalog.pg_type t
+WHERE t.oid = ANY($1::oid[])
+"""
+# before PostgreSQL 14 there are no multiranges (and no pg_range.rngmultitypid)
+_INTROSPECT_SQL_13 = _INTROSPECT_SQL.replace(
+    """WHEN t.typtype = 'm' THEN
+           (SELECT r.rngtypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)
+         """, "")
+
 
 class LoggedQuery(typing.NamedTuple):
     """What a query logger (``add_query_logger``) receives after each query."""
@@ -438,7 +466,83 @@ class Connection(metaclass=ConnectionMeta):
 
     async def reload_schema_state(self):
         """Forget cached statements and introspected types (after ``ALTER TYPE`` and such)."""
+        self._protocol.clear_types()
         self._drop_global_statement_cache()
+
+    async def set_type_codec(self, typename, *, schema="public", encoder, decoder,
+                             format="text"):
+        """Use ``encoder``/``decoder`` for values of ``schema.typename``.
+
+        With ``format='text'`` they work on ``str`` in PostgreSQL's text form, with
+        ``'binary'`` on ``bytes`` in its binary form.
+        """
+        self._check_open()
+        if format not in ("text", "binary", "tuple"):
+            raise exceptions.InterfaceError(
+                f"invalid format {format!r}: expected 'text', 'binary' or 'tuple'")
+        if format == "tuple":
+            raise exceptions.UnsupportedClientFeatureError(
+                "the 'tuple' codec format is not supported yet")
+        oid, _kind = await self._type_by_name(typename, schema)
+        self._protocol.set_custom_codec(oid, typename, encoder, decoder, format == "binary")
+        self._drop_global_statement_cache()
+
+    async def reset_type_codec(self, typename, *, schema="public"):
+        """Undo :meth:`set_type_codec` / :meth:`set_builtin_type_codec` for the type."""
+        self._check_open()
+        oid, _kind = await self._type_by_name(typename, schema)
+        self._protocol.reset_custom_codec(oid)
+        self._drop_global_statement_cache()
+
+    async def set_builtin_type_codec(self, typename, *, schema="public", codec_name,
+                                     format=None):
+        """Handle ``schema.typename`` with a builtin codec, e.g. an extension type like
+        ``hstore`` (``codec_name='pg_contrib.hstore'``) or ``citext`` (``'text'``)."""
+        self._check_open()
+        oid, _kind = await self._type_by_name(typename, schema)
+        if not self._protocol.set_builtin_alias(oid, typename, codec_name):
+            raise exceptions.InterfaceError(f"unknown builtin codec: {codec_name!r}")
+        self._drop_global_statement_cache()
+
+    async def _type_by_name(self, typename, schema):
+        row = await self.fetchrow(
+            "SELECT t.oid, t.typtype::text FROM pg_catalog.pg_type t "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE t.typname = $1 AND n.nspname = $2", typename, schema)
+        if row is None:
+            raise ValueError(f"unknown type: {schema}.{typename}")
+        return row[0], row[1]
+
+    async def _introspect_types(self, oids, timeout):
+        """Teach the protocol the types ``oids`` and everything they are built from, with
+        one query per level of dependencies."""
+        sql = _INTROSPECT_SQL if self.get_server_version() >= (14,) else _INTROSPECT_SQL_13
+        proto = self._protocol
+        found = {}
+        pending = set(oids)
+        while pending:
+            rows = await self.fetch(sql, sorted(pending), timeout=timeout)
+            pending = set()
+            for oid, name, kind, related, attr_names, attr_oids in rows:
+                found[oid] = (oid, name, kind, related or 0, list(attr_names), list(attr_oids))
+                for dep in [related, *attr_oids]:
+                    if dep and dep not in found and not proto.has_codec(dep):
+                        pending.add(dep)
+            pending -= set(found)
+        ordered, seen = [], set()
+
+        def visit(oid):
+            info = found.get(oid)
+            if info is None or oid in seen:
+                return
+            seen.add(oid)
+            for dep in [info[3], *info[5]]:
+                visit(dep)
+            ordered.append(info)
+
+        for oid in found:
+            visit(oid)
+        proto.register_types(ordered)
 
     async def reset(self, *, timeout=None):
         """Return the session to a clean state: roll back, close cursors, unlisten, reset
@@ -651,6 +755,10 @@ class Connection(metaclass=ConnectionMeta):
         else:
             name = ""
         state = await self._wait(self._protocol.prepare(name, query), timeout)
+        unknown = state.unknown_oids()
+        if unknown:
+            await self._introspect_types(unknown, timeout)
+            state = self._protocol.rebind_codecs(state)
         stmt = _StatementRef(state, query)
         if cache:
             self._stmt_cache.put(query, stmt)

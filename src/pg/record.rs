@@ -44,6 +44,11 @@ impl RecordDesc {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The column names, in order.
+    pub fn names<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
+        self.names.bind(py).clone()
+    }
 }
 
 /// A row of a query result.

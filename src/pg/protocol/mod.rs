@@ -165,6 +165,10 @@ fn conn_lost_error(py: Python<'_>) -> PyErr {
     )
 }
 
+/// One row of `Connection._introspect_types`: oid, name, typtype, related oid, attribute
+/// names, attribute oids.
+type IntrospectedRow = (u32, String, String, u32, Vec<String>, Vec<u32>);
+
 /// The asyncio protocol that speaks PostgreSQL's frontend/backend protocol v3.
 #[pyclass(module = "asyncpg_rs._native", name = "PGProtocol")]
 pub struct PGProtocol {
@@ -1462,6 +1466,67 @@ impl PGProtocol {
         }
         transport.call_method1(py, "write", (PyBytes::new(py, &out),))?;
         Ok(())
+    }
+
+    /// Register introspected types: `(oid, name, kind, related_oid, attr_names, attr_oids)`
+    /// tuples, dependencies first (see `Connection._introspect_types`).
+    fn register_types(&mut self, py: Python<'_>, types: Vec<IntrospectedRow>) -> PyResult<()> {
+        for (oid, name, kind, related, attr_names, attr_oids) in types {
+            let info = crate::pg::types::TypeInfo {
+                oid,
+                name,
+                kind: kind.chars().next().unwrap_or('b'),
+                related,
+                attrs: attr_names.into_iter().zip(attr_oids).collect(),
+            };
+            self.registry.register_type(py, &info)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a codec for `oid` is known (builtin, introspected or custom).
+    fn has_codec(&self, oid: u32) -> bool {
+        self.registry.lookup(oid).is_some()
+    }
+
+    /// Forget introspected types (`reload_schema_state`).
+    fn clear_types(&mut self) {
+        self.registry.clear_introspected();
+    }
+
+    /// Use `encoder`/`decoder` for values of `oid` (text or binary format).
+    fn set_custom_codec(
+        &mut self,
+        oid: u32,
+        name: &str,
+        encoder: PyObject,
+        decoder: PyObject,
+        binary: bool,
+    ) {
+        self.registry
+            .set_custom(oid, name, encoder, decoder, binary);
+    }
+
+    /// Make `oid` use the builtin codec named `codec_name`; false if there is none.
+    fn set_builtin_alias(
+        &mut self,
+        py: Python<'_>,
+        oid: u32,
+        name: &str,
+        codec_name: &str,
+    ) -> bool {
+        match self.registry.builtin_by_name(codec_name) {
+            Some(codec) => {
+                self.registry.set_alias(py, oid, name, &codec);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop a codec set with `set_custom_codec`/`set_builtin_alias`.
+    fn reset_custom_codec(&mut self, oid: u32) {
+        self.registry.reset_custom(oid);
     }
 
     /// The statement with its codecs looked up again (after new types became known).

@@ -7,6 +7,7 @@
 //! One file per type family: `scalar` (bool, integers, floats, oid, "char", void), `text`
 //! (text family, bytea, json/jsonb), `numeric`, `datetime`, `uuid`, `array`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -14,11 +15,14 @@ use pyo3::prelude::*;
 
 mod array;
 mod bits;
+mod composite;
+mod custom;
 mod datetime;
 mod geometry;
 mod network;
 mod numeric;
 mod pyrefs;
+mod range;
 mod scalar;
 mod text;
 mod uuid;
@@ -77,10 +81,19 @@ enum Kind {
     Bits,
     PgLsn,
     Tid,
+    Composite,
+    Range,
+    Multirange,
+    /// A user's codec from `set_type_codec` (text or binary format).
+    Custom,
+    Hstore,
     /// Any type without a binary codec: `str` in text format.
     TextFallback,
     Array,
 }
+
+/// A composite's row description and its attributes' (type oid, codec).
+type CompositeFields = (Arc<crate::pg::record::RecordDesc>, Vec<(u32, Arc<Codec>)>);
 
 /// How values of one PostgreSQL type move between Python and the wire.
 pub struct Codec {
@@ -88,8 +101,12 @@ pub struct Codec {
     name: String,
     kind: Kind,
     format: Format,
-    /// For arrays: the element codec.
+    /// For arrays: the element codec; for ranges and multiranges: the subtype's.
     elem: Option<Arc<Codec>>,
+    /// For composites: the row description and one codec per attribute.
+    fields: Option<CompositeFields>,
+    /// For custom codecs: the user's (encoder, decoder).
+    custom: Option<(PyObject, PyObject)>,
 }
 
 impl Codec {
@@ -105,6 +122,31 @@ impl Codec {
             kind,
             format,
             elem: None,
+            fields: None,
+            custom: None,
+        }
+    }
+
+    fn with_elem(oid: u32, name: &str, kind: Kind, elem: Arc<Codec>) -> Codec {
+        // a subtype without a binary codec keeps the whole value in text format
+        let format = if elem.format == Format::Binary {
+            Format::Binary
+        } else {
+            Format::Text
+        };
+        let kind = if format == Format::Text {
+            Kind::TextFallback
+        } else {
+            kind
+        };
+        Codec {
+            oid,
+            name: name.to_string(),
+            kind,
+            format,
+            elem: Some(elem),
+            fields: None,
+            custom: None,
         }
     }
 
@@ -122,6 +164,8 @@ impl Codec {
             kind,
             format,
             elem: Some(elem),
+            fields: None,
+            custom: None,
         }
     }
 
@@ -140,6 +184,27 @@ impl Codec {
     /// Whether this is an array type (for `Type.kind`).
     pub fn is_array(&self) -> bool {
         self.elem.is_some()
+    }
+
+    fn elem_codec(&self, py: Python<'_>) -> PyResult<&Codec> {
+        self.elem
+            .as_deref()
+            .ok_or_else(|| crate::pg::errors::internal_error(py, "codec without element type"))
+    }
+
+    fn derived(&self, py: Python<'_>, oid: u32, name: &str) -> Codec {
+        Codec {
+            oid,
+            name: name.to_string(),
+            kind: self.kind,
+            format: self.format,
+            elem: self.elem.clone(),
+            fields: self.fields.clone(),
+            custom: self
+                .custom
+                .as_ref()
+                .map(|(e, d)| (e.clone_ref(py), d.clone_ref(py))),
+        }
     }
 
     /// Decode one non-NULL value.
@@ -171,6 +236,11 @@ impl Codec {
             Kind::Bits => bits::decode_bits(py, data),
             Kind::PgLsn => bits::decode_lsn(py, data),
             Kind::Tid => bits::decode_tid(py, data),
+            Kind::Composite => composite::decode(py, data, self),
+            Kind::Range => range::decode(py, data, self.elem_codec(py)?),
+            Kind::Multirange => range::decode_multi(py, data, self.elem_codec(py)?),
+            Kind::Custom => custom::decode(py, data, self),
+            Kind::Hstore => custom::decode_hstore(py, data),
             Kind::Array => match &self.elem {
                 Some(elem) => array::decode(py, data, elem),
                 None => Err(crate::pg::errors::internal_error(
@@ -212,6 +282,19 @@ impl Codec {
             Kind::Bits => bits::encode_bits(value, out),
             Kind::PgLsn => bits::encode_lsn(value, out),
             Kind::Tid => bits::encode_tid(value, out),
+            Kind::Composite => composite::encode(value, out, self),
+            Kind::Range => match &self.elem {
+                Some(sub) => range::encode(value, out, sub),
+                None => Err(EncodeError::Invalid("range codec without subtype".into())),
+            },
+            Kind::Multirange => match &self.elem {
+                Some(sub) => range::encode_multi(value, out, sub),
+                None => Err(EncodeError::Invalid(
+                    "multirange codec without subtype".into(),
+                )),
+            },
+            Kind::Custom => custom::encode(value, out, self),
+            Kind::Hstore => custom::encode_hstore(value, out),
             Kind::Array => match &self.elem {
                 Some(elem) => array::encode(value, out, elem),
                 None => Err(EncodeError::Invalid("array codec without element".into())),
@@ -274,9 +357,34 @@ const BUILTINS: &[(u32, &str, Kind, u32)] = &[
     (4072, "jsonpath", Kind::TextFallback, 4073),
 ];
 
-/// The codecs one connection knows: the builtins, plus (later) introspected and custom ones.
+/// Builtin range types: (oid, name, subtype oid, array oid, multirange oid, its array oid).
+const BUILTIN_RANGES: &[(u32, &str, u32, u32, u32, u32)] = &[
+    (3904, "int4range", 23, 3905, 4451, 6150),
+    (3926, "int8range", 20, 3927, 4536, 6157),
+    (3906, "numrange", 1700, 3907, 4532, 6151),
+    (3908, "tsrange", 1114, 3909, 4533, 6152),
+    (3910, "tstzrange", 1184, 3911, 4534, 6153),
+    (3912, "daterange", 1082, 3913, 4535, 6155),
+];
+
+/// A type found by introspection, as `register_type` takes it.
+pub struct TypeInfo {
+    pub oid: u32,
+    pub name: String,
+    /// pg_type.typtype: 'b' base, 'c' composite, 'd' domain, 'e' enum, 'r' range,
+    /// 'm' multirange, 'p' pseudo
+    pub kind: char,
+    /// element type of an array, base type of a domain, subtype of a range, range of a
+    /// multirange
+    pub related: u32,
+    pub attrs: Vec<(String, u32)>,
+}
+
+/// The codecs one connection knows: the builtins, introspected types and user codecs.
 pub struct CodecRegistry {
-    codecs: std::collections::HashMap<u32, Arc<Codec>>,
+    builtin: HashMap<u32, Arc<Codec>>,
+    introspected: HashMap<u32, Arc<Codec>>,
+    custom: HashMap<u32, Arc<Codec>>,
 }
 
 impl Default for CodecRegistry {
@@ -287,7 +395,7 @@ impl Default for CodecRegistry {
 
 impl CodecRegistry {
     pub fn new() -> Self {
-        let mut codecs = std::collections::HashMap::with_capacity(BUILTINS.len() * 2);
+        let mut codecs = HashMap::with_capacity(BUILTINS.len() * 2 + 24);
         for &(oid, name, kind, array_oid) in BUILTINS {
             let codec = Arc::new(Codec::scalar(oid, name, kind));
             if array_oid != 0 {
@@ -295,12 +403,40 @@ impl CodecRegistry {
             }
             codecs.insert(oid, codec);
         }
-        CodecRegistry { codecs }
+        for &(oid, name, sub, array_oid, multi_oid, multi_array_oid) in BUILTIN_RANGES {
+            let Some(sub) = codecs.get(&sub).cloned() else {
+                continue;
+            };
+            let range = Arc::new(Codec::with_elem(oid, name, Kind::Range, sub.clone()));
+            let multi_name = name.replace("range", "multirange");
+            let multi = Arc::new(Codec::with_elem(
+                multi_oid,
+                &multi_name,
+                Kind::Multirange,
+                sub,
+            ));
+            codecs.insert(array_oid, Arc::new(Codec::array(array_oid, range.clone())));
+            codecs.insert(
+                multi_array_oid,
+                Arc::new(Codec::array(multi_array_oid, multi.clone())),
+            );
+            codecs.insert(oid, range);
+            codecs.insert(multi_oid, multi);
+        }
+        CodecRegistry {
+            builtin: codecs,
+            introspected: HashMap::new(),
+            custom: HashMap::new(),
+        }
     }
 
     /// The codec for `oid`, or `None` when the type is unknown (introspection needed).
     pub fn lookup(&self, oid: u32) -> Option<Arc<Codec>> {
-        self.codecs.get(&oid).cloned()
+        self.custom
+            .get(&oid)
+            .or_else(|| self.builtin.get(&oid))
+            .or_else(|| self.introspected.get(&oid))
+            .cloned()
     }
 
     /// A codec that moves values of `oid` as `str` in text format.
@@ -310,6 +446,110 @@ impl CodecRegistry {
             &format!("oid {oid}"),
             Kind::TextFallback,
         ))
+    }
+
+    /// The builtin codec named `name` (e.g. "int4", "text", "pg_contrib.hstore").
+    pub fn builtin_by_name(&self, name: &str) -> Option<Arc<Codec>> {
+        if name == "pg_contrib.hstore" {
+            return Some(Arc::new(Codec::scalar(0, "hstore", Kind::Hstore)));
+        }
+        self.builtin.values().find(|c| c.name == name).cloned()
+    }
+
+    /// Register types found by introspection (dependencies first: elements, bases,
+    /// subtypes and attribute types resolve against what is known when each is added).
+    pub fn register_type(&mut self, py: Python<'_>, t: &TypeInfo) -> PyResult<()> {
+        let known = |reg: &Self, oid: u32| reg.lookup(oid).unwrap_or_else(|| reg.text_codec(oid));
+        let codec = match t.kind {
+            'd' => {
+                let base = known(self, t.related);
+                Arc::new(base.derived(py, t.oid, &t.name))
+            }
+            'e' => Arc::new(Codec::scalar(t.oid, &t.name, Kind::Text)),
+            'r' => Arc::new(Codec::with_elem(
+                t.oid,
+                &t.name,
+                Kind::Range,
+                known(self, t.related),
+            )),
+            'm' => {
+                // `related` is the range type; the multirange shares its subtype
+                let range = known(self, t.related);
+                match &range.elem {
+                    Some(sub) => Arc::new(Codec::with_elem(
+                        t.oid,
+                        &t.name,
+                        Kind::Multirange,
+                        sub.clone(),
+                    )),
+                    None => self.text_codec(t.oid),
+                }
+            }
+            'c' => {
+                let names: Vec<&str> = t.attrs.iter().map(|(n, _)| n.as_str()).collect();
+                let desc = crate::pg::record::RecordDesc::new(py, &names)?;
+                let fields: Vec<(u32, Arc<Codec>)> = t
+                    .attrs
+                    .iter()
+                    .map(|(_, oid)| (*oid, known(self, *oid)))
+                    .collect();
+                if fields.iter().any(|(_, c)| c.format != Format::Binary) {
+                    // binary composites need every attribute in binary
+                    self.introspected.insert(t.oid, self.text_codec(t.oid));
+                    return Ok(());
+                }
+                Arc::new(Codec {
+                    oid: t.oid,
+                    name: t.name.clone(),
+                    kind: Kind::Composite,
+                    format: Format::Binary,
+                    elem: None,
+                    fields: Some((desc, fields)),
+                    custom: None,
+                })
+            }
+            _ if t.related != 0 => Arc::new(Codec::array(t.oid, known(self, t.related))),
+            _ => self.text_codec(t.oid),
+        };
+        self.introspected.insert(t.oid, codec);
+        Ok(())
+    }
+
+    /// Forget introspected types (`reload_schema_state`).
+    pub fn clear_introspected(&mut self) {
+        self.introspected.clear();
+    }
+
+    /// Use the user's `encoder`/`decoder` for `oid`, in `format` ('text' or 'binary').
+    pub fn set_custom(
+        &mut self,
+        oid: u32,
+        name: &str,
+        encoder: PyObject,
+        decoder: PyObject,
+        binary: bool,
+    ) {
+        let codec = Codec {
+            oid,
+            name: name.to_string(),
+            kind: Kind::Custom,
+            format: if binary { Format::Binary } else { Format::Text },
+            elem: None,
+            fields: None,
+            custom: Some((encoder, decoder)),
+        };
+        self.custom.insert(oid, Arc::new(codec));
+    }
+
+    /// Make `oid` use an existing codec (set_builtin_type_codec).
+    pub fn set_alias(&mut self, py: Python<'_>, oid: u32, name: &str, codec: &Codec) {
+        self.custom
+            .insert(oid, Arc::new(codec.derived(py, oid, name)));
+    }
+
+    /// Drop a codec set by `set_custom`/`set_alias`.
+    pub fn reset_custom(&mut self, oid: u32) {
+        self.custom.remove(&oid);
     }
 }
 

@@ -1,0 +1,116 @@
+//! Composite types (row types) <-> Record; encoded from a sequence or a mapping.
+
+use bytes::{BufMut, BytesMut};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use super::{Codec, EncodeError, EncodeResult};
+use crate::pg::errors::{internal_error, protocol_error};
+use crate::pg::record::new_record;
+
+pub fn decode(py: Python<'_>, data: &[u8], codec: &Codec) -> PyResult<PyObject> {
+    let Some((desc, fields)) = &codec.fields else {
+        return Err(internal_error(py, "composite codec without fields"));
+    };
+    let bad = || {
+        protocol_error(
+            py,
+            format!("invalid value of composite type {}", codec.name),
+        )
+    };
+    let read_i32 = |at: usize| -> PyResult<i32> {
+        data.get(at..at + 4)
+            .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+            .ok_or_else(bad)
+    };
+    let n = read_i32(0)?;
+    if n < 0 || n as usize != fields.len() {
+        return Err(crate::pg::errors::py_error(
+            py,
+            "OutdatedSchemaCacheError",
+            format!(
+                "type {} has {} attributes on the server but {} were introspected; \
+                 call reload_schema_state()",
+                codec.name,
+                n,
+                fields.len()
+            ),
+        ));
+    }
+    let mut at = 4;
+    let mut values = Vec::with_capacity(fields.len());
+    for (_, field) in fields {
+        let _oid = read_i32(at)?;
+        let len = read_i32(at + 4)?;
+        at += 8;
+        if len < 0 {
+            values.push(py.None());
+            continue;
+        }
+        let end = at + len as usize;
+        let slice = data.get(at..end).ok_or_else(bad)?;
+        values.push(field.decode(py, slice)?);
+        at = end;
+    }
+    new_record(py, desc, values, None)
+}
+
+pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, codec: &Codec) -> EncodeResult {
+    let Some((desc, fields)) = &codec.fields else {
+        return Err(EncodeError::Invalid(
+            "composite codec without fields".into(),
+        ));
+    };
+    let py = value.py();
+    let items: Vec<Bound<'_, PyAny>> = if let Ok(d) = value.downcast::<PyDict>() {
+        let mut v = Vec::with_capacity(fields.len());
+        for name in desc.names(py).iter() {
+            v.push(
+                d.get_item(&name)?
+                    .unwrap_or_else(|| py.None().into_bound(py)),
+            );
+        }
+        v
+    } else if let Ok(t) = value.downcast::<PyTuple>() {
+        t.iter().collect()
+    } else if let Ok(l) = value.downcast::<PyList>() {
+        l.iter().collect()
+    } else if value.is_instance_of::<PyString>() {
+        return Err(EncodeError::Invalid(format!(
+            "a tuple or a mapping is required for composite type {}",
+            codec.name
+        )));
+    } else {
+        value
+            .try_iter()
+            .map_err(|_| {
+                EncodeError::Invalid(format!(
+                    "a tuple or a mapping is required for composite type {}",
+                    codec.name
+                ))
+            })?
+            .collect::<PyResult<_>>()?
+    };
+    if items.len() != fields.len() {
+        return Err(EncodeError::Invalid(format!(
+            "composite type {} has {} attributes, got {} values",
+            codec.name,
+            fields.len(),
+            items.len()
+        )));
+    }
+    out.put_i32(fields.len() as i32);
+    for ((oid, field), item) in fields.iter().zip(items.iter()) {
+        out.put_u32(*oid);
+        if item.is_none() {
+            out.put_i32(-1);
+            continue;
+        }
+        let at = out.len();
+        out.put_i32(0);
+        field.encode(item, out)?;
+        let len = (out.len() - at - 4) as i32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(())
+}

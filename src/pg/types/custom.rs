@@ -1,0 +1,114 @@
+//! Codecs supplied by users (`set_type_codec`) and hstore (`set_builtin_type_codec`).
+
+use bytes::{BufMut, BytesMut};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use super::{Codec, EncodeError, EncodeResult, Format};
+use crate::pg::errors::{internal_error, protocol_error};
+
+pub fn decode(py: Python<'_>, data: &[u8], codec: &Codec) -> PyResult<PyObject> {
+    let Some((_, decoder)) = &codec.custom else {
+        return Err(internal_error(py, "custom codec without a decoder"));
+    };
+    let arg = match codec.format {
+        Format::Text => super::text::decode_text(py, data)?,
+        Format::Binary => PyBytes::new(py, data).into_any().unbind(),
+    };
+    decoder.call1(py, (arg,))
+}
+
+pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, codec: &Codec) -> EncodeResult {
+    let Some((encoder, _)) = &codec.custom else {
+        return Err(EncodeError::Invalid(
+            "custom codec without an encoder".into(),
+        ));
+    };
+    let py = value.py();
+    let encoded = encoder.bind(py).call1((value,))?;
+    match codec.format {
+        Format::Text => match encoded.downcast::<PyString>() {
+            Ok(s) => out.put_slice(s.to_str()?.as_bytes()),
+            Err(_) => {
+                return Err(EncodeError::Invalid(format!(
+                    "the text encoder of type {} returned {}, expected str",
+                    codec.name,
+                    super::scalar::type_name(&encoded)
+                )))
+            }
+        },
+        Format::Binary => match encoded.downcast::<PyBytes>() {
+            Ok(b) => out.put_slice(b.as_bytes()),
+            Err(_) => {
+                return Err(EncodeError::Invalid(format!(
+                    "the binary encoder of type {} returned {}, expected bytes",
+                    codec.name,
+                    super::scalar::type_name(&encoded)
+                )))
+            }
+        },
+    }
+    Ok(())
+}
+
+pub fn decode_hstore(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
+    let bad = || protocol_error(py, "invalid hstore value");
+    let read = |at: usize| -> PyResult<i32> {
+        data.get(at..at + 4)
+            .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+            .ok_or_else(bad)
+    };
+    let text = |s: &[u8]| -> PyResult<PyObject> { super::text::decode_text(py, s) };
+    let n = read(0)?;
+    let mut at = 4;
+    let dict = PyDict::new(py);
+    for _ in 0..n.max(0) {
+        let klen = read(at)?;
+        if klen < 0 {
+            return Err(bad());
+        }
+        let key = text(data.get(at + 4..at + 4 + klen as usize).ok_or_else(bad)?)?;
+        at += 4 + klen as usize;
+        let vlen = read(at)?;
+        at += 4;
+        let value = if vlen < 0 {
+            py.None()
+        } else {
+            let v = text(data.get(at..at + vlen as usize).ok_or_else(bad)?)?;
+            at += vlen as usize;
+            v
+        };
+        dict.set_item(key, value)?;
+    }
+    Ok(dict.into_any().unbind())
+}
+
+pub fn encode_hstore(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
+    let items = value
+        .call_method0("items")
+        .map_err(|_| EncodeError::Invalid("a mapping is required for hstore".into()))?;
+    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = items
+        .try_iter()?
+        .map(|kv| kv.and_then(|kv| kv.extract()))
+        .collect::<PyResult<_>>()?;
+    out.put_i32(pairs.len() as i32);
+    for (k, v) in pairs {
+        let k = k
+            .downcast::<PyString>()
+            .map_err(|_| EncodeError::Invalid("hstore keys must be str".into()))?;
+        let kb = k.to_str()?.as_bytes();
+        out.put_i32(kb.len() as i32);
+        out.put_slice(kb);
+        if v.is_none() {
+            out.put_i32(-1);
+        } else {
+            let v = v
+                .downcast::<PyString>()
+                .map_err(|_| EncodeError::Invalid("hstore values must be str or None".into()))?;
+            let vb = v.to_str()?.as_bytes();
+            out.put_i32(vb.len() as i32);
+            out.put_slice(vb);
+        }
+    }
+    Ok(())
+}
