@@ -412,15 +412,35 @@ class Pool:
     async def _refill(self):
         """Bring the number of open connections back to ``min_size``."""
         while not self._closing and self.get_size() < self._min_size:
-            idle = [h for h in self._holders if h._in_use is None and h._con is None]
-            if not idle:
+            holder = self._take_unconnected()
+            if holder is None:
                 return
-            holder = idle[0]
             try:
                 await self._connect_holder(holder)
+                if self._closing:
+                    await holder._discard()
+                    return
             except (Exception, asyncio.TimeoutError) as e:
                 logger.warning("could not refill the pool: %r", e)
                 await asyncio.sleep(1.0)
+            finally:
+                # back in the queue: only what is in the queue may be handed out, so a
+                # holder is never connected twice at once
+                self._queue.put_nowait(holder)
+
+    def _take_unconnected(self):
+        """Take an idle holder without a connection out of the queue, or None."""
+        taken = []
+        found = None
+        while not self._queue.empty():
+            h = self._queue.get_nowait()
+            if found is None and h._con is None:
+                found = h
+            else:
+                taken.append(h)
+        for h in reversed(taken):
+            self._queue.put_nowait(h)
+        return found
 
     # -------------------------------------------------------------- acquire/release
 
@@ -568,6 +588,10 @@ class Pool:
         self._check_init()
         self._closing = True
         warning = self._loop.call_later(60, self._warn_slow_close)
+        task = self._maintenance_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         try:
             pending = [h._in_use for h in self._holders if h._in_use is not None]
             if pending:

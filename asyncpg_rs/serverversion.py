@@ -19,7 +19,7 @@ class ServerVersion(typing.NamedTuple):
 
 
 _VERSION = re.compile(
-    r"^\s*(?:PostgreSQL\s+)?(?P<nums>\d+(?:\.\d+)*)"
+    r"^\s*(?:[A-Za-z][\w-]*\s+)?(?P<nums>\d+(?:\.\d+)*)"
     r"(?:(?P<level>devel|alpha|beta|rc)(?P<serial>\d+)?)?"
 )
 

@@ -281,7 +281,18 @@ impl PGProtocol {
         // A FATAL ErrorResponse (e.g. AdminShutdown from pg_terminate_backend) says more than
         // "connection lost": the pending operation gets the server's own error.
         let err = match self.error.take() {
-            Some(server_err) if self.waiter.is_some() => server_err,
+            Some(server_err) if self.waiter.is_some() => {
+                // asyncpg's shape: "closed in the middle of operation: <server's reason>",
+                // with the server's error as the cause
+                let reason = server_err.value(py).to_string();
+                let wrapped = py_error(
+                    py,
+                    "ConnectionDoesNotExistError",
+                    format!("connection was closed in the middle of operation: {reason}"),
+                );
+                wrapped.set_cause(py, Some(server_err));
+                wrapped
+            }
             _ => err,
         };
         // The connection's own cleanup (termination listeners) runs before any waiter

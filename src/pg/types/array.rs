@@ -180,7 +180,13 @@ fn encode_level(
             }
             let at = out.len();
             out.put_i32(0);
-            elem.encode(item, out)?;
+            elem.encode(item, out).map_err(|e| {
+                let reason = match e {
+                    EncodeError::Invalid(r) => r,
+                    EncodeError::Py(err) => err.value(item.py()).to_string(),
+                };
+                EncodeError::Invalid(format!("invalid array element: {reason}"))
+            })?;
             let len = (out.len() - at - 4) as i32;
             out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }

@@ -37,8 +37,8 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, codec: &Codec) -> En
                 )))
             }
         },
-        Format::Binary => match encoded.downcast::<PyBytes>() {
-            Ok(b) => out.put_slice(b.as_bytes()),
+        Format::Binary => match pyo3::buffer::PyBuffer::<u8>::get(&encoded) {
+            Ok(buf) => out.put_slice(&buf.to_vec(py)?),
             Err(_) => {
                 return Err(EncodeError::Invalid(format!(
                     "the binary encoder of type {} returned {}, expected bytes",
@@ -84,9 +84,11 @@ pub fn decode_hstore(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
 }
 
 pub fn encode_hstore(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
-    let items = value
-        .call_method0("items")
-        .map_err(|_| EncodeError::Invalid("a mapping is required for hstore".into()))?;
+    // a mapping, or any iterable of (key, value) pairs
+    let items = match value.call_method0("items") {
+        Ok(items) => items,
+        Err(_) => value.clone(),
+    };
     let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = items
         .try_iter()?
         .map(|kv| kv.and_then(|kv| kv.extract()))

@@ -78,7 +78,7 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, sub: &Codec) -> Enco
         (t.get_item(0)?, t.get_item(1)?, true, false, false)
     } else {
         return Err(EncodeError::Invalid(format!(
-            "expected a Range or a (lower, upper) tuple, got {}",
+            "list, tuple or Range object expected (got type {})",
             super::scalar::type_name(value)
         )));
     };
@@ -135,7 +135,12 @@ pub fn decode_multi(py: Python<'_>, data: &[u8], sub: &Codec) -> PyResult<PyObje
 pub fn encode_multi(value: &Bound<'_, PyAny>, out: &mut BytesMut, sub: &Codec) -> EncodeResult {
     let items: Vec<Bound<'_, PyAny>> = value
         .try_iter()
-        .map_err(|_| EncodeError::Invalid("a sequence of ranges is required".into()))?
+        .map_err(|_| {
+            EncodeError::Invalid(format!(
+                "expected a sequence of ranges (got type {})",
+                super::scalar::type_name(value)
+            ))
+        })?
         .collect::<PyResult<_>>()?;
     out.put_i32(items.len() as i32);
     for item in items {

@@ -1,0 +1,209 @@
+"""The connection pool."""
+
+import asyncio
+import random
+import warnings
+
+import pytest
+
+import asyncpg_rs
+from asyncpg_rs import exceptions
+
+
+async def test_create_acquire_release_and_shortcuts(pg):
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=2, max_size=4) as pool:
+        assert (pool.get_min_size(), pool.get_max_size(), pool.get_size()) == (2, 4, 2)
+        assert pool.get_idle_size() == 2
+        async with pool.acquire() as con:
+            assert isinstance(con, asyncpg_rs.Connection)
+            assert await con.fetchval("SELECT 1") == 1
+            assert pool.get_idle_size() == 1
+        con = await pool.acquire()
+        await pool.release(con)
+        assert await pool.fetchval("SELECT $1::int4", 5) == 5
+        assert [tuple(r) for r in await pool.fetch("SELECT 1, 2")] == [(1, 2)]
+        assert tuple(await pool.fetchrow("SELECT 3")) == (3,)
+        assert await pool.execute("SELECT 1") == "SELECT 1"
+        await pool.execute("CREATE TABLE IF NOT EXISTS pool_t (a int4)")
+        await pool.executemany("INSERT INTO pool_t VALUES ($1)", [(1,), (2,)])
+        assert await pool.fetchval("SELECT count(*) FROM pool_t") >= 2
+        await pool.execute("DROP TABLE pool_t")
+    assert pool.is_closing()
+
+
+async def test_proxy_rules(pg):
+    pool = await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1)
+    other = await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1)
+    try:
+        con = await pool.acquire()
+        stmt = await con.prepare("SELECT 1")
+        await pool.release(con)
+        with pytest.raises(exceptions.InterfaceError, match="released back to the pool"):
+            await con.fetchval("SELECT 1")
+        with pytest.raises(exceptions.InterfaceError, match="released back to the pool"):
+            await stmt.fetchval()
+        con2 = await other.acquire()
+        with pytest.raises(exceptions.InterfaceError, match="is not a member of this pool"):
+            await pool.release(con2)
+        await other.release(con2)
+    finally:
+        await pool.close()
+        await other.close()
+
+
+async def test_fifo_fairness_and_timeouts_leave_nothing_behind(pg):
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        held = await pool.acquire()
+        order = []
+
+        async def waiter(i):
+            async with pool.acquire() as con:
+                order.append(i)
+                await con.fetchval("SELECT 1")
+
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.ensure_future(waiter(i)))
+            await asyncio.sleep(0.01)
+        for _ in range(3):
+            with pytest.raises(asyncio.TimeoutError):
+                await pool.acquire(timeout=0.05)
+        await pool.release(held)
+        await asyncio.gather(*tasks)
+        assert order == [0, 1, 2, 3, 4]
+        assert pool.get_size() == 1 and pool.get_idle_size() == 1
+        async with pool.acquire(timeout=1) as con:
+            assert await con.fetchval("SELECT 1") == 1
+
+
+async def test_broken_and_expired_connections_are_replaced(pg):
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
+                                      max_queries=3) as pool:
+        pids = set()
+        for _ in range(7):
+            async with pool.acquire() as con:
+                pids.add(con.get_server_pid())
+        assert len(pids) == 3  # a new connection every 3 queries
+        async with pool.acquire() as con:
+            pid = con.get_server_pid()
+        killer = await asyncpg_rs.connect(**pg.connect_kwargs())
+        await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.2)
+        async with pool.acquire() as con:
+            assert con.get_server_pid() != pid
+            assert await con.fetchval("SELECT 1") == 1
+            pid = con.get_server_pid()
+        await pool.expire_connections()
+        async with pool.acquire() as con:
+            assert con.get_server_pid() != pid
+        await killer.close()
+
+
+async def test_reset_only_when_the_session_changed(pg):
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        async with pool.acquire() as con:
+            await con.execute("SET search_path = pg_catalog")
+            await con.execute("BEGIN")
+            await con.execute("SELECT 1")
+        async with pool.acquire() as con:
+            assert not con.is_in_transaction()
+            assert await con.fetchval("SHOW search_path") == '"$user", public'
+            n0 = await con.fetchval("SELECT xact_commit FROM pg_stat_database "
+                                    "WHERE datname = current_database()")
+        # a clean connection goes back without a round trip: no reset statements run
+        logged = []
+        async with pool.acquire() as con:
+            con.add_query_logger(logged.append)
+            await con.fetchval("SELECT 1")
+        async with pool.acquire() as con:
+            con.remove_query_logger(logged.append)
+        assert [q.query for q in logged] == ["SELECT 1"]
+        assert n0 is not None
+
+
+async def test_custom_reset_setup_init(pg):
+    calls = []
+
+    async def init(con):
+        calls.append("init")
+
+    async def setup(con):
+        calls.append("setup")
+
+    async def reset(con):
+        calls.append("reset")
+
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
+                                      init=init, setup=setup, reset=reset) as pool:
+        async with pool.acquire():
+            pass
+    assert calls == ["init", "setup", "reset"]
+
+
+async def test_dangling_listener_warns(pg):
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            async with pool.acquire() as con:
+                await con.add_listener("ch", lambda *a: None)
+        assert any("active notification listener" in str(x.message) for x in w)
+
+
+async def test_bad_arguments(pg):
+    with pytest.raises(ValueError, match="min_size is greater than max_size"):
+        await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=5, max_size=2)
+    with pytest.raises(exceptions.InterfaceError, match="asyncpg.connection.Connection"):
+        async def connect(*args, **kwargs):
+            return 42
+
+        await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
+                                     connect=connect)
+
+
+@pytest.mark.loops("asyncio", "uvloop")
+async def test_load_with_backends_killed(pg):
+    """64 tasks x 2000 operations on a pool of 10 while backends are terminated."""
+    tasks_n, ops = 64, 2000
+    app = "pool-load-test"
+    pool = await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=10, max_size=10,
+                                        server_settings={"application_name": app})
+    killer = await asyncpg_rs.connect(**pg.connect_kwargs())
+    done = 0
+    failures = 0
+
+    async def worker():
+        nonlocal done, failures
+        for _ in range(ops):
+            try:
+                async with pool.acquire(timeout=10) as con:
+                    assert await con.fetchval("SELECT 1") == 1
+            except (exceptions.PostgresError, exceptions.InterfaceError,
+                    exceptions.ConnectionDoesNotExistError, OSError):
+                failures += 1
+            done += 1
+
+    async def kill_some():
+        while done < tasks_n * ops:
+            await asyncio.sleep(0.05)
+            pids = await killer.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1", app)
+            if pids:
+                await killer.fetchval("SELECT pg_terminate_backend($1)",
+                                      random.choice(pids)[0])
+
+    side = asyncio.ensure_future(kill_some())
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(tasks_n))), 240)
+    side.cancel()
+    assert done == tasks_n * ops
+    assert failures < done // 10
+    assert 1 <= pool.get_size() <= 10
+    await pool.close()
+    # backends exit asynchronously after Terminate: give them a moment
+    for _ in range(100):
+        left = await killer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app)
+        if left == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert left == 0
+    await killer.close()
