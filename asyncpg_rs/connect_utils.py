@@ -166,8 +166,8 @@ def _parse_dsn(dsn):
         out["database"] = urllib.parse.unquote(path)
     params = {}
     if query:
-        for key, values in urllib.parse.parse_qs(query, keep_blank_values=True,
-                                                 strict_parsing=False).items():
+        # blank values are dropped, as asyncpg does: `?opt=` sets nothing
+        for key, values in urllib.parse.parse_qs(query, strict_parsing=False).items():
             params[key] = values[-1]
     return out, params
 
@@ -344,6 +344,10 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
     # host / port: keyword > DSN > query > environment > defaults
     if host is None:
         host = dsn_params.get("host")
+    elif port is None and "port" in dsn_params:
+        # the DSN's ports belong to the DSN's hosts, which the keyword replaced
+        port = None
+        dsn_params.pop("port")
     if host is None and q_host is not None:
         host = _split_hostspec(q_host)[0] if not q_host.startswith("/") else q_host.split(",")
     if host is None and env.get("PGHOST"):
@@ -448,7 +452,8 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
     if ssl is None:
         ssl = q_sslmode or env.get("PGSSLMODE")
     if ssl is None:
-        ssl = "prefer"
+        # libpq: TLS is pointless over unix sockets, so an all-socket list means disable
+        ssl = "disable" if all(isinstance(a, str) for a in addrs) else "prefer"
     if isinstance(ssl, ssl_module.SSLContext):
         sslmode = SSLMode.verify_full if ssl.check_hostname else SSLMode.require
         ssl_ctx = ssl
@@ -579,8 +584,7 @@ async def _open_transport(loop, addr, params, use_ssl):
             raise
     if params.sslmode >= SSLMode.require:
         tr.close()
-        raise ConnectionError("PostgreSQL server at {} rejected SSL upgrade".format(
-            addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"))
+        raise ConnectionError(f"PostgreSQL server at {_addr_str(addr)!r} rejected SSL upgrade")
     return tr  # 'N' under prefer/allow: go on in plaintext on the same connection
 
 
@@ -655,6 +659,7 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
     attrs = params.target_session_attrs
     candidates = []  # (con) kept for prefer-standby fallback
     last_exc = None
+    reasons = []  # why each address was passed over, for the final error
     for addr in addrs:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
@@ -668,6 +673,7 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
         except (OSError, exceptions.PostgresError, exceptions.InterfaceError,
                 ssl_module.SSLError) as e:
             last_exc = e
+            reasons.append(f"{_addr_str(addr)}: {type(e).__name__}: {e}")
             continue
         con._record_class = record_class
         if await _can_use(con, "standby" if attrs == "prefer-standby" else attrs):
@@ -678,13 +684,24 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
             candidates.append(con)
         else:
             await con.close()
+        reasons.append(f"{_addr_str(addr)}: does not match target_session_attrs={attrs}")
         last_exc = exceptions.TargetServerAttributeNotMatched(
             f"None of the hosts match the target attribute requirement {attrs}")
     if candidates:
         return candidates[0]
     if last_exc is None:
         raise exceptions.ClientConfigurationError("no addresses to connect to")
+    if len(reasons) > 1:
+        # keep asyncpg's exception (and its class) but say what happened at every host
+        last_exc.add_note("tried, in order:\n  " + "\n  ".join(reasons))
     raise last_exc
+
+
+def _addr_str(addr):
+    if isinstance(addr, str):
+        return addr
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _CancelProtocol(asyncio.Protocol):
@@ -707,11 +724,15 @@ async def _cancel(*, loop, addr, params, backend_pid, backend_secret, timeout=10
     msg = struct.pack("!iiii", 16, _CANCEL_REQUEST_CODE, backend_pid, backend_secret)
 
     async def send():
-        if isinstance(addr, str):
-            tr, pr = await loop.create_unix_connection(lambda: _CancelProtocol(loop, msg), addr)
-        else:
-            tr, pr = await loop.create_connection(
-                lambda: _CancelProtocol(loop, msg), addr[0], addr[1])
+        # The cancel connection is secured like the session's: a server with a hostssl-only
+        # rule would otherwise reject the CancelRequest.
+        use_ssl = params.ssl is not None and params.sslmode >= SSLMode.prefer
+        if isinstance(addr, str) and params.sslmode <= SSLMode.prefer:
+            use_ssl = False
+        tr = await _open_transport(loop, addr, params, use_ssl)
+        pr = _CancelProtocol(loop, msg)
+        tr.set_protocol(pr)
+        pr.connection_made(tr)
         try:
             await pr.done
         finally:
