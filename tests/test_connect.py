@@ -1,94 +1,13 @@
 """Connecting: auth methods, sslmodes, DSNs, multiple hosts, .pgpass, target_session_attrs."""
 
 import asyncio
-import os
 import ssl
 import time
 
 import pytest
 
 import asyncpg_rs
-from asyncpg_rs import connect_utils, exceptions
-
-
-def _parse(**kw):
-    args = dict(dsn=None, host=None, port=None, user=None, password=None, passfile=None,
-                database=None, ssl=None, direct_tls=None, server_settings=None,
-                target_session_attrs=None, krbsrvname=None, gsslib=None, command_timeout=None,
-                statement_cache_size=100, max_cached_statement_lifetime=300,
-                max_cacheable_statement_size=15360)
-    args.update(kw)
-    return connect_utils._parse_connect_arguments(**args)
-
-
-# ---------------------------------------------------------------- offline parsing
-
-
-def test_dsn_multiple_hosts_ipv6_unix_and_query(monkeypatch):
-    for var in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSSLMODE", "PGPASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    addrs, params, _ = _parse(
-        dsn="postgresql://us%40er:p%3Aw@h1:5433,[::1]:5434,h3/my%2Fdb"
-            "?sslmode=disable&application_name=app&search_path=s1")
-    assert addrs == [("h1", 5433), ("::1", 5434), ("h3", 5432)]
-    assert params.user == "us@er" and params.password == "p:w" and params.database == "my/db"
-    assert params.sslmode == connect_utils.SSLMode.disable
-    assert params.server_settings == {"application_name": "app", "search_path": "s1"}
-    addrs, _, _ = _parse(dsn="postgres:///db?host=/tmp&port=6000", user="u")
-    assert addrs == ["/tmp/.s.PGSQL.6000"]
-
-
-def test_environment_variables(monkeypatch):
-    monkeypatch.setenv("PGHOST", "a,b")
-    monkeypatch.setenv("PGPORT", "1111,2222")
-    monkeypatch.setenv("PGUSER", "envuser")
-    monkeypatch.setenv("PGDATABASE", "envdb")
-    monkeypatch.setenv("PGSSLMODE", "disable")
-    monkeypatch.setenv("PGTARGETSESSIONATTRS", "read-only")
-    addrs, params, _ = _parse()
-    assert addrs == [("a", 1111), ("b", 2222)]
-    assert (params.user, params.database) == ("envuser", "envdb")
-    assert params.target_session_attrs == "read-only"
-    # keywords win over the environment
-    addrs, params, _ = _parse(host="k", port=5, user="ku")
-    assert addrs == [("k", 5)] and params.user == "ku"
-
-
-@pytest.mark.parametrize("kw, culprit", [
-    (dict(dsn="mysql://x"), "scheme"),
-    (dict(dsn="postgres://h:notaport/db"), "port"),
-    (dict(host="h", port=70000), "port"),
-    (dict(host="a,b,c", port="1,2"), "port"),
-    (dict(host="h", ssl="sometimes"), "sslmode"),
-    (dict(host="h", target_session_attrs="primaryish"), "target_session_attrs"),
-    (dict(dsn="postgres://[::1/db"), "IPv6"),
-])
-def test_bad_configuration_is_reported_before_io(kw, culprit):
-    with pytest.raises(exceptions.ClientConfigurationError) as ei:
-        _parse(**kw)
-    assert culprit in str(ei.value)
-    assert isinstance(ei.value, ValueError)
-
-
-def test_pgpass_wildcards_and_escapes(tmp_path, monkeypatch):
-    monkeypatch.delenv("PGPASSWORD", raising=False)
-    pgpass = tmp_path / "pgpass"
-    pgpass.write_text(
-        "# comment\n"
-        "otherhost:*:*:*:nope\n"
-        "h\\:x:5432:db:u:p\\:w\\\\1\n"
-        "*:*:*:wild:wildpw\n"
-    )
-    os.chmod(pgpass, 0o600)
-    _, params, _ = _parse(host="h:x", port=5432, database="db", user="u", passfile=str(pgpass))
-    assert params.password == "p:w\\1"
-    _, params, _ = _parse(host="any", user="wild", passfile=str(pgpass))
-    assert params.password == "wildpw"
-    os.chmod(pgpass, 0o644)
-    with pytest.warns(UserWarning, match="permissions"):
-        _, params, _ = _parse(host="any", user="wild", passfile=str(pgpass))
-    assert params.password is None
-
+from asyncpg_rs import exceptions
 
 # ---------------------------------------------------------------- against the server
 
