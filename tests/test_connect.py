@@ -1,13 +1,14 @@
 """Connecting: auth methods, sslmodes, DSNs, multiple hosts, .pgpass, target_session_attrs."""
 
 import asyncio
+import os
 import ssl
 import time
 
 import pytest
 
 import asyncpg_rs
-from asyncpg_rs import exceptions
+from asyncpg_rs import connect_utils, exceptions
 
 # ---------------------------------------------------------------- against the server
 
@@ -145,3 +146,72 @@ async def test_server_settings_and_connect_kwargs(pg):
         await con.close()
     with pytest.raises(exceptions.InterfaceError):
         await asyncpg_rs.connect(**pg.connect_kwargs(), connection_class=dict)
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "require"])
+async def test_cancel_request_stops_a_running_query(pg, sslmode):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(), ssl=sslmode)
+    try:
+        query = asyncio.ensure_future(con.fetchval("SELECT pg_sleep(60)"))
+        # wait until the backend is really inside pg_sleep before cancelling it
+        other = await asyncpg_rs.connect(**pg.connect_kwargs(), ssl="disable")
+        try:
+            for _ in range(500):
+                if await other.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 "
+                        "AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                        con.get_server_pid()):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await other.close()
+        await connect_utils._cancel(
+            loop=asyncio.get_running_loop(), addr=con._addr, params=con._params,
+            backend_pid=con._protocol.get_server_pid(),
+            backend_secret=con._protocol.get_backend_secret())
+        with pytest.raises(exceptions.QueryCanceledError):
+            await query
+        assert await con.fetchval("SELECT 2") == 2
+    finally:
+        await con.close()
+
+
+async def test_pgpass_supplies_the_password(pg, pg_roles, tmp_path):
+    user, password = pg_roles["scram"]
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"{pg.host}:{pg.port}:postgres:{user}:{password}\n"
+                      f"localhost:{pg.port}:*:{user}:{password}\n")
+    os.chmod(pgpass, 0o600)
+    for host in (pg.host, pg.sockdir):
+        con = await asyncpg_rs.connect(host=host, port=pg.port, user=user, database="postgres",
+                                       passfile=str(pgpass))
+        try:
+            assert await con.fetchval("SELECT current_user") == user
+        finally:
+            await con.close()
+
+
+async def test_timeout_covers_a_server_that_never_answers():
+    # a listener that accepts and then stays silent: only `timeout` can end the attempt
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="disable",
+                                     timeout=0.5)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="prefer",
+                                     timeout=0.5)
+    finally:
+        server.close()
+
+
+async def test_every_failed_host_is_named(pg, pg_roles):
+    user, _ = pg_roles["scram"]
+    with pytest.raises(exceptions.TargetServerAttributeNotMatched) as ei:
+        await asyncpg_rs.connect(host=["127.0.0.1", pg.host], port=[1, pg.port],
+                                 user="postgres", database="postgres",
+                                 target_session_attrs="standby")
+    notes = "\n".join(getattr(ei.value, "__notes__", []))
+    assert "127.0.0.1:1" in notes and f"{pg.host}:{pg.port}" in notes
