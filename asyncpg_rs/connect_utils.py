@@ -9,6 +9,7 @@ Everything that can be wrong with the arguments is reported as
 from __future__ import annotations
 
 import asyncio
+import configparser
 import enum
 import getpass
 import os
@@ -68,6 +69,9 @@ class ConnectionParameters(typing.NamedTuple):
     target_session_attrs: str
     krbsrvname: typing.Optional[str]
     gsslib: typing.Optional[str]
+    #: libpq's per-host connect_timeout (DSN, service or PGCONNECT_TIMEOUT); connect()'s
+    #: ``timeout`` still bounds the whole attempt
+    connect_timeout: typing.Optional[float] = None
 
 
 class ClientConfiguration(typing.NamedTuple):
@@ -227,6 +231,31 @@ def _password_from_passfile(entries, host, port, database, user):
     return None
 
 
+# ------------------------------------------------------------------ pg_service.conf
+
+
+def _read_service(service, servicefile):
+    """The named section of the connection service file, as a dict of libpq keywords."""
+    if servicefile is None:
+        servicefile = os.environ.get("PGSERVICEFILE")
+    if servicefile is None:
+        try:
+            servicefile = pathlib.Path.home() / ".pg_service.conf"
+        except (RuntimeError, KeyError):
+            servicefile = None
+    parser = configparser.ConfigParser(interpolation=None)
+    if servicefile is not None:
+        try:
+            parser.read(os.fspath(servicefile), encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as e:
+            raise _bad(f"could not parse the service file {os.fspath(servicefile)!r}: {e}") \
+                from None
+    if not parser.has_section(service):
+        where = os.fspath(servicefile) if servicefile is not None else "no service file"
+        raise _bad(f"definition of service {service!r} not found ({where})")
+    return dict(parser.items(service))
+
+
 # ------------------------------------------------------------------ SSL
 
 
@@ -306,7 +335,8 @@ def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpasswor
 def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, database, ssl,
                              direct_tls, server_settings, target_session_attrs, krbsrvname,
                              gsslib, command_timeout, statement_cache_size,
-                             max_cached_statement_lifetime, max_cacheable_statement_size):
+                             max_cached_statement_lifetime, max_cacheable_statement_size,
+                             service=None, servicefile=None):
     """Turn connect()'s arguments into (addresses, ConnectionParameters, ClientConfiguration)."""
     env = os.environ
     dsn_params = {}
@@ -315,10 +345,23 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         parsed, extra = _parse_dsn(dsn)
         dsn_params.update(parsed)
 
+    q_service = extra.pop("service", None)
+    if service is None:
+        service = q_service or env.get("PGSERVICE")
+    svc = _read_service(service, servicefile) if service else {}
+    # libpq lets a service carry session settings too; the DSN's own ones win
+    for key in ("application_name", "options"):
+        if key in svc and key not in extra:
+            extra[key] = svc[key]
+
     def take(name, *aliases):
+        # the DSN's query string first, then the service definition
         for key in (name,) + aliases:
             if key in extra:
                 return extra.pop(key)
+        for key in (name,) + aliases:
+            if key in svc:
+                return svc[key]
         return None
 
     q_host = take("host")
@@ -339,7 +382,7 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
     q_tsa = take("target_session_attrs")
     q_krb = take("krbsrvname")
     q_gss = take("gsslib")
-    take("connect_timeout")  # libpq's; connect(timeout=) governs here
+    q_connect_timeout = take("connect_timeout")
 
     # host / port: keyword > DSN > query > environment > defaults
     if host is None:
@@ -480,9 +523,21 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
     if gsslib is None:
         gsslib = q_gss or env.get("PGGSSLIB")
 
+    connect_timeout = q_connect_timeout or env.get("PGCONNECT_TIMEOUT")
+    if connect_timeout is not None:
+        # libpq: per-host seconds; zero or less waits forever, and under 2 means 2
+        try:
+            connect_timeout = float(connect_timeout)
+        except ValueError:
+            raise _bad(f"invalid connect_timeout {connect_timeout!r}: expected a number of "
+                       "seconds") from None
+        connect_timeout = None if connect_timeout <= 0 else max(connect_timeout, 2.0)
+
     settings = {}
     if extra:
         settings.update(extra)
+    if "application_name" not in settings and env.get("PGAPPNAME"):
+        settings["application_name"] = env["PGAPPNAME"]
     if server_settings:
         if not isinstance(server_settings, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in server_settings.items()
@@ -512,6 +567,7 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         user=user, password=password, database=database, ssl=ssl_ctx, sslmode=sslmode,
         direct_tls=bool(direct_tls), server_settings=settings or None,
         target_session_attrs=target_session_attrs, krbsrvname=krbsrvname, gsslib=gsslib,
+        connect_timeout=connect_timeout,
     )
     config = ClientConfiguration(
         command_timeout=command_timeout, statement_cache_size=statement_cache_size,
@@ -664,12 +720,22 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise asyncio.TimeoutError
+        per_host = params.connect_timeout
+        if per_host is not None and (remaining is None or per_host < remaining):
+            remaining = per_host
+            per_host_bounded = True
+        else:
+            per_host_bounded = False
         try:
             con = await asyncio.wait_for(
                 _connect_addr(loop, addr, params, config, connection_class, password),
                 remaining)
-        except asyncio.TimeoutError:
-            raise
+        except asyncio.TimeoutError as e:
+            if not per_host_bounded:
+                raise
+            last_exc = e
+            reasons.append(f"{_addr_str(addr)}: timed out after {per_host:g}s (connect_timeout)")
+            continue
         except (OSError, exceptions.PostgresError, exceptions.InterfaceError,
                 ssl_module.SSLError) as e:
             last_exc = e

@@ -254,3 +254,51 @@ def test_direct_tls_from_environment(monkeypatch):
     monkeypatch.setenv("PGSSLNEGOTIATION", "direct")
     _, params, _ = _parse(host="h", ssl="require")
     assert params.direct_tls is True
+
+
+# ---------------------------------------------------------------- services, timeouts, PGAPPNAME
+
+
+def test_service_file(tmp_path, monkeypatch):
+    conf = tmp_path / "services.conf"
+    conf.write_text("[svc]\nhost=sh1,sh2\nport=7001,7002\ndbname=sdb\nuser=su\n"
+                    "sslmode=disable\napplication_name=from%service\n"
+                    "target_session_attrs=read-only\n")
+    addrs, params, _ = _parse(service="svc", servicefile=str(conf))
+    assert addrs == [("sh1", 7001), ("sh2", 7002)]
+    assert (params.user, params.database) == ("su", "sdb")
+    assert params.sslmode == connect_utils.SSLMode.disable
+    assert params.target_session_attrs == "read-only"
+    assert params.server_settings == {"application_name": "from%service"}
+    # the DSN (netloc and query) wins over the service; the service over the environment
+    monkeypatch.setenv("PGSERVICEFILE", str(conf))
+    monkeypatch.setenv("PGUSER", "envuser")
+    addrs, params, _ = _parse(dsn="postgres://h:1/d?service=svc&application_name=q")
+    assert addrs == [("h", 1)] and params.database == "d" and params.user == "su"
+    assert params.server_settings == {"application_name": "q"}
+    monkeypatch.setenv("PGSERVICE", "svc")
+    addrs, params, _ = _parse(host="k", port=5)
+    assert addrs == [("k", 5)] and params.user == "su"
+    with pytest.raises(exceptions.ClientConfigurationError, match="nosuch"):
+        _parse(service="nosuch")
+
+
+def test_connect_timeout_and_appname(monkeypatch):
+    _, params, _ = _parse(dsn="postgres://h/d?connect_timeout=5")
+    assert params.connect_timeout == 5.0 and not params.server_settings
+    _, params, _ = _parse(dsn="postgres://h/d?connect_timeout=1")
+    assert params.connect_timeout == 2.0  # libpq's minimum
+    _, params, _ = _parse(dsn="postgres://h/d?connect_timeout=0")
+    assert params.connect_timeout is None
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "7")
+    _, params, _ = _parse(host="h")
+    assert params.connect_timeout == 7.0
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "soon")
+    with pytest.raises(exceptions.ClientConfigurationError, match="connect_timeout"):
+        _parse(host="h")
+    monkeypatch.delenv("PGCONNECT_TIMEOUT")
+    monkeypatch.setenv("PGAPPNAME", "envapp")
+    _, params, _ = _parse(host="h")
+    assert params.server_settings == {"application_name": "envapp"}
+    _, params, _ = _parse(host="h", server_settings={"application_name": "kw"})
+    assert params.server_settings == {"application_name": "kw"}
