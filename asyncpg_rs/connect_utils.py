@@ -498,7 +498,9 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         # libpq: TLS is pointless over unix sockets, so an all-socket list means disable
         ssl = "disable" if all(isinstance(a, str) for a in addrs) else "prefer"
     if isinstance(ssl, ssl_module.SSLContext):
-        sslmode = SSLMode.verify_full if ssl.check_hostname else SSLMode.require
+        # as asyncpg: a caller's context means "TLS required"; the context itself decides
+        # how much is verified
+        sslmode = SSLMode.require
         ssl_ctx = ssl
     elif ssl is True:
         sslmode = SSLMode.verify_full
@@ -638,6 +640,11 @@ async def _open_transport(loop, addr, params, use_ssl):
         except BaseException:
             tr.close()
             raise
+    if answer != b"N":
+        # libpq: an 'E' here is a pre-7.0-style error from a server that will now hang up
+        tr.close()
+        raise ConnectionError(
+            f"PostgreSQL server at {_addr_str(addr)!r} answered the SSL request with {answer!r}")
     if params.sslmode >= SSLMode.require:
         tr.close()
         raise ConnectionError(f"PostgreSQL server at {_addr_str(addr)!r} rejected SSL upgrade")

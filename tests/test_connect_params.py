@@ -5,6 +5,7 @@ and the results compared, so that a difference from the reference is a visible t
 """
 
 import os
+import ssl
 
 import pytest
 
@@ -130,6 +131,8 @@ _SAME_AS_ASYNCPG = [
     dict(ssl=False, host="h"),
     dict(host="/tmp"),
     dict(host="h", user="k", password="pw", database="d"),
+    dict(host="h", ssl=True),
+    dict(host="h", ssl=ssl.create_default_context()),
 ]
 
 
