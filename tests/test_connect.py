@@ -215,3 +215,31 @@ async def test_every_failed_host_is_named(pg, pg_roles):
                                  target_session_attrs="standby")
     notes = "\n".join(getattr(ei.value, "__notes__", []))
     assert "127.0.0.1:1" in notes and f"{pg.host}:{pg.port}" in notes
+
+
+class _AnswerSSLRequest(asyncio.Protocol):
+    """A fake server that answers the 8-byte SSLRequest with one fixed byte."""
+
+    answer = b"N"
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if data[:8] == b"\x00\x00\x00\x08\x04\xd2\x16\x2f":
+            self.transport.write(self.answer)
+
+
+@pytest.mark.parametrize("answer", [b"N", b"E"])
+async def test_require_fails_when_the_server_refuses_tls(answer):
+    loop = asyncio.get_running_loop()
+    proto_cls = type("P", (_AnswerSSLRequest,), {"answer": answer})
+    server = await loop.create_server(proto_cls, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectionError) as ei:
+            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="require",
+                                     timeout=5)
+        assert f"127.0.0.1:{port}" in str(ei.value)
+    finally:
+        server.close()
