@@ -651,20 +651,6 @@ async def _open_transport(loop, addr, params, use_ssl):
     return tr  # 'N' under prefer/allow: go on in plaintext on the same connection
 
 
-async def _connect_one(loop, addr, params, use_ssl, password):
-    transport = await _open_transport(loop, addr, params, use_ssl)
-    proto = _native.PGProtocol(loop, params.user, params.database, password,
-                               params.server_settings or {})
-    transport.set_protocol(proto)
-    proto.connection_made(transport)
-    try:
-        await proto.startup_waiter()
-    except BaseException:
-        transport.abort()
-        raise
-    return transport, proto
-
-
 async def _resolve_password(password):
     if callable(password):
         password = password()
@@ -673,7 +659,16 @@ async def _resolve_password(password):
     return password
 
 
-async def _connect_addr(loop, addr, params, config, connection_class, password):
+# Errors after which trying the other transport (prefer/allow) or the next host is pointless:
+# the client itself failed, or the same credentials would be refused again.
+_TERMINAL = (exceptions.InternalClientError, exceptions.InvalidPasswordError)
+
+
+async def _connect_addr(*, addr, loop, params, config, connection_class, record_class):
+    """One address: TLS first or second as the sslmode says, the first failure chained as the
+    ``__cause__`` of the last."""
+    if callable(params.password):
+        params = params._replace(password=await _resolve_password(params.password))
     mode = params.sslmode
     if mode == SSLMode.disable or params.ssl is None:
         attempts = [False]
@@ -685,83 +680,124 @@ async def _connect_addr(loop, addr, params, config, connection_class, password):
         attempts = [True]
     if isinstance(addr, str) and mode <= SSLMode.prefer:
         attempts = [False]  # unix sockets: TLS only when demanded
-    last_exc = None
-    for use_ssl in attempts:
+    first_exc = None
+    for i, use_ssl in enumerate(attempts):
+        transport = None
         try:
-            transport, proto = await _connect_one(loop, addr, params, use_ssl, password)
-        except exceptions.InvalidPasswordError:
-            raise  # the same password fails with or without TLS
-        except (exceptions.InvalidAuthorizationSpecificationError, OSError) as e:
-            # prefer: retry in plaintext (e.g. a hostnossl rule); allow: retry with TLS
-            last_exc = e
+            transport = await _open_transport(loop, addr, params, use_ssl)
+            tls = transport.get_extra_info("ssl_object") is not None
+            proto = _native.PGProtocol(loop, params.user, params.database, params.password,
+                                       params.server_settings or {})
+            transport.set_protocol(proto)
+            proto.connection_made(transport)
+            await proto.startup_waiter()
+        except (_TERMINAL + (exceptions.CannotConnectNowError,)) as e:
+            _abort(transport)
+            # CannotConnectNow (starting up, shutting down): this host, not this transport
+            raise e from first_exc
+        except (exceptions.PostgresError, exceptions.InterfaceError, OSError) as e:
+            _abort(transport)
+            # A declined SSLRequest under prefer already was the plaintext attempt.
+            plain_done = use_ssl and transport is not None and not tls
+            if i + 1 == len(attempts) or plain_done:
+                if e is first_exc or first_exc is None:
+                    raise
+                raise e from first_exc
+            first_exc = e
             continue
-        return connection_class(proto, transport, loop, addr, config, params)
-    raise last_exc
+        except BaseException:
+            _abort(transport)
+            raise
+        con = connection_class(proto, transport, loop, addr, config, params)
+        con._record_class = record_class
+        return con
+    raise AssertionError("unreachable")  # pragma: no cover - attempts is never empty
 
 
-async def _can_use(con, attrs):
-    if attrs == "any":
+def _abort(transport):
+    if transport is not None:
+        transport.abort()
+
+
+async def _can_use_connection(connection, attr):
+    """Whether ``connection`` satisfies ``target_session_attrs`` = ``attr``."""
+    attr = getattr(attr, "value", attr)
+    if attr == "any":
         return True
-    if attrs in ("primary", "standby", "prefer-standby"):
-        settings = con._protocol.get_settings()
-        hot = settings.get("in_hot_standby")
+    if attr in ("primary", "standby", "prefer-standby"):
+        hot = connection._protocol.get_settings().get("in_hot_standby")
         if hot is None:
-            standby = await con.fetchval("SELECT pg_catalog.pg_is_in_recovery()")
+            # before PostgreSQL 14 the server does not report in_hot_standby
+            standby = await connection.fetchval("SELECT pg_catalog.pg_is_in_recovery()")
         else:
             standby = hot == "on"
-        return standby if attrs in ("standby", "prefer-standby") else not standby
-    ro = await con.fetchval("SHOW transaction_read_only")
-    return (ro == "on") if attrs == "read-only" else (ro == "off")
+        return standby if attr in ("standby", "prefer-standby") else not standby
+    ro = await connection.fetchval("SHOW transaction_read_only")
+    return (ro == "on") if attr == "read-only" else (ro == "off")
 
 
 async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs):
     """Connect to the first usable address; the whole attempt is bounded by ``timeout``."""
     addrs, params, config = _parse_connect_arguments(**kwargs)
     deadline = None if timeout is None else time.monotonic() + timeout
-    password = await _resolve_password(params.password)
+    if callable(params.password):
+        # once for all hosts: a password callable may be slow or rate-limited
+        params = params._replace(password=await _resolve_password(params.password))
     attrs = params.target_session_attrs
-    candidates = []  # (con) kept for prefer-standby fallback
+    candidate = None  # prefer-standby: a primary kept in case no standby turns up
     last_exc = None
     reasons = []  # why each address was passed over, for the final error
-    for addr in addrs:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise asyncio.TimeoutError
-        per_host = params.connect_timeout
-        if per_host is not None and (remaining is None or per_host < remaining):
-            remaining = per_host
-            per_host_bounded = True
-        else:
-            per_host_bounded = False
-        try:
-            con = await asyncio.wait_for(
-                _connect_addr(loop, addr, params, config, connection_class, password),
-                remaining)
-        except asyncio.TimeoutError as e:
-            if not per_host_bounded:
+    try:
+        for addr in addrs:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise asyncio.TimeoutError
+            per_host = params.connect_timeout
+            per_host_bounded = per_host is not None and (remaining is None or per_host < remaining)
+            if per_host_bounded:
+                remaining = per_host
+            try:
+                con = await asyncio.wait_for(
+                    _connect_addr(addr=addr, loop=loop, params=params, config=config,
+                                  connection_class=connection_class,
+                                  record_class=record_class),
+                    remaining)
+            except asyncio.TimeoutError as e:
+                if not per_host_bounded:
+                    raise
+                last_exc = e
+                reasons.append(
+                    f"{_addr_str(addr)}: timed out after {per_host:g}s (connect_timeout)")
+                continue
+            except _TERMINAL:
                 raise
-            last_exc = e
-            reasons.append(f"{_addr_str(addr)}: timed out after {per_host:g}s (connect_timeout)")
-            continue
-        except (OSError, exceptions.PostgresError, exceptions.InterfaceError,
-                ssl_module.SSLError) as e:
-            last_exc = e
-            reasons.append(f"{_addr_str(addr)}: {type(e).__name__}: {e}")
-            continue
-        con._record_class = record_class
-        if await _can_use(con, "standby" if attrs == "prefer-standby" else attrs):
-            for other in candidates:
-                await other.close()
+            except (OSError, exceptions.PostgresError, exceptions.InterfaceError) as e:
+                last_exc = e
+                reasons.append(f"{_addr_str(addr)}: {type(e).__name__}: {e}")
+                continue
+            try:
+                usable = await _can_use_connection(
+                    con, "standby" if attrs == "prefer-standby" else attrs)
+            except BaseException:
+                con.terminate()
+                raise
+            if usable:
+                return con
+            if attrs == "prefer-standby" and candidate is None:
+                candidate = con
+                con = None
+            else:
+                # terminate, not close: a rejected host must not hold up the next one
+                con.terminate()
+            reasons.append(f"{_addr_str(addr)}: does not match target_session_attrs={attrs}")
+            last_exc = exceptions.TargetServerAttributeNotMatched(
+                f"None of the hosts match the target attribute requirement {attrs}")
+        if candidate is not None:
+            con, candidate = candidate, None
             return con
-        if attrs == "prefer-standby" and not candidates:
-            candidates.append(con)
-        else:
-            await con.close()
-        reasons.append(f"{_addr_str(addr)}: does not match target_session_attrs={attrs}")
-        last_exc = exceptions.TargetServerAttributeNotMatched(
-            f"None of the hosts match the target attribute requirement {attrs}")
-    if candidates:
-        return candidates[0]
+    finally:
+        if candidate is not None:
+            candidate.terminate()
     if last_exc is None:
         raise exceptions.ClientConfigurationError("no addresses to connect to")
     if len(reasons) > 1:
