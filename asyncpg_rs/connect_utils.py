@@ -92,6 +92,10 @@ _DEFAULT_PORT = 5432
 _UNIX_SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql", "/tmp", "/private/tmp")
 
 
+def _mode_name(mode):
+    return mode.name.replace("_", "-")
+
+
 def _bad(msg):
     return exceptions.ClientConfigurationError(msg)
 
@@ -518,7 +522,8 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         raise _bad(f"ssl is expected to be a bool, an ssl.SSLContext or an sslmode string, "
                    f"got {ssl!r}")
     if direct_tls and sslmode < SSLMode.require:
-        raise _bad("direct_tls (sslnegotiation=direct) needs sslmode require or stricter")
+        raise _bad(f"direct TLS requires sslmode require, verify-ca or verify-full "
+                   f"(direct_tls / sslnegotiation=direct with sslmode {_mode_name(sslmode)})")
 
     if krbsrvname is None:
         krbsrvname = q_krb or env.get("PGKRBSRVNAME")
@@ -582,25 +587,42 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
 # ------------------------------------------------------------------ connecting
 
 
+class _SSLExchangeError(ConnectionError):
+    """The server's answer to SSLRequest was not a clean 'S' or 'N'. Retrying the other
+    transport on the same server would only repeat it, so this ends the host's attempts."""
+
+
 class _SSLNegotiation(asyncio.Protocol):
     """Sends SSLRequest and waits for the server's one-byte answer."""
 
-    def __init__(self, loop):
+    def __init__(self, loop, where):
         self.answer = loop.create_future()
         self.transport = None
+        self.where = where
 
     def connection_made(self, transport):
         self.transport = transport
         transport.write(struct.pack("!ii", 8, _SSL_REQUEST_CODE))
 
     def data_received(self, data):
-        if not self.answer.done():
-            if len(data) > 1:
-                # anything after the answer byte is a server trying to inject plaintext
-                self.answer.set_exception(exceptions.ProtocolError(
-                    "unexpected data after the server's SSL negotiation answer"))
-            else:
-                self.answer.set_result(data[:1])
+        if self.answer.done():
+            return
+        if data[:1] == b"E":
+            # An unauthenticated ErrorResponse: its text must not be trusted or waited for.
+            self.answer.set_exception(_SSLExchangeError(
+                f'PostgreSQL server at "{self.where}": server sent an error response during '
+                "SSL exchange; check the server logs for details"))
+        elif data[:1] not in (b"S", b"N"):
+            self.answer.set_exception(_SSLExchangeError(
+                f'PostgreSQL server at "{self.where}": unexpected answer {data[:1]!r} to the '
+                "SSL request"))
+        elif len(data) > 1:
+            # bytes after the answer would be plaintext injected ahead of the TLS handshake
+            self.answer.set_exception(_SSLExchangeError(
+                f'PostgreSQL server at "{self.where}": unexpected data after the answer to '
+                "the SSL request"))
+        else:
+            self.answer.set_result(data)
 
     def connection_lost(self, exc):
         if not self.answer.done():
@@ -613,15 +635,17 @@ async def _open_transport(loop, addr, params, use_ssl):
     """A transport to ``addr`` (TLS when ``use_ssl``) and the address's TLS server name."""
     server_hostname = addr[0] if isinstance(addr, tuple) else None
     if isinstance(addr, str):
-        tr, pr = await loop.create_unix_connection(lambda: _SSLNegotiation(loop), addr) \
-            if use_ssl else await loop.create_unix_connection(asyncio.Protocol, addr)
+        tr, pr = await loop.create_unix_connection(
+            (lambda: _SSLNegotiation(loop, _addr_str(addr))) if use_ssl else asyncio.Protocol,
+            addr)
     elif use_ssl and params.direct_tls:
         tr, pr = await loop.create_connection(
             asyncio.Protocol, addr[0], addr[1], ssl=params.ssl,
             server_hostname=server_hostname if params.ssl.check_hostname else "")
         return tr
     elif use_ssl:
-        tr, pr = await loop.create_connection(lambda: _SSLNegotiation(loop), addr[0], addr[1])
+        tr, pr = await loop.create_connection(
+            lambda: _SSLNegotiation(loop, _addr_str(addr)), addr[0], addr[1])
     else:
         tr, pr = await loop.create_connection(asyncio.Protocol, addr[0], addr[1])
         return tr
@@ -640,11 +664,6 @@ async def _open_transport(loop, addr, params, use_ssl):
         except BaseException:
             tr.close()
             raise
-    if answer != b"N":
-        # libpq: an 'E' here is a pre-7.0-style error from a server that will now hang up
-        tr.close()
-        raise ConnectionError(
-            f"PostgreSQL server at {_addr_str(addr)!r} answered the SSL request with {answer!r}")
     if params.sslmode >= SSLMode.require:
         tr.close()
         raise ConnectionError(f"PostgreSQL server at {_addr_str(addr)!r} rejected SSL upgrade")
@@ -682,21 +701,32 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         attempts = [False]  # unix sockets: TLS only when demanded
     first_exc = None
     for i, use_ssl in enumerate(attempts):
-        transport = None
+        transport = watcher = None
         try:
             transport = await _open_transport(loop, addr, params, use_ssl)
             tls = transport.get_extra_info("ssl_object") is not None
             proto = _native.PGProtocol(loop, params.user, params.database, params.password,
                                        params.server_settings or {})
-            transport.set_protocol(proto)
+            watcher = _StartupWatcher(proto)
+            transport.set_protocol(watcher)
             proto.connection_made(transport)
-            await proto.startup_waiter()
-        except (_TERMINAL + (exceptions.CannotConnectNowError,)) as e:
+            try:
+                await proto.startup_waiter()
+            finally:
+                # from here on the native protocol reads the socket with nothing in between
+                if not transport.is_closing():
+                    transport.set_protocol(proto)
+        except (_TERMINAL + (exceptions.CannotConnectNowError, _SSLExchangeError)) as e:
             _abort(transport)
             # CannotConnectNow (starting up, shutting down): this host, not this transport
             raise e from first_exc
         except (exceptions.PostgresError, exceptions.InterfaceError, OSError) as e:
             _abort(transport)
+            if watcher is not None and watcher.authenticated:
+                # The server accepted us and then failed (a bad startup setting, say): the
+                # same would happen over the other transport, and on a retry of this host.
+                e._asyncpg_rs_after_auth = True
+                raise e from first_exc
             # A declined SSLRequest under prefer already was the plaintext attempt.
             plain_done = use_ssl and transport is not None and not tls
             if i + 1 == len(attempts) or plain_done:
@@ -712,6 +742,66 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         con._record_class = record_class
         return con
     raise AssertionError("unreachable")  # pragma: no cover - attempts is never empty
+
+
+class _StartupWatcher(asyncio.Protocol):
+    """Sits between the transport and the native protocol until the first ReadyForQuery,
+    noting whether AuthenticationOk arrived: failures after it are not worth a retry."""
+
+    __slots__ = ("proto", "authenticated", "_buf", "_skip")
+
+    def __init__(self, proto):
+        self.proto = proto
+        self.authenticated = False
+        self._buf = b""  # an incomplete message header
+        self._skip = 0  # bytes of a long message body still to come
+
+    def data_received(self, data):
+        if not self.authenticated:
+            self._scan(data)
+        self.proto.data_received(data)
+
+    def _scan(self, data):
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return
+            data = data[self._skip:]
+            self._skip = 0
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        # Backend messages: a type byte, an int32 length (counting itself), the body.
+        while len(buf) - pos >= 5:
+            length = int.from_bytes(buf[pos + 1:pos + 5], "big")
+            if buf[pos] == 0x52 and length == 8:  # 'R' with a 4-byte auth code
+                if len(buf) - pos < 9:
+                    break
+                if buf[pos + 5:pos + 9] == b"\0\0\0\0":
+                    self.authenticated = True
+                    self._buf = b""
+                    return
+            if length < 4:
+                # not a message stream; the native protocol reports it, we stop looking
+                self._buf, self._skip = b"", 1 << 62
+                return
+            end = pos + 1 + length
+            if end > len(buf):
+                self._buf, self._skip = b"", end - len(buf)
+                return
+            pos = end
+        self._buf = buf[pos:]
+
+    def eof_received(self):
+        return self.proto.eof_received()
+
+    def connection_lost(self, exc):
+        self.proto.connection_lost(exc)
+
+    def pause_writing(self):
+        self.proto.pause_writing()
+
+    def resume_writing(self):
+        self.proto.resume_writing()
 
 
 def _abort(transport):
@@ -772,6 +862,9 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
             except _TERMINAL:
                 raise
             except (OSError, exceptions.PostgresError, exceptions.InterfaceError) as e:
+                if getattr(e, "_asyncpg_rs_after_auth", False):
+                    raise  # authenticated and then refused: other hosts would not help
+
                 last_exc = e
                 reasons.append(f"{_addr_str(addr)}: {type(e).__name__}: {e}")
                 continue
