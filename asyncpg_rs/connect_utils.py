@@ -40,6 +40,7 @@ class SSLMode(enum.IntEnum):
 
     @classmethod
     def parse(cls, sslmode):
+        """The member for ``sslmode`` (a member or a libpq name such as ``'verify-ca'``)."""
         if isinstance(sslmode, cls):
             return sslmode
         try:
@@ -718,6 +719,8 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
                     transport.set_protocol(proto)
         except (_TERMINAL + (exceptions.CannotConnectNowError, _SSLExchangeError)) as e:
             _abort(transport)
+            if watcher is not None and watcher.authenticated:
+                e._asyncpg_rs_after_auth = True
             # CannotConnectNow (starting up, shutting down): this host, not this transport
             raise e from first_exc
         except (exceptions.PostgresError, exceptions.InterfaceError, OSError) as e:
