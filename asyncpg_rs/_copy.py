@@ -100,11 +100,13 @@ class _Sink:
                 f"got {type(output).__name__}")
 
     async def write(self, chunks):
+        # COPY data is a stream: what arrived together goes out in one call, so a sink is
+        # not called once per row
+        data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
         if self._async:
-            for chunk in chunks:
-                await self._write(chunk)
+            await self._write(data)
         else:
-            self._write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+            self._write(data)
 
     def close(self):
         if self._close and self._file is not None:
@@ -112,6 +114,14 @@ class _Sink:
 
 
 async def copy_out(con, sql, output, timeout):
+    """COPY ... TO STDOUT into ``output``; ``timeout`` bounds the whole operation."""
+    if timeout is None:
+        return await _copy_out(con, sql, output)
+    return await asyncio.wait_for(_copy_out(con, sql, output), timeout)
+
+
+async def _copy_out(con, sql, output):
+    timeout = None
     sink = _Sink(output)
     try:
         con._check_open()
@@ -216,7 +226,15 @@ async def _chunks_of(source):
 
 
 async def copy_in(con, sql, chunks, timeout):
-    """Run ``sql`` (a COPY FROM STDIN) feeding it from the async iterator ``chunks``."""
+    """Run ``sql`` (a COPY FROM STDIN) feeding it from the async iterator ``chunks``;
+    ``timeout`` bounds the whole operation."""
+    if timeout is None:
+        return await _copy_in(con, sql, chunks)
+    return await asyncio.wait_for(_copy_in(con, sql, chunks), timeout)
+
+
+async def _copy_in(con, sql, chunks):
+    timeout = None
     con._check_open()
     await con._ensure_idle()
     proto = con._protocol

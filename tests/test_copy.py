@@ -149,3 +149,14 @@ async def test_cancel_mid_copy_leaves_connection_usable(con):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await asyncio.wait_for(con.fetchval("SELECT count(*) FROM cc"), 10) == 0
+
+
+async def test_copy_timeout_bounds_the_whole_operation(con):
+    async def slow_writer(data):
+        await asyncio.sleep(0.05)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await con.copy_from_query(
+            "SELECT repeat('a', 500) FROM generate_series(1, 200000)", output=slow_writer,
+            timeout=0.1)
+    assert await asyncio.wait_for(con.fetchval("SELECT 1"), 10) == 1
