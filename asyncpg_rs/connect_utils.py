@@ -738,8 +738,11 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
                 raise e from first_exc
             first_exc = e
             continue
-        except BaseException:
+        except BaseException as e:
             _abort(transport)
+            if first_exc is not None and e.__cause__ is None:
+                # cancelled or timed out during the fallback: keep the first failure visible
+                raise e from first_exc
             raise
         con = connection_class(proto, transport, loop, addr, config, params)
         con._record_class = record_class
@@ -850,11 +853,11 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
             if per_host_bounded:
                 remaining = per_host
             try:
-                con = await asyncio.wait_for(
-                    _connect_addr(addr=addr, loop=loop, params=params, config=config,
-                                  connection_class=connection_class,
-                                  record_class=record_class),
-                    remaining)
+                # asyncio.timeout runs in this task, so a cancellation's cause survives
+                async with _timeout(remaining):
+                    con = await _connect_addr(addr=addr, loop=loop, params=params,
+                                              config=config, connection_class=connection_class,
+                                              record_class=record_class)
             except asyncio.TimeoutError as e:
                 if not per_host_bounded:
                     raise
@@ -900,6 +903,37 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
         # keep asyncpg's exception (and its class) but say what happened at every host
         last_exc.add_note("tried, in order:\n  " + "\n  ".join(reasons))
     raise last_exc
+
+
+class _TimeoutPre311:
+    """``asyncio.timeout`` for Python < 3.11: cancel this task at the deadline and turn
+    that cancellation into TimeoutError."""
+
+    def __init__(self, delay):
+        self._delay = delay
+        self._handle = None
+        self._fired = False
+
+    async def __aenter__(self):
+        if self._delay is not None:
+            task = asyncio.current_task()
+            self._handle = asyncio.get_running_loop().call_later(
+                max(self._delay, 0), self._fire, task)
+        return self
+
+    def _fire(self, task):
+        self._fired = True
+        task.cancel()
+
+    async def __aexit__(self, exc_type, exc, tb):
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired and exc_type is asyncio.CancelledError:
+            raise asyncio.TimeoutError from exc
+        return False
+
+
+_timeout = getattr(asyncio, "timeout", _TimeoutPre311)
 
 
 def _addr_str(addr):
