@@ -9,6 +9,7 @@ Everything that can be wrong with the arguments is reported as
 from __future__ import annotations
 
 import asyncio
+import configparser
 import enum
 import getpass
 import os
@@ -39,6 +40,7 @@ class SSLMode(enum.IntEnum):
 
     @classmethod
     def parse(cls, sslmode):
+        """The member for ``sslmode`` (a member or a libpq name such as ``'verify-ca'``)."""
         if isinstance(sslmode, cls):
             return sslmode
         try:
@@ -68,6 +70,9 @@ class ConnectionParameters(typing.NamedTuple):
     target_session_attrs: str
     krbsrvname: typing.Optional[str]
     gsslib: typing.Optional[str]
+    #: libpq's per-host connect_timeout (DSN, service or PGCONNECT_TIMEOUT); connect()'s
+    #: ``timeout`` still bounds the whole attempt
+    connect_timeout: typing.Optional[float] = None
 
 
 class ClientConfiguration(typing.NamedTuple):
@@ -86,6 +91,10 @@ _CANCEL_REQUEST_CODE = 80877102
 _TARGET_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
 _DEFAULT_PORT = 5432
 _UNIX_SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql", "/tmp", "/private/tmp")
+
+
+def _mode_name(mode):
+    return mode.name.replace("_", "-")
 
 
 def _bad(msg):
@@ -166,8 +175,8 @@ def _parse_dsn(dsn):
         out["database"] = urllib.parse.unquote(path)
     params = {}
     if query:
-        for key, values in urllib.parse.parse_qs(query, keep_blank_values=True,
-                                                 strict_parsing=False).items():
+        # blank values are dropped, as asyncpg does: `?opt=` sets nothing
+        for key, values in urllib.parse.parse_qs(query, strict_parsing=False).items():
             params[key] = values[-1]
     return out, params
 
@@ -225,6 +234,31 @@ def _password_from_passfile(entries, host, port, database, user):
                 and u in ("*", user)):
             return password
     return None
+
+
+# ------------------------------------------------------------------ pg_service.conf
+
+
+def _read_service(service, servicefile):
+    """The named section of the connection service file, as a dict of libpq keywords."""
+    if servicefile is None:
+        servicefile = os.environ.get("PGSERVICEFILE")
+    if servicefile is None:
+        try:
+            servicefile = pathlib.Path.home() / ".pg_service.conf"
+        except (RuntimeError, KeyError):
+            servicefile = None
+    parser = configparser.ConfigParser(interpolation=None)
+    if servicefile is not None:
+        try:
+            parser.read(os.fspath(servicefile), encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as e:
+            raise _bad(f"could not parse the service file {os.fspath(servicefile)!r}: {e}") \
+                from None
+    if not parser.has_section(service):
+        where = os.fspath(servicefile) if servicefile is not None else "no service file"
+        raise _bad(f"definition of service {service!r} not found ({where})")
+    return dict(parser.items(service))
 
 
 # ------------------------------------------------------------------ SSL
@@ -306,7 +340,8 @@ def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpasswor
 def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, database, ssl,
                              direct_tls, server_settings, target_session_attrs, krbsrvname,
                              gsslib, command_timeout, statement_cache_size,
-                             max_cached_statement_lifetime, max_cacheable_statement_size):
+                             max_cached_statement_lifetime, max_cacheable_statement_size,
+                             service=None, servicefile=None):
     """Turn connect()'s arguments into (addresses, ConnectionParameters, ClientConfiguration)."""
     env = os.environ
     dsn_params = {}
@@ -315,10 +350,23 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         parsed, extra = _parse_dsn(dsn)
         dsn_params.update(parsed)
 
+    q_service = extra.pop("service", None)
+    if service is None:
+        service = q_service or env.get("PGSERVICE")
+    svc = _read_service(service, servicefile) if service else {}
+    # libpq lets a service carry session settings too; the DSN's own ones win
+    for key in ("application_name", "options"):
+        if key in svc and key not in extra:
+            extra[key] = svc[key]
+
     def take(name, *aliases):
+        # the DSN's query string first, then the service definition
         for key in (name,) + aliases:
             if key in extra:
                 return extra.pop(key)
+        for key in (name,) + aliases:
+            if key in svc:
+                return svc[key]
         return None
 
     q_host = take("host")
@@ -339,11 +387,15 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
     q_tsa = take("target_session_attrs")
     q_krb = take("krbsrvname")
     q_gss = take("gsslib")
-    take("connect_timeout")  # libpq's; connect(timeout=) governs here
+    q_connect_timeout = take("connect_timeout")
 
     # host / port: keyword > DSN > query > environment > defaults
     if host is None:
         host = dsn_params.get("host")
+    elif port is None and "port" in dsn_params:
+        # the DSN's ports belong to the DSN's hosts, which the keyword replaced
+        port = None
+        dsn_params.pop("port")
     if host is None and q_host is not None:
         host = _split_hostspec(q_host)[0] if not q_host.startswith("/") else q_host.split(",")
     if host is None and env.get("PGHOST"):
@@ -448,9 +500,12 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
     if ssl is None:
         ssl = q_sslmode or env.get("PGSSLMODE")
     if ssl is None:
-        ssl = "prefer"
+        # libpq: TLS is pointless over unix sockets, so an all-socket list means disable
+        ssl = "disable" if all(isinstance(a, str) for a in addrs) else "prefer"
     if isinstance(ssl, ssl_module.SSLContext):
-        sslmode = SSLMode.verify_full if ssl.check_hostname else SSLMode.require
+        # as asyncpg: a caller's context means "TLS required"; the context itself decides
+        # how much is verified
+        sslmode = SSLMode.require
         ssl_ctx = ssl
     elif ssl is True:
         sslmode = SSLMode.verify_full
@@ -468,16 +523,29 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         raise _bad(f"ssl is expected to be a bool, an ssl.SSLContext or an sslmode string, "
                    f"got {ssl!r}")
     if direct_tls and sslmode < SSLMode.require:
-        raise _bad("direct_tls (sslnegotiation=direct) needs sslmode require or stricter")
+        raise _bad(f"direct TLS requires sslmode require, verify-ca or verify-full "
+                   f"(direct_tls / sslnegotiation=direct with sslmode {_mode_name(sslmode)})")
 
     if krbsrvname is None:
         krbsrvname = q_krb or env.get("PGKRBSRVNAME")
     if gsslib is None:
         gsslib = q_gss or env.get("PGGSSLIB")
 
+    connect_timeout = q_connect_timeout or env.get("PGCONNECT_TIMEOUT")
+    if connect_timeout is not None:
+        # libpq: per-host seconds; zero or less waits forever, and under 2 means 2
+        try:
+            connect_timeout = float(connect_timeout)
+        except ValueError:
+            raise _bad(f"invalid connect_timeout {connect_timeout!r}: expected a number of "
+                       "seconds") from None
+        connect_timeout = None if connect_timeout <= 0 else max(connect_timeout, 2.0)
+
     settings = {}
     if extra:
         settings.update(extra)
+    if "application_name" not in settings and env.get("PGAPPNAME"):
+        settings["application_name"] = env["PGAPPNAME"]
     if server_settings:
         if not isinstance(server_settings, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in server_settings.items()
@@ -507,6 +575,7 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         user=user, password=password, database=database, ssl=ssl_ctx, sslmode=sslmode,
         direct_tls=bool(direct_tls), server_settings=settings or None,
         target_session_attrs=target_session_attrs, krbsrvname=krbsrvname, gsslib=gsslib,
+        connect_timeout=connect_timeout,
     )
     config = ClientConfiguration(
         command_timeout=command_timeout, statement_cache_size=statement_cache_size,
@@ -519,25 +588,42 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
 # ------------------------------------------------------------------ connecting
 
 
+class _SSLExchangeError(ConnectionError):
+    """The server's answer to SSLRequest was not a clean 'S' or 'N'. Retrying the other
+    transport on the same server would only repeat it, so this ends the host's attempts."""
+
+
 class _SSLNegotiation(asyncio.Protocol):
     """Sends SSLRequest and waits for the server's one-byte answer."""
 
-    def __init__(self, loop):
+    def __init__(self, loop, where):
         self.answer = loop.create_future()
         self.transport = None
+        self.where = where
 
     def connection_made(self, transport):
         self.transport = transport
         transport.write(struct.pack("!ii", 8, _SSL_REQUEST_CODE))
 
     def data_received(self, data):
-        if not self.answer.done():
-            if len(data) > 1:
-                # anything after the answer byte is a server trying to inject plaintext
-                self.answer.set_exception(exceptions.ProtocolError(
-                    "unexpected data after the server's SSL negotiation answer"))
-            else:
-                self.answer.set_result(data[:1])
+        if self.answer.done():
+            return
+        if data[:1] == b"E":
+            # An unauthenticated ErrorResponse: its text must not be trusted or waited for.
+            self.answer.set_exception(_SSLExchangeError(
+                f'PostgreSQL server at "{self.where}": server sent an error response during '
+                "SSL exchange; check the server logs for details"))
+        elif data[:1] not in (b"S", b"N"):
+            self.answer.set_exception(_SSLExchangeError(
+                f'PostgreSQL server at "{self.where}": unexpected answer {data[:1]!r} to the '
+                "SSL request"))
+        elif len(data) > 1:
+            # bytes after the answer would be plaintext injected ahead of the TLS handshake
+            self.answer.set_exception(_SSLExchangeError(
+                f'PostgreSQL server at "{self.where}": unexpected data after the answer to '
+                "the SSL request"))
+        else:
+            self.answer.set_result(data)
 
     def connection_lost(self, exc):
         if not self.answer.done():
@@ -550,15 +636,17 @@ async def _open_transport(loop, addr, params, use_ssl):
     """A transport to ``addr`` (TLS when ``use_ssl``) and the address's TLS server name."""
     server_hostname = addr[0] if isinstance(addr, tuple) else None
     if isinstance(addr, str):
-        tr, pr = await loop.create_unix_connection(lambda: _SSLNegotiation(loop), addr) \
-            if use_ssl else await loop.create_unix_connection(asyncio.Protocol, addr)
+        tr, pr = await loop.create_unix_connection(
+            (lambda: _SSLNegotiation(loop, _addr_str(addr))) if use_ssl else asyncio.Protocol,
+            addr)
     elif use_ssl and params.direct_tls:
         tr, pr = await loop.create_connection(
             asyncio.Protocol, addr[0], addr[1], ssl=params.ssl,
             server_hostname=server_hostname if params.ssl.check_hostname else "")
         return tr
     elif use_ssl:
-        tr, pr = await loop.create_connection(lambda: _SSLNegotiation(loop), addr[0], addr[1])
+        tr, pr = await loop.create_connection(
+            lambda: _SSLNegotiation(loop, _addr_str(addr)), addr[0], addr[1])
     else:
         tr, pr = await loop.create_connection(asyncio.Protocol, addr[0], addr[1])
         return tr
@@ -579,23 +667,8 @@ async def _open_transport(loop, addr, params, use_ssl):
             raise
     if params.sslmode >= SSLMode.require:
         tr.close()
-        raise ConnectionError("PostgreSQL server at {} rejected SSL upgrade".format(
-            addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}"))
+        raise ConnectionError(f"PostgreSQL server at {_addr_str(addr)!r} rejected SSL upgrade")
     return tr  # 'N' under prefer/allow: go on in plaintext on the same connection
-
-
-async def _connect_one(loop, addr, params, use_ssl, password):
-    transport = await _open_transport(loop, addr, params, use_ssl)
-    proto = _native.PGProtocol(loop, params.user, params.database, password,
-                               params.server_settings or {})
-    transport.set_protocol(proto)
-    proto.connection_made(transport)
-    try:
-        await proto.startup_waiter()
-    except BaseException:
-        transport.abort()
-        raise
-    return transport, proto
 
 
 async def _resolve_password(password):
@@ -606,7 +679,16 @@ async def _resolve_password(password):
     return password
 
 
-async def _connect_addr(loop, addr, params, config, connection_class, password):
+# Errors after which trying the other transport (prefer/allow) or the next host is pointless:
+# the client itself failed, or the same credentials would be refused again.
+_TERMINAL = (exceptions.InternalClientError, exceptions.InvalidPasswordError)
+
+
+async def _connect_addr(*, addr, loop, params, config, connection_class, record_class):
+    """One address: TLS first or second as the sslmode says, the first failure chained as the
+    ``__cause__`` of the last."""
+    if callable(params.password):
+        params = params._replace(password=await _resolve_password(params.password))
     mode = params.sslmode
     if mode == SSLMode.disable or params.ssl is None:
         attempts = [False]
@@ -618,73 +700,247 @@ async def _connect_addr(loop, addr, params, config, connection_class, password):
         attempts = [True]
     if isinstance(addr, str) and mode <= SSLMode.prefer:
         attempts = [False]  # unix sockets: TLS only when demanded
-    last_exc = None
-    for use_ssl in attempts:
+    first_exc = None
+    for i, use_ssl in enumerate(attempts):
+        transport = watcher = None
         try:
-            transport, proto = await _connect_one(loop, addr, params, use_ssl, password)
-        except exceptions.InvalidPasswordError:
-            raise  # the same password fails with or without TLS
-        except (exceptions.InvalidAuthorizationSpecificationError, OSError) as e:
-            # prefer: retry in plaintext (e.g. a hostnossl rule); allow: retry with TLS
-            last_exc = e
+            transport = await _open_transport(loop, addr, params, use_ssl)
+            tls = transport.get_extra_info("ssl_object") is not None
+            proto = _native.PGProtocol(loop, params.user, params.database, params.password,
+                                       params.server_settings or {})
+            watcher = _StartupWatcher(proto)
+            transport.set_protocol(watcher)
+            proto.connection_made(transport)
+            try:
+                await proto.startup_waiter()
+            finally:
+                # from here on the native protocol reads the socket with nothing in between
+                if not transport.is_closing():
+                    transport.set_protocol(proto)
+        except (_TERMINAL + (exceptions.CannotConnectNowError, _SSLExchangeError)) as e:
+            _abort(transport)
+            if watcher is not None and watcher.authenticated:
+                e._asyncpg_rs_after_auth = True
+            # CannotConnectNow (starting up, shutting down): this host, not this transport
+            raise e from first_exc
+        except (exceptions.PostgresError, exceptions.InterfaceError, OSError) as e:
+            _abort(transport)
+            if watcher is not None and watcher.authenticated:
+                # The server accepted us and then failed (a bad startup setting, say): the
+                # same would happen over the other transport, and on a retry of this host.
+                e._asyncpg_rs_after_auth = True
+                raise e from first_exc
+            # A declined SSLRequest under prefer already was the plaintext attempt.
+            plain_done = use_ssl and transport is not None and not tls
+            if i + 1 == len(attempts) or plain_done:
+                if e is first_exc or first_exc is None:
+                    raise
+                raise e from first_exc
+            first_exc = e
             continue
-        return connection_class(proto, transport, loop, addr, config, params)
-    raise last_exc
+        except BaseException as e:
+            _abort(transport)
+            if first_exc is not None and e.__cause__ is None:
+                # cancelled or timed out during the fallback: keep the first failure visible
+                raise e from first_exc
+            raise
+        con = connection_class(proto, transport, loop, addr, config, params)
+        con._record_class = record_class
+        return con
+    raise AssertionError("unreachable")  # pragma: no cover - attempts is never empty
 
 
-async def _can_use(con, attrs):
-    if attrs == "any":
+class _StartupWatcher(asyncio.Protocol):
+    """Sits between the transport and the native protocol until the first ReadyForQuery,
+    noting whether AuthenticationOk arrived: failures after it are not worth a retry."""
+
+    __slots__ = ("proto", "authenticated", "_buf", "_skip")
+
+    def __init__(self, proto):
+        self.proto = proto
+        self.authenticated = False
+        self._buf = b""  # an incomplete message header
+        self._skip = 0  # bytes of a long message body still to come
+
+    def data_received(self, data):
+        if not self.authenticated:
+            self._scan(data)
+        self.proto.data_received(data)
+
+    def _scan(self, data):
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return
+            data = data[self._skip:]
+            self._skip = 0
+        buf = self._buf + data if self._buf else data
+        pos = 0
+        # Backend messages: a type byte, an int32 length (counting itself), the body.
+        while len(buf) - pos >= 5:
+            length = int.from_bytes(buf[pos + 1:pos + 5], "big")
+            if buf[pos] == 0x52 and length == 8:  # 'R' with a 4-byte auth code
+                if len(buf) - pos < 9:
+                    break
+                if buf[pos + 5:pos + 9] == b"\0\0\0\0":
+                    self.authenticated = True
+                    self._buf = b""
+                    return
+            if length < 4:
+                # not a message stream; the native protocol reports it, we stop looking
+                self._buf, self._skip = b"", 1 << 62
+                return
+            end = pos + 1 + length
+            if end > len(buf):
+                self._buf, self._skip = b"", end - len(buf)
+                return
+            pos = end
+        self._buf = buf[pos:]
+
+    def eof_received(self):
+        return self.proto.eof_received()
+
+    def connection_lost(self, exc):
+        self.proto.connection_lost(exc)
+
+    def pause_writing(self):
+        self.proto.pause_writing()
+
+    def resume_writing(self):
+        self.proto.resume_writing()
+
+
+def _abort(transport):
+    if transport is not None:
+        transport.abort()
+
+
+async def _can_use_connection(connection, attr):
+    """Whether ``connection`` satisfies ``target_session_attrs`` = ``attr``."""
+    attr = getattr(attr, "value", attr)
+    if attr == "any":
         return True
-    if attrs in ("primary", "standby", "prefer-standby"):
-        settings = con._protocol.get_settings()
-        hot = settings.get("in_hot_standby")
+    if attr in ("primary", "standby", "prefer-standby"):
+        hot = connection._protocol.get_settings().get("in_hot_standby")
         if hot is None:
-            standby = await con.fetchval("SELECT pg_catalog.pg_is_in_recovery()")
+            # before PostgreSQL 14 the server does not report in_hot_standby
+            standby = await connection.fetchval("SELECT pg_catalog.pg_is_in_recovery()")
         else:
             standby = hot == "on"
-        return standby if attrs in ("standby", "prefer-standby") else not standby
-    ro = await con.fetchval("SHOW transaction_read_only")
-    return (ro == "on") if attrs == "read-only" else (ro == "off")
+        return standby if attr in ("standby", "prefer-standby") else not standby
+    ro = await connection.fetchval("SHOW transaction_read_only")
+    return (ro == "on") if attr == "read-only" else (ro == "off")
 
 
 async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs):
     """Connect to the first usable address; the whole attempt is bounded by ``timeout``."""
     addrs, params, config = _parse_connect_arguments(**kwargs)
     deadline = None if timeout is None else time.monotonic() + timeout
-    password = await _resolve_password(params.password)
+    if callable(params.password):
+        # once for all hosts: a password callable may be slow or rate-limited
+        params = params._replace(password=await _resolve_password(params.password))
     attrs = params.target_session_attrs
-    candidates = []  # (con) kept for prefer-standby fallback
+    candidate = None  # prefer-standby: a primary kept in case no standby turns up
     last_exc = None
-    for addr in addrs:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise asyncio.TimeoutError
-        try:
-            con = await asyncio.wait_for(
-                _connect_addr(loop, addr, params, config, connection_class, password),
-                remaining)
-        except asyncio.TimeoutError:
-            raise
-        except (OSError, exceptions.PostgresError, exceptions.InterfaceError,
-                ssl_module.SSLError) as e:
-            last_exc = e
-            continue
-        con._record_class = record_class
-        if await _can_use(con, "standby" if attrs == "prefer-standby" else attrs):
-            for other in candidates:
-                await other.close()
+    reasons = []  # why each address was passed over, for the final error
+    try:
+        for addr in addrs:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise asyncio.TimeoutError
+            per_host = params.connect_timeout
+            per_host_bounded = per_host is not None and (remaining is None or per_host < remaining)
+            if per_host_bounded:
+                remaining = per_host
+            try:
+                # asyncio.timeout runs in this task, so a cancellation's cause survives
+                async with _timeout(remaining):
+                    con = await _connect_addr(addr=addr, loop=loop, params=params,
+                                              config=config, connection_class=connection_class,
+                                              record_class=record_class)
+            except asyncio.TimeoutError as e:
+                if not per_host_bounded:
+                    raise
+                last_exc = e
+                reasons.append(
+                    f"{_addr_str(addr)}: timed out after {per_host:g}s (connect_timeout)")
+                continue
+            except _TERMINAL:
+                raise
+            except (OSError, exceptions.PostgresError, exceptions.InterfaceError) as e:
+                if getattr(e, "_asyncpg_rs_after_auth", False):
+                    raise  # authenticated and then refused: other hosts would not help
+
+                last_exc = e
+                reasons.append(f"{_addr_str(addr)}: {type(e).__name__}: {e}")
+                continue
+            try:
+                usable = await _can_use_connection(
+                    con, "standby" if attrs == "prefer-standby" else attrs)
+            except BaseException:
+                con.terminate()
+                raise
+            if usable:
+                return con
+            if attrs == "prefer-standby" and candidate is None:
+                candidate = con
+                con = None
+            else:
+                # terminate, not close: a rejected host must not hold up the next one
+                con.terminate()
+            reasons.append(f"{_addr_str(addr)}: does not match target_session_attrs={attrs}")
+            last_exc = exceptions.TargetServerAttributeNotMatched(
+                f"None of the hosts match the target attribute requirement {attrs}")
+        if candidate is not None:
+            con, candidate = candidate, None
             return con
-        if attrs == "prefer-standby" and not candidates:
-            candidates.append(con)
-        else:
-            await con.close()
-        last_exc = exceptions.TargetServerAttributeNotMatched(
-            f"None of the hosts match the target attribute requirement {attrs}")
-    if candidates:
-        return candidates[0]
+    finally:
+        if candidate is not None:
+            candidate.terminate()
     if last_exc is None:
         raise exceptions.ClientConfigurationError("no addresses to connect to")
+    if len(reasons) > 1:
+        # keep asyncpg's exception (and its class) but say what happened at every host
+        last_exc.add_note("tried, in order:\n  " + "\n  ".join(reasons))
     raise last_exc
+
+
+class _TimeoutPre311:
+    """``asyncio.timeout`` for Python < 3.11: cancel this task at the deadline and turn
+    that cancellation into TimeoutError."""
+
+    def __init__(self, delay):
+        self._delay = delay
+        self._handle = None
+        self._fired = False
+
+    async def __aenter__(self):
+        if self._delay is not None:
+            task = asyncio.current_task()
+            self._handle = asyncio.get_running_loop().call_later(
+                max(self._delay, 0), self._fire, task)
+        return self
+
+    def _fire(self, task):
+        self._fired = True
+        task.cancel()
+
+    async def __aexit__(self, exc_type, exc, tb):
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired and exc_type is asyncio.CancelledError:
+            raise asyncio.TimeoutError from exc
+        return False
+
+
+_timeout = getattr(asyncio, "timeout", _TimeoutPre311)
+
+
+def _addr_str(addr):
+    if isinstance(addr, str):
+        return addr
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _CancelProtocol(asyncio.Protocol):
@@ -707,11 +963,15 @@ async def _cancel(*, loop, addr, params, backend_pid, backend_secret, timeout=10
     msg = struct.pack("!iiii", 16, _CANCEL_REQUEST_CODE, backend_pid, backend_secret)
 
     async def send():
-        if isinstance(addr, str):
-            tr, pr = await loop.create_unix_connection(lambda: _CancelProtocol(loop, msg), addr)
-        else:
-            tr, pr = await loop.create_connection(
-                lambda: _CancelProtocol(loop, msg), addr[0], addr[1])
+        # The cancel connection is secured like the session's: a server with a hostssl-only
+        # rule would otherwise reject the CancelRequest.
+        use_ssl = params.ssl is not None and params.sslmode >= SSLMode.prefer
+        if isinstance(addr, str) and params.sslmode <= SSLMode.prefer:
+            use_ssl = False
+        tr = await _open_transport(loop, addr, params, use_ssl)
+        pr = _CancelProtocol(loop, msg)
+        tr.set_protocol(pr)
+        pr.connection_made(tr)
         try:
             await pr.done
         finally:

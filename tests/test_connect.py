@@ -10,86 +10,6 @@ import pytest
 import asyncpg_rs
 from asyncpg_rs import connect_utils, exceptions
 
-
-def _parse(**kw):
-    args = dict(dsn=None, host=None, port=None, user=None, password=None, passfile=None,
-                database=None, ssl=None, direct_tls=None, server_settings=None,
-                target_session_attrs=None, krbsrvname=None, gsslib=None, command_timeout=None,
-                statement_cache_size=100, max_cached_statement_lifetime=300,
-                max_cacheable_statement_size=15360)
-    args.update(kw)
-    return connect_utils._parse_connect_arguments(**args)
-
-
-# ---------------------------------------------------------------- offline parsing
-
-
-def test_dsn_multiple_hosts_ipv6_unix_and_query(monkeypatch):
-    for var in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSSLMODE", "PGPASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    addrs, params, _ = _parse(
-        dsn="postgresql://us%40er:p%3Aw@h1:5433,[::1]:5434,h3/my%2Fdb"
-            "?sslmode=disable&application_name=app&search_path=s1")
-    assert addrs == [("h1", 5433), ("::1", 5434), ("h3", 5432)]
-    assert params.user == "us@er" and params.password == "p:w" and params.database == "my/db"
-    assert params.sslmode == connect_utils.SSLMode.disable
-    assert params.server_settings == {"application_name": "app", "search_path": "s1"}
-    addrs, _, _ = _parse(dsn="postgres:///db?host=/tmp&port=6000", user="u")
-    assert addrs == ["/tmp/.s.PGSQL.6000"]
-
-
-def test_environment_variables(monkeypatch):
-    monkeypatch.setenv("PGHOST", "a,b")
-    monkeypatch.setenv("PGPORT", "1111,2222")
-    monkeypatch.setenv("PGUSER", "envuser")
-    monkeypatch.setenv("PGDATABASE", "envdb")
-    monkeypatch.setenv("PGSSLMODE", "disable")
-    monkeypatch.setenv("PGTARGETSESSIONATTRS", "read-only")
-    addrs, params, _ = _parse()
-    assert addrs == [("a", 1111), ("b", 2222)]
-    assert (params.user, params.database) == ("envuser", "envdb")
-    assert params.target_session_attrs == "read-only"
-    # keywords win over the environment
-    addrs, params, _ = _parse(host="k", port=5, user="ku")
-    assert addrs == [("k", 5)] and params.user == "ku"
-
-
-@pytest.mark.parametrize("kw, culprit", [
-    (dict(dsn="mysql://x"), "scheme"),
-    (dict(dsn="postgres://h:notaport/db"), "port"),
-    (dict(host="h", port=70000), "port"),
-    (dict(host="a,b,c", port="1,2"), "port"),
-    (dict(host="h", ssl="sometimes"), "sslmode"),
-    (dict(host="h", target_session_attrs="primaryish"), "target_session_attrs"),
-    (dict(dsn="postgres://[::1/db"), "IPv6"),
-])
-def test_bad_configuration_is_reported_before_io(kw, culprit):
-    with pytest.raises(exceptions.ClientConfigurationError) as ei:
-        _parse(**kw)
-    assert culprit in str(ei.value)
-    assert isinstance(ei.value, ValueError)
-
-
-def test_pgpass_wildcards_and_escapes(tmp_path, monkeypatch):
-    monkeypatch.delenv("PGPASSWORD", raising=False)
-    pgpass = tmp_path / "pgpass"
-    pgpass.write_text(
-        "# comment\n"
-        "otherhost:*:*:*:nope\n"
-        "h\\:x:5432:db:u:p\\:w\\\\1\n"
-        "*:*:*:wild:wildpw\n"
-    )
-    os.chmod(pgpass, 0o600)
-    _, params, _ = _parse(host="h:x", port=5432, database="db", user="u", passfile=str(pgpass))
-    assert params.password == "p:w\\1"
-    _, params, _ = _parse(host="any", user="wild", passfile=str(pgpass))
-    assert params.password == "wildpw"
-    os.chmod(pgpass, 0o644)
-    with pytest.warns(UserWarning, match="permissions"):
-        _, params, _ = _parse(host="any", user="wild", passfile=str(pgpass))
-    assert params.password is None
-
-
 # ---------------------------------------------------------------- against the server
 
 
@@ -226,3 +146,100 @@ async def test_server_settings_and_connect_kwargs(pg):
         await con.close()
     with pytest.raises(exceptions.InterfaceError):
         await asyncpg_rs.connect(**pg.connect_kwargs(), connection_class=dict)
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "require"])
+async def test_cancel_request_stops_a_running_query(pg, sslmode):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(), ssl=sslmode)
+    try:
+        query = asyncio.ensure_future(con.fetchval("SELECT pg_sleep(60)"))
+        # wait until the backend is really inside pg_sleep before cancelling it
+        other = await asyncpg_rs.connect(**pg.connect_kwargs(), ssl="disable")
+        try:
+            for _ in range(500):
+                if await other.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 "
+                        "AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                        con.get_server_pid()):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await other.close()
+        await connect_utils._cancel(
+            loop=asyncio.get_running_loop(), addr=con._addr, params=con._params,
+            backend_pid=con._protocol.get_server_pid(),
+            backend_secret=con._protocol.get_backend_secret())
+        with pytest.raises(exceptions.QueryCanceledError):
+            await query
+        assert await con.fetchval("SELECT 2") == 2
+    finally:
+        await con.close()
+
+
+async def test_pgpass_supplies_the_password(pg, pg_roles, tmp_path):
+    user, password = pg_roles["scram"]
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"{pg.host}:{pg.port}:postgres:{user}:{password}\n"
+                      f"localhost:{pg.port}:*:{user}:{password}\n")
+    os.chmod(pgpass, 0o600)
+    for host in (pg.host, pg.sockdir):
+        con = await asyncpg_rs.connect(host=host, port=pg.port, user=user, database="postgres",
+                                       passfile=str(pgpass))
+        try:
+            assert await con.fetchval("SELECT current_user") == user
+        finally:
+            await con.close()
+
+
+async def test_timeout_covers_a_server_that_never_answers():
+    # a listener that accepts and then stays silent: only `timeout` can end the attempt
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="disable",
+                                     timeout=0.5)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="prefer",
+                                     timeout=0.5)
+    finally:
+        server.close()
+
+
+async def test_every_failed_host_is_named(pg, pg_roles):
+    user, _ = pg_roles["scram"]
+    with pytest.raises(exceptions.TargetServerAttributeNotMatched) as ei:
+        await asyncpg_rs.connect(host=["127.0.0.1", pg.host], port=[1, pg.port],
+                                 user="postgres", database="postgres",
+                                 target_session_attrs="standby")
+    notes = "\n".join(getattr(ei.value, "__notes__", []))
+    assert "127.0.0.1:1" in notes and f"{pg.host}:{pg.port}" in notes
+
+
+class _AnswerSSLRequest(asyncio.Protocol):
+    """A fake server that answers the 8-byte SSLRequest with one fixed byte."""
+
+    answer = b"N"
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if data[:8] == b"\x00\x00\x00\x08\x04\xd2\x16\x2f":
+            self.transport.write(self.answer)
+
+
+@pytest.mark.parametrize("answer", [b"N", b"E"])
+async def test_require_fails_when_the_server_refuses_tls(answer):
+    loop = asyncio.get_running_loop()
+    proto_cls = type("P", (_AnswerSSLRequest,), {"answer": answer})
+    server = await loop.create_server(proto_cls, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectionError) as ei:
+            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="require",
+                                     timeout=5)
+        assert f"127.0.0.1:{port}" in str(ei.value)
+    finally:
+        server.close()
