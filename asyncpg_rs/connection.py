@@ -994,12 +994,14 @@ async def connect(dsn=None, *,
                   server_settings=None,
                   target_session_attrs=None,
                   krbsrvname=None,
-                  gsslib=None):
+                  gsslib=None,
+                  service=None,
+                  servicefile=None):
     """Connect to a PostgreSQL server and return a :class:`Connection`.
 
     Accepts asyncpg's arguments with asyncpg's meaning: a ``postgres://`` DSN and/or keyword
-    arguments, libpq's environment variables and ``.pgpass``, ``ssl`` modes, multiple hosts and
-    ``target_session_attrs``.
+    arguments, libpq's environment variables, ``.pgpass`` and ``pg_service.conf`` services,
+    ``ssl`` modes, multiple hosts and ``target_session_attrs``.
     """
     if not issubclass(connection_class, Connection):
         raise exceptions.InterfaceError(
@@ -1030,6 +1032,8 @@ async def connect(dsn=None, *,
         target_session_attrs=target_session_attrs,
         krbsrvname=krbsrvname,
         gsslib=gsslib,
+        service=service,
+        servicefile=servicefile,
         timeout=timeout,
     )
     con._record_class = record_class
