@@ -26,10 +26,11 @@ __all__ = ("Connection", "connect")
 _STMT_NAMES = itertools.count(1)
 
 # One row per type: what its codec is built from (element, base, subtype or range type in
-# `related`; attributes for composites).
+# `related`; attributes for composites). Everything travels as text, so a custom codec a
+# user set on oid or int types cannot get in the way.
 _INTROSPECT_SQL = """
-SELECT t.oid, t.typname::text, t.typtype::text,
-       CASE
+SELECT t.oid::text, t.typname::text, t.typtype::text,
+       (CASE
          WHEN t.typtype = 'd' THEN t.typbasetype
          WHEN t.typtype = 'r' THEN
            (SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid)
@@ -37,15 +38,15 @@ SELECT t.oid, t.typname::text, t.typtype::text,
            (SELECT r.rngtypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)
          WHEN t.typcategory = 'A' THEN t.typelem
          ELSE 0
-       END AS related,
+       END)::text AS related,
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum) AS attr_names,
-       ARRAY(SELECT a.atttypid FROM pg_catalog.pg_attribute a
+       ARRAY(SELECT a.atttypid::text FROM pg_catalog.pg_attribute a
              WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum) AS attr_oids
 FROM pg_catalog.pg_type t
-WHERE t.oid = ANY($1::oid[])
+WHERE t.oid::text = ANY($1::text[])
 """
 # before PostgreSQL 14 there are no multiranges (and no pg_range.rngmultitypid)
 _INTROSPECT_SQL_13 = _INTROSPECT_SQL.replace(
@@ -506,12 +507,12 @@ class Connection(metaclass=ConnectionMeta):
 
     async def _type_by_name(self, typename, schema):
         row = await self.fetchrow(
-            "SELECT t.oid, t.typtype::text FROM pg_catalog.pg_type t "
+            "SELECT t.oid::text, t.typtype::text FROM pg_catalog.pg_type t "
             "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
             "WHERE t.typname = $1 AND n.nspname = $2", typename, schema)
         if row is None:
             raise ValueError(f"unknown type: {schema}.{typename}")
-        return row[0], row[1]
+        return int(row[0]), row[1]
 
     async def _introspect_types(self, oids, timeout):
         """Teach the protocol the types ``oids`` and everything they are built from, with
@@ -521,10 +522,12 @@ class Connection(metaclass=ConnectionMeta):
         found = {}
         pending = set(oids)
         while pending:
-            rows = await self.fetch(sql, sorted(pending), timeout=timeout)
+            rows = await self.fetch(sql, [str(o) for o in sorted(pending)], timeout=timeout)
             pending = set()
             for oid, name, kind, related, attr_names, attr_oids in rows:
-                found[oid] = (oid, name, kind, related or 0, list(attr_names), list(attr_oids))
+                oid, related = int(oid), int(related or 0)
+                attr_oids = [int(a) for a in attr_oids]
+                found[oid] = (oid, name, kind, related, list(attr_names), attr_oids)
                 for dep in [related, *attr_oids]:
                     if dep and dep not in found and not proto.has_codec(dep):
                         pending.add(dep)
@@ -701,10 +704,12 @@ class Connection(metaclass=ConnectionMeta):
             self.terminate()
 
     async def _ensure_idle(self):
-        # A cancelled or timed-out query may still be draining; wait for it rather than
-        # reporting a concurrent operation.
-        if self._cancel_tasks and self._protocol.is_busy():
-            await self._protocol.wait_idle()
+        # A cancelled or timed-out query may still be draining, and its CancelRequest may
+        # still be on its way: wait for both, or the late cancel could hit the next query.
+        if self._cancel_tasks:
+            await asyncio.gather(*list(self._cancel_tasks), return_exceptions=True)
+            if self._protocol.is_busy() and not self.is_closed():
+                await self._protocol.wait_idle()
         if self._stmts_to_close:
             await self._close_pending_statements()
 
@@ -791,7 +796,17 @@ class Connection(metaclass=ConnectionMeta):
             # Rust and one await, with no intermediate coroutines.
             stmt = self._stmt_cache.get(query)
             if stmt is None:
-                stmt = await self._get_statement(query, timeout)
+                if timeout is None:
+                    timeout = self._config.command_timeout
+                if timeout is None:
+                    stmt = await self._get_statement(query, None)
+                else:
+                    # the timeout covers preparing and running, not each separately
+                    started = self._loop.time()
+                    stmt = await self._get_statement(query, timeout)
+                    timeout -= self._loop.time() - started
+                    if timeout <= 0:
+                        raise asyncio.TimeoutError
             if self._cancel_tasks or self._stmts_to_close:
                 await self._ensure_idle()
             fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)

@@ -122,6 +122,14 @@ class PreparedStatement:
             rows = await con._bind_execute(
                 self._stmt, args, limit, timeout, self._record_class, want_rows
             )
+        except exceptions.FeatureNotSupportedError as e:
+            if "cached plan must not change result type" in str(e):
+                # the statement was prepared before a schema change; it cannot be re-prepared
+                # behind the user's back, as the cache does for its own statements
+                raise exceptions.InvalidCachedStatementError(
+                    "cached statement plan is invalid due to a database schema or "
+                    "configuration change") from e
+            raise
         finally:
             self._last_status = con._protocol.last_status()
         return rows

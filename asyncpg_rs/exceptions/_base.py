@@ -40,6 +40,15 @@ FIELDS = {
     "R": "server_source_function",
 }
 
+# Errors about prepared statements that, in practice, mean a transaction-mode pooler moved
+# the session to another server connection between Parse and Bind.
+_PGBOUNCER_CODES = ("42P05", "26000")
+_PGBOUNCER_HINT = (
+    "If you use pgbouncer (or another pooler) with pool_mode 'transaction' or 'statement', "
+    "prepared statements do not survive between transactions: connect with "
+    "statement_cache_size=0, or use pool_mode 'session'."
+)
+
 # sqlstate -> class, filled in as the generated classes are defined
 _SQLSTATE_CLASSES: dict = {}
 
@@ -94,6 +103,8 @@ class PostgresMessage:
         target = cls._class_for(attrs.get("sqlstate"), severity) or cls
         obj = target._construct(attrs)
         obj.query = query
+        if obj.sqlstate in _PGBOUNCER_CODES and not obj.hint:
+            obj.hint = _PGBOUNCER_HINT
         return obj
 
     @classmethod

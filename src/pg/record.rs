@@ -25,10 +25,8 @@ impl RecordDesc {
             names.iter().map(|n| PyString::intern(py, n)).collect();
         let index = PyDict::new(py);
         for (i, name) in interned.iter().enumerate() {
-            // with duplicate column names, lookup by name finds the first one
-            if !index.contains(name)? {
-                index.set_item(name, i)?;
-            }
+            // with duplicate column names, lookup by name finds the last one (as asyncpg)
+            index.set_item(name, i)?;
         }
         Ok(Arc::new(RecordDesc {
             len: interned.len(),

@@ -373,6 +373,12 @@ impl PGProtocol {
                 &tuple
             }
         };
+        if args.len() > i16::MAX as usize {
+            return Err(interface_error(
+                py,
+                format!("the number of query arguments cannot exceed {}", i16::MAX),
+            ));
+        }
         let expected = state.param_oids.len();
         if args.len() != expected {
             return Err(interface_error(

@@ -114,3 +114,41 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, codec: &Codec) -> En
     }
     Ok(())
 }
+
+/// An anonymous record (`SELECT ROW(...)`): each field names its type; fields of types
+/// without a builtin codec come back as their raw bytes.
+pub fn decode_record(
+    py: Python<'_>,
+    data: &[u8],
+    registry: &super::CodecRegistry,
+) -> PyResult<PyObject> {
+    let bad = || protocol_error(py, "invalid record value");
+    let read_i32 = |at: usize| -> PyResult<i32> {
+        data.get(at..at + 4)
+            .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+            .ok_or_else(bad)
+    };
+    let n = read_i32(0)?;
+    let mut at = 4;
+    let mut values = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n.max(0) {
+        let oid = read_i32(at)? as u32;
+        let len = read_i32(at + 4)?;
+        at += 8;
+        if len < 0 {
+            values.push(py.None());
+            continue;
+        }
+        let end = at + len as usize;
+        let slice = data.get(at..end).ok_or_else(bad)?;
+        match registry.lookup(oid) {
+            Some(codec) if codec.format() == super::Format::Binary => {
+                values.push(codec.decode(py, slice)?)
+            }
+            _ => values.push(pyo3::types::PyBytes::new(py, slice).into_any().unbind()),
+        }
+        at = end;
+    }
+    let desc = crate::pg::record::RecordDesc::new(py, &[])?;
+    new_record(py, &desc, values, None)
+}

@@ -82,6 +82,8 @@ enum Kind {
     PgLsn,
     Tid,
     Composite,
+    /// The anonymous `record` type: every field carries its own type OID.
+    Record,
     Range,
     Multirange,
     /// A user's codec from `set_type_codec` (text or binary format).
@@ -237,6 +239,7 @@ impl Codec {
             Kind::PgLsn => bits::decode_lsn(py, data),
             Kind::Tid => bits::decode_tid(py, data),
             Kind::Composite => composite::decode(py, data, self),
+            Kind::Record => composite::decode_record(py, data, builtin_registry()),
             Kind::Range => range::decode(py, data, self.elem_codec(py)?),
             Kind::Multirange => range::decode_multi(py, data, self.elem_codec(py)?),
             Kind::Custom => custom::decode(py, data, self),
@@ -283,6 +286,9 @@ impl Codec {
             Kind::PgLsn => bits::encode_lsn(value, out),
             Kind::Tid => bits::encode_tid(value, out),
             Kind::Composite => composite::encode(value, out, self),
+            Kind::Record => Err(EncodeError::Invalid(
+                "input of anonymous composite types is not supported".into(),
+            )),
             Kind::Range => match &self.elem {
                 Some(sub) => range::encode(value, out, sub),
                 None => Err(EncodeError::Invalid("range codec without subtype".into())),
@@ -351,6 +357,7 @@ const BUILTINS: &[(u32, &str, Kind, u32)] = &[
     (1562, "varbit", Kind::Bits, 1563),
     (3220, "pg_lsn", Kind::PgLsn, 3221),
     (27, "tid", Kind::Tid, 1010),
+    (2249, "record", Kind::Record, 2287),
     (790, "money", Kind::TextFallback, 791),
     (3614, "tsvector", Kind::TextFallback, 3643),
     (3615, "tsquery", Kind::TextFallback, 3645),
@@ -366,6 +373,12 @@ const BUILTIN_RANGES: &[(u32, &str, u32, u32, u32, u32)] = &[
     (3910, "tstzrange", 1184, 3911, 4534, 6153),
     (3912, "daterange", 1082, 3913, 4535, 6155),
 ];
+
+/// The builtin codecs alone, for values that name their own types (anonymous records).
+fn builtin_registry() -> &'static CodecRegistry {
+    static REGISTRY: std::sync::OnceLock<CodecRegistry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(CodecRegistry::new)
+}
 
 /// A type found by introspection, as `register_type` takes it.
 pub struct TypeInfo {
