@@ -165,6 +165,7 @@ class Connection(metaclass=ConnectionMeta):
         "_source_traceback",
         "_pool_release_ctr",
         "_session_dirty",
+        "_cache_inline",
         "__weakref__",
     )
 
@@ -199,6 +200,9 @@ class Connection(metaclass=ConnectionMeta):
         self._pool_release_ctr = 0
         # whether the session was changed in ways a pool must undo on release
         self._session_dirty = False
+        # the hot path reads the statement cache itself unless a subclass wraps
+        # _get_statement (instrumentation, tests), which must then see every query
+        self._cache_inline = type(self)._get_statement is Connection._get_statement
         self_ref = weakref.ref(self)
         protocol.set_callbacks(
             on_notice=functools.partial(_dispatch, self_ref, "_on_notice"),
@@ -794,7 +798,7 @@ class Connection(metaclass=ConnectionMeta):
         for attempt in (0, 1):
             # The hot path: a cached statement, nothing pending, no timeout: one call into
             # Rust and one await, with no intermediate coroutines.
-            stmt = self._stmt_cache.get(query)
+            stmt = self._stmt_cache.get(query) if self._cache_inline else None
             if stmt is None:
                 if timeout is None:
                     timeout = self._config.command_timeout

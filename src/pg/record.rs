@@ -135,7 +135,7 @@ impl Record {
             }
         }
         Err(PyTypeError::new_err(
-            "cannot create 'asyncpg.Record' instances",
+            "cannot create 'asyncpg.protocol.record.Record' instances",
         ))
     }
 
