@@ -59,13 +59,11 @@ class PGProtocol(asyncio.Protocol):
         record_class: Optional[type] = None,
         want_rows: bool = True,
     ) -> asyncio.Future[list[Any]]: ...
-    def bind_execute_many(
-        self,
-        state: StatementState,
-        args_seq: Iterable[Sequence[Any]],
-        record_class: Optional[type] = None,
-        want_rows: bool = False,
+    def executemany_begin(
+        self, state: StatementState, record_class: Optional[type] = None, want_rows: bool = False
     ) -> asyncio.Future[list[Any]]: ...
+    def executemany_add(self, args: Sequence[Any]) -> bool: ...
+    def executemany_end(self, failed: bool = False, rollback: bool = False) -> None: ...
     def bind_portal(
         self, state: StatementState, args: Sequence[Any], portal: str
     ) -> asyncio.Future[list[Any]]: ...

@@ -389,12 +389,9 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         if record_class is not None:
             _check_record_class(record_class)
-        stmt = await self._get_statement(query, timeout)
-        await self._ensure_idle()
-        fut = self._protocol.bind_execute_many(
-            stmt._state, args, record_class or self._record_class, True
-        )
-        return await self._wait(fut, timeout)
+        return await self._executemany(query, args, timeout,
+                                       record_class=record_class or self._record_class,
+                                       want_rows=True)
 
     async def prepare(self, query, *, name=None, timeout=None, record_class=None):
         """Create a :class:`~asyncpg_rs.prepared_stmt.PreparedStatement` for ``query``."""
@@ -853,11 +850,44 @@ class Connection(metaclass=ConnectionMeta):
             raise exc
         return True
 
-    async def _executemany(self, command, args, timeout):
+    async def _executemany(self, command, args, timeout, *, record_class=None,
+                           want_rows=False):
+        """Stream Bind/Execute for every argument sequence, in batches, with one Sync.
+
+        The server starts working while later batches are still being encoded, and a huge
+        or endless iterable never sits in memory. If the client side fails midway (a bad
+        value, the iterable raising), the batch is aborted server-side so nothing of it is
+        committed; inside the caller's own transaction what already ran stays in that
+        transaction, which the caller decides about.
+        """
         stmt = await self._get_statement(command, timeout)
+        return await self._executemany_on(stmt, args, timeout, record_class, want_rows)
+
+    async def _executemany_on(self, stmt, args, timeout, record_class, want_rows):
         await self._ensure_idle()
-        fut = self._protocol.bind_execute_many(stmt._state, args)
-        await self._wait(fut, timeout)
+        proto = self._protocol
+        fut = proto.executemany_begin(stmt._state, record_class, want_rows)
+        try:
+            add = proto.executemany_add
+            if hasattr(args, "__aiter__"):
+                async for a in args:
+                    if add(a):
+                        await proto.drain()
+            else:
+                for a in args:
+                    if add(a):
+                        await proto.drain()
+        except BaseException:
+            if not self.is_closed():
+                proto.executemany_end(failed=True, rollback=not proto.is_in_transaction())
+                try:
+                    await asyncio.shield(fut)
+                except (exceptions.PostgresError, asyncio.CancelledError):
+                    pass
+            raise
+        proto.executemany_end()
+        rows = await self._wait(fut, timeout)
+        return rows if want_rows else None
 
     async def _logged(self, query, args, timeout, func, *fargs):
         started = time.monotonic()

@@ -155,15 +155,10 @@ class PreparedStatement:
         """Execute the statement for each argument sequence and return all rows."""
         self._check_open("fetchmany")
         con = self._connection
-        await con._ensure_idle()
-        fut = con._protocol.bind_execute_many(
-            self._stmt._state, args, self._record_class or con._record_class, True
-        )
-        return await con._wait(fut, timeout)
+        return await con._executemany_on(
+            self._stmt, args, timeout, self._record_class or con._record_class, True)
 
     async def executemany(self, args, *, timeout=None):
         """Execute the statement for each argument sequence, atomically."""
         self._check_open("executemany")
-        con = self._connection
-        await con._ensure_idle()
-        await con._wait(con._protocol.bind_execute_many(self._stmt._state, args), timeout)
+        await self._connection._executemany_on(self._stmt, args, timeout, None, False)

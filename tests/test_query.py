@@ -166,3 +166,33 @@ async def test_close_and_terminate(pg):
     con2 = await asyncpg_rs.connect(**pg.connect_kwargs())
     con2.terminate()
     assert con2.is_closed()
+
+
+async def test_executemany_streams_and_aborts_on_client_failure(con):
+    await con.execute("CREATE TEMP TABLE ems (a int4)")
+
+    def gen(fail_at):
+        for i in range(5000):
+            if i == fail_at:
+                raise ValueError("generator broke")
+            yield (i,)
+
+    # outside a transaction the whole batch is rolled back
+    with pytest.raises(ValueError, match="generator broke"):
+        await con.executemany("INSERT INTO ems VALUES ($1)", gen(3000))
+    assert await con.fetchval("SELECT count(*) FROM ems") == 0
+    assert not con.is_in_transaction()
+    # inside the caller's transaction what ran stays there, for the caller to decide
+    async with con.transaction():
+        with pytest.raises(ValueError):
+            await con.executemany("INSERT INTO ems VALUES ($1)", gen(3000))
+        assert 0 < await con.fetchval("SELECT count(*) FROM ems") <= 3000
+    # a large input streams through without being materialised first
+    assert await con.executemany("INSERT INTO ems VALUES ($1)", gen(-1)) is None
+    assert await con.fetchval("SELECT count(*) FROM ems") >= 5000
+
+    async def agen():
+        for i in range(10):
+            yield (i,)
+
+    await con.executemany("INSERT INTO ems VALUES ($1)", agen())

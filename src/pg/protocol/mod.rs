@@ -65,6 +65,9 @@ enum Op {
     },
 }
 
+/// A streamed executemany writes its messages in batches of about this size.
+const EXECUTEMANY_FLUSH: usize = 128 * 1024;
+
 /// Bytes buffered from a COPY OUT before we stop reading from the socket.
 const COPY_OUT_HIGH_WATER: usize = 1 << 20;
 
@@ -204,6 +207,9 @@ pub struct PGProtocol {
     copy_reader: Option<PyObject>,
     copy_discard: bool,
     reading_paused: bool,
+    /// A streamed executemany's encoded but not yet sent Bind/Execute messages.
+    many_buf: BytesMut,
+    many_count: usize,
     on_notice: Option<PyObject>,
     on_notification: Option<PyObject>,
     on_lost: Option<PyObject>,
@@ -256,10 +262,10 @@ impl PGProtocol {
         self.status = None;
         self.suspended = false;
         self.query = query;
-        fx.push(Effect::Write(
-            self.transport(py)?,
-            PyBytes::new(py, &out).unbind(),
-        ));
+        let transport = self.transport(py)?;
+        if !out.is_empty() {
+            fx.push(Effect::Write(transport, PyBytes::new(py, &out).unbind()));
+        }
         Ok(fut)
     }
 
@@ -910,6 +916,8 @@ impl PGProtocol {
             copy_reader: None,
             copy_discard: false,
             reading_paused: false,
+            many_buf: BytesMut::new(),
+            many_count: 0,
             on_notice: None,
             on_notification: None,
             on_lost: None,
@@ -1173,14 +1181,13 @@ impl PGProtocol {
         Ok(fut)
     }
 
-    /// Execute `state` once per element of `args_seq` in one pipeline with a single Sync, so
-    /// the batch is atomic. Every row is encoded before anything is sent. With `want_rows`
-    /// the rows of all executions are returned (fetchmany).
-    #[pyo3(signature = (state, args_seq, record_class=None, want_rows=false))]
-    fn bind_execute_many(
+    /// Start a streamed executemany of `state`: send batches with `executemany_batch`, then
+    /// `executemany_end`. The future resolves at ReadyForQuery (with the rows of all
+    /// executions when `want_rows`).
+    #[pyo3(signature = (state, record_class=None, want_rows=false))]
+    fn executemany_begin(
         slf: &Bound<'_, Self>,
         state: Py<StatementState>,
-        args_seq: &Bound<'_, PyAny>,
         record_class: Option<Py<PyType>>,
         want_rows: bool,
     ) -> PyResult<PyObject> {
@@ -1193,18 +1200,13 @@ impl PGProtocol {
             if st.is_closed() {
                 return Err(interface_error(py, "the prepared statement is closed"));
             }
-            let mut out = BytesMut::with_capacity(4096);
+            let mut out = BytesMut::new();
             if st.name.is_empty() {
                 frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
                     .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
             }
-            for (row_index, args) in args_seq.try_iter()?.enumerate() {
-                let args = args?;
-                Self::write_bind(py, &mut out, "", st, &args, Some(row_index))?;
-                frontend::execute("", 0, &mut out)
-                    .map_err(|e| interface_error(py, e.to_string()))?;
-            }
-            frontend::sync(&mut out);
+            this.many_buf.clear();
+            this.many_count = 0;
             let q = Some(st.query.clone());
             this.begin(
                 py,
@@ -1221,6 +1223,67 @@ impl PGProtocol {
         };
         run_effects(py, fx)?;
         Ok(fut)
+    }
+
+    /// Encode one argument sequence of a streamed executemany; it is sent with the others
+    /// once 128 KiB have gathered. Returns whether the transport asked us to pause (then
+    /// await `drain()`).
+    fn executemany_add(slf: &Bound<'_, Self>, args: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
+        let flush = {
+            let mut this = slf.borrow_mut();
+            let this = &mut *this;
+            let Op::Execute { state, .. } = &this.op else {
+                return Err(interface_error(py, "no executemany() in progress"));
+            };
+            let index = this.many_count;
+            Self::write_bind(py, &mut this.many_buf, "", state.get(), args, Some(index))?;
+            frontend::execute("", 0, &mut this.many_buf)
+                .map_err(|e| interface_error(py, e.to_string()))?;
+            this.many_count += 1;
+            if this.many_buf.len() >= EXECUTEMANY_FLUSH {
+                let data = PyBytes::new(py, &this.many_buf).unbind();
+                this.many_buf.clear();
+                Some((this.transport(py)?, data))
+            } else {
+                None
+            }
+        };
+        if let Some((transport, data)) = flush {
+            transport.call_method1(py, pyo3::intern!(py, "write"), (data,))?;
+        }
+        Ok(slf.borrow().writing_paused)
+    }
+
+    /// Finish a streamed executemany with Sync. With `failed` (the client side failed
+    /// midway) rows not yet sent are dropped; with `rollback` too, the server is first made
+    /// to fail the pipeline, so nothing of it is committed.
+    #[pyo3(signature = (failed=false, rollback=false))]
+    fn executemany_end(slf: &Bound<'_, Self>, failed: bool, rollback: bool) -> PyResult<()> {
+        let py = slf.py();
+        let (transport, mut out) = {
+            let mut this = slf.borrow_mut();
+            if !matches!(this.op, Op::Execute { .. }) {
+                return Ok(());
+            }
+            let pending = std::mem::take(&mut this.many_buf);
+            this.many_count = 0;
+            let out = if failed {
+                BytesMut::with_capacity(64)
+            } else {
+                pending
+            };
+            (this.transport(py)?, out)
+        };
+        if failed && rollback {
+            // Executing a portal that does not exist is an error the server reports before
+            // Sync, which rolls back the implicit transaction holding the whole batch.
+            frontend::execute("__asyncpg_rs_abort__", 0, &mut out)
+                .map_err(|e| interface_error(py, e.to_string()))?;
+        }
+        frontend::sync(&mut out);
+        transport.call_method1(py, pyo3::intern!(py, "write"), (PyBytes::new(py, &out),))?;
+        Ok(())
     }
 
     /// Run `sql` with the simple-query protocol (several statements allowed); resolves to the
