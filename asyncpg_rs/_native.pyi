@@ -1,7 +1,7 @@
 """Type stubs for the compiled core ``asyncpg_rs._native``."""
 
 import asyncio
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 # ---------------------------------------------------------------- protocol
 
