@@ -1,0 +1,153 @@
+"""Pool benchmark: acquire + SELECT 1 + release at 64 concurrent tasks on a pool of 10.
+
+asyncpg_rs's pool against asyncpg's, on each available loop, side by side in one run,
+interleaved and repeated; prints medians of throughput and of server CPU per operation
+(the CPU time the pool's backends used, read from /proc, divided by operations).
+
+    python benchmarks/pool_bench.py [--dsn DSN] [--repeat 3] [--duration 3]
+
+A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TASKS = 64
+POOL_SIZE = 10
+
+
+def _backend_cpu_seconds(pids):
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / ticks
+
+
+async def _run(driver, dsn, duration):
+    pool = await driver.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
+    pids = set()
+    for _ in range(POOL_SIZE * 3):
+        async with pool.acquire() as con:
+            pids.add(con.get_server_pid())
+
+    async def phase(seconds):
+        stop = time.perf_counter() + seconds
+        count = 0
+
+        async def worker():
+            nonlocal count
+            while time.perf_counter() < stop:
+                async with pool.acquire() as con:
+                    await con.fetchval("SELECT 1")
+                count += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(TASKS)))
+        return count, time.perf_counter() - started
+
+    await phase(0.3)  # warm-up: statement caches, connections
+    cpu0 = _backend_cpu_seconds(pids)
+    count, elapsed = await phase(duration)
+    cpu = _backend_cpu_seconds(pids) - cpu0
+    await pool.close()
+    return {"ops_per_s": count / elapsed, "server_us_per_op": cpu / max(count, 1) * 1e6}
+
+
+def _worker(driver_name, loop_name, dsn, duration):
+    if driver_name == "asyncpg":
+        import asyncpg as driver
+    else:
+        import asyncpg_rs as driver
+    if loop_name == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    elif loop_name == "asyncpg_rs":
+        import asyncpg_rs
+
+        loop = asyncpg_rs.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        print(json.dumps(loop.run_until_complete(_run(driver, dsn, duration))))
+    finally:
+        loop.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dsn")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        driver, loop, dsn, duration = args.worker
+        _worker(driver, loop, dsn, float(duration))
+        return
+    cluster = None
+    dsn = args.dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
+    if not dsn:
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+        import pgcluster
+
+        cluster = pgcluster.Cluster.start()
+        dsn = cluster.dsn()
+    loops = ["asyncio"]
+    try:
+        import uvloop  # noqa: F401
+
+        loops.append("uvloop")
+    except ImportError:
+        pass
+    results = {}
+    try:
+        for rep in range(args.repeat):
+            for loop in loops:
+                order = ["asyncpg", "asyncpg_rs"] if rep % 2 == 0 else ["asyncpg_rs", "asyncpg"]
+                for driver in order:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--worker", driver, loop, dsn,
+                         str(args.duration)], capture_output=True, text=True, timeout=300)
+                    if out.returncode != 0:
+                        print(out.stderr[-2000:], file=sys.stderr)
+                        continue
+                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    results.setdefault((loop, driver), []).append(r)
+                    print(f"  rep {rep + 1} {loop:8} {driver:10} {r}", file=sys.stderr)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print(f"\n{'loop':8} {'ops/s asyncpg':>14} {'ops/s rs':>10} {'ratio':>6}"
+          f" {'srv us/op apg':>14} {'srv us/op rs':>13} {'ratio':>6}")
+    for loop in loops:
+        a = results.get((loop, "asyncpg"), [])
+        r = results.get((loop, "asyncpg_rs"), [])
+        if not a or not r:
+            continue
+        aq = statistics.median(x["ops_per_s"] for x in a)
+        rq = statistics.median(x["ops_per_s"] for x in r)
+        ac = statistics.median(x["server_us_per_op"] for x in a)
+        rc = statistics.median(x["server_us_per_op"] for x in r)
+        print(f"{loop:8} {aq:14.0f} {rq:10.0f} {rq / aq:6.2f} {ac:14.1f} {rc:13.1f}"
+              f" {rc / ac:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
