@@ -867,27 +867,52 @@ class Connection(metaclass=ConnectionMeta):
         await self._ensure_idle()
         proto = self._protocol
         fut = proto.executemany_begin(stmt._state, record_class, want_rows)
+        if timeout is None:
+            timeout = self._config.command_timeout
+        deadline = None if timeout is None else self._loop.time() + timeout
         try:
             add = proto.executemany_add
             if hasattr(args, "__aiter__"):
                 async for a in args:
-                    if add(a):
-                        await proto.drain()
+                    state = add(a)
+                    if state == 2:
+                        break  # the server already failed the batch: stop sending
+                    if state:
+                        await self._drain_until(deadline)
             else:
                 for a in args:
-                    if add(a):
-                        await proto.drain()
-        except BaseException:
+                    state = add(a)
+                    if state == 2:
+                        break
+                    if state:
+                        await self._drain_until(deadline)
+        except BaseException as e:
             if not self.is_closed():
                 proto.executemany_end(failed=True, rollback=not proto.is_in_transaction())
-                try:
-                    await asyncio.shield(fut)
-                except (exceptions.PostgresError, asyncio.CancelledError):
-                    pass
+                if isinstance(e, (asyncio.TimeoutError, asyncio.CancelledError)):
+                    # the server may be stuck (a lock): cancel it rather than wait; the next
+                    # operation waits for the cancellation to land
+                    fut.add_done_callback(_consume_outcome)
+                    self._cancel_current_command()
+                else:
+                    try:
+                        await asyncio.shield(fut)
+                    except (exceptions.PostgresError, asyncio.CancelledError):
+                        pass
             raise
         proto.executemany_end()
+        if deadline is not None:
+            timeout = max(deadline - self._loop.time(), 0.001)
         rows = await self._wait(fut, timeout)
         return rows if want_rows else None
+
+    async def _drain_until(self, deadline):
+        """Wait for the transport to take more data (flow control), until ``deadline``."""
+        if deadline is None:
+            await self._protocol.drain()
+        else:
+            await asyncio.wait_for(self._protocol.drain(),
+                                   max(deadline - self._loop.time(), 0))
 
     async def _logged(self, query, args, timeout, func, *fargs):
         started = time.monotonic()
@@ -1001,6 +1026,12 @@ def _dispatch(ref, method, *args):
     con = ref()
     if con is not None:
         getattr(con, method)(*args)
+
+
+def _consume_outcome(fut):
+    # an abandoned operation's error is expected: mark it retrieved so asyncio stays quiet
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _expire(fut):

@@ -1226,9 +1226,9 @@ impl PGProtocol {
     }
 
     /// Encode one argument sequence of a streamed executemany; it is sent with the others
-    /// once 128 KiB have gathered. Returns whether the transport asked us to pause (then
-    /// await `drain()`).
-    fn executemany_add(slf: &Bound<'_, Self>, args: &Bound<'_, PyAny>) -> PyResult<bool> {
+    /// once 128 KiB have gathered. Returns 0 to go on, 1 when the transport asked us to
+    /// pause (await `drain()`), 2 when the server already reported an error (stop sending).
+    fn executemany_add(slf: &Bound<'_, Self>, args: &Bound<'_, PyAny>) -> PyResult<u8> {
         let py = slf.py();
         let flush = {
             let mut this = slf.borrow_mut();
@@ -1252,7 +1252,14 @@ impl PGProtocol {
         if let Some((transport, data)) = flush {
             transport.call_method1(py, pyo3::intern!(py, "write"), (data,))?;
         }
-        Ok(slf.borrow().writing_paused)
+        let this = slf.borrow();
+        Ok(if this.error.is_some() {
+            2
+        } else if this.writing_paused {
+            1
+        } else {
+            0
+        })
     }
 
     /// Finish a streamed executemany with Sync. With `failed` (the client side failed

@@ -70,12 +70,22 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, sub: &Codec) -> Enco
         .cloned()
         .or_else(|_| value.downcast::<PyList>().map(|l| l.to_tuple()))
     {
-        if t.len() != 2 {
-            return Err(EncodeError::Invalid(
-                "a range is required: a Range or a (lower, upper) tuple".into(),
-            ));
+        match t.len() {
+            0 => (
+                py.None().into_bound(py),
+                py.None().into_bound(py),
+                true,
+                false,
+                false,
+            ),
+            1 => (t.get_item(0)?, py.None().into_bound(py), true, false, false),
+            2 => (t.get_item(0)?, t.get_item(1)?, true, false, false),
+            n => {
+                return Err(EncodeError::Invalid(format!(
+                    "expected 0, 1 or 2 elements in range (got {n})"
+                )))
+            }
         }
-        (t.get_item(0)?, t.get_item(1)?, true, false, false)
     } else {
         return Err(EncodeError::Invalid(format!(
             "list, tuple or Range object expected (got type {})",
