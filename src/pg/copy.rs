@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::pg::errors::data_error;
 use crate::pg::protocol::statement::StatementState;
-use crate::pg::types::{EncodeError, Format};
+use crate::pg::types::{put_framed, Format};
 
 /// The 19-byte header of PostgreSQL's binary COPY format (signature, flags, extension).
 #[pyfunction]
@@ -81,25 +81,18 @@ pub fn encode_copy_records(
                 out.put_i32(-1);
                 continue;
             }
-            let at = out.len();
-            out.put_i32(0);
-            if let Err(e) = codec.encode(&value, &mut out) {
+            if let Err(e) = put_framed(&mut out, |out| codec.encode(&value, out)) {
                 let column = &st.columns[col].name;
-                let reason = match e {
-                    EncodeError::Invalid(r) => r,
-                    EncodeError::Py(err) => err.value(py).to_string(),
-                };
                 return Err(data_error(
                     py,
                     format!(
-                        "invalid input in record #{index}, column {column:?} ({}): {} ({reason})",
+                        "invalid input in record #{index}, column {column:?} ({}): {} ({})",
                         codec.type_name(),
-                        value.repr().map(|r| r.to_string()).unwrap_or_default()
+                        value.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        e.reason(py)
                     ),
                 ));
             }
-            let len = (out.len() - at - 4) as i32;
-            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
     }
     Ok(PyBytes::new(py, &out).unbind())

@@ -269,6 +269,36 @@ impl PGProtocol {
         Ok(fut)
     }
 
+    /// Send `out` and wait for an Execute-like operation on `state` to finish.
+    fn begin_execute(
+        &mut self,
+        py: Python<'_>,
+        state: Py<StatementState>,
+        record_class: Option<Py<PyType>>,
+        want_rows: bool,
+        out: BytesMut,
+        fx: &mut Vec<Effect>,
+    ) -> PyResult<PyObject> {
+        let query = Some(state.get().query.clone());
+        let op = Op::Execute {
+            state,
+            rows: Vec::new(),
+            record_class,
+            want_rows,
+        };
+        self.begin(py, op, out, query, fx)
+    }
+
+    /// The unnamed statement may have been replaced since it was described (and a pooler
+    /// may have routed us to another backend): parse it again in the same batch.
+    fn reparse_if_unnamed(py: Python<'_>, st: &StatementState, out: &mut BytesMut) -> PyResult<()> {
+        if st.name.is_empty() {
+            frontend::parse("", &st.query, st.param_oids.iter().copied(), out)
+                .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn fail_connection(&mut self, py: Python<'_>, err: PyErr, fx: &mut Vec<Effect>) {
         self.fail_connection_keep_transport(py, err, fx);
         if let Some(t) = self.transport.as_ref() {
@@ -1153,29 +1183,12 @@ impl PGProtocol {
                 return Err(interface_error(py, "the prepared statement is closed"));
             }
             let mut out = BytesMut::with_capacity(256);
-            if st.name.is_empty() {
-                // The unnamed statement may have been replaced since it was described (and a
-                // pooler may route us to another backend): parse it again in the same batch.
-                frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
-                    .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
-            }
+            Self::reparse_if_unnamed(py, st, &mut out)?;
             Self::write_bind(py, &mut out, portal, st, args, None)?;
             frontend::execute(portal, limit, &mut out)
                 .map_err(|e| interface_error(py, e.to_string()))?;
             frontend::sync(&mut out);
-            let q = Some(st.query.clone());
-            this.begin(
-                py,
-                Op::Execute {
-                    state,
-                    rows: Vec::new(),
-                    record_class,
-                    want_rows,
-                },
-                out,
-                q,
-                &mut fx,
-            )?
+            this.begin_execute(py, state, record_class, want_rows, out, &mut fx)?
         };
         run_effects(py, fx)?;
         Ok(fut)
@@ -1201,25 +1214,10 @@ impl PGProtocol {
                 return Err(interface_error(py, "the prepared statement is closed"));
             }
             let mut out = BytesMut::new();
-            if st.name.is_empty() {
-                frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
-                    .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
-            }
+            Self::reparse_if_unnamed(py, st, &mut out)?;
             this.many_buf.clear();
             this.many_count = 0;
-            let q = Some(st.query.clone());
-            this.begin(
-                py,
-                Op::Execute {
-                    state,
-                    rows: Vec::new(),
-                    record_class,
-                    want_rows,
-                },
-                out,
-                q,
-                &mut fx,
-            )?
+            this.begin_execute(py, state, record_class, want_rows, out, &mut fx)?
         };
         run_effects(py, fx)?;
         Ok(fut)
@@ -1341,25 +1339,10 @@ impl PGProtocol {
             this.check_ready(py)?;
             let st = state.get();
             let mut out = BytesMut::with_capacity(256);
-            if st.name.is_empty() {
-                frontend::parse("", &st.query, st.param_oids.iter().copied(), &mut out)
-                    .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
-            }
+            Self::reparse_if_unnamed(py, st, &mut out)?;
             Self::write_bind(py, &mut out, portal, st, args, None)?;
             frontend::sync(&mut out);
-            let q = Some(st.query.clone());
-            this.begin(
-                py,
-                Op::Execute {
-                    state,
-                    rows: Vec::new(),
-                    record_class: None,
-                    want_rows: false,
-                },
-                out,
-                q,
-                &mut fx,
-            )?
+            this.begin_execute(py, state, None, false, out, &mut fx)?
         };
         run_effects(py, fx)?;
         Ok(fut)
@@ -1388,19 +1371,7 @@ impl PGProtocol {
             frontend::execute(portal, limit, &mut out)
                 .map_err(|e| interface_error(py, e.to_string()))?;
             frontend::sync(&mut out);
-            let q = Some(state.get().query.clone());
-            this.begin(
-                py,
-                Op::Execute {
-                    state,
-                    rows: Vec::new(),
-                    record_class,
-                    want_rows: true,
-                },
-                out,
-                q,
-                &mut fx,
-            )?
+            this.begin_execute(py, state, record_class, true, out, &mut fx)?
         };
         run_effects(py, fx)?;
         Ok(fut)

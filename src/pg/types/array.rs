@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::scalar::type_name;
-use super::{Codec, EncodeError, EncodeResult};
+use super::{put_framed, Codec, EncodeError, EncodeResult};
 use crate::pg::errors::protocol_error;
 
 /// PostgreSQL's MAXDIM.
@@ -178,17 +178,9 @@ fn encode_level(
             if is_subarray(item) && !matches!(elem.kind, super::Kind::Array) {
                 return Err(EncodeError::Invalid("non-homogeneous array".into()));
             }
-            let at = out.len();
-            out.put_i32(0);
-            elem.encode(item, out).map_err(|e| {
-                let reason = match e {
-                    EncodeError::Invalid(r) => r,
-                    EncodeError::Py(err) => err.value(item.py()).to_string(),
-                };
-                EncodeError::Invalid(format!("invalid array element: {reason}"))
+            put_framed(out, |out| elem.encode(item, out)).map_err(|e| {
+                EncodeError::Invalid(format!("invalid array element: {}", e.reason(item.py())))
             })?;
-            let len = (out.len() - at - 4) as i32;
-            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
     }
     Ok(())

@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use super::{Codec, EncodeError, EncodeResult};
+use super::{put_framed, Codec, EncodeError, EncodeResult};
 use crate::pg::errors::{internal_error, protocol_error};
 use crate::pg::record::new_record;
 
@@ -106,11 +106,7 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, codec: &Codec) -> En
             out.put_i32(-1);
             continue;
         }
-        let at = out.len();
-        out.put_i32(0);
-        field.encode(item, out)?;
-        let len = (out.len() - at - 4) as i32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        put_framed(out, |out| field.encode(item, out))?;
     }
     Ok(())
 }

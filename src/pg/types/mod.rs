@@ -50,6 +50,31 @@ impl From<PyErr> for EncodeError {
 
 pub type EncodeResult = Result<(), EncodeError>;
 
+impl EncodeError {
+    /// The reason as text (a Python exception's message for `Py`).
+    pub fn reason(self, py: Python<'_>) -> String {
+        match self {
+            EncodeError::Invalid(r) => r,
+            EncodeError::Py(err) => err.value(py).to_string(),
+        }
+    }
+}
+
+/// Append what `encode` writes, preceded by its length as an i32: how arrays, composites,
+/// ranges and binary COPY rows frame each element.
+pub fn put_framed(
+    out: &mut BytesMut,
+    encode: impl FnOnce(&mut BytesMut) -> EncodeResult,
+) -> EncodeResult {
+    use bytes::BufMut;
+    let at = out.len();
+    out.put_i32(0);
+    encode(out)?;
+    let len = (out.len() - at - 4) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Bool,

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::{Codec, EncodeError, EncodeResult};
+use super::{put_framed, Codec, EncodeError, EncodeResult};
 use crate::pg::errors::protocol_error;
 
 const EMPTY: u8 = 0x01;
@@ -112,11 +112,7 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, sub: &Codec) -> Enco
         if b.is_none() {
             continue;
         }
-        let at = out.len();
-        out.put_i32(0);
-        sub.encode(b, out)?;
-        let len = (out.len() - at - 4) as i32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        put_framed(out, |out| sub.encode(b, out))?;
     }
     Ok(())
 }
@@ -154,11 +150,7 @@ pub fn encode_multi(value: &Bound<'_, PyAny>, out: &mut BytesMut, sub: &Codec) -
         .collect::<PyResult<_>>()?;
     out.put_i32(items.len() as i32);
     for item in items {
-        let at = out.len();
-        out.put_i32(0);
-        encode(&item, out, sub)?;
-        let len = (out.len() - at - 4) as i32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        put_framed(out, |out| encode(&item, out, sub))?;
     }
     Ok(())
 }
