@@ -6,6 +6,7 @@
 
 from . import _native  # noqa: F401  (load the compiled core first)
 from .connection import Connection, connect  # noqa: F401
+from .eventloop import EventLoopPolicy, Loop, install, new_event_loop, run  # noqa: F401
 from .exceptions import *  # noqa: F401,F403
 from .pool import Pool, create_pool  # noqa: F401
 from .prepared_stmt import PreparedStatement  # noqa: F401
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     ("connect", "create_pool", "Pool", "Connection", "PreparedStatement", "Record")
+    + ("Loop", "new_event_loop", "run", "EventLoopPolicy", "install")
     + exceptions.__all__  # noqa: F405
     + types.__all__  # noqa: F405
 )

@@ -153,7 +153,10 @@ def _available_loops():
     try:
         import asyncpg_rs
 
-        if hasattr(asyncpg_rs, "new_event_loop"):
+        # the driver needs the loop's transports (create_connection), not only its core
+        if hasattr(asyncpg_rs, "Loop") and (
+            asyncpg_rs.Loop.create_connection is not asyncio.AbstractEventLoop.create_connection
+        ):
             loops.append("asyncpg_rs")
     except ImportError:
         pass

@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import pgcluster  # noqa: E402
 
 
-def _loop_factories():
+def _loop_factories(networking=True):
+    """The loops async tests run on; ``networking=False`` also takes a loop without transports."""
     factories = {"asyncio": asyncio.new_event_loop}
     try:
         import uvloop
@@ -38,7 +39,10 @@ def _loop_factories():
     try:
         import asyncpg_rs
 
-        if hasattr(asyncpg_rs, "new_event_loop"):
+        serves_sockets = hasattr(asyncpg_rs, "Loop") and (
+            asyncpg_rs.Loop.create_connection is not asyncio.AbstractEventLoop.create_connection
+        )
+        if hasattr(asyncpg_rs, "new_event_loop") and (serves_sockets or not networking):
             factories["asyncpg_rs"] = asyncpg_rs.new_event_loop
     except ImportError:
         pass
@@ -46,11 +50,16 @@ def _loop_factories():
 
 
 LOOPS = _loop_factories()
+# Loop tests (``pytest.mark.any_loop``) also run on our loop before it has transports.
+ALL_LOOPS = _loop_factories(networking=False)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "loops(*names): run this async test only on these loops")
     config.addinivalue_line("markers", "needs_roles: needs the throwaway cluster's roles/TLS")
+    config.addinivalue_line(
+        "markers", "any_loop: a loop test, run on every loop (transports or not)"
+    )
 
 
 # ---------------------------------------------------------------- the server
@@ -150,7 +159,8 @@ async def con(pg):
 def pytest_generate_tests(metafunc):
     if not inspect.iscoroutinefunction(metafunc.function):
         return
-    names = list(LOOPS)
+    any_loop = metafunc.definition.get_closest_marker("any_loop") is not None
+    names = list(ALL_LOOPS if any_loop else LOOPS)
     marker = metafunc.definition.get_closest_marker("loops")
     if marker is not None:
         names = [n for n in names if n in marker.args]
@@ -206,7 +216,7 @@ def pytest_pyfunc_call(pyfuncitem):
         return None
     loop_name = pyfuncitem.callspec.params["event_loop_name"]
     kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    loop = LOOPS[loop_name]()
+    loop = ALL_LOOPS[loop_name]()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(_run_test(func, kwargs))

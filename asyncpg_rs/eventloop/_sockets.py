@@ -1,0 +1,335 @@
+"""``loop.sock_*``: awaitable operations on non-blocking sockets.
+
+Each tries the operation at once and, only when the socket would block, waits for readiness
+with the reactor's reader/writer watch on the descriptor; the watch is removed when the
+operation completes or its future is cancelled.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any
+
+try:
+    import ssl
+except ImportError:  # pragma: no cover
+    ssl = None
+
+_SENDFILE_CHUNK = 256 * 1024
+
+
+def _check_socket(sock: Any) -> None:
+    if ssl is not None and isinstance(sock, ssl.SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+    if sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+
+
+def _is_numeric_host(host: Any) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("idna")
+        except UnicodeError:
+            return False
+    if not isinstance(host, str):
+        return False
+    bare = host.partition("%")[0]
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, bare)
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _is_numeric_port(port: Any) -> bool:
+    if port is None or isinstance(port, int):
+        return True
+    if isinstance(port, (str, bytes)):
+        return port.isdigit()
+    return False
+
+
+class SocketMethods:
+    # ---------------------------------------------------------------- name resolution
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """``socket.getaddrinfo`` off the loop; numeric hosts are answered inline."""
+        if _is_numeric_host(host) and _is_numeric_port(port):
+            # no DNS involved: the C library answers from the literal without blocking
+            return socket.getaddrinfo(host, port, family, type, proto, flags)
+        return await self.run_in_executor(
+            None, socket.getaddrinfo, host, port, family, type, proto, flags
+        )
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        """``socket.getnameinfo`` in the default executor."""
+        return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+
+    async def _resolve_for(self, sock, address):
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return address
+        host, port = address[:2]
+        infos = await self.getaddrinfo(
+            host, port, family=sock.family, type=sock.type, proto=sock.proto
+        )
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned empty list")
+        return infos[0][4]
+
+    # ---------------------------------------------------------------- waiting helpers
+
+    def _wait_readable(self, sock, attempt, *args):
+        """Future for ``attempt(*args)``, retried each time ``sock`` is readable."""
+        return self._wait_ready(sock, False, attempt, *args)
+
+    def _wait_writable(self, sock, attempt, *args):
+        return self._wait_ready(sock, True, attempt, *args)
+
+    def _wait_ready(self, sock, write, attempt, *args):
+        fut = self.create_future()
+        fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
+
+        def on_ready():
+            if fut.done():
+                return
+            try:
+                result = attempt(*args)
+            except (BlockingIOError, InterruptedError):
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                fut.set_exception(exc)
+            else:
+                if result is not _AGAIN:
+                    fut.set_result(result)
+
+        handle = (self._add_writer if write else self._add_reader)(fd, on_ready)
+        remove = self.remove_writer if write else self.remove_reader
+
+        def done(_fut):
+            # another operation on the same socket may have replaced our watch since
+            if not handle.cancelled():
+                remove(fd)
+
+        fut.add_done_callback(done)
+        return fut
+
+    def _ensure_fd_no_transport(self, fd):
+        """Transports own their descriptors; a bare socket operation must not steal one."""
+
+    # ---------------------------------------------------------------- receiving
+
+    async def sock_recv(self, sock, n):
+        """Receive up to ``n`` bytes from ``sock``."""
+        _check_socket(sock)
+        try:
+            return sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_readable(sock, sock.recv, n)
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into ``buf``; returns the number of bytes received."""
+        _check_socket(sock)
+        try:
+            return sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_readable(sock, sock.recv_into, buf)
+
+    async def sock_recvfrom(self, sock, bufsize):
+        """Receive a datagram of up to ``bufsize`` bytes; returns ``(data, address)``."""
+        _check_socket(sock)
+        try:
+            return sock.recvfrom(bufsize)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_readable(sock, sock.recvfrom, bufsize)
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        """Receive a datagram into ``buf``; returns ``(nbytes, address)``."""
+        _check_socket(sock)
+        if not nbytes:
+            nbytes = len(buf)
+        try:
+            return sock.recvfrom_into(buf, nbytes)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_readable(sock, sock.recvfrom_into, buf, nbytes)
+
+    # ---------------------------------------------------------------- sending
+
+    async def sock_sendall(self, sock, data):
+        """Send all of ``data``; returns None once the kernel has taken every byte."""
+        _check_socket(sock)
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data).cast("B")
+        state = [sent]
+
+        def attempt():
+            n = sock.send(view[state[0] :])
+            state[0] += n
+            return None if state[0] == len(view) else _AGAIN
+
+        await self._wait_writable(sock, attempt)
+
+    async def sock_sendto(self, sock, data, address):
+        """Send a datagram to ``address``; returns the number of bytes sent."""
+        _check_socket(sock)
+        try:
+            return sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_writable(sock, sock.sendto, data, address)
+
+    # ---------------------------------------------------------------- connections
+
+    async def sock_connect(self, sock, address):
+        """Connect ``sock`` to ``address`` (resolving a host name first, as asyncio does)."""
+        _check_socket(sock)
+        if sock.family != getattr(socket, "AF_UNIX", None):
+            address = await self._resolve_for(sock, address)
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+
+        def finished():
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
+                return _AGAIN
+            if err != 0:
+                raise OSError(err, f"Connect call failed {address}")
+            return None
+
+        await self._wait_writable(sock, finished)
+
+    async def sock_accept(self, sock):
+        """Accept a connection; returns ``(conn, address)`` with ``conn`` non-blocking."""
+        _check_socket(sock)
+
+        def attempt():
+            conn, address = sock.accept()
+            conn.setblocking(False)
+            return conn, address
+
+        try:
+            return attempt()
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._wait_readable(sock, attempt)
+
+    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
+        """Send ``file`` over ``sock`` with ``os.sendfile``, or by reading and sending."""
+        import asyncio
+
+        _check_socket(sock)
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if not isinstance(offset, int):
+            raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+        if offset < 0:
+            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+        try:
+            return await self._sendfile_native(sock, file, offset, count)
+        except asyncio.SendfileNotAvailableError:
+            if not fallback:
+                raise
+        return await self._sendfile_fallback(sock, file, offset, count)
+
+    async def _sendfile_native(self, sock, file, offset, count):
+        import asyncio
+
+        if not hasattr(os, "sendfile"):
+            raise asyncio.SendfileNotAvailableError("os.sendfile() is not available")
+        try:
+            fileno = file.fileno()
+        except (AttributeError, OSError) as exc:
+            raise asyncio.SendfileNotAvailableError("not a regular file") from exc
+        try:
+            size = os.fstat(fileno).st_size
+        except OSError as exc:
+            raise asyncio.SendfileNotAvailableError("not a regular file") from exc
+        total = min(count, size - offset) if count else size - offset
+        if total <= 0:
+            return 0
+        state = [offset, 0]
+
+        def attempt():
+            remaining = total - state[1]
+            try:
+                n = os.sendfile(sock.fileno(), fileno, state[0], min(remaining, 1 << 30))
+            except OSError as exc:
+                if exc.errno in (errno.ENOTSOCK, errno.EINVAL) and state[1] == 0:
+                    raise asyncio.SendfileNotAvailableError(
+                        "os.sendfile() does not support this file"
+                    ) from exc
+                raise
+            if n == 0:
+                return None
+            state[0] += n
+            state[1] += n
+            return None if state[1] >= total else _AGAIN
+
+        try:
+            try:
+                if attempt() is _AGAIN:
+                    await self._wait_writable(sock, attempt)
+            except (BlockingIOError, InterruptedError):
+                await self._wait_writable(sock, attempt)
+        finally:
+            if state[1] > 0:
+                file.seek(offset + state[1])
+        return state[1]
+
+    async def _sendfile_fallback(self, sock, file, offset, count):
+        if offset:
+            file.seek(offset)
+        chunk = min(count, _SENDFILE_CHUNK) if count else _SENDFILE_CHUNK
+        buf = bytearray(chunk)
+        total = 0
+        try:
+            while True:
+                want = min(count - total, chunk) if count else chunk
+                if want <= 0:
+                    break
+                view = memoryview(buf)[:want]
+                n = await self.run_in_executor(None, file.readinto, view)
+                if not n:
+                    break
+                await self.sock_sendall(sock, view[:n])
+                total += n
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+
+
+class _Again:
+    """An attempt that made progress but is not finished: keep waiting."""
+
+    __slots__ = ()
+
+
+_AGAIN = _Again()
