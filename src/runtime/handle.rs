@@ -8,7 +8,6 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
@@ -18,7 +17,6 @@ use super::cell::GilCell;
 pub struct Callback {
     pub func: Py<PyAny>,
     pub args: Py<PyTuple>,
-    pub context: Py<PyAny>,
 }
 
 /// A callback scheduled on the loop (`asyncio.Handle`'s interface).
@@ -30,6 +28,8 @@ pub struct Callback {
 #[pyclass(module = "asyncpg_rs._native", subclass, frozen)]
 pub struct Handle {
     callback: GilCell<Option<Callback>>,
+    /// Kept for the handle's life (asyncio's `get_context()` works after the call too).
+    context: Py<PyAny>,
     cancelled: AtomicBool,
     /// Runs each time its descriptor is ready (add_reader/add_writer) rather than once.
     persistent: bool,
@@ -58,8 +58,8 @@ impl Handle {
             callback: GilCell::new(Some(Callback {
                 func: func.unbind(),
                 args: args.unbind(),
-                context,
             })),
+            context,
             cancelled: AtomicBool::new(false),
             persistent: false,
             source_traceback: GilCell::new(None),
@@ -91,15 +91,10 @@ impl Handle {
             .and_then(|slot| slot.as_ref().map(|tb| tb.clone_ref(py)))
     }
 
-    fn parts(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>, Py<PyAny>)> {
-        let slot = self.callback.try_borrow_mut(py)?;
-        slot.as_ref().map(|cb| {
-            (
-                cb.func.clone_ref(py),
-                cb.args.clone_ref(py),
-                cb.context.clone_ref(py),
-            )
-        })
+    fn parts(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>)> {
+        let slot = self.callback.try_borrow_for_gc()?;
+        slot.as_ref()
+            .map(|cb| (cb.func.clone_ref(py), cb.args.clone_ref(py)))
     }
 
     /// Run the callback in its context. `Err` is whatever the callback raised.
@@ -116,7 +111,7 @@ impl Handle {
         // SAFETY: the three objects are kept alive by `slot` for the whole call; a tuple's
         // items are a contiguous array of its size, which is what vectorcall takes.
         unsafe {
-            let ctx = cb.context.as_ptr();
+            let ctx = self.context.as_ptr();
             if ffi::PyContext_Enter(ctx) != 0 {
                 return Err(PyErr::fetch(py));
             }
@@ -139,7 +134,7 @@ impl Handle {
         }
     }
 
-    /// After the loop ran a one-shot handle: let go of the callback, its arguments and context,
+    /// After the loop ran a one-shot handle: let go of the callback and its arguments,
     /// which breaks any cycle through the handle (a callback's object holding its own handle).
     pub fn finish(&self, py: Python<'_>) {
         if !self.persistent {
@@ -165,7 +160,7 @@ impl Handle {
 
     fn describe(&self, py: Python<'_>) -> String {
         match self.parts(py) {
-            Some((func, args, _)) => format_callback(py, func.bind(py), args.bind(py)),
+            Some((func, args)) => format_callback(py, func.bind(py), args.bind(py)),
             None => String::new(),
         }
     }
@@ -217,10 +212,8 @@ impl Handle {
     }
 
     /// The ``contextvars.Context`` the callback runs in.
-    fn get_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.parts(py)
-            .map(|(_, _, ctx)| ctx)
-            .ok_or_else(|| PyRuntimeError::new_err("the handle was cancelled"))
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
     }
 
     /// Run the callback now, in its context (what the loop does when its turn comes).
