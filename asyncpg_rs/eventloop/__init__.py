@@ -29,8 +29,18 @@ from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 from .._native import Handle, LoopCore, TimerHandle
 from ._signals import SignalMethods
 from ._sockets import SocketMethods
+from ._streams import Server, StreamMethods
 
-__all__ = ("Loop", "Handle", "TimerHandle", "new_event_loop", "run", "EventLoopPolicy", "install")
+__all__ = (
+    "Loop",
+    "Handle",
+    "TimerHandle",
+    "Server",
+    "new_event_loop",
+    "run",
+    "EventLoopPolicy",
+    "install",
+)
 
 _T = TypeVar("_T")
 _logger = logging.getLogger("asyncio")
@@ -50,7 +60,7 @@ def _stop_when_done(fut: asyncio.Future) -> None:
         fut._loop.stop()
 
 
-class Loop(LoopCore, SocketMethods, SignalMethods, asyncio.AbstractEventLoop):
+class Loop(LoopCore, StreamMethods, SocketMethods, SignalMethods, asyncio.AbstractEventLoop):
     """The asyncpg_rs event loop: an ``asyncio.AbstractEventLoop`` on a Rust core."""
 
     def __init__(self) -> None:

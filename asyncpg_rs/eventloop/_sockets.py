@@ -124,6 +124,9 @@ class SocketMethods:
 
     def _ensure_fd_no_transport(self, fd):
         """Transports own their descriptors; a bare socket operation must not steal one."""
+        transport = self._transport_of(fd)
+        if transport is not None:
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
     # ---------------------------------------------------------------- receiving
 

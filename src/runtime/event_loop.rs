@@ -25,6 +25,7 @@ use super::clock::{monotonic, thread_ident};
 use super::handle::{Handle, TimerHandle};
 use super::reactor::{Direction, Reactor};
 use super::timers::TimerHeap;
+use super::transports::stream::StreamTransport;
 
 /// Polls skipped in a row while callbacks keep the loop busy and only the loop's own
 /// descriptors are watched; after this many the loop looks at them anyway.
@@ -295,11 +296,18 @@ impl LoopCore {
             }
             if !events.is_empty() {
                 let mut due = Vec::with_capacity(events.len());
+                let mut transports = Vec::new();
                 for ready in &events {
-                    me.reactor.handles_for(py, ready, &mut due)?;
+                    me.reactor
+                        .handles_for(py, ready, &mut due, &mut transports)?;
                 }
-                let mut ready = me.ready.borrow_mut(py)?;
-                ready.extend(due.into_iter().filter(|h| !h.get().is_cancelled()));
+                me.ready
+                    .borrow_mut(py)?
+                    .extend(due.into_iter().filter(|h| !h.get().is_cancelled()));
+                // Transports run their protocol callbacks right away, as uvloop's do.
+                for (transport, readable, writable) in transports {
+                    StreamTransport::on_ready(transport.bind(py), readable, writable)?;
+                }
             }
         }
 
@@ -352,6 +360,12 @@ impl LoopCore {
         let me = slf.get();
         me.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
+        if let Some(transport) = me.reactor.transport_of(py, fd) {
+            return Err(PyRuntimeError::new_err(format!(
+                "File descriptor {fd} is used by transport {}",
+                transport.bind(py).repr()?
+            )));
+        }
         let method = if direction == Direction::Read {
             "add_reader"
         } else {
@@ -638,7 +652,7 @@ impl LoopCore {
         me.closed.store(true, Ordering::Relaxed);
         let ready = me.ready.take(py);
         let timers = me.timers.borrow_mut(py)?.drain();
-        let watches = me.reactor.clear(py);
+        let (watches, transports) = me.reactor.clear(py);
         me.cancelled_in_heap.store(0, Ordering::Relaxed);
         // Handles are not tracked by the GC: drop their callbacks, in case something else
         // still holds one of them in a cycle.
@@ -649,7 +663,40 @@ impl LoopCore {
             t.bind(py).as_super().get().cancel_silently(py);
         }
         drop((ready, timers, watches));
+        for transport in transports {
+            transport.get().abandon(py);
+        }
         Ok(())
+    }
+
+    /// Let a stream transport own `fd` (readiness goes straight to it).
+    fn _attach_transport(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        transport: Py<StreamTransport>,
+    ) -> PyResult<()> {
+        slf.get().check_closed()?;
+        slf.get()
+            .reactor
+            .set_transport(slf.py(), fd, Some(transport))
+            .map(drop)
+    }
+
+    /// Stop watching a transport's descriptor.
+    fn _detach_transport(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<()> {
+        slf.get()
+            .reactor
+            .set_transport(slf.py(), fd, None)
+            .map(drop)
+    }
+
+    /// The transport that owns ``fd``, if any (``add_reader`` must not steal it).
+    fn _transport_of(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<StreamTransport>>> {
+        let fd = fileobj_to_fd(fd)?;
+        Ok(slf.get().reactor.transport_of(slf.py(), fd))
     }
 
     /// Number of timers in the heap, cancelled ones included (for tests and monitoring).

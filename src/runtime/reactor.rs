@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 
 use super::cell::GilCell;
 use super::handle::Handle;
+use super::transports::stream::StreamTransport;
 
 const WAKE_TOKEN: Token = Token(usize::MAX);
 
@@ -32,6 +33,9 @@ pub enum Direction {
 struct Watch {
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
+    /// A transport of ours owns the descriptor: readiness goes to it directly, edge-triggered
+    /// (it reads and writes until the kernel says EAGAIN), with no Python handle in between.
+    transport: Option<Py<StreamTransport>>,
     registered: bool,
     /// The loop's own (signal wake-up socket): not a reason to poll between callbacks.
     internal: bool,
@@ -39,6 +43,9 @@ struct Watch {
 
 impl Watch {
     fn interest(&self) -> Option<Interest> {
+        if self.transport.is_some() {
+            return Some(Interest::READABLE | Interest::WRITABLE);
+        }
         match (self.reader.is_some(), self.writer.is_some()) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -185,6 +192,71 @@ impl Reactor {
         outcome.map(|_| old)
     }
 
+    /// Hand `fd` to a transport (or with `None`, take it back and stop watching it).
+    pub fn set_transport(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        transport: Option<Py<StreamTransport>>,
+    ) -> PyResult<Option<Py<StreamTransport>>> {
+        let mut watches = self.watches.borrow_mut(py)?;
+        match transport {
+            Some(t) => {
+                if watches
+                    .get(&fd)
+                    .is_some_and(|w| w.reader.is_some() || w.writer.is_some())
+                {
+                    return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                        "File descriptor {fd} is used by add_reader/add_writer"
+                    )));
+                }
+                let token = Token(fd as usize);
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                let existed = watches.contains_key(&fd);
+                let watch = watches.entry(fd).or_default();
+                let res = if watch.registered {
+                    self.registry
+                        .reregister(&mut SourceFd(&fd), token, interest)
+                        .or_else(|_| self.registry.register(&mut SourceFd(&fd), token, interest))
+                } else {
+                    self.registry.register(&mut SourceFd(&fd), token, interest)
+                };
+                if let Err(e) = res {
+                    if !existed {
+                        watches.remove(&fd);
+                    }
+                    return Err(e.into());
+                }
+                watch.registered = true;
+                if !existed {
+                    self.user_watches.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(watch.transport.replace(t))
+            }
+            None => {
+                let Some(watch) = watches.remove(&fd) else {
+                    return Ok(None);
+                };
+                if watch.registered {
+                    let _ = self.registry.deregister(&mut SourceFd(&fd));
+                }
+                if !watch.internal {
+                    self.user_watches.fetch_sub(1, Ordering::Relaxed);
+                }
+                drop(watches);
+                Ok(watch.transport)
+            }
+        }
+    }
+
+    /// The transport that owns `fd`, if any.
+    pub fn transport_of(&self, py: Python<'_>, fd: RawFd) -> Option<Py<StreamTransport>> {
+        self.watches.try_borrow_mut(py).and_then(|w| {
+            w.get(&fd)
+                .and_then(|w| w.transport.as_ref().map(|t| t.clone_ref(py)))
+        })
+    }
+
     /// Whether `fd` has a callback for `direction`.
     pub fn is_watched(&self, py: Python<'_>, fd: RawFd, direction: Direction) -> bool {
         self.watches
@@ -266,11 +338,16 @@ impl Reactor {
         py: Python<'_>,
         ready: &Ready,
         out: &mut Vec<Py<Handle>>,
+        transports: &mut Vec<(Py<StreamTransport>, bool, bool)>,
     ) -> PyResult<()> {
         let watches = self.watches.borrow_mut(py)?;
         let Some(watch) = watches.get(&ready.fd) else {
             return Ok(());
         };
+        if let Some(t) = &watch.transport {
+            transports.push((t.clone_ref(py), ready.readable, ready.writable));
+            return Ok(());
+        }
         if ready.readable {
             if let Some(h) = &watch.reader {
                 out.push(h.clone_ref(py));
@@ -287,10 +364,12 @@ impl Reactor {
     }
 
     /// Stop watching everything; the handles are returned to be dropped outside any borrow.
-    pub fn clear(&self, py: Python<'_>) -> Vec<Py<Handle>> {
+    pub fn clear(&self, py: Python<'_>) -> (Vec<Py<Handle>>, Vec<Py<StreamTransport>>) {
         let watches = self.watches.take(py);
         let mut handles = Vec::new();
+        let mut transports = Vec::new();
         for (fd, watch) in watches {
+            transports.extend(watch.transport);
             if watch.registered {
                 let _ = self.registry.deregister(&mut SourceFd(&fd));
             }
@@ -298,6 +377,6 @@ impl Reactor {
             handles.extend(watch.writer);
         }
         self.user_watches.store(0, Ordering::Relaxed);
-        handles
+        (handles, transports)
     }
 }

@@ -21,6 +21,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use crate::pg::errors::{data_error, interface_error, internal_error, py_error};
 use crate::pg::record::new_record;
 use crate::pg::types::{CodecRegistry, EncodeError};
+use crate::runtime::transports::stream::transport_write;
 
 mod auth;
 mod messages;
@@ -73,7 +74,7 @@ const COPY_OUT_HIGH_WATER: usize = 1 << 20;
 
 /// A Python-visible action deferred until the protocol is no longer borrowed.
 enum Effect {
-    Write(PyObject, Py<PyBytes>),
+    Write(PyObject, bytes::Bytes),
     Resolve(PyObject, PyObject),
     Reject(PyObject, PyErr),
     CallSoon(PyObject, PyObject, Vec<PyObject>),
@@ -87,9 +88,7 @@ fn run_effects(py: Python<'_>, effects: Vec<Effect>) -> PyResult<()> {
     let mut first_err: Option<PyErr> = None;
     for fx in effects {
         let r = match fx {
-            Effect::Write(transport, data) => {
-                transport.call_method1(py, "write", (data,)).map(drop)
-            }
+            Effect::Write(transport, data) => transport_write(py, &transport, &data),
             Effect::Resolve(fut, value) => settle(py, &fut, Ok(value)),
             Effect::Reject(fut, err) => settle(py, &fut, Err(err)),
             Effect::CallSoon(loop_, cb, args) => {
@@ -264,7 +263,7 @@ impl PGProtocol {
         self.query = query;
         let transport = self.transport(py)?;
         if !out.is_empty() {
-            fx.push(Effect::Write(transport, PyBytes::new(py, &out).unbind()));
+            fx.push(Effect::Write(transport, out.freeze()));
         }
         Ok(fut)
     }
@@ -367,10 +366,7 @@ impl PGProtocol {
         frontend::startup_message(params, &mut out)
             .map_err(|e| interface_error(py, format!("invalid startup parameter: {e}")))?;
         self.phase = Phase::Startup;
-        fx.push(Effect::Write(
-            self.transport(py)?,
-            PyBytes::new(py, &out).unbind(),
-        ));
+        fx.push(Effect::Write(self.transport(py)?, out.freeze()));
         Ok(())
     }
 
@@ -784,10 +780,7 @@ impl PGProtocol {
                     &mut out,
                 )
                 .map_err(|e| internal_error(py, e.to_string()))?;
-                fx.push(Effect::Write(
-                    self.transport(py)?,
-                    PyBytes::new(py, &out).unbind(),
-                ));
+                fx.push(Effect::Write(self.transport(py)?, out.freeze()));
             }
             Message::ParseComplete
             | Message::BindComplete
@@ -814,7 +807,7 @@ impl PGProtocol {
                 if !out.is_empty() {
                     fx.push(Effect::Write(
                         self.transport(py)?,
-                        PyBytes::new(py, out).unbind(),
+                        bytes::Bytes::copy_from_slice(&out[..]),
                     ));
                 }
             }
@@ -892,6 +885,17 @@ fn encode_failure(
         exc.set_cause(py, Some(cause));
     }
     exc
+}
+
+impl PGProtocol {
+    /// Bytes from the server, handed over by one of our transports without a Python call
+    /// (the native fast path); the same as `data_received`.
+    pub fn receive(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        let py = slf.py();
+        let mut fx = Vec::new();
+        slf.borrow_mut().feed(py, data, &mut fx);
+        run_effects(py, fx)
+    }
 }
 
 #[pymethods]
@@ -1240,7 +1244,7 @@ impl PGProtocol {
                 .map_err(|e| interface_error(py, e.to_string()))?;
             this.many_count += 1;
             if this.many_buf.len() >= EXECUTEMANY_FLUSH {
-                let data = PyBytes::new(py, &this.many_buf).unbind();
+                let data = bytes::Bytes::copy_from_slice(&this.many_buf);
                 this.many_buf.clear();
                 Some((this.transport(py)?, data))
             } else {
@@ -1248,7 +1252,7 @@ impl PGProtocol {
             }
         };
         if let Some((transport, data)) = flush {
-            transport.call_method1(py, pyo3::intern!(py, "write"), (data,))?;
+            transport_write(py, &transport, &data)?;
         }
         let this = slf.borrow();
         Ok(if this.error.is_some() {
@@ -1287,7 +1291,7 @@ impl PGProtocol {
                 .map_err(|e| interface_error(py, e.to_string()))?;
         }
         frontend::sync(&mut out);
-        transport.call_method1(py, pyo3::intern!(py, "write"), (PyBytes::new(py, &out),))?;
+        transport_write(py, &transport, &out)?;
         Ok(())
     }
 
@@ -1501,7 +1505,7 @@ impl PGProtocol {
         out.put_u8(b'd');
         out.put_i32(data.len() as i32 + 4);
         out.put_slice(data);
-        transport.call_method1(py, "write", (PyBytes::new(py, &out),))?;
+        transport_write(py, &transport, &out)?;
         Ok(slf.borrow().writing_paused)
     }
 
@@ -1522,7 +1526,7 @@ impl PGProtocol {
             Some(msg) => frontend::copy_fail(msg, &mut out)
                 .map_err(|e| interface_error(py, e.to_string()))?,
         }
-        transport.call_method1(py, "write", (PyBytes::new(py, &out),))?;
+        transport_write(py, &transport, &out)?;
         Ok(())
     }
 
@@ -1604,10 +1608,7 @@ impl PGProtocol {
                 if this.phase != Phase::Closed {
                     let mut out = BytesMut::with_capacity(5);
                     frontend::terminate(&mut out);
-                    fx.push(Effect::Write(
-                        t.clone_ref(py),
-                        PyBytes::new(py, &out).unbind(),
-                    ));
+                    fx.push(Effect::Write(t.clone_ref(py), out.freeze()));
                 }
                 if !graceful {
                     fx.push(Effect::CloseTransport(t));

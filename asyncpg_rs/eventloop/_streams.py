@@ -1,0 +1,743 @@
+"""Stream connections and servers: TCP and Unix sockets, TLS on top.
+
+The transport itself is native (``_native.StreamTransport``): readiness goes from the
+reactor straight to it, and to the driver's protocol core without Python in between. This
+layer resolves addresses, connects (with Happy Eyeballs when asked), accepts, and layers TLS
+with the ``ssl`` module's memory BIOs through asyncio's own ``SSLProtocol``, so user
+``ssl.SSLContext`` objects work as with any asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import stat
+from asyncio import sslproto, trsock
+
+from .._native import StreamTransport
+
+_ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def _set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+def _ssl_kwargs(ssl_handshake_timeout, ssl_shutdown_timeout):
+    kwargs = {}
+    if ssl_handshake_timeout is not None:
+        kwargs["ssl_handshake_timeout"] = ssl_handshake_timeout
+    if ssl_shutdown_timeout is not None:
+        kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+    return kwargs
+
+
+def _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout):
+    if not ssl:
+        if ssl_handshake_timeout is not None:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
+def _socket_extra(sock, peername=None):
+    extra = {"socket": trsock.TransportSocket(sock)}
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if peername is None:
+        try:
+            peername = sock.getpeername()
+        except OSError:
+            peername = None
+    extra["peername"] = peername
+    return extra
+
+
+def _set_nodelay(sock):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class StreamMethods:
+    # ---------------------------------------------------------------- transports
+
+    def _make_stream_transport(self, sock, protocol, waiter=None, *, peername=None, server=None):
+        sock.setblocking(False)
+        _set_nodelay(sock)
+        transport = StreamTransport(self, sock, protocol, _socket_extra(sock, peername), server)
+        if server is not None:
+            server._attach(transport)
+        self.call_soon(protocol.connection_made, transport)
+        self.call_soon(transport._start)
+        if waiter is not None:
+            self.call_soon(_set_result_unless_cancelled, waiter, None)
+        return transport
+
+    async def _create_connection_transport(
+        self,
+        sock,
+        protocol_factory,
+        ssl,
+        server_hostname,
+        server_side=False,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        sock.setblocking(False)
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        if ssl:
+            sslcontext = None if isinstance(ssl, bool) else ssl
+            ssl_protocol = sslproto.SSLProtocol(
+                self,
+                protocol,
+                sslcontext,
+                waiter,
+                server_side,
+                server_hostname,
+                **_ssl_kwargs(ssl_handshake_timeout, ssl_shutdown_timeout),
+            )
+            transport = self._make_stream_transport(sock, ssl_protocol)
+            app_transport = ssl_protocol._app_transport
+        else:
+            transport = app_transport = self._make_stream_transport(sock, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return app_transport, protocol
+
+    # ---------------------------------------------------------------- client side
+
+    async def _connect_one(self, info, local_infos):
+        family, type_, proto, _, address = info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        try:
+            sock.setblocking(False)
+            if local_infos is not None:
+                for _, _, _, _, laddr in local_infos:
+                    if _ != 0 and False:
+                        continue
+                    try:
+                        sock.bind(laddr)
+                        break
+                    except OSError as exc:
+                        msg = (
+                            f"error while attempting to bind on address {laddr!r}: "
+                            f"{exc.strerror.lower()}"
+                        )
+                        last = OSError(exc.errno, msg)
+                else:
+                    raise last if local_infos else OSError("no matching local address")
+            await self.sock_connect(sock, address)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    async def create_connection(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        ssl=None,
+        family=0,
+        proto=0,
+        flags=0,
+        sock=None,
+        local_addr=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        happy_eyeballs_delay=None,
+        interleave=None,
+        all_errors=False,
+    ):
+        """Open a TCP connection (optionally TLS) and return ``(transport, protocol)``."""
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if server_hostname is None and ssl:
+            if not host:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
+        _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sock is not None and sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            infos = await self.getaddrinfo(
+                host, port, family=family, type=socket.SOCK_STREAM, proto=proto, flags=flags
+            )
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            local_infos = None
+            if local_addr is not None:
+                local_infos = await self.getaddrinfo(
+                    *local_addr, family=family, type=socket.SOCK_STREAM, proto=proto, flags=flags
+                )
+                if not local_infos:
+                    raise OSError("getaddrinfo() returned empty list")
+            if interleave:
+                infos = _interleave_families(infos, interleave)
+            exceptions = []
+            if happy_eyeballs_delay is None:
+                for info in infos:
+                    try:
+                        sock = await self._connect_one(info, local_infos)
+                        break
+                    except OSError as exc:
+                        exceptions.append(exc)
+            else:
+                from asyncio import staggered
+
+                sock, _, _ = await staggered.staggered_race(
+                    [
+                        (lambda info=info: self._connect_and_record(info, local_infos, exceptions))
+                        for info in infos
+                    ],
+                    happy_eyeballs_delay,
+                    loop=self,
+                )
+            if sock is None:
+                if all_errors:
+                    raise ExceptionGroup("create_connection failed", exceptions)  # noqa: F821
+                if len(exceptions) == 1:
+                    raise exceptions[0]
+                model = str(exceptions[0])
+                if all(str(exc) == model for exc in exceptions):
+                    raise exceptions[0]
+                raise OSError("Multiple exceptions: {}".format(", ".join(map(str, exceptions))))
+        elif sock is None:
+            raise ValueError("host and port was not specified and no sock specified")
+        return await self._create_connection_transport(
+            sock,
+            protocol_factory,
+            ssl,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+
+    async def _connect_and_record(self, info, local_infos, exceptions):
+        try:
+            return await self._connect_one(info, local_infos)
+        except OSError as exc:
+            exceptions.append(exc)
+            raise
+
+    async def create_unix_connection(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        ssl=None,
+        sock=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Open a Unix-socket connection and return ``(transport, protocol)``."""
+        if ssl:
+            if server_hostname is None:
+                raise ValueError("you have to pass server_hostname when using ssl")
+        elif server_hostname is not None:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("no path and sock were specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            sock.setblocking(False)
+        return await self._create_connection_transport(
+            sock,
+            protocol_factory,
+            ssl,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+
+    async def connect_accepted_socket(
+        self,
+        protocol_factory,
+        sock,
+        *,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Wrap an already accepted socket in a transport (server side for TLS)."""
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        return await self._create_connection_transport(
+            sock,
+            protocol_factory,
+            ssl,
+            "",
+            server_side=True,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+
+    async def start_tls(
+        self,
+        transport,
+        protocol,
+        sslcontext,
+        *,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        """Upgrade ``transport`` to TLS in place; returns the new (TLS) transport."""
+        import ssl as ssl_module
+
+        if not isinstance(sslcontext, ssl_module.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", isinstance(transport, StreamTransport)):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            call_connection_made=False,
+            **_ssl_kwargs(ssl_handshake_timeout, ssl_shutdown_timeout),
+        )
+        # Read nothing into the old protocol between now and the handshake.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)
+        resumed = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resumed.cancel()
+            raise
+        return ssl_protocol._app_transport
+
+    # ---------------------------------------------------------------- servers
+
+    async def create_server(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        family=socket.AF_UNSPEC,
+        flags=socket.AI_PASSIVE,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        reuse_address=None,
+        reuse_port=None,
+        keep_alive=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+    ):
+        """Listen on TCP ``host``/``port`` (or ``sock``); returns a :class:`Server`."""
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            if reuse_address is None:
+                reuse_address = True
+            if host == "":
+                hosts = [None]
+            elif isinstance(host, str) or not hasattr(host, "__iter__"):
+                hosts = [host]
+            else:
+                hosts = list(host)
+            infos = []
+            for h in hosts:
+                found = await self.getaddrinfo(
+                    h, port, family=family, type=socket.SOCK_STREAM, flags=flags
+                )
+                if not found:
+                    raise OSError(f"getaddrinfo({h!r}) returned empty list")
+                infos.extend(found)
+            sockets = []
+            seen = set()
+            try:
+                for af, socktype, proto, _, sa in infos:
+                    if (af, sa) in seen:
+                        continue
+                    seen.add((af, sa))
+                    try:
+                        s = socket.socket(af, socktype, proto)
+                    except OSError:
+                        continue  # e.g. IPv6 unsupported here
+                    sockets.append(s)
+                    if reuse_address:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+                    if reuse_port:
+                        if not hasattr(socket, "SO_REUSEPORT"):
+                            raise ValueError("reuse_port not supported by socket module")
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, True)
+                    if keep_alive:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+                    if af == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+                    try:
+                        s.bind(sa)
+                    except OSError as err:
+                        msg = (
+                            f"error while attempting to bind on address {sa!r}: "
+                            f"{(err.strerror or str(err)).lower()}"
+                        )
+                        raise OSError(err.errno, msg) from None
+            except BaseException:
+                for s in sockets:
+                    s.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("Neither host/port nor sock were specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            sockets = [sock]
+        for s in sockets:
+            s.setblocking(False)
+        server = Server(
+            self,
+            sockets,
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+    async def create_unix_server(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+        cleanup_socket=True,
+    ):
+        """Listen on Unix socket ``path`` (or ``sock``); returns a :class:`Server`."""
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        unlink_path = None
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            abstract = path[0] in (0, "\x00") if path else False
+            if not abstract:
+                # a stale socket file from an earlier run is replaced, as asyncio does
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)
+                except FileNotFoundError:
+                    pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, f"Address {path!r} is already in use") from None
+                raise
+            except BaseException:
+                sock.close()
+                raise
+            if not abstract and cleanup_socket:
+                st = os.stat(path)
+                unlink_path = (path, st.st_ino, st.st_dev)
+        else:
+            if sock is None:
+                raise ValueError("path was not specified, and no sock specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            if cleanup_socket:
+                name = sock.getsockname()
+                if isinstance(name, str) and name and name[0] != "\x00":
+                    try:
+                        st = os.stat(name)
+                        unlink_path = (name, st.st_ino, st.st_dev)
+                    except OSError:
+                        pass
+        sock.setblocking(False)
+        server = Server(
+            self,
+            [sock],
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+            unlink_path=unlink_path,
+        )
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+
+def _interleave_families(infos, first_family_count):
+    by_family = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    families = list(by_family.values())
+    out = []
+    first = families[0]
+    out.extend(first[: first_family_count - 1])
+    del first[: first_family_count - 1]
+    while any(families):
+        for fam in families:
+            if fam:
+                out.append(fam.pop(0))
+    return out
+
+
+class Server(asyncio.AbstractServer):
+    """A listening server (what ``create_server`` returns), as ``asyncio.Server``."""
+
+    def __init__(
+        self,
+        loop,
+        sockets,
+        protocol_factory,
+        ssl_context,
+        backlog,
+        ssl_handshake_timeout,
+        ssl_shutdown_timeout,
+        unlink_path=None,
+    ):
+        self._loop = loop
+        self._sockets = sockets
+        self._protocol_factory = protocol_factory
+        self._ssl_context = ssl_context
+        self._backlog = backlog
+        self._ssl_kwargs = _ssl_kwargs(ssl_handshake_timeout, ssl_shutdown_timeout)
+        self._active_count = 0
+        self._clients = set()
+        self._waiters = []
+        self._serving = False
+        self._serving_forever_fut = None
+        self._unlink_path = unlink_path
+
+    def __repr__(self):
+        return f"<{type(self).__name__} sockets={self.sockets!r}>"
+
+    def _attach(self, transport):
+        self._active_count += 1
+        self._clients.add(transport)
+
+    def _detach(self, transport=None):
+        self._active_count -= 1
+        self._clients.discard(transport)
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+
+    def _wakeup(self):
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        for sock in self._sockets:
+            sock.listen(self._backlog)
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, sock):
+        for _ in range(self._backlog):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                    self._loop.call_exception_handler(
+                        {
+                            "message": "socket.accept() out of system resource",
+                            "exception": exc,
+                            "socket": trsock.TransportSocket(sock),
+                        }
+                    )
+                    self._loop.remove_reader(sock.fileno())
+                    self._loop.call_later(1.0, self._resume_accepting, sock)
+                    return
+                raise
+            conn.setblocking(False)
+            if self._ssl_context is None:
+                try:
+                    protocol = self._protocol_factory()
+                except Exception as exc:
+                    conn.close()
+                    self._loop.call_exception_handler(
+                        {
+                            "message": "Error on transport creation for incoming connection",
+                            "exception": exc,
+                        }
+                    )
+                    continue
+                self._loop._make_stream_transport(conn, protocol, peername=addr, server=self)
+            else:
+                self._loop.create_task(self._accept_tls(conn, addr))
+
+    def _resume_accepting(self, sock):
+        if self._sockets is not None and self._serving:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    async def _accept_tls(self, conn, addr):
+        loop = self._loop
+        protocol = None
+        transport = None
+        try:
+            protocol = self._protocol_factory()
+            waiter = loop.create_future()
+            ssl_protocol = sslproto.SSLProtocol(
+                loop, protocol, self._ssl_context, waiter, True, None, **self._ssl_kwargs
+            )
+            transport = loop._make_stream_transport(conn, ssl_protocol, peername=addr, server=self)
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                raise
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if loop.get_debug() or not isinstance(exc, (OSError, asyncio.CancelledError)):
+                context = {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+                if protocol is not None:
+                    context["protocol"] = protocol
+                if transport is not None:
+                    context["transport"] = transport
+                loop.call_exception_handler(context)
+            if transport is None:
+                conn.close()
+
+    def close(self):
+        sockets = self._sockets
+        if sockets is None:
+            return
+        self._sockets = None
+        for sock in sockets:
+            try:
+                self._loop.remove_reader(sock.fileno())
+            except (ValueError, RuntimeError):
+                pass
+            sock.close()
+        if self._unlink_path is not None:
+            path, ino, dev = self._unlink_path
+            self._unlink_path = None
+            try:
+                st = os.stat(path)
+                if st.st_ino == ino and st.st_dev == dev:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._serving = False
+        if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
+            self._serving_forever_fut.cancel()
+            self._serving_forever_fut = None
+        if self._active_count == 0:
+            self._wakeup()
+
+    def close_clients(self):
+        for transport in self._clients.copy():
+            transport.close()
+
+    def abort_clients(self):
+        for transport in self._clients.copy():
+            transport.abort()
+
+    def get_loop(self):
+        return self._loop
+
+    def is_serving(self):
+        return self._serving
+
+    @property
+    def sockets(self):
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(s) for s in self._sockets)
+
+    async def start_serving(self):
+        self._start_serving()
+        await asyncio.sleep(0)
+
+    async def serve_forever(self):
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._sockets is None:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self):
+        """Wait until the server is closed and every connection it accepted is gone."""
+        if self._waiters is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter

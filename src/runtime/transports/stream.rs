@@ -1,0 +1,857 @@
+//! `StreamTransport`: a connected stream socket (TCP or Unix) as an asyncio transport.
+//!
+//! The reactor hands readiness straight to the transport, edge-triggered: it reads until the
+//! kernel has no more (or a per-event budget is spent, then it continues on the next
+//! iteration) and writes until the kernel stops taking bytes. Writes go out eagerly; what the
+//! kernel does not take is buffered and flushed when the socket turns writable, with
+//! `pause_writing`/`resume_writing` around the high/low water marks.
+//!
+//! Received bytes go to the protocol as asyncio prescribes: `get_buffer`/`buffer_updated` for
+//! a `BufferedProtocol`, `data_received(bytes)` otherwise — and when the protocol is the
+//! driver's own `PGProtocol`, as a Rust slice with no Python call or bytes object at all.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use bytes::{Buf, BytesMut};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::pg::protocol::PGProtocol;
+use crate::runtime::cell::GilCell;
+
+const READ_CHUNK: usize = 256 * 1024;
+/// Reads per readiness event before yielding to other work for an iteration.
+const READS_PER_EVENT: usize = 4;
+const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+/// How received bytes reach the protocol.
+enum Receiver {
+    Native(Py<PGProtocol>),
+    Buffered,
+    Plain,
+}
+
+struct State {
+    protocol: Option<Py<PyAny>>,
+    receiver: Receiver,
+    write_buf: BytesMut,
+    closing: bool,
+    /// `_call_connection_lost` is scheduled or done.
+    lost: bool,
+    /// Writes attempted after the connection was lost (asyncio warns after a few).
+    writes_after_lost: u32,
+    eof_written: bool,
+    eof_received: bool,
+    reading_paused: bool,
+    /// The socket reported readable and we have not read it dry yet.
+    read_pending: bool,
+    protocol_paused: bool,
+    high_water: usize,
+    low_water: usize,
+    attached: bool,
+}
+
+#[pyclass(module = "asyncpg_rs._native", frozen, weakref)]
+pub struct StreamTransport {
+    loop_obj: Py<PyAny>,
+    sock: Py<PyAny>,
+    fd: RawFd,
+    extra: Py<PyDict>,
+    server: Option<Py<PyAny>>,
+    state: GilCell<State>,
+    read_buf: GilCell<Vec<u8>>,
+}
+
+fn receiver_for(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> Receiver {
+    if let Ok(pg) = protocol.downcast::<PGProtocol>() {
+        return Receiver::Native(pg.clone().unbind());
+    }
+    if protocol.hasattr(intern!(py, "get_buffer")).unwrap_or(false)
+        && protocol
+            .hasattr(intern!(py, "buffer_updated"))
+            .unwrap_or(false)
+    {
+        Receiver::Buffered
+    } else {
+        Receiver::Plain
+    }
+}
+
+fn is_interrupt(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` points to at least `len` writable bytes owned by the caller.
+        let n = unsafe { libc::recv(fd, buf.cast(), len, 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `data` is a valid slice; MSG_NOSIGNAL turns SIGPIPE into EPIPE.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Copy a bytes-like object's contents (bytes without a copy of the Python object).
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(b) = data.downcast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    match PyBuffer::<u8>::get(data) {
+        Ok(buf) => {
+            let bytes = buf.to_vec(data.py())?;
+            Ok(f(&bytes))
+        }
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "data argument must be a bytes-like object, not {:?}",
+            data.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+impl StreamTransport {
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.state
+            .try_borrow_mut(py)
+            .and_then(|s| s.protocol.as_ref().map(|p| p.clone_ref(py)))
+    }
+
+    /// Report a failure the way asyncio's transports do, then close without flushing.
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_interrupt(py, &err) {
+            return Err(err);
+        }
+        let me = slf.get();
+        // Connection resets and the like are the peer's doing, not a bug worth a log line.
+        if !err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
+            let ctx = PyDict::new(py);
+            ctx.set_item("message", message)?;
+            ctx.set_item("exception", err.value(py))?;
+            ctx.set_item("transport", slf)?;
+            if let Some(p) = me.protocol(py) {
+                ctx.set_item("protocol", p)?;
+            }
+            me.loop_obj
+                .call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
+        }
+        Self::force_close(slf, Some(err.value(py).clone().into_any().unbind()))
+    }
+
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let dropped = {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.lost {
+                return Ok(());
+            }
+            st.closing = true;
+            st.lost = true;
+            std::mem::take(&mut st.write_buf)
+        };
+        drop(dropped);
+        let exc = exc.unwrap_or_else(|| py.None());
+        me.loop_obj.call_method1(
+            py,
+            intern!(py, "call_soon"),
+            (slf.getattr(intern!(py, "_call_connection_lost"))?, exc),
+        )?;
+        Ok(())
+    }
+
+    /// Readiness from the reactor.
+    pub fn on_ready(slf: &Bound<'_, Self>, readable: bool, writable: bool) -> PyResult<()> {
+        if writable {
+            Self::flush(slf)?;
+        }
+        if readable {
+            if let Ok(mut st) = slf.get().state.borrow_mut(slf.py()) {
+                st.read_pending = true;
+            }
+            Self::read_ready(slf)?;
+        }
+        Ok(())
+    }
+
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        for _ in 0..READS_PER_EVENT {
+            let (protocol, native) = {
+                let st = me.state.borrow_mut(py)?;
+                if !st.read_pending || st.closing || st.reading_paused || st.eof_received {
+                    return Ok(());
+                }
+                let Some(protocol) = st.protocol.as_ref().map(|p| p.clone_ref(py)) else {
+                    return Ok(());
+                };
+                let native = match &st.receiver {
+                    Receiver::Native(pg) => Some(Some(pg.clone_ref(py))),
+                    Receiver::Buffered => None,
+                    Receiver::Plain => Some(None),
+                };
+                (protocol, native)
+            };
+            let drained = match native {
+                None => Self::read_into_protocol_buffer(slf, protocol.bind(py))?,
+                Some(pg) => Self::read_chunk(slf, protocol.bind(py), pg)?,
+            };
+            if drained {
+                return Ok(());
+            }
+        }
+        // Budget spent with data still waiting: continue next iteration, after other work.
+        me.loop_obj.call_method1(
+            py,
+            intern!(py, "call_soon"),
+            (slf.getattr(intern!(py, "_read_ready"))?,),
+        )?;
+        Ok(())
+    }
+
+    /// One read into our buffer, handed over as a slice (PGProtocol) or bytes. Returns
+    /// whether the socket is read dry (or the transport is done reading).
+    fn read_chunk(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        pg: Option<Py<PGProtocol>>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let me = slf.get();
+        let mut buf = std::mem::take(&mut *me.read_buf.borrow_mut(py)?);
+        if buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
+        }
+        let result = recv(me.fd, buf.as_mut_ptr(), buf.len());
+        let outcome = match result {
+            Ok(0) => Self::on_eof(slf, protocol).map(|_| true),
+            Ok(n) => {
+                let delivered = match &pg {
+                    Some(pg) => PGProtocol::receive(pg.bind(py), &buf[..n]),
+                    None => protocol
+                        .call_method1(intern!(py, "data_received"), (PyBytes::new(py, &buf[..n]),))
+                        .map(drop),
+                };
+                match delivered {
+                    Ok(()) => Ok(n < buf.len()),
+                    Err(err) => Self::fatal_error(
+                        slf,
+                        err,
+                        "Fatal error: protocol.data_received() call failed.",
+                    )
+                    .map(|_| true),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Ok(mut st) = me.state.borrow_mut(py) {
+                    st.read_pending = false;
+                }
+                Ok(true)
+            }
+            Err(e) => Self::fatal_error(slf, e.into(), "Fatal read error on socket transport")
+                .map(|_| true),
+        };
+        if let Ok(mut slot) = me.read_buf.borrow_mut(py) {
+            *slot = buf;
+        }
+        outcome
+    }
+
+    fn read_into_protocol_buffer(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let me = slf.get();
+        let target = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
+            Ok(t) => t,
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                )
+                .map(|_| true)
+            }
+        };
+        let buffer = match PyBuffer::<u8>::get(&target) {
+            Ok(b) if !b.readonly() && b.is_c_contiguous() && b.len_bytes() > 0 => b,
+            Ok(_) => {
+                let err =
+                    PyRuntimeError::new_err("get_buffer() returned an empty or read-only buffer");
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                )
+                .map(|_| true);
+            }
+            Err(err) => {
+                return Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.get_buffer() call failed.",
+                )
+                .map(|_| true)
+            }
+        };
+        let len = buffer.len_bytes();
+        let result = recv(me.fd, buffer.buf_ptr().cast(), len);
+        buffer.release(py);
+        drop(target);
+        match result {
+            Ok(0) => Self::on_eof(slf, protocol).map(|_| true),
+            Ok(n) => match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+                Ok(_) => Ok(n < len),
+                Err(err) => Self::fatal_error(
+                    slf,
+                    err,
+                    "Fatal error: protocol.buffer_updated() call failed.",
+                )
+                .map(|_| true),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Ok(mut st) = me.state.borrow_mut(py) {
+                    st.read_pending = false;
+                }
+                Ok(true)
+            }
+            Err(e) => Self::fatal_error(slf, e.into(), "Fatal read error on socket transport")
+                .map(|_| true),
+        }
+    }
+
+    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut st = slf.get().state.borrow_mut(py)?;
+            st.eof_received = true;
+            st.read_pending = false;
+        }
+        match protocol.call_method0(intern!(py, "eof_received")) {
+            Ok(keep_open) => {
+                if !keep_open.is_truthy().unwrap_or(false) {
+                    Self::close_inner(slf)?;
+                }
+                Ok(())
+            }
+            Err(err) => Self::fatal_error(
+                slf,
+                err,
+                "Fatal error: protocol.eof_received() call failed.",
+            ),
+        }
+    }
+
+    fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let outcome = {
+            let mut st = me.state.borrow_mut(py)?;
+            let mut outcome = Ok(());
+            while !st.write_buf.is_empty() {
+                match send(me.fd, &st.write_buf) {
+                    Ok(n) => st.write_buf.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            outcome
+        };
+        if let Err(e) = outcome {
+            return Self::fatal_error(slf, e.into(), "Fatal write error on socket transport");
+        }
+        Self::after_write(slf)
+    }
+
+    /// Flow control and deferred close/EOF once the buffer changed.
+    fn after_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        enum Next {
+            Nothing,
+            Pause(Py<PyAny>),
+            Resume(Py<PyAny>),
+            Lost,
+        }
+        let (next, shutdown) = {
+            let mut st = me.state.borrow_mut(py)?;
+            let size = st.write_buf.len();
+            let mut shutdown = false;
+            let next = if size == 0 && st.closing && !st.lost {
+                st.lost = true;
+                Next::Lost
+            } else if size > st.high_water && !st.protocol_paused {
+                st.protocol_paused = true;
+                st.protocol
+                    .as_ref()
+                    .map_or(Next::Nothing, |p| Next::Pause(p.clone_ref(py)))
+            } else if size <= st.low_water && st.protocol_paused {
+                st.protocol_paused = false;
+                st.protocol
+                    .as_ref()
+                    .map_or(Next::Nothing, |p| Next::Resume(p.clone_ref(py)))
+            } else {
+                Next::Nothing
+            };
+            if size == 0 && st.eof_written && !st.closing {
+                shutdown = true;
+            }
+            (next, shutdown)
+        };
+        if shutdown {
+            // SAFETY: plain syscall on our descriptor.
+            unsafe { libc::shutdown(me.fd, libc::SHUT_WR) };
+        }
+        let (result, what) = match next {
+            Next::Nothing => return Ok(()),
+            Next::Lost => {
+                me.loop_obj.call_method1(
+                    py,
+                    intern!(py, "call_soon"),
+                    (
+                        slf.getattr(intern!(py, "_call_connection_lost"))?,
+                        py.None(),
+                    ),
+                )?;
+                return Ok(());
+            }
+            Next::Pause(p) => (
+                p.call_method0(py, intern!(py, "pause_writing")),
+                "protocol.pause_writing() failed",
+            ),
+            Next::Resume(p) => (
+                p.call_method0(py, intern!(py, "resume_writing")),
+                "protocol.resume_writing() failed",
+            ),
+        };
+        if let Err(err) = result {
+            if is_interrupt(py, &err) {
+                return Err(err);
+            }
+            let ctx = PyDict::new(py);
+            ctx.set_item("message", what)?;
+            ctx.set_item("exception", err.value(py))?;
+            ctx.set_item("transport", slf)?;
+            me.loop_obj
+                .call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
+        }
+        Ok(())
+    }
+
+    /// Write from Rust: the driver's fast path and `write()` both end here.
+    pub fn write_slice(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        if data.is_empty() {
+            return Ok(());
+        }
+        let failure = {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.eof_written {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if st.lost {
+                st.writes_after_lost += 1;
+                return Ok(());
+            }
+            let mut failure = None;
+            let mut rest = data;
+            if st.write_buf.is_empty() {
+                match send(me.fd, data) {
+                    Ok(n) => rest = &data[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => failure = Some(e),
+                }
+                if rest.is_empty() && failure.is_none() {
+                    return Ok(());
+                }
+            }
+            if failure.is_none() {
+                st.write_buf.extend_from_slice(rest);
+            }
+            failure
+        };
+        if let Some(e) = failure {
+            return Self::fatal_error(slf, e.into(), "Fatal write error on socket transport");
+        }
+        Self::after_write(slf)
+    }
+
+    fn close_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let schedule = {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+            if st.write_buf.is_empty() && !st.lost {
+                st.lost = true;
+                true
+            } else {
+                false
+            }
+        };
+        if schedule {
+            me.loop_obj.call_method1(
+                py,
+                intern!(py, "call_soon"),
+                (
+                    slf.getattr(intern!(py, "_call_connection_lost"))?,
+                    py.None(),
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The loop closed under us: forget the protocol without calling it.
+    pub fn abandon(&self, py: Python<'_>) {
+        let old = self.state.try_borrow_mut(py).map(|mut st| {
+            st.closing = true;
+            st.lost = true;
+            st.protocol.take()
+        });
+        drop(old);
+    }
+}
+
+#[pymethods]
+impl StreamTransport {
+    #[new]
+    #[pyo3(signature = (event_loop, sock, protocol, extra, server=None))]
+    fn new(
+        event_loop: Bound<'_, PyAny>,
+        sock: Bound<'_, PyAny>,
+        protocol: Bound<'_, PyAny>,
+        extra: Bound<'_, PyDict>,
+        server: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let py = event_loop.py();
+        let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+        if fd < 0 {
+            return Err(PyValueError::new_err("the socket is closed"));
+        }
+        let receiver = receiver_for(py, &protocol);
+        Ok(StreamTransport {
+            loop_obj: event_loop.unbind(),
+            sock: sock.unbind(),
+            fd,
+            extra: extra.unbind(),
+            server: server.filter(|s| !s.is_none()).map(Bound::unbind),
+            state: GilCell::new(State {
+                protocol: Some(protocol.unbind()),
+                receiver,
+                write_buf: BytesMut::new(),
+                closing: false,
+                lost: false,
+                writes_after_lost: 0,
+                eof_written: false,
+                eof_received: false,
+                reading_paused: false,
+                read_pending: false,
+                protocol_paused: false,
+                high_water: DEFAULT_HIGH_WATER,
+                low_water: DEFAULT_HIGH_WATER / 4,
+                attached: false,
+            }),
+            read_buf: GilCell::new(Vec::new()),
+        })
+    }
+
+    /// Start watching the socket (after ``connection_made``).
+    fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.attached || st.lost {
+                return Ok(());
+            }
+            st.attached = true;
+        }
+        me.loop_obj
+            .call_method1(py, intern!(py, "_attach_transport"), (me.fd, slf))?;
+        Ok(())
+    }
+
+    /// Continue reading data the socket already reported (after a pause or a spent budget).
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::read_ready(slf)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let (protocol, attached) = {
+            let mut st = me.state.borrow_mut(py)?;
+            let attached = std::mem::replace(&mut st.attached, false);
+            (st.protocol.take(), attached)
+        };
+        let result = match &protocol {
+            Some(p) => p
+                .call_method1(py, intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            None => Ok(()),
+        };
+        if attached {
+            let _ = me
+                .loop_obj
+                .call_method1(py, intern!(py, "_detach_transport"), (me.fd,));
+        }
+        let _ = me.sock.call_method0(py, intern!(py, "close"));
+        if let Some(server) = &me.server {
+            let _ = server.call_method1(py, intern!(py, "_detach"), (slf,));
+        }
+        // keep the protocol for get_protocol() after the fact
+        if let Some(p) = protocol {
+            if let Ok(mut st) = me.state.borrow_mut(py) {
+                st.protocol = Some(p);
+            }
+        }
+        result
+    }
+
+    /// Send ``data`` (bytes-like); what the socket cannot take now is buffered.
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if data.is_instance_of::<pyo3::types::PyString>() {
+            return Err(PyTypeError::new_err(
+                "data argument must be a bytes-like object, not 'str'",
+            ));
+        }
+        with_bytes(data, |bytes| Self::write_slice(slf, bytes))?
+    }
+
+    /// Write each item of ``list_of_data`` in order.
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut joined = Vec::new();
+        for item in list_of_data.try_iter()? {
+            with_bytes(&item?, |b| joined.extend_from_slice(b))?;
+        }
+        Self::write_slice(slf, &joined)
+    }
+
+    /// Close the write side once the buffer is flushed.
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let now = {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.closing || st.eof_written {
+                return Ok(());
+            }
+            st.eof_written = true;
+            st.write_buf.is_empty()
+        };
+        if now {
+            // SAFETY: plain syscall on our descriptor.
+            unsafe { libc::shutdown(me.fd, libc::SHUT_WR) };
+        }
+        Ok(())
+    }
+
+    /// Stream sockets can half-close.
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Close after flushing buffered data; the protocol gets ``connection_lost(None)``.
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_inner(slf)
+    }
+
+    /// Close now with ``exc`` for ``connection_lost`` (asyncio's SSL protocol calls this).
+    #[pyo3(signature = (exc=None))]
+    fn _force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        Self::force_close(slf, exc.filter(|e| !e.is_none(slf.py())))
+    }
+
+    /// Close now, dropping buffered data.
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    /// Whether the transport is closing or closed.
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.state.try_borrow_mut(py).is_none_or(|st| st.closing)
+    }
+
+    /// Stop delivering received data until :meth:`resume_reading`.
+    fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
+        let mut st = self.state.borrow_mut(py)?;
+        if !st.closing {
+            st.reading_paused = true;
+        }
+        Ok(())
+    }
+
+    /// Deliver received data again.
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let pending = {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.closing || !st.reading_paused {
+                return Ok(());
+            }
+            st.reading_paused = false;
+            st.read_pending
+        };
+        if pending {
+            me.loop_obj.call_method1(
+                py,
+                intern!(py, "call_soon"),
+                (slf.getattr(intern!(py, "_read_ready"))?,),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether received data is being delivered.
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        self.state
+            .try_borrow_mut(py)
+            .is_some_and(|st| !st.closing && !st.reading_paused && !st.eof_received)
+    }
+
+    /// Set the write buffer's high and low water marks (bytes).
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        let (high, low) = match (high, low) {
+            (None, None) => (DEFAULT_HIGH_WATER as i64, DEFAULT_HIGH_WATER as i64 / 4),
+            (Some(h), None) => (h, h / 4),
+            (None, Some(l)) => (l.max(DEFAULT_HIGH_WATER as i64 / 4) * 4, l),
+            (Some(h), Some(l)) => (h, l),
+        };
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut st = slf.get().state.borrow_mut(slf.py())?;
+            st.high_water = high as usize;
+            st.low_water = low as usize;
+        }
+        Self::after_write(slf)
+    }
+
+    /// ``(low, high)`` water marks.
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
+        let st = self.state.borrow_mut(py)?;
+        Ok((st.low_water, st.high_water))
+    }
+
+    /// Bytes waiting to be sent.
+    fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.state.borrow_mut(py)?.write_buf.len())
+    }
+
+    /// ``'peername'``, ``'sockname'``, ``'socket'``, … as asyncio's socket transports give.
+    #[pyo3(signature = (name, default=None))]
+    fn get_extra_info(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match self.extra.bind(py).get_item(name)? {
+            Some(v) => Ok(v.unbind()),
+            None => Ok(default.unwrap_or_else(|| py.None())),
+        }
+    }
+
+    /// Replace the protocol that receives data (how STARTTLS-style upgrades work).
+    fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
+        let receiver = receiver_for(py, &protocol);
+        let old = {
+            let mut st = self.state.borrow_mut(py)?;
+            st.receiver = receiver;
+            st.protocol.replace(protocol.unbind())
+        };
+        drop(old);
+        Ok(())
+    }
+
+    /// The current protocol.
+    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        self.protocol(py).unwrap_or_else(|| py.None())
+    }
+
+    /// The loop this transport runs on.
+    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_obj.clone_ref(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        match self.state.try_borrow_mut(py) {
+            Some(st) => format!(
+                "<StreamTransport fd={} {}{} bufsize={}>",
+                self.fd,
+                if st.lost {
+                    "closed"
+                } else if st.closing {
+                    "closing"
+                } else {
+                    "open"
+                },
+                if st.reading_paused {
+                    " read=paused"
+                } else {
+                    ""
+                },
+                st.write_buf.len()
+            ),
+            None => format!("<StreamTransport fd={}>", self.fd),
+        }
+    }
+}
+
+/// Write `data` to `transport`: directly when it is one of ours, else via ``write()``.
+pub fn transport_write(py: Python<'_>, transport: &Py<PyAny>, data: &[u8]) -> PyResult<()> {
+    let bound = transport.bind(py);
+    if let Ok(ours) = bound.downcast::<StreamTransport>() {
+        return StreamTransport::write_slice(ours, data);
+    }
+    bound
+        .call_method1(intern!(py, "write"), (PyBytes::new(py, data),))
+        .map(drop)
+}
