@@ -258,6 +258,19 @@ def _report(results, cells, loops):
     if ratios:
         geo = statistics.geometric_mean(ratios)
         print(f"\ngeometric mean of ratios: {geo:.2f} (min {min(ratios):.2f})")
+    if "asyncpg_rs" in loops and "uvloop" in loops:
+        # the headline: our driver on our loop (native fast path) against asyncpg + uvloop
+        print("\nasyncpg_rs on its own loop vs asyncpg on uvloop:")
+        best = []
+        for cell in cells:
+            desc, unit = CELLS[cell]
+            av = _median(results.get((cell, "uvloop", "asyncpg"), []), "value")
+            rv = _median(results.get((cell, "asyncpg_rs", "asyncpg_rs"), []), "value")
+            if av and rv:
+                best.append(rv / av)
+                print(f"  {desc + ' (' + unit + ')':44} {_num(av)} {_num(rv)} {rv / av:7.2f}")
+        if best:
+            print(f"  geometric mean: {statistics.geometric_mean(best):.2f}")
 
 
 if __name__ == "__main__":

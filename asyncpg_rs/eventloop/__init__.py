@@ -164,10 +164,6 @@ class Loop(LoopCore, StreamMethods, SocketMethods, SignalMethods, asyncio.Abstra
 
     # ---------------------------------------------------------------- futures and tasks
 
-    def create_future(self) -> asyncio.Future:
-        """A new ``asyncio.Future`` attached to this loop."""
-        return asyncio.Future(loop=self)
-
     def create_task(
         self, coro: Coroutine[Any, Any, _T], *, name: str | None = None, context=None
     ) -> asyncio.Task[_T]:

@@ -426,6 +426,20 @@ impl LoopCore {
         })
     }
 
+    /// A new ``asyncio.Future`` (CPython's C future) attached to this loop.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        static FUTURE: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
+        let future = FUTURE.get_or_try_init(py, || {
+            py.import(intern!(py, "asyncio"))?
+                .getattr(intern!(py, "Future"))
+                .map(Bound::unbind)
+        })?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        future.bind(py).call((), Some(&kwargs))
+    }
+
     /// The loop's clock: seconds on ``time.monotonic()``'s clock.
     fn time(&self) -> f64 {
         monotonic()
