@@ -14,6 +14,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 from asyncio import sslproto, trsock
 
 from .._native import StreamTransport
@@ -735,8 +736,11 @@ class Server(asyncio.AbstractServer):
             self._serving_forever_fut = None
 
     async def wait_closed(self):
-        """Wait until the server is closed and every connection it accepted is gone."""
+        """Wait until the server is closed (and, from Python 3.12 as asyncio, until every
+        connection it accepted is gone)."""
         if self._waiters is None:
+            return
+        if sys.version_info < (3, 12) and self._sockets is None:
             return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)

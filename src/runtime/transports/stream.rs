@@ -65,7 +65,22 @@ pub struct StreamTransport {
     extra: Py<PyDict>,
     server: Option<Py<PyAny>>,
     state: GilCell<State>,
-    read_buf: GilCell<Vec<u8>>,
+}
+
+thread_local! {
+    /// One receive buffer per loop thread, shared by its transports: a read is handed to the
+    /// protocol before the next one starts, and a new connection costs no 256 KiB allocation.
+    static READ_BUFFER: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
+}
+
+fn take_read_buffer() -> Vec<u8> {
+    READ_BUFFER
+        .with(|cell| cell.take())
+        .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+}
+
+fn give_back_read_buffer(buf: Vec<u8>) {
+    READ_BUFFER.with(|cell| cell.set(Some(buf)));
 }
 
 fn receiver_for(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> Receiver {
@@ -245,22 +260,21 @@ impl StreamTransport {
     ) -> PyResult<bool> {
         let py = slf.py();
         let me = slf.get();
-        let mut buf = std::mem::take(&mut *me.read_buf.borrow_mut(py)?);
-        if buf.len() < READ_CHUNK {
-            buf.resize(READ_CHUNK, 0);
-        }
-        let result = recv(me.fd, buf.as_mut_ptr(), buf.len());
+        let mut buf = take_read_buffer();
+        let result = recv(me.fd, buf.as_mut_ptr(), buf.capacity());
         let outcome = match result {
             Ok(0) => Self::on_eof(slf, protocol).map(|_| true),
             Ok(n) => {
+                // SAFETY: recv initialised the first `n` bytes of the allocation.
+                let data = unsafe { std::slice::from_raw_parts(buf.as_ptr(), n) };
                 let delivered = match &pg {
-                    Some(pg) => PGProtocol::receive(pg.bind(py), &buf[..n]),
+                    Some(pg) => PGProtocol::receive(pg.bind(py), data),
                     None => protocol
-                        .call_method1(intern!(py, "data_received"), (PyBytes::new(py, &buf[..n]),))
+                        .call_method1(intern!(py, "data_received"), (PyBytes::new(py, data),))
                         .map(drop),
                 };
                 match delivered {
-                    Ok(()) => Ok(n < buf.len()),
+                    Ok(()) => Ok(n < buf.capacity()),
                     Err(err) => Self::fatal_error(
                         slf,
                         err,
@@ -278,9 +292,7 @@ impl StreamTransport {
             Err(e) => Self::fatal_error(slf, e.into(), "Fatal read error on socket transport")
                 .map(|_| true),
         };
-        if let Ok(mut slot) = me.read_buf.borrow_mut(py) {
-            *slot = buf;
-        }
+        give_back_read_buffer(buf);
         outcome
     }
 
@@ -589,7 +601,6 @@ impl StreamTransport {
                 low_water: DEFAULT_HIGH_WATER / 4,
                 attached: false,
             }),
-            read_buf: GilCell::new(Vec::new()),
         })
     }
 

@@ -1,0 +1,535 @@
+"""Stream transports: TCP and Unix connections and servers, flow control, TLS, start_tls."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+
+import pytest
+from looptools import LOOP_TEST_MARKS
+
+import asyncpg_rs
+
+pytestmark = LOOP_TEST_MARKS
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A self-signed CA, a server certificate for 'localhost' signed by it, and contexts."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is needed for the TLS tests (scripts/setup.sh installs it)")
+    d = tmp_path_factory.mktemp("tls")
+
+    def run(*args):
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(d / "server.pem", d / "server.key")
+    client_ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    return server_ctx, client_ctx
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+    def eof_received(self):
+        self.transport.close()
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self):
+        self.events = []
+        self.data = bytearray()
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.events.append("made")
+        self.transport = transport
+
+    def data_received(self, data):
+        if self.events[-1] != "data":
+            self.events.append("data")
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        if not self.done.done():
+            self.done.set_result(exc)
+
+
+async def echo_server(**kwargs):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0, **kwargs)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_protocol_callbacks_in_order():
+    loop = asyncio.get_running_loop()
+    server, port = await echo_server()
+    async with server:
+        transport, proto = await loop.create_connection(Collect, "127.0.0.1", port)
+        transport.write(b"ping")
+        await asyncio.sleep(0.05)
+        transport.write_eof()
+        exc = await asyncio.wait_for(proto.done, 5)
+        assert exc is None
+        assert proto.events == ["made", "data", "eof", "lost"]
+        assert bytes(proto.data) == b"ping"
+        assert transport.is_closing()
+
+
+async def test_extra_info_and_transport_api():
+    loop = asyncio.get_running_loop()
+    server, port = await echo_server()
+    async with server:
+        transport, proto = await loop.create_connection(Collect, "127.0.0.1", port)
+        try:
+            assert transport.get_extra_info("peername") == ("127.0.0.1", port)
+            assert transport.get_extra_info("sockname")[0] == "127.0.0.1"
+            sock = transport.get_extra_info("socket")
+            assert sock.family == socket.AF_INET and sock.fileno() >= 0
+            assert transport.get_extra_info("nonexistent", "dflt") == "dflt"
+            assert transport.get_protocol() is proto
+            assert transport.can_write_eof()
+            assert transport.is_reading()
+            transport.pause_reading()
+            assert not transport.is_reading()
+            transport.resume_reading()
+            assert transport.is_reading()
+            transport.set_write_buffer_limits(high=1000, low=100)
+            assert transport.get_write_buffer_limits() == (100, 1000)
+            with pytest.raises(ValueError):
+                transport.set_write_buffer_limits(high=10, low=100)
+            assert transport.get_write_buffer_size() == 0
+            with pytest.raises(TypeError):
+                transport.write("text is not bytes")
+            transport.writelines([b"a", bytearray(b"b"), memoryview(b"c")])
+            await asyncio.sleep(0.05)
+            assert bytes(proto.data) == b"abc"
+        finally:
+            transport.close()
+        await proto.done
+
+
+async def test_streams_api_roundtrip_large():
+    server, port = await echo_server()
+    async with server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        payload = os.urandom(8 * 1024 * 1024)
+
+        async def send():
+            writer.write(payload)
+            await writer.drain()
+
+        _, echoed = await asyncio.gather(send(), reader.readexactly(len(payload)))
+        assert echoed == payload
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_flow_control_pauses_writer_with_slow_reader():
+    loop = asyncio.get_running_loop()
+    paused = []
+
+    class Writer(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def pause_writing(self):
+            paused.append("pause")
+
+        def resume_writing(self):
+            paused.append("resume")
+
+    reader_ready = loop.create_future()
+
+    class SlowReader(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.pause_reading()
+            self.transport = transport
+            self.received = 0
+            reader_ready.set_result(self)
+
+        def data_received(self, data):
+            self.received += len(data)
+
+    server = await loop.create_server(SlowReader, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(Writer, "127.0.0.1", port)
+        slow = await reader_ready
+        chunk = b"x" * 65536
+        for _ in range(200):  # 12.5 MiB: far more than the socket buffers hold
+            transport.write(chunk)
+        assert paused == ["pause"]
+        assert transport.get_write_buffer_size() > 0
+        slow.transport.resume_reading()
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if transport.get_write_buffer_size() == 0 and slow.received == 200 * 65536:
+                break
+        assert paused == ["pause", "resume"]
+        assert slow.received == 200 * 65536
+        transport.close()
+
+
+async def test_buffered_protocol():
+    loop = asyncio.get_running_loop()
+    server, port = await echo_server()
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(1000)
+            self.got = bytearray()
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.got += self.buf[:nbytes]
+            if len(self.got) >= 100_000:
+                self.done.set_result(bytes(self.got))
+
+    async with server:
+        transport, proto = await loop.create_connection(Buffered, "127.0.0.1", port)
+        data = os.urandom(100_000)
+        transport.write(data)
+        assert await asyncio.wait_for(proto.done, 5) == data
+        transport.close()
+
+
+async def test_set_protocol_switches_receiver():
+    loop = asyncio.get_running_loop()
+    server, port = await echo_server()
+    async with server:
+        transport, first = await loop.create_connection(Collect, "127.0.0.1", port)
+        transport.write(b"one")
+        await asyncio.sleep(0.05)
+        second = Collect()
+        second.events.append("made")
+        transport.set_protocol(second)
+        assert transport.get_protocol() is second
+        transport.write(b"two")
+        await asyncio.sleep(0.05)
+        assert bytes(first.data) == b"one" and bytes(second.data) == b"two"
+        transport.close()
+        await second.done
+
+
+async def test_abort_and_write_after_close():
+    loop = asyncio.get_running_loop()
+    server, port = await echo_server()
+    async with server:
+        transport, proto = await loop.create_connection(Collect, "127.0.0.1", port)
+        transport.write(b"x" * 10)
+        transport.abort()
+        assert transport.is_closing()
+        await asyncio.wait_for(proto.done, 5)
+        transport.write(b"ignored")  # no exception, as asyncio's transports
+        transport.close()  # idempotent
+
+
+async def test_peer_reset_reports_connection_lost():
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        transport, proto = await loop.create_connection(Collect, "127.0.0.1", port)
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()  # RST
+        await asyncio.sleep(0.05)
+        transport.write(b"to a dead peer")
+        exc = await asyncio.wait_for(proto.done, 5)
+        assert exc is None or isinstance(exc, OSError)
+    finally:
+        listener.close()
+
+
+async def test_create_connection_errors():
+    loop = asyncio.get_running_loop()
+    with pytest.raises(ValueError, match="server_hostname is only meaningful with ssl"):
+        await loop.create_connection(Collect, "127.0.0.1", 1, server_hostname="x")
+    with pytest.raises(ValueError, match="host and port was not specified"):
+        await loop.create_connection(Collect)
+    sock = socket.socket()
+    try:
+        with pytest.raises(ValueError, match="can not be specified at the same time"):
+            await loop.create_connection(Collect, "127.0.0.1", 1, sock=sock)
+    finally:
+        sock.close()
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    with pytest.raises(ConnectionRefusedError):
+        await loop.create_connection(Collect, "127.0.0.1", port)
+
+
+async def test_create_connection_local_addr_and_happy_eyeballs():
+    loop = asyncio.get_running_loop()
+    server, port = await echo_server()
+    async with server:
+        transport, proto = await loop.create_connection(
+            Collect, "localhost", port, local_addr=("127.0.0.1", 0), happy_eyeballs_delay=0.05
+        )
+        assert transport.get_extra_info("sockname")[0] == "127.0.0.1"
+        transport.close()
+        await proto.done
+
+
+async def test_unix_server_and_path_cleanup(tmp_path):
+    loop = asyncio.get_running_loop()
+    path = str(tmp_path / "echo.sock")
+    server = await loop.create_unix_server(Echo, path)
+    assert os.path.exists(path)
+    transport, proto = await loop.create_unix_connection(Collect, path)
+    transport.write(b"unix")
+    await asyncio.sleep(0.05)
+    assert bytes(proto.data) == b"unix"
+    transport.close()
+    await proto.done
+    server.close()
+    await server.wait_closed()
+    if isinstance(loop, asyncpg_rs.Loop) or sys.version_info >= (3, 13):
+        # the stdlib removes the socket file since 3.13 (cleanup_socket); we always do
+        assert not os.path.exists(path)
+    with pytest.raises(ValueError):
+        await loop.create_unix_connection(Collect)
+
+
+async def test_server_lifecycle():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0, start_serving=False)
+    assert not server.is_serving()
+    assert server.get_loop() is loop
+    await server.start_serving()
+    assert server.is_serving()
+    port = server.sockets[0].getsockname()[1]
+    task = loop.create_task(server.serve_forever())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="already being awaited"):
+        await server.serve_forever()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"hi")
+    assert await reader.readexactly(2) == b"hi"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not server.is_serving()
+    if hasattr(server, "close_clients"):
+        server.close_clients()
+    else:
+        writer.close()
+    await asyncio.wait_for(server.wait_closed(), 5)
+    assert await reader.read() == b""
+    writer.close()
+
+
+async def test_server_multiple_hosts_and_reuse_port():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, ["127.0.0.1", "localhost"], 0, reuse_port=True)
+    try:
+        assert len(server.sockets) >= 1
+    finally:
+        server.close()
+        await server.wait_closed()
+    with pytest.raises(TypeError):
+        await loop.create_server(Echo, "127.0.0.1", 0, ssl=True)
+
+
+async def test_connect_accepted_socket():
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    try:
+        transport, proto = await loop.connect_accepted_socket(Collect, conn)
+        client.sendall(b"accepted")
+        await asyncio.sleep(0.05)
+        assert bytes(proto.data) == b"accepted"
+        transport.close()
+        await proto.done
+    finally:
+        client.close()
+        listener.close()
+
+
+async def test_tls_client_and_server(certs):
+    server_ctx, client_ctx = certs
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0, ssl=server_ctx)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
+        assert writer.get_extra_info("ssl_object") is not None
+        assert writer.get_extra_info("peercert")["subject"]
+        assert writer.get_extra_info("cipher")
+        assert writer.get_extra_info("sslcontext") is client_ctx
+        payload = os.urandom(1024 * 1024)
+        writer.write(payload)
+        assert await reader.readexactly(len(payload)) == payload
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_tls_verification_failure(certs):
+    server_ctx, _ = certs
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0, ssl=server_ctx)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        strict = ssl.create_default_context()  # does not trust our CA
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(
+                "127.0.0.1", port, ssl=strict, server_hostname="localhost"
+            )
+
+
+async def test_start_tls_upgrade_then_set_protocol(certs):
+    server_ctx, client_ctx = certs
+    loop = asyncio.get_running_loop()
+
+    async def handle(reader, writer):
+        assert await reader.readexactly(8) == b"STARTTLS"
+        writer.write(b"OK")
+        await writer.drain()
+        await writer.start_tls(server_ctx)
+        data = await reader.readexactly(6)
+        writer.write(data.upper())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        transport, proto = await loop.create_connection(Collect, "127.0.0.1", port)
+        transport.write(b"STARTTLS")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if bytes(proto.data) == b"OK":
+                break
+        assert bytes(proto.data) == b"OK"
+        tls_proto = Collect()
+        tls_transport = await loop.start_tls(
+            transport, tls_proto, client_ctx, server_hostname="localhost"
+        )
+        tls_proto.connection_made(tls_transport)
+        assert tls_transport.get_extra_info("ssl_object") is not None
+        tls_transport.write(b"secret")
+        await asyncio.wait_for(tls_proto.done, 5)
+        assert bytes(tls_proto.data) == b"SECRET"
+
+
+async def test_many_connections_opened_and_closed():
+    server, port = await echo_server(backlog=1000)
+    async with server:
+
+        async def one(i):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"%d" % i)
+            await writer.drain()
+            data = await reader.read(20)
+            writer.close()
+            await writer.wait_closed()
+            return data
+
+        for batch in range(20):
+            results = await asyncio.gather(*(one(batch * 100 + i) for i in range(100)))
+            assert results == [b"%d" % (batch * 100 + i) for i in range(100)]
+
+
+async def test_one_gib_through_one_connection():
+    loop = asyncio.get_running_loop()
+    total = 1 << 30
+
+    class Sink(asyncio.Protocol):
+        def __init__(self):
+            self.n = 0
+            self.done = loop.create_future()
+
+        def data_received(self, data):
+            self.n += len(data)
+            if self.n >= total and not self.done.done():
+                self.done.set_result(self.n)
+
+    sink = Sink()
+    server = await loop.create_server(lambda: sink, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        chunk = b"\0" * (1 << 20)
+        for _ in range(total // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+        assert await asyncio.wait_for(sink.done, 120) == total
+        writer.close()
+        await writer.wait_closed()
