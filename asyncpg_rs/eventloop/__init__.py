@@ -27,6 +27,8 @@ from asyncio import events
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from .._native import Handle, LoopCore, TimerHandle
+from ._datagram import DatagramMethods, DatagramTransport
+from ._processes import ProcessMethods
 from ._signals import SignalMethods
 from ._sockets import SocketMethods
 from ._streams import Server, StreamMethods
@@ -36,6 +38,7 @@ __all__ = (
     "Handle",
     "TimerHandle",
     "Server",
+    "DatagramTransport",
     "new_event_loop",
     "run",
     "EventLoopPolicy",
@@ -60,7 +63,15 @@ def _stop_when_done(fut: asyncio.Future) -> None:
         fut._loop.stop()
 
 
-class Loop(LoopCore, StreamMethods, SocketMethods, SignalMethods, asyncio.AbstractEventLoop):
+class Loop(
+    LoopCore,
+    StreamMethods,
+    DatagramMethods,
+    ProcessMethods,
+    SocketMethods,
+    SignalMethods,
+    asyncio.AbstractEventLoop,
+):
     """The asyncpg_rs event loop: an ``asyncio.AbstractEventLoop`` on a Rust core."""
 
     def __init__(self) -> None:

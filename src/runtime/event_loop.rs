@@ -305,8 +305,8 @@ impl LoopCore {
                     .borrow_mut(py)?
                     .extend(due.into_iter().filter(|h| !h.get().is_cancelled()));
                 // Transports run their protocol callbacks right away, as uvloop's do.
-                for (transport, readable, writable) in transports {
-                    StreamTransport::on_ready(transport.bind(py), readable, writable)?;
+                for (transport, readable, writable, read_closed) in transports {
+                    StreamTransport::on_ready(transport.bind(py), readable, writable, read_closed)?;
                 }
             }
         }

@@ -59,6 +59,8 @@ impl Watch {
 pub struct Ready {
     pub fd: RawFd,
     pub readable: bool,
+    /// The peer hung up: no further edge will come, so a reader must read to EOF now.
+    pub read_closed: bool,
     pub writable: bool,
 }
 
@@ -311,6 +313,7 @@ impl Reactor {
                 .map(|ev| Ready {
                     fd: ev.token().0 as RawFd,
                     readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    read_closed: ev.is_read_closed() || ev.is_error(),
                     writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
                 })
                 .collect())
@@ -338,14 +341,19 @@ impl Reactor {
         py: Python<'_>,
         ready: &Ready,
         out: &mut Vec<Py<Handle>>,
-        transports: &mut Vec<(Py<StreamTransport>, bool, bool)>,
+        transports: &mut Vec<(Py<StreamTransport>, bool, bool, bool)>,
     ) -> PyResult<()> {
         let watches = self.watches.borrow_mut(py)?;
         let Some(watch) = watches.get(&ready.fd) else {
             return Ok(());
         };
         if let Some(t) = &watch.transport {
-            transports.push((t.clone_ref(py), ready.readable, ready.writable));
+            transports.push((
+                t.clone_ref(py),
+                ready.readable,
+                ready.writable,
+                ready.read_closed,
+            ));
             return Ok(());
         }
         if ready.readable {

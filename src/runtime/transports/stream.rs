@@ -51,6 +51,8 @@ struct State {
     reading_paused: bool,
     /// The socket reported readable and we have not read it dry yet.
     read_pending: bool,
+    /// The peer hung up (EPOLLHUP/RDHUP): read until EOF, a short read proves nothing.
+    peer_closed: bool,
     protocol_paused: bool,
     high_water: usize,
     low_water: usize,
@@ -64,6 +66,7 @@ pub struct StreamTransport {
     fd: RawFd,
     extra: Py<PyDict>,
     server: Option<Py<PyAny>>,
+    endpoint: Endpoint,
     state: GilCell<State>,
 }
 
@@ -102,10 +105,24 @@ fn is_interrupt(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
-fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
+/// What the descriptor is: a socket, or one end of a pipe (or a character device).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Socket,
+    ReadPipe,
+    WritePipe,
+}
+
+fn recv(endpoint: Endpoint, fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` points to at least `len` writable bytes owned by the caller.
-        let n = unsafe { libc::recv(fd, buf.cast(), len, 0) };
+        let n = unsafe {
+            if endpoint == Endpoint::Socket {
+                libc::recv(fd, buf.cast(), len, 0)
+            } else {
+                libc::read(fd, buf.cast(), len)
+            }
+        };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -116,10 +133,17 @@ fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
     }
 }
 
-fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+fn send(endpoint: Endpoint, fd: RawFd, data: &[u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `data` is a valid slice; MSG_NOSIGNAL turns SIGPIPE into EPIPE.
-        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        // SAFETY: `data` is a valid slice; MSG_NOSIGNAL turns SIGPIPE into EPIPE (pipes rely
+        // on Python ignoring SIGPIPE, as asyncio's pipe transports do).
+        let n = unsafe {
+            if endpoint == Endpoint::Socket {
+                libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL)
+            } else {
+                libc::write(fd, data.as_ptr().cast(), data.len())
+            }
+        };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -155,6 +179,12 @@ impl StreamTransport {
         self.state
             .try_borrow_mut(py)
             .and_then(|s| s.protocol.as_ref().map(|p| p.clone_ref(py)))
+    }
+
+    fn peer_closed(&self, py: Python<'_>) -> bool {
+        self.state
+            .try_borrow_mut(py)
+            .is_some_and(|st| st.peer_closed)
     }
 
     /// Report a failure the way asyncio's transports do, then close without flushing.
@@ -202,13 +232,36 @@ impl StreamTransport {
     }
 
     /// Readiness from the reactor.
-    pub fn on_ready(slf: &Bound<'_, Self>, readable: bool, writable: bool) -> PyResult<()> {
+    pub fn on_ready(
+        slf: &Bound<'_, Self>,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) -> PyResult<()> {
+        let endpoint = slf.get().endpoint;
+        if endpoint == Endpoint::WritePipe {
+            if readable {
+                // A write end turns "readable" when the reader went away.
+                let unsent = slf.get().state.borrow_mut(slf.py())?.write_buf.len();
+                if unsent > 0 {
+                    let err = pyo3::exceptions::PyBrokenPipeError::new_err(());
+                    return Self::force_close(
+                        slf,
+                        Some(err.value(slf.py()).clone().into_any().unbind()),
+                    );
+                }
+                return Self::close_inner(slf);
+            }
+            return if writable { Self::flush(slf) } else { Ok(()) };
+        }
+        let writable = writable && endpoint == Endpoint::Socket;
         if writable {
             Self::flush(slf)?;
         }
         if readable {
             if let Ok(mut st) = slf.get().state.borrow_mut(slf.py()) {
                 st.read_pending = true;
+                st.peer_closed |= read_closed;
             }
             Self::read_ready(slf)?;
         }
@@ -261,7 +314,7 @@ impl StreamTransport {
         let py = slf.py();
         let me = slf.get();
         let mut buf = take_read_buffer();
-        let result = recv(me.fd, buf.as_mut_ptr(), buf.capacity());
+        let result = recv(me.endpoint, me.fd, buf.as_mut_ptr(), buf.capacity());
         let outcome = match result {
             Ok(0) => Self::on_eof(slf, protocol).map(|_| true),
             Ok(n) => {
@@ -274,7 +327,7 @@ impl StreamTransport {
                         .map(drop),
                 };
                 match delivered {
-                    Ok(()) => Ok(n < buf.capacity()),
+                    Ok(()) => Ok(n < buf.capacity() && !me.peer_closed(py)),
                     Err(err) => Self::fatal_error(
                         slf,
                         err,
@@ -335,13 +388,13 @@ impl StreamTransport {
             }
         };
         let len = buffer.len_bytes();
-        let result = recv(me.fd, buffer.buf_ptr().cast(), len);
+        let result = recv(me.endpoint, me.fd, buffer.buf_ptr().cast(), len);
         buffer.release(py);
         drop(target);
         match result {
             Ok(0) => Self::on_eof(slf, protocol).map(|_| true),
             Ok(n) => match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
-                Ok(_) => Ok(n < len),
+                Ok(_) => Ok(n < len && !me.peer_closed(py)),
                 Err(err) => Self::fatal_error(
                     slf,
                     err,
@@ -369,7 +422,9 @@ impl StreamTransport {
         }
         match protocol.call_method0(intern!(py, "eof_received")) {
             Ok(keep_open) => {
-                if !keep_open.is_truthy().unwrap_or(false) {
+                // A pipe closes at EOF whatever the protocol says, as asyncio's pipes do.
+                if slf.get().endpoint != Endpoint::Socket || !keep_open.is_truthy().unwrap_or(false)
+                {
                     Self::close_inner(slf)?;
                 }
                 Ok(())
@@ -389,7 +444,7 @@ impl StreamTransport {
             let mut st = me.state.borrow_mut(py)?;
             let mut outcome = Ok(());
             while !st.write_buf.is_empty() {
-                match send(me.fd, &st.write_buf) {
+                match send(me.endpoint, me.fd, &st.write_buf) {
                     Ok(n) => st.write_buf.advance(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -502,7 +557,7 @@ impl StreamTransport {
             let mut failure = None;
             let mut rest = data;
             if st.write_buf.is_empty() {
-                match send(me.fd, data) {
+                match send(me.endpoint, me.fd, data) {
                     Ok(n) => rest = &data[n..],
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => failure = Some(e),
@@ -565,14 +620,25 @@ impl StreamTransport {
 #[pymethods]
 impl StreamTransport {
     #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, extra, server=None))]
+    #[pyo3(signature = (event_loop, sock, protocol, extra, server=None, kind="socket"))]
     fn new(
         event_loop: Bound<'_, PyAny>,
         sock: Bound<'_, PyAny>,
         protocol: Bound<'_, PyAny>,
         extra: Bound<'_, PyDict>,
         server: Option<Bound<'_, PyAny>>,
+        kind: &str,
     ) -> PyResult<Self> {
+        let endpoint = match kind {
+            "socket" => Endpoint::Socket,
+            "read_pipe" => Endpoint::ReadPipe,
+            "write_pipe" => Endpoint::WritePipe,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown transport kind {other:?}"
+                )))
+            }
+        };
         let py = event_loop.py();
         let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         if fd < 0 {
@@ -585,6 +651,7 @@ impl StreamTransport {
             fd,
             extra: extra.unbind(),
             server: server.filter(|s| !s.is_none()).map(Bound::unbind),
+            endpoint,
             state: GilCell::new(State {
                 protocol: Some(protocol.unbind()),
                 receiver,
@@ -596,6 +663,7 @@ impl StreamTransport {
                 eof_received: false,
                 reading_paused: false,
                 read_pending: false,
+                peer_closed: false,
                 protocol_paused: false,
                 high_water: DEFAULT_HIGH_WATER,
                 low_water: DEFAULT_HIGH_WATER / 4,
@@ -680,6 +748,10 @@ impl StreamTransport {
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
+        if me.endpoint != Endpoint::Socket {
+            // a pipe's end of file is its closing
+            return Self::close_inner(slf);
+        }
         let now = {
             let mut st = me.state.borrow_mut(py)?;
             if st.closing || st.eof_written {
@@ -695,9 +767,9 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// Stream sockets can half-close.
+    /// Stream sockets can half-close; a write pipe's EOF is its closing.
     fn can_write_eof(&self) -> bool {
-        true
+        self.endpoint != Endpoint::ReadPipe
     }
 
     /// Close after flushing buffered data; the protocol gets ``connection_lost(None)``.

@@ -1,0 +1,128 @@
+"""Pipes and subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import pytest
+from looptools import LOOP_TEST_MARKS
+
+pytestmark = LOOP_TEST_MARKS
+
+PY = sys.executable
+
+
+async def test_exec_communicate_and_returncode():
+    proc = await asyncio.create_subprocess_exec(
+        PY,
+        "-c",
+        "import sys; d = sys.stdin.buffer.read(); sys.stdout.buffer.write(d[::-1]);"
+        "sys.stderr.write('to stderr'); sys.exit(7)",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    data = os.urandom(300_000)  # more than a pipe buffer: both directions must stream
+    out, err = await proc.communicate(data)
+    assert out == data[::-1]
+    assert err == b"to stderr"
+    assert proc.returncode == 7
+
+
+async def test_shell_and_readline():
+    proc = await asyncio.create_subprocess_shell(
+        "echo one; echo two 1>&2", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert await proc.stdout.readline() == b"one\n"
+    assert await proc.stderr.read() == b"two\n"
+    assert await proc.wait() == 0
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill", "send_signal"])
+async def test_signals_to_child(how):
+    proc = await asyncio.create_subprocess_exec(
+        PY,
+        "-c",
+        "import sys, time; print('up', flush=True); time.sleep(60)",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert await proc.stdout.readline() == b"up\n"
+    if how == "send_signal":
+        proc.send_signal(signal.SIGUSR1)
+        expected = -signal.SIGUSR1
+    else:
+        getattr(proc, how)()
+        expected = -signal.SIGTERM if how == "terminate" else -signal.SIGKILL
+    assert await asyncio.wait_for(proc.wait(), 10) == expected
+
+
+async def test_many_children_reaped():
+    procs = [await asyncio.create_subprocess_exec(PY, "-c", f"exit({i})") for i in range(10)]
+    codes = await asyncio.gather(*(p.wait() for p in procs))
+    assert codes == list(range(10))
+
+
+async def test_subprocess_argument_errors():
+    loop = asyncio.get_running_loop()
+    with pytest.raises(ValueError, match="cmd must be a string"):
+        await loop.subprocess_shell(asyncio.SubprocessProtocol, ["ls"])
+    with pytest.raises(ValueError, match="bufsize must be 0"):
+        await loop.subprocess_exec(asyncio.SubprocessProtocol, PY, bufsize=1)
+    with pytest.raises(ValueError, match="universal_newlines must be False"):
+        await loop.subprocess_exec(asyncio.SubprocessProtocol, PY, universal_newlines=True)
+    with pytest.raises(FileNotFoundError):
+        await asyncio.create_subprocess_exec("/nonexistent/program")
+
+
+async def test_read_and_write_pipes():
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe()
+    rfile, wfile = os.fdopen(r, "rb", 0), os.fdopen(w, "wb", 0)
+    received = bytearray()
+    done = loop.create_future()
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data):
+            received.extend(data)
+
+        def eof_received(self):
+            received.extend(b"<eof>")
+
+        def connection_lost(self, exc):
+            done.set_result(exc)
+
+    rt, _ = await loop.connect_read_pipe(Reader, rfile)
+    assert rt.get_extra_info("pipe") is rfile
+    wt, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
+    payload = os.urandom(1 << 20)
+    wt.write(payload)
+    wt.write_eof()
+    assert await asyncio.wait_for(done, 10) is None
+    assert bytes(received) == payload + b"<eof>"
+
+
+async def test_write_pipe_reader_gone():
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe()
+    wfile = os.fdopen(w, "wb", 0)
+    lost = loop.create_future()
+
+    class Writer(asyncio.Protocol):
+        def connection_lost(self, exc):
+            lost.set_result(exc)
+
+    wt, _ = await loop.connect_write_pipe(Writer, wfile)
+    os.close(r)
+    exc = await asyncio.wait_for(lost, 10)
+    assert exc is None or isinstance(exc, BrokenPipeError)
+    wt.close()
+
+
+async def test_regular_file_is_not_a_pipe(tmp_path):
+    loop = asyncio.get_running_loop()
+    with open(tmp_path / "f", "wb") as f:
+        with pytest.raises(ValueError, match="only for pipes"):
+            await loop.connect_write_pipe(asyncio.Protocol, f)
