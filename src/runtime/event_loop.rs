@@ -83,6 +83,16 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 impl LoopCore {
+    /// A transport's buffer filled (or drained): watch (or stop watching) writability.
+    pub(crate) fn set_transport_writing(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        writing: bool,
+    ) -> PyResult<()> {
+        self.reactor.set_transport_writing(py, fd, writing)
+    }
+
     #[inline]
     fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Relaxed) {

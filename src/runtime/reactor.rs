@@ -36,6 +36,9 @@ struct Watch {
     /// A transport of ours owns the descriptor: readiness goes to it directly, edge-triggered
     /// (it reads and writes until the kernel says EAGAIN), with no Python handle in between.
     transport: Option<Py<StreamTransport>>,
+    /// The transport has buffered data and waits for the socket to turn writable; without
+    /// buffered data it does not listen for writability (each ACK would wake the loop).
+    transport_writing: bool,
     registered: bool,
     /// The loop's own (signal wake-up socket): not a reason to poll between callbacks.
     internal: bool,
@@ -44,7 +47,11 @@ struct Watch {
 impl Watch {
     fn interest(&self) -> Option<Interest> {
         if self.transport.is_some() {
-            return Some(Interest::READABLE | Interest::WRITABLE);
+            return Some(if self.transport_writing {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            });
         }
         match (self.reader.is_some(), self.writer.is_some()) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -213,7 +220,7 @@ impl Reactor {
                     )));
                 }
                 let token = Token(fd as usize);
-                let interest = Interest::READABLE | Interest::WRITABLE;
+                let interest = Interest::READABLE;
                 let existed = watches.contains_key(&fd);
                 let watch = watches.entry(fd).or_default();
                 let res = if watch.registered {
@@ -249,6 +256,23 @@ impl Reactor {
                 Ok(watch.transport)
             }
         }
+    }
+
+    /// Listen (or stop listening) for writability of a transport's descriptor.
+    pub fn set_transport_writing(&self, py: Python<'_>, fd: RawFd, writing: bool) -> PyResult<()> {
+        let mut watches = self.watches.borrow_mut(py)?;
+        let Some(watch) = watches.get_mut(&fd) else {
+            return Ok(());
+        };
+        if watch.transport.is_none() || watch.transport_writing == writing {
+            return Ok(());
+        }
+        watch.transport_writing = writing;
+        if let (true, Some(interest)) = (watch.registered, watch.interest()) {
+            self.registry
+                .reregister(&mut SourceFd(&fd), Token(fd as usize), interest)?;
+        }
+        Ok(())
     }
 
     /// The transport that owns `fd`, if any.

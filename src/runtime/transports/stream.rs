@@ -24,6 +24,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::pg::protocol::PGProtocol;
 use crate::runtime::cell::GilCell;
+use crate::runtime::event_loop::LoopCore;
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Reads per readiness event before yielding to other work for an iteration.
@@ -57,6 +58,8 @@ struct State {
     high_water: usize,
     low_water: usize,
     attached: bool,
+    /// The reactor watches writability for us (only while data is buffered).
+    write_armed: bool,
 }
 
 #[pyclass(module = "asyncpg_rs._native", frozen, weakref)]
@@ -175,6 +178,25 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
 }
 
 impl StreamTransport {
+    /// Arm or disarm writability in the reactor when the buffer's emptiness changed.
+    fn arm_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let wanted = {
+            let mut st = me.state.borrow_mut(py)?;
+            let wanted = !st.write_buf.is_empty() && !st.lost;
+            if !st.attached || st.write_armed == wanted {
+                return Ok(());
+            }
+            st.write_armed = wanted;
+            wanted
+        };
+        match me.loop_obj.bind(py).downcast::<LoopCore>() {
+            Ok(core) => core.get().set_transport_writing(py, me.fd, wanted),
+            Err(_) => Ok(()),
+        }
+    }
+
     fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.state
             .try_borrow_mut(py)
@@ -463,6 +485,7 @@ impl StreamTransport {
 
     /// Flow control and deferred close/EOF once the buffer changed.
     fn after_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::arm_write(slf)?;
         let py = slf.py();
         let me = slf.get();
         enum Next {
@@ -668,6 +691,7 @@ impl StreamTransport {
                 high_water: DEFAULT_HIGH_WATER,
                 low_water: DEFAULT_HIGH_WATER / 4,
                 attached: false,
+                write_armed: false,
             }),
         })
     }
@@ -685,7 +709,8 @@ impl StreamTransport {
         }
         me.loop_obj
             .call_method1(py, intern!(py, "_attach_transport"), (me.fd, slf))?;
-        Ok(())
+        // data written before we were watched (in connection_made, say) still has to go
+        Self::arm_write(slf)
     }
 
     /// Continue reading data the socket already reported (after a pause or a spent budget).
