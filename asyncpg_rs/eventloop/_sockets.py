@@ -255,13 +255,13 @@ class SocketMethods:
         if offset < 0:
             raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
         try:
-            return await self._sendfile_native(sock, file, offset, count)
+            return await self._sock_sendfile_native(sock, file, offset, count)
         except asyncio.SendfileNotAvailableError:
             if not fallback:
                 raise
-        return await self._sendfile_fallback(sock, file, offset, count)
+        return await self._sock_sendfile_fallback(sock, file, offset, count)
 
-    async def _sendfile_native(self, sock, file, offset, count):
+    async def _sock_sendfile_native(self, sock, file, offset, count):
         import asyncio
 
         if not hasattr(os, "sendfile"):
@@ -306,7 +306,7 @@ class SocketMethods:
                 file.seek(offset + state[1])
         return state[1]
 
-    async def _sendfile_fallback(self, sock, file, offset, count):
+    async def _sock_sendfile_fallback(self, sock, file, offset, count):
         if offset:
             file.seek(offset)
         chunk = min(count, _SENDFILE_CHUNK) if count else _SENDFILE_CHUNK

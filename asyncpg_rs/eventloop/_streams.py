@@ -351,6 +351,74 @@ class StreamMethods:
             raise
         return ssl_protocol._app_transport
 
+    # ---------------------------------------------------------------- sendfile
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        """Send ``file`` over ``transport``: ``os.sendfile`` on our socket transports,
+        else (with ``fallback``) by reading the file and writing it to the transport."""
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if not isinstance(offset, int):
+            raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+        if offset < 0:
+            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+        if isinstance(transport, StreamTransport) and transport._is_socket:
+            try:
+                return await self._sendfile_on_transport(transport, file, offset, count)
+            except asyncio.SendfileNotAvailableError:
+                if not fallback:
+                    raise
+        elif not fallback:
+            raise RuntimeError(
+                f"fallback is disabled and native sendfile is not supported for transport "
+                f"{transport!r}"
+            )
+        return await self._sendfile_fallback(transport, file, offset, count)
+
+    async def _sendfile_on_transport(self, transport, file, offset, count):
+        transport.pause_reading()
+        try:
+            await transport._make_empty_waiter()
+            sock = transport.get_extra_info("socket")
+            fd = sock.fileno()
+            # the socket is ours for the duration: the transport is paused and drained
+            self._detach_transport(fd)
+            try:
+                return await self._sock_sendfile_native(sock, file, offset, count)
+            finally:
+                self._attach_transport(fd, transport)
+        finally:
+            transport.resume_reading()
+
+    async def _sendfile_fallback(self, transport, file, offset, count):
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 65536) if count else 65536
+        buf = bytearray(blocksize)
+        total = 0
+        try:
+            while True:
+                want = min(count - total, blocksize) if count else blocksize
+                if want <= 0:
+                    return total
+                view = memoryview(buf)[:want]
+                n = await self.run_in_executor(None, file.readinto, view)
+                if not n:
+                    return total
+                await _drained(transport)
+                transport.write(bytes(view[:n]))
+                total += n
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+
     # ---------------------------------------------------------------- servers
 
     async def create_server(
@@ -522,6 +590,23 @@ class StreamMethods:
             server._start_serving()
             await asyncio.sleep(0)
         return server
+
+
+async def _drained(transport):
+    """Wait until ``transport``'s buffer is below its high-water mark."""
+    if transport.is_closing():
+        raise ConnectionError("Connection closed by peer")
+    high = transport.get_write_buffer_limits()[1]
+    if transport.get_write_buffer_size() <= high:
+        return
+    waiter = getattr(transport, "_make_empty_waiter", None)
+    if waiter is not None:
+        await waiter()
+        return
+    while transport.get_write_buffer_size() > high:
+        if transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        await asyncio.sleep(0.001)
 
 
 def _interleave_families(infos, first_family_count):

@@ -181,9 +181,7 @@ async def test_sock_sendfile(fallback_only):
 
             if fallback_only:
                 sent, got = await asyncio.gather(
-                    loop._sock_sendfile_fallback(client, f, 1000, 100_000)
-                    if hasattr(loop, "_sock_sendfile_fallback")
-                    else loop._sendfile_fallback(client, f, 1000, 100_000),
+                    loop._sock_sendfile_fallback(client, f, 1000, 100_000),
                     read_all(100_000),
                 )
                 assert sent == 100_000 and got == data[1000:101_000]

@@ -533,3 +533,39 @@ async def test_one_gib_through_one_connection():
         assert await asyncio.wait_for(sink.done, 120) == total
         writer.close()
         await writer.wait_closed()
+
+
+@pytest.mark.parametrize("fallback_only", [False, True])
+async def test_loop_sendfile(tmp_path, fallback_only):
+    loop = asyncio.get_running_loop()
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    received = bytearray()
+    done = loop.create_future()
+
+    class Sink(asyncio.Protocol):
+        def data_received(self, chunk):
+            received.extend(chunk)
+            if len(received) >= len(data) - 100 and not done.done():
+                done.set_result(None)
+
+    server = await loop.create_server(Sink, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        transport.write(b"")
+        with open(path, "rb") as f:
+            if fallback_only:
+                # the read-and-write path every loop has (asyncio's own name for it)
+                sent = await loop._sendfile_fallback(transport, f, 100, None)
+            else:
+                sent = await loop.sendfile(transport, f, offset=100)
+            assert sent == len(data) - 100
+            assert f.tell() == len(data)
+        await asyncio.wait_for(done, 10)
+        assert bytes(received) == data[100:]
+        with pytest.raises(ValueError, match="count must be a positive integer"):
+            with open(path, "rb") as f:
+                await loop.sendfile(transport, f, count=0)
+        transport.close()

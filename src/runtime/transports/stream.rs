@@ -60,6 +60,8 @@ struct State {
     attached: bool,
     /// The reactor watches writability for us (only while data is buffered).
     write_armed: bool,
+    /// Futures waiting for the write buffer to drain (`loop.sendfile`).
+    empty_waiters: Vec<Py<PyAny>>,
 }
 
 #[pyclass(module = "asyncpg_rs._native", frozen, weakref)]
@@ -488,6 +490,22 @@ impl StreamTransport {
         Self::arm_write(slf)?;
         let py = slf.py();
         let me = slf.get();
+        let drained = {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.write_buf.is_empty() {
+                std::mem::take(&mut st.empty_waiters)
+            } else {
+                Vec::new()
+            }
+        };
+        for waiter in drained {
+            if !waiter
+                .call_method0(py, intern!(py, "done"))?
+                .is_truthy(py)?
+            {
+                waiter.call_method1(py, intern!(py, "set_result"), (py.None(),))?;
+            }
+        }
         enum Next {
             Nothing,
             Pause(Py<PyAny>),
@@ -692,6 +710,7 @@ impl StreamTransport {
                 low_water: DEFAULT_HIGH_WATER / 4,
                 attached: false,
                 write_armed: false,
+                empty_waiters: Vec::new(),
             }),
         })
     }
@@ -718,14 +737,47 @@ impl StreamTransport {
         Self::read_ready(slf)
     }
 
+    /// A future resolved once everything written so far has been handed to the kernel.
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        let waiter = me.loop_obj.call_method0(py, intern!(py, "create_future"))?;
+        let mut st = me.state.borrow_mut(py)?;
+        if st.lost {
+            drop(st);
+            let err = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+            waiter.call_method1(py, intern!(py, "set_exception"), (err.value(py),))?;
+        } else if st.write_buf.is_empty() {
+            drop(st);
+            waiter.call_method1(py, intern!(py, "set_result"), (py.None(),))?;
+        } else {
+            st.empty_waiters.push(waiter.clone_ref(py));
+        }
+        Ok(waiter)
+    }
+
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (protocol, attached) = {
+        let (protocol, attached, waiters) = {
             let mut st = me.state.borrow_mut(py)?;
             let attached = std::mem::replace(&mut st.attached, false);
-            (st.protocol.take(), attached)
+            (
+                st.protocol.take(),
+                attached,
+                std::mem::take(&mut st.empty_waiters),
+            )
         };
+        for waiter in waiters {
+            if !waiter
+                .call_method0(py, intern!(py, "done"))?
+                .is_truthy(py)?
+            {
+                let err =
+                    pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+                waiter.call_method1(py, intern!(py, "set_exception"), (err.value(py),))?;
+            }
+        }
         let result = match &protocol {
             Some(p) => p
                 .call_method1(py, intern!(py, "connection_lost"), (exc,))
@@ -922,6 +974,12 @@ impl StreamTransport {
     /// The current protocol.
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
         self.protocol(py).unwrap_or_else(|| py.None())
+    }
+
+    /// Whether this is a socket (``loop.sendfile`` can use ``os.sendfile`` on it).
+    #[getter]
+    fn _is_socket(&self) -> bool {
+        self.endpoint == Endpoint::Socket
     }
 
     /// The loop this transport runs on.
