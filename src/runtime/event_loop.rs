@@ -51,6 +51,17 @@ pub struct LoopCore {
     skipped_polls: AtomicU32,
 }
 
+/// Run `f`, turning a panic into its message instead of unwinding further.
+fn guard_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned())
+    })
+}
+
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
@@ -217,6 +228,30 @@ impl LoopCore {
         Ok(())
     }
 
+    /// A Rust panic inside one callback's processing is a bug of ours: report it through the
+    /// exception handler, like a failing callback, and keep the loop (and the process) alive.
+    fn report_panic(
+        slf: &Bound<'_, Self>,
+        outcome: Result<PyResult<()>, String>,
+        source: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        match outcome {
+            Ok(result) => result,
+            Err(message) => {
+                let py = slf.py();
+                let context = PyDict::new(py);
+                context.set_item(
+                    "message",
+                    format!("internal error in the asyncpg_rs event loop: {message}"),
+                )?;
+                context.set_item("exception", PyRuntimeError::new_err(message).value(py))?;
+                context.set_item("source", source)?;
+                slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+                Ok(())
+            }
+        }
+    }
+
     fn run_handle(slf: &Bound<'_, Self>, handle: &Py<Handle>, debug: bool) -> PyResult<()> {
         let py = slf.py();
         let h = handle.get();
@@ -316,7 +351,11 @@ impl LoopCore {
                     .extend(due.into_iter().filter(|h| !h.get().is_cancelled()));
                 // Transports run their protocol callbacks right away, as uvloop's do.
                 for (transport, readable, writable, read_closed) in transports {
-                    StreamTransport::on_ready(transport.bind(py), readable, writable, read_closed)?;
+                    let bound = transport.bind(py);
+                    let outcome = guard_panic(|| {
+                        StreamTransport::on_ready(bound, readable, writable, read_closed)
+                    });
+                    Self::report_panic(slf, outcome, bound.as_any())?;
                 }
             }
         }
@@ -353,7 +392,8 @@ impl LoopCore {
             if handle.get().is_cancelled() {
                 continue;
             }
-            Self::run_handle(slf, &handle, debug)?;
+            let outcome = guard_panic(|| Self::run_handle(slf, &handle, debug));
+            Self::report_panic(slf, outcome, handle.bind(py).as_any())?;
         }
         Ok(())
     }

@@ -502,7 +502,7 @@ async def test_many_connections_opened_and_closed():
             await writer.wait_closed()
             return data
 
-        for batch in range(20):
+        for batch in range(100):  # 10k connections, 100 at a time
             results = await asyncio.gather(*(one(batch * 100 + i) for i in range(100)))
             assert results == [b"%d" % (batch * 100 + i) for i in range(100)]
 
@@ -569,3 +569,31 @@ async def test_loop_sendfile(tmp_path, fallback_only):
             with open(path, "rb") as f:
                 await loop.sendfile(transport, f, count=0)
         transport.close()
+
+
+async def test_eof_in_the_middle_of_tls(certs):
+    server_ctx, client_ctx = certs
+    loop = asyncio.get_running_loop()
+    raw_peers = []
+
+    class DropsMidStream(asyncio.Protocol):
+        def connection_made(self, transport):
+            raw_peers.append(transport)
+            transport.write(b"partial")
+
+    server = await loop.create_server(DropsMidStream, "127.0.0.1", 0, ssl=server_ctx)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+        )
+        assert await reader.readexactly(7) == b"partial"
+        # the peer's TCP connection goes away without a TLS close_notify
+        raw_peers[0].abort()
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionError, ssl.SSLError)):
+            await asyncio.wait_for(reader.readexactly(100), 10)
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
