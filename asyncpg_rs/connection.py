@@ -621,6 +621,11 @@ class Connection(metaclass=ConnectionMeta):
         self._stmts_to_close.clear()
 
     def _cleanup(self):
+        # Background cancellations are pointless once the connection is gone.
+        current = asyncio.current_task(self._loop) if self._loop.is_running() else None
+        for task in list(self._cancel_tasks):
+            if task is not current:
+                task.cancel()
         self._mark_stmts_as_closed()
         self._listeners.clear()
         self._log_listeners.clear()
@@ -684,6 +689,18 @@ class Connection(metaclass=ConnectionMeta):
         task.add_done_callback(self._cancel_tasks.discard)
 
     async def _send_cancel(self):
+        # Bounded by command_timeout, as asyncpg's: a CancelRequest that cannot get through
+        # must not keep the connection in limbo forever.
+        try:
+            await _bounded(self._cancel_and_drain(), self._config.command_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The cancel could not be delivered or acknowledged: the connection's state is
+            # unknown, so it must not be reused.
+            self.terminate()
+
+    async def _cancel_and_drain(self):
         try:
             await connect_utils._cancel(
                 loop=self._loop,
@@ -692,17 +709,23 @@ class Connection(metaclass=ConnectionMeta):
                 backend_pid=self._protocol.get_server_pid(),
                 backend_secret=self._protocol.get_backend_secret(),
             )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The cancel could not be delivered: the connection's state is unknown, so it
-            # must not be reused.
-            self.terminate()
+        except ConnectionResetError:
+            # some servers reset the side connection after taking the CancelRequest; the
+            # cancelled query still has to be acknowledged on this one
+            pass
+        await asyncio.wait_for(self._protocol.wait_idle(), 30)
+
+    async def _wait_cancellations(self, timeout):
+        """Wait (up to ``timeout``) for background cancellations to finish; on timeout the
+        connection is terminated, since its cancelled query may still be running."""
+        if not self._cancel_tasks:
             return
+        pending = asyncio.gather(*list(self._cancel_tasks), return_exceptions=True)
         try:
-            await asyncio.wait_for(self._protocol.wait_idle(), 30)
+            await _bounded(asyncio.shield(pending), timeout)
         except asyncio.TimeoutError:
             self.terminate()
+            raise
 
     async def _ensure_idle(self):
         # A cancelled or timed-out query may still be draining, and its CancelRequest may
@@ -1121,3 +1144,9 @@ async def connect(dsn=None, *,
 
 
 _ = _native  # the native module is imported for its side effect of being loaded first
+
+
+async def _bounded(aw, timeout):
+    if timeout is None:
+        return await aw
+    return await asyncio.wait_for(aw, timeout)

@@ -135,6 +135,20 @@ class _Holder:
             ):
                 await self._discard()
                 return
+            if con._cancel_tasks:
+                # A timed-out query is still being cancelled: wait for that within the
+                # release timeout; past it the connection is terminated and the holder freed.
+                started = pool._loop.time()
+                try:
+                    await con._wait_cancellations(timeout)
+                except asyncio.TimeoutError:
+                    self._con = None
+                    raise
+                if timeout is not None:
+                    timeout = max(timeout - (pool._loop.time() - started), 0.001)
+                if con.is_closed():
+                    self._con = None
+                    return
             try:
                 if pool._reset is not None:
                     await _bounded(pool._reset(con), timeout)

@@ -46,6 +46,7 @@ class Transaction:
 
     __slots__ = (
         "_connection",
+        "_release_ctr",
         "_isolation",
         "_readonly",
         "_deferrable",
@@ -61,6 +62,8 @@ class Transaction:
                 f"isolation is expected to be either of {sorted(_ISOLATION_SQL)}, got {isolation!r}"
             )
         self._connection = connection
+        # a pooled connection released since this object was made is no longer ours
+        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
         self._isolation = isolation
         self._readonly = readonly
         self._deferrable = deferrable
@@ -78,6 +81,16 @@ class Transaction:
         await self.start()
 
     async def __aexit__(self, extype, ex, tb):
+        if getattr(self._connection, "_pool_release_ctr", 0) != self._release_ctr:
+            if extype is GeneratorExit:
+                # An async generator holding the block was finalised after its pooled
+                # connection went back to the pool: the pool's release rolls back for us,
+                # and the two must not race on the connection.
+                return
+            raise exceptions.InterfaceError(
+                "cannot call Transaction.__aexit__(): the underlying connection has been "
+                "released back to the pool"
+            )
         if self._connection.is_closed():
             if extype is GeneratorExit:
                 # an async generator holding the block was closed after its connection

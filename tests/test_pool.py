@@ -207,3 +207,44 @@ async def test_load_with_backends_killed(pg):
         await asyncio.sleep(0.05)
     assert left == 0
     await killer.close()
+
+
+async def test_abandoned_asyncgen_transaction_does_not_race_release(pg):
+    # An async generator holding a transaction is finalised (aclose scheduled by the loop)
+    # while the pool releases its connection: the release rolls back, the generator's
+    # __aexit__ must step aside instead of running ROLLBACK concurrently.
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def iterate(con):
+        async with con.transaction():
+            for record in await con.fetch("SELECT 1"):
+                yield record
+
+    class Boom(Exception):
+        pass
+
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        with pytest.raises(Boom):
+            async with pool.acquire() as con:
+                async for _ in iterate(con):
+                    raise Boom
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        async with pool.acquire() as con:
+            assert not con.is_in_transaction()
+            assert await con.fetchval("SELECT 2") == 2
+    assert errors == []
+
+
+async def test_release_waits_for_a_pending_cancellation(pg):
+    # a query that timed out is cancelled in the background; releasing the connection
+    # waits for that, so the next user gets an idle connection
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        con = await pool.acquire()
+        with pytest.raises(asyncio.TimeoutError):
+            await con.execute("SELECT pg_sleep(10)", timeout=0.05)
+        await asyncio.wait_for(pool.release(con), 10)
+        async with pool.acquire(timeout=5) as again:
+            assert await again.fetchval("SELECT 1") == 1
