@@ -160,3 +160,19 @@ async def test_copy_timeout_bounds_the_whole_operation(con):
             "SELECT repeat('a', 500) FROM generate_series(1, 200000)", output=slow_writer,
             timeout=0.1)
     assert await asyncio.wait_for(con.fetchval("SELECT 1"), 10) == 1
+
+
+async def test_copy_out_data_that_arrives_while_the_sink_is_busy_is_kept(con):
+    # the sink is still busy with the first chunk when the rest and the end of the COPY
+    # arrive: nothing of it may be lost
+    got = []
+
+    async def busy_first(chunk):
+        got.append(chunk)
+        if len(got) == 1:
+            await asyncio.sleep(0.3)
+
+    status = await con.copy_from_query("SELECT g FROM generate_series(1, 50000) g",
+                                       output=busy_first)
+    assert status == "COPY 50000"
+    assert b"".join(got).decode().splitlines() == [str(i) for i in range(1, 50001)]
