@@ -62,6 +62,17 @@ fn digits_to_string(groups: &[u16], weight: i64, dscale: usize, negative: bool) 
             0
         }
     };
+    let ndigits = groups.len() as i64;
+    if dscale == 0 && ndigits > 0 && weight + 1 > ndigits {
+        // an integer whose trailing zero groups the server left out: the digits that are
+        // there and an exponent, as asyncpg gives it (10000 is Decimal('1E+4'))
+        s.push_str(&groups[0].to_string());
+        for g in &groups[1..] {
+            s.push_str(&format!("{g:04}"));
+        }
+        s.push_str(&format!("E+{}", 4 * (weight + 1 - ndigits)));
+        return s;
+    }
     if weight < 0 {
         s.push('0');
     } else {
