@@ -169,8 +169,8 @@ fn conn_lost_error(py: Python<'_>) -> PyErr {
 }
 
 /// One row of `Connection._introspect_types`: oid, name, typtype, related oid, attribute
-/// names, attribute oids.
-type IntrospectedRow = (u32, String, String, u32, Vec<String>, Vec<u32>);
+/// names, attribute oids, schema.
+type IntrospectedRow = (u32, String, String, u32, Vec<String>, Vec<u32>, String);
 
 /// The asyncio protocol that speaks PostgreSQL's frontend/backend protocol v3.
 #[pyclass(module = "asyncpg_rs._native", name = "PGProtocol")]
@@ -889,8 +889,19 @@ fn encode_failure(
     } else {
         shown
     };
+    let place = match element {
+        Some(i) => format!("${} in element #{i} of executemany() sequence", index + 1),
+        None => format!("${}", index + 1),
+    };
     let (reason, cause) = match err {
         EncodeError::Invalid(reason) => (reason, None),
+        EncodeError::Unsupported(what) => {
+            return crate::pg::errors::py_error(
+                py,
+                "UnsupportedClientFeatureError",
+                format!("query argument {place}: {what}"),
+            );
+        }
         EncodeError::Py(e) => {
             let reason = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
             (reason, Some(e))
@@ -898,10 +909,6 @@ fn encode_failure(
     };
     // asyncpg's wording, which users and tests match on; the PostgreSQL type goes in the
     // hint so the message still says what was expected
-    let place = match element {
-        Some(i) => format!("${} in element #{i} of executemany() sequence", index + 1),
-        None => format!("${}", index + 1),
-    };
     let exc = data_error(
         py,
         format!("invalid input for query argument {place}: {shown} ({reason})"),
@@ -1544,16 +1551,17 @@ impl PGProtocol {
         Ok(())
     }
 
-    /// Register introspected types: `(oid, name, kind, related_oid, attr_names, attr_oids)`
-    /// tuples, dependencies first (see `Connection._introspect_types`).
+    /// Register introspected types: `(oid, name, kind, related_oid, attr_names, attr_oids,
+    /// schema)` tuples, dependencies first (see `Connection._introspect_types`).
     fn register_types(&mut self, py: Python<'_>, types: Vec<IntrospectedRow>) -> PyResult<()> {
-        for (oid, name, kind, related, attr_names, attr_oids) in types {
+        for (oid, name, kind, related, attr_names, attr_oids, schema) in types {
             let info = crate::pg::types::TypeInfo {
                 oid,
                 name,
                 kind: kind.chars().next().unwrap_or('b'),
                 related,
                 attrs: attr_names.into_iter().zip(attr_oids).collect(),
+                schema,
             };
             self.registry.register_type(py, &info)?;
         }
@@ -1570,17 +1578,21 @@ impl PGProtocol {
         self.registry.clear_introspected();
     }
 
-    /// Use `encoder`/`decoder` for values of `oid` (text or binary format).
+    /// Use `encoder`/`decoder` for values of `oid`, exchanging `format` ('text', 'binary'
+    /// or 'tuple') with them.
+    #[allow(clippy::too_many_arguments)]
     fn set_custom_codec(
         &mut self,
+        py: Python<'_>,
         oid: u32,
         name: &str,
+        schema: &str,
         encoder: PyObject,
         decoder: PyObject,
-        binary: bool,
-    ) {
+        format: &str,
+    ) -> PyResult<()> {
         self.registry
-            .set_custom(oid, name, encoder, decoder, binary);
+            .set_custom(py, oid, name, schema, (encoder, decoder), format)
     }
 
     /// Make `oid` use the builtin codec named `codec_name`; false if there is none.
