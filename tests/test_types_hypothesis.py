@@ -283,3 +283,46 @@ def test_range_round_trip_matches_asyncpg(pair, sqltype):
 def test_range_from_a_tuple_matches_asyncpg(pair, value):
     check(pair, "int4range", value, roundtrip=False)
     check(pair, "int4multirange", [value], roundtrip=False)
+
+
+# ---------------------------------------------------------------- text-format arrays
+
+
+# no empty strings: asyncpg 0.32 crashes on an empty element of a text-format array (it
+# comes back as a NULL pointer); tests/test_codecs_custom.py covers them for asyncpg_rs
+TRICKY_TEXT = st.text(st.sampled_from(list('ab ,{}"\\\'\tNULnul\u00e9')), min_size=1,
+                      max_size=8)
+
+
+@pytest.fixture(scope="module")
+def text_only_type(pair):
+    """A base type with no binary I/O, so neither driver has a binary codec for it and
+    arrays of it travel in PostgreSQL's text array syntax (quoting, escapes, NULL, nesting).
+    """
+    ddl = [
+        "DROP TYPE IF EXISTS hyp_txt CASCADE",
+        "CREATE TYPE hyp_txt",
+        "CREATE FUNCTION hyp_txt_in(cstring) RETURNS hyp_txt AS 'textin' "
+        "LANGUAGE internal IMMUTABLE STRICT",
+        "CREATE FUNCTION hyp_txt_out(hyp_txt) RETURNS cstring AS 'textout' "
+        "LANGUAGE internal IMMUTABLE STRICT",
+        "CREATE TYPE hyp_txt (INPUT = hyp_txt_in, OUTPUT = hyp_txt_out, LIKE = text)",
+    ]
+    for stmt in ddl:
+        pair.run(pair.rs.execute(stmt))
+    try:
+        yield "hyp_txt"
+    finally:
+        pair.run(pair.rs.execute("DROP TYPE hyp_txt CASCADE"))
+
+
+def test_text_format_arrays_match_asyncpg(pair, text_only_type):
+    elems = st.one_of(st.none(), TRICKY_TEXT)
+    arrays = st.one_of(st.lists(elems, max_size=6), _rectangular(elems))
+
+    @SETTINGS
+    @given(arrays)
+    def run(value):
+        check(pair, f"{text_only_type}[]", value)
+
+    run()
