@@ -101,6 +101,9 @@ _TEXT_CODECS = {
 }
 
 
+_INTROSPECTION_ATTEMPTS = 3
+
+
 class LoggedQuery(typing.NamedTuple):
     """What a query logger (``add_query_logger``) receives after each query."""
 
@@ -853,8 +856,12 @@ class Connection(metaclass=ConnectionMeta):
         else:
             name = ""
         state = await self._wait(self._protocol.prepare(name, query), timeout)
-        unknown = state.unknown_oids()
-        if unknown:
+        # the known types can be forgotten while introspection runs (reload_schema_state,
+        # a codec change): what is unknown after the rebind is introspected again
+        for _ in range(_INTROSPECTION_ATTEMPTS):
+            unknown = state.unknown_oids()
+            if not unknown:
+                break
             await self._introspect_types(unknown, timeout)
             state = self._protocol.rebind_codecs(state)
         stmt = _StatementRef(state, query)
