@@ -326,3 +326,14 @@ def test_text_format_arrays_match_asyncpg(pair, text_only_type):
         check(pair, f"{text_only_type}[]", value)
 
     run()
+
+
+@pytest.mark.parametrize("sqltype,rangetype", [("int4multirange", "int4range"),
+                                               ("datemultirange", "daterange")])
+def test_multirange_round_trip_matches_asyncpg(pair, sqltype, rangetype):
+    @SETTINGS
+    @given(st.lists(RANGES[rangetype], max_size=4))
+    def run(ranges):
+        check(pair, sqltype, [r for r, _ in ranges], [r for _, r in ranges], roundtrip=False)
+
+    run()
