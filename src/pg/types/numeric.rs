@@ -187,3 +187,33 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::digits_to_string;
+
+    #[test]
+    fn integers_with_dropped_zero_groups_get_an_exponent() {
+        // 10000: one group [1] at weight 1
+        assert_eq!(digits_to_string(&[1], 1, 0, false), "1E+4");
+        // 120000: [12] at weight 1
+        assert_eq!(digits_to_string(&[12], 1, 0, true), "-12E+4");
+        // 20000000: [2000] at weight 1
+        assert_eq!(digits_to_string(&[2000], 1, 0, false), "2000E+4");
+        // 100000001: [1, 0, 1] at weight 2, all groups present
+        assert_eq!(digits_to_string(&[1, 0, 1], 2, 0, false), "100000001");
+    }
+
+    #[test]
+    fn fractions_keep_their_display_scale() {
+        // 10000.00: [1] at weight 1, dscale 2
+        assert_eq!(digits_to_string(&[1], 1, 2, false), "10000.00");
+        // 0.0001: [1] at weight -1
+        assert_eq!(digits_to_string(&[1], -1, 4, false), "0.0001");
+        // -123.4500: [123, 4500] at weight 0, dscale 4
+        assert_eq!(digits_to_string(&[123, 4500], 0, 4, true), "-123.4500");
+        // zero with a scale
+        assert_eq!(digits_to_string(&[], 0, 3, false), "0.000");
+        assert_eq!(digits_to_string(&[], 0, 0, false), "0");
+    }
+}
