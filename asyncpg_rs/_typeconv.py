@@ -69,6 +69,8 @@ def bits_decode(bitlength, data):
 def bits_encode(value):
     if isinstance(value, str):
         value = types.BitString(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        value = types.BitString.frombytes(bytes(value))
     if not isinstance(value, types.BitString):
         raise TypeError(f"expected a BitString or str, got {type(value).__name__}")
     return len(value), value.bytes
@@ -103,7 +105,12 @@ def geometry_encode(kind, value):
     if kind == "circle":
         center, radius = value
         return [float(center[0]), float(center[1]), float(radius)], 0
-    closed = 1 if kind == "polygon" else int(bool(getattr(value, "is_closed", False)))
+    if kind == "polygon":
+        closed = 1
+    elif isinstance(value, tuple):
+        closed = 1  # as asyncpg: a tuple of points is a closed path, a list an open one
+    else:
+        closed = int(bool(getattr(value, "is_closed", False)))
     floats = []
     for p in value:
         floats.extend((float(p[0]), float(p[1])))

@@ -9,11 +9,10 @@ from . import exceptions
 __all__ = ("PreparedStatement",)
 
 
-def _type_of(oid, type_name):
+def _type_of(info):
     from .types import Type
 
-    kind = "array" if type_name.startswith("_") else "scalar"
-    return Type(oid, type_name, kind, "pg_catalog")
+    return Type(*info)
 
 
 class PreparedStatement:
@@ -74,15 +73,15 @@ class PreparedStatement:
 
     def get_parameters(self):
         """The parameter types, as a tuple of :class:`~asyncpg_rs.types.Type`."""
-        return tuple(_type_of(oid, name) for oid, name in self._stmt._state.parameter_types())
+        return tuple(_type_of(info) for info in self._stmt._state.parameter_type_infos())
 
     def get_attributes(self):
         """The result columns, as a tuple of :class:`~asyncpg_rs.types.Attribute`."""
         from .types import Attribute
 
         return tuple(
-            Attribute(name, _type_of(oid, tname))
-            for name, oid, tname in self._stmt._state.columns()
+            Attribute(name, _type_of(info))
+            for name, info in self._stmt._state.column_type_infos()
         )
 
     def cursor(self, *args, prefetch=None, timeout=None):

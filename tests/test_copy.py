@@ -160,3 +160,152 @@ async def test_copy_timeout_bounds_the_whole_operation(con):
             "SELECT repeat('a', 500) FROM generate_series(1, 200000)", output=slow_writer,
             timeout=0.1)
     assert await asyncio.wait_for(con.fetchval("SELECT 1"), 10) == 1
+
+
+async def test_copy_out_data_that_arrives_while_the_sink_is_busy_is_kept(con):
+    # the sink is still busy with the first chunk when the rest and the end of the COPY
+    # arrive: nothing of it may be lost
+    got = []
+
+    async def busy_first(chunk):
+        got.append(chunk)
+        if len(got) == 1:
+            await asyncio.sleep(0.3)
+
+    status = await con.copy_from_query("SELECT g FROM generate_series(1, 50000) g",
+                                       output=busy_first)
+    assert status == "COPY 50000"
+    assert b"".join(got).decode().splitlines() == [str(i) for i in range(1, 50001)]
+
+
+async def test_copy_records_bad_values_name_record_and_column(con):
+    await con.execute("CREATE TEMP TABLE cv (a int4, b timestamptz, c numeric, d int4[])")
+    ts = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    good = (1, ts, decimal.Decimal("1.5"), [1, 2])
+    cases = [
+        ((1, ts, decimal.Decimal("1"), ["x"]), '"d"'),       # bad array element
+        ((2**31, ts, decimal.Decimal("1"), None), '"a"'),    # int4 out of range
+        ((1, "2024-01-01", None, None), '"b"'),              # str for timestamptz
+        ((1, ts, "not a number", None), '"c"'),              # bad numeric
+        ((1, ts, None, 5), '"d"'),                           # scalar for an array
+    ]
+    for bad, column in cases:
+        records = [good] * 1500 + [bad] + [good] * 10
+        with pytest.raises(exceptions.DataError) as ei:
+            await con.copy_records_to_table("cv", records=records)
+        msg = str(ei.value)
+        assert "record #1500" in msg and column in msg, msg
+    with pytest.raises(exceptions.DataError, match=r"record #2 has 5 values, .* expects 4"):
+        await con.copy_records_to_table("cv", records=[good, good, good + (1,)])
+    with pytest.raises(exceptions.DataError, match="record #1 is not a sequence"):
+        await con.copy_records_to_table("cv", records=[good, 42])
+    assert await con.fetchval("SELECT count(*) FROM cv") == 0
+    assert await con.copy_records_to_table("cv", records=[good]) == "COPY 1"
+    assert tuple(await con.fetchrow("SELECT * FROM cv")) == good
+
+
+async def test_copy_records_iterable_failure_aborts_and_reraises(con):
+    await con.execute("CREATE TEMP TABLE ci2 (a int4)")
+
+    def records():
+        for i in range(5000):
+            yield (i,)
+        raise LookupError("the source ran dry")
+
+    async def arecords():
+        for i in range(5000):
+            yield (i,)
+        raise LookupError("the async source ran dry")
+
+    with pytest.raises(LookupError, match="the source ran dry"):
+        await con.copy_records_to_table("ci2", records=records())
+    with pytest.raises(LookupError, match="async source"):
+        await con.copy_records_to_table("ci2", records=arecords())
+    assert await con.fetchval("SELECT count(*) FROM ci2") == 0
+    async with con.transaction():
+        assert await con.copy_records_to_table("ci2", records=[(1,)]) == "COPY 1"
+    assert await con.fetchval("SELECT count(*) FROM ci2") == 1
+
+
+async def test_copy_in_file_like_failure_aborts_and_reraises(con):
+    await con.execute("CREATE TEMP TABLE cfl (a int4)")
+
+    class Broken:
+        def __init__(self):
+            self.calls = 0
+
+        def read(self, size):
+            self.calls += 1
+            if self.calls > 3:
+                raise OSError("read error")
+            return b"".join(b"%d\n" % i for i in range(1000))
+
+    with pytest.raises(OSError, match="read error"):
+        await con.copy_to_table("cfl", source=Broken())
+    assert await con.fetchval("SELECT count(*) FROM cfl") == 0
+    assert await con.copy_to_table("cfl", source=b"7\n") == "COPY 1"
+
+
+async def test_copy_out_sink_failure_with_file_like_reraises(con):
+    class Full:
+        def write(self, data):
+            raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space left"):
+        await con.copy_from_query("SELECT generate_series(1, 500000)", output=Full())
+    assert await asyncio.wait_for(con.fetchval("SELECT 3"), 10) == 3
+
+
+async def test_cancel_mid_copy_out_and_mid_copy_in(con):
+    started = asyncio.Event()
+
+    async def slow(chunk):
+        started.set()
+        await asyncio.sleep(0.01)
+
+    task = asyncio.ensure_future(con.copy_from_query(
+        "SELECT g, repeat('x', 200) FROM generate_series(1, 2000000) g", output=slow))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.wait_for(con.fetchval("SELECT 4"), 10) == 4
+
+    await con.execute("CREATE TEMP TABLE cci (a int4)")
+    sent = asyncio.Event()
+
+    async def endless():
+        i = 0
+        while True:
+            yield b"".join(b"%d\n" % j for j in range(i, i + 1000))
+            i += 1000
+            sent.set()
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(con.copy_to_table("cci", source=endless()))
+    await asyncio.wait_for(sent.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.wait_for(con.fetchval("SELECT count(*) FROM cci"), 10) == 0
+
+
+async def test_copy_records_one_million_rows(con):
+    await con.execute("CREATE TEMP TABLE cmil (a int4, b text, c timestamptz, d numeric)")
+    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+    def records():
+        for i in range(1_000_000):
+            yield (i, None if i % 7 == 0 else f"r{i}",
+                   base + datetime.timedelta(seconds=i) if i % 5 else None,
+                   decimal.Decimal(i) / 4 if i % 3 else None)
+
+    assert await con.copy_records_to_table("cmil", records=records()) == "COPY 1000000"
+    row = await con.fetchrow(
+        "SELECT count(*), sum(a::int8), count(b), count(c), sum(d), max(c) FROM cmil")
+    assert row[0] == 1_000_000
+    assert row[1] == sum(range(1_000_000))
+    assert row[2] == 1_000_000 - len(range(0, 1_000_000, 7))
+    assert row[3] == 1_000_000 - len(range(0, 1_000_000, 5))
+    assert row[4] == sum(decimal.Decimal(i) / 4 for i in range(1_000_000) if i % 3)
+    assert row[5] == base + datetime.timedelta(seconds=999_999)

@@ -76,3 +76,34 @@ async def test_reload_schema_state(con):
     await con.execute("DROP TYPE pg_temp.t2; CREATE TYPE pg_temp.t2 AS (a int4, b int4)")
     await con.reload_schema_state()
     assert tuple(await con.fetchval("SELECT ROW(1, 2)::pg_temp.t2")) == (1, 2)
+
+
+async def test_types_forgotten_during_introspection_are_introspected_again(pg):
+    import asyncpg_rs
+
+    class Forgetful(asyncpg_rs.Connection):
+        """Forgets every known type when the first introspection starts, as a concurrent
+        reload_schema_state() or set_type_codec() would."""
+
+        forget_once = False
+        introspections = 0
+
+        async def _introspect_types(self, oids, timeout):
+            self.introspections += 1
+            if self.forget_once:
+                self.forget_once = False
+                await self.reload_schema_state()
+            return await super()._introspect_types(oids, timeout)
+
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(), connection_class=Forgetful)
+    try:
+        await con.execute("CREATE DOMAIN pg_temp.d_one AS int4; "
+                          "CREATE DOMAIN pg_temp.d_two AS int4")
+        assert await con.fetchval("SELECT $1::pg_temp.d_one", 10) == 10
+        con.forget_once = True
+        before = con.introspections
+        row = await con.fetchrow("SELECT $1::pg_temp.d_one, $2::pg_temp.d_two", 10, 20)
+        assert tuple(row) == (10, 20)
+        assert con.introspections - before == 2
+    finally:
+        await con.close()

@@ -58,7 +58,7 @@ enum Op {
         state: Py<StatementState>,
     },
     ClosePortal,
-    /// COPY ... TO STDOUT: chunks wait in `copy_chunks` for `copy_out_read`.
+    /// COPY ... TO STDOUT: data waits in `copy_buf` for `copy_out_read`.
     CopyOut,
     /// COPY ... FROM STDIN: `ready` resolves at CopyInResponse, the waiter at ReadyForQuery.
     CopyIn {
@@ -168,8 +168,8 @@ fn conn_lost_error(py: Python<'_>) -> PyErr {
 }
 
 /// One row of `Connection._introspect_types`: oid, name, typtype, related oid, attribute
-/// names, attribute oids.
-type IntrospectedRow = (u32, String, String, u32, Vec<String>, Vec<u32>);
+/// names, attribute oids, schema.
+type IntrospectedRow = (u32, String, String, u32, Vec<String>, Vec<u32>, String);
 
 /// The asyncio protocol that speaks PostgreSQL's frontend/backend protocol v3.
 #[pyclass(module = "asyncpg_rs._native", name = "PGProtocol")]
@@ -201,8 +201,9 @@ pub struct PGProtocol {
     writing_paused: bool,
     /// The last Execute stopped at its row limit (PortalSuspended) rather than completing.
     suspended: bool,
-    copy_chunks: Vec<PyObject>,
-    copy_buffered: usize,
+    /// COPY OUT data not yet handed to `copy_out_read`: the rows' CopyData payloads,
+    /// concatenated (one bytes object per read, not one per row).
+    copy_buf: Vec<u8>,
     copy_reader: Option<PyObject>,
     copy_discard: bool,
     reading_paused: bool,
@@ -350,7 +351,7 @@ impl PGProtocol {
         if let Some(r) = self.copy_reader.take() {
             fx.push(Effect::Reject(r, err.clone_ref(py)));
         }
-        self.copy_chunks.clear();
+        self.copy_buf = Vec::new();
     }
 
     fn write_startup(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) -> PyResult<()> {
@@ -556,15 +557,38 @@ impl PGProtocol {
     /// The COPY OUT is over: a waiting reader gets what is left, or `None`.
     fn end_copy_out(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) {
         if let Some(r) = self.copy_reader.take() {
-            if self.copy_chunks.is_empty() {
+            if self.copy_buf.is_empty() {
                 fx.push(Effect::Resolve(r, py.None()));
-            } else if let Ok(chunks) = PyList::new(py, self.copy_chunks.drain(..)) {
-                fx.push(Effect::Resolve(r, chunks.into_any().unbind()));
+            } else if let Ok(chunks) = self.take_copy_chunks(py) {
+                fx.push(Effect::Resolve(r, chunks));
             }
+            self.copy_buf = Vec::new();
         }
-        self.copy_buffered = 0;
+        // without a waiting reader what is left stays for the next copy_out_read
         self.copy_discard = false;
         self.resume_reading_if_paused(py, fx);
+    }
+
+    /// What COPY OUT data is buffered, as the `[bytes]` a reader gets; the buffer is emptied.
+    fn take_copy_chunks(&mut self, py: Python<'_>) -> PyResult<PyObject> {
+        let chunk = PyBytes::new(py, &self.copy_buf);
+        self.copy_buf.clear();
+        Ok(PyList::new(py, [chunk])?.into_any().unbind())
+    }
+
+    /// After a batch of messages: a waiting COPY OUT reader gets what the batch brought.
+    fn flush_copy_out(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) {
+        if self.copy_buf.is_empty() || self.copy_reader.is_none() {
+            return;
+        }
+        match self.take_copy_chunks(py) {
+            Ok(chunks) => {
+                if let Some(r) = self.copy_reader.take() {
+                    fx.push(Effect::Resolve(r, chunks));
+                }
+            }
+            Err(e) => self.record_error(e),
+        }
     }
 
     fn resume_reading_if_paused(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) {
@@ -750,15 +774,12 @@ impl PGProtocol {
             }
             Message::PortalSuspended => self.suspended = true,
             Message::CopyData(body) if matches!(self.op, Op::CopyOut) && !self.copy_discard => {
-                let data = body.data();
-                self.copy_buffered += data.len();
-                self.copy_chunks
-                    .push(PyBytes::new(py, data).into_any().unbind());
-                if let Some(r) = self.copy_reader.take() {
-                    let chunks = PyList::new(py, self.copy_chunks.drain(..))?;
-                    self.copy_buffered = 0;
-                    fx.push(Effect::Resolve(r, chunks.into_any().unbind()));
-                } else if self.copy_buffered > COPY_OUT_HIGH_WATER && !self.reading_paused {
+                // a waiting reader is handed the data at the end of the batch (feed)
+                self.copy_buf.extend_from_slice(body.data());
+                if self.copy_reader.is_none()
+                    && self.copy_buf.len() > COPY_OUT_HIGH_WATER
+                    && !self.reading_paused
+                {
                     // a slow consumer: stop reading until it catches up
                     self.reading_paused = true;
                     fx.push(Effect::Call(self.transport(py)?, "pause_reading"));
@@ -840,6 +861,7 @@ impl PGProtocol {
                 }
             }
         }
+        self.flush_copy_out(py, fx);
     }
 }
 
@@ -860,8 +882,19 @@ fn encode_failure(
     } else {
         shown
     };
+    let place = match element {
+        Some(i) => format!("${} in element #{i} of executemany() sequence", index + 1),
+        None => format!("${}", index + 1),
+    };
     let (reason, cause) = match err {
         EncodeError::Invalid(reason) => (reason, None),
+        EncodeError::Unsupported(what) => {
+            return crate::pg::errors::py_error(
+                py,
+                "UnsupportedClientFeatureError",
+                format!("query argument {place}: {what}"),
+            );
+        }
         EncodeError::Py(e) => {
             let reason = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
             (reason, Some(e))
@@ -869,10 +902,6 @@ fn encode_failure(
     };
     // asyncpg's wording, which users and tests match on; the PostgreSQL type goes in the
     // hint so the message still says what was expected
-    let place = match element {
-        Some(i) => format!("${} in element #{i} of executemany() sequence", index + 1),
-        None => format!("${}", index + 1),
-    };
     let exc = data_error(
         py,
         format!("invalid input for query argument {place}: {shown} ({reason})"),
@@ -945,8 +974,7 @@ impl PGProtocol {
             xact_status: b'I',
             writing_paused: false,
             suspended: false,
-            copy_chunks: Vec::new(),
-            copy_buffered: 0,
+            copy_buf: Vec::new(),
             copy_reader: None,
             copy_discard: false,
             reading_paused: false,
@@ -1409,8 +1437,7 @@ impl PGProtocol {
             let mut out = BytesMut::with_capacity(sql.len() + 8);
             frontend::query(&sql, &mut out)
                 .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
-            this.copy_chunks.clear();
-            this.copy_buffered = 0;
+            this.copy_buf.clear();
             this.copy_discard = false;
             this.begin(py, Op::CopyOut, out, Some(sql), &mut fx)?
         };
@@ -1425,14 +1452,13 @@ impl PGProtocol {
         let fut = {
             let mut this = slf.borrow_mut();
             let fut = this.loop_.call_method0(py, "create_future")?;
-            if !this.copy_chunks.is_empty() {
-                let chunks = PyList::new(py, this.copy_chunks.drain(..))?;
-                this.copy_buffered = 0;
+            if !this.copy_buf.is_empty() {
+                let chunks = this.take_copy_chunks(py)?;
+                if !matches!(this.op, Op::CopyOut) {
+                    this.copy_buf = Vec::new(); // the last of it: give the memory back
+                }
                 this.resume_reading_if_paused(py, &mut fx);
-                fx.push(Effect::Resolve(
-                    fut.clone_ref(py),
-                    chunks.into_any().unbind(),
-                ));
+                fx.push(Effect::Resolve(fut.clone_ref(py), chunks));
             } else if !matches!(this.op, Op::CopyOut) {
                 fx.push(Effect::Resolve(fut.clone_ref(py), py.None()));
             } else if this.copy_reader.is_some() {
@@ -1455,8 +1481,7 @@ impl PGProtocol {
         {
             let mut this = slf.borrow_mut();
             this.copy_discard = true;
-            this.copy_chunks.clear();
-            this.copy_buffered = 0;
+            this.copy_buf = Vec::new();
             this.resume_reading_if_paused(py, &mut fx);
         }
         run_effects(py, fx)
@@ -1530,16 +1555,17 @@ impl PGProtocol {
         Ok(())
     }
 
-    /// Register introspected types: `(oid, name, kind, related_oid, attr_names, attr_oids)`
-    /// tuples, dependencies first (see `Connection._introspect_types`).
+    /// Register introspected types: `(oid, name, kind, related_oid, attr_names, attr_oids,
+    /// schema)` tuples, dependencies first (see `Connection._introspect_types`).
     fn register_types(&mut self, py: Python<'_>, types: Vec<IntrospectedRow>) -> PyResult<()> {
-        for (oid, name, kind, related, attr_names, attr_oids) in types {
+        for (oid, name, kind, related, attr_names, attr_oids, schema) in types {
             let info = crate::pg::types::TypeInfo {
                 oid,
                 name,
                 kind: kind.chars().next().unwrap_or('b'),
                 related,
                 attrs: attr_names.into_iter().zip(attr_oids).collect(),
+                schema,
             };
             self.registry.register_type(py, &info)?;
         }
@@ -1556,17 +1582,21 @@ impl PGProtocol {
         self.registry.clear_introspected();
     }
 
-    /// Use `encoder`/`decoder` for values of `oid` (text or binary format).
+    /// Use `encoder`/`decoder` for values of `oid`, exchanging `format` ('text', 'binary'
+    /// or 'tuple') with them.
+    #[allow(clippy::too_many_arguments)]
     fn set_custom_codec(
         &mut self,
+        py: Python<'_>,
         oid: u32,
         name: &str,
+        schema: &str,
         encoder: PyObject,
         decoder: PyObject,
-        binary: bool,
-    ) {
+        format: &str,
+    ) -> PyResult<()> {
         self.registry
-            .set_custom(oid, name, encoder, decoder, binary);
+            .set_custom(py, oid, name, schema, (encoder, decoder), format)
     }
 
     /// Make `oid` use the builtin codec named `codec_name`; false if there is none.

@@ -10,6 +10,9 @@ use pyo3::types::PyTuple;
 use crate::pg::record::RecordDesc;
 use crate::pg::types::{Codec, CodecRegistry, Format};
 
+/// `(oid, name, kind, schema)`: what `asyncpg_rs.types.Type` is made of.
+type TypeTuple<'a> = (u32, String, &'a str, &'a str);
+
 /// One result column as described by the server.
 pub struct Column {
     pub name: String,
@@ -143,6 +146,38 @@ impl StatementState {
             .iter()
             .zip(&self.col_codecs)
             .map(|(c, codec)| (c.name.clone(), c.type_oid, codec.type_name().to_string()))
+            .collect();
+        PyTuple::new(py, items)
+    }
+
+    /// Parameter types as `(oid, name, kind, schema)` for `Type` (arrays named `elem[]`).
+    fn parameter_type_infos<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let items: Vec<TypeTuple<'_>> = self
+            .param_codecs
+            .iter()
+            .zip(&self.param_oids)
+            .map(|(c, &oid)| (oid, c.display_name(), c.type_kind(), c.schema()))
+            .collect();
+        PyTuple::new(py, items)
+    }
+
+    /// Result columns as `(name, (oid, type name, kind, schema))` for `Attribute`.
+    fn column_type_infos<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let items: Vec<(String, TypeTuple<'_>)> = self
+            .columns
+            .iter()
+            .zip(&self.col_codecs)
+            .map(|(c, codec)| {
+                (
+                    c.name.clone(),
+                    (
+                        c.type_oid,
+                        codec.display_name(),
+                        codec.type_kind(),
+                        codec.schema(),
+                    ),
+                )
+            })
             .collect();
         PyTuple::new(py, items)
     }

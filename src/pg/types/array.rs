@@ -91,8 +91,16 @@ fn decode_level(
     Ok(PyList::new(py, items)?.into_any().unbind())
 }
 
-fn is_subarray(value: &Bound<'_, PyAny>) -> bool {
-    value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>()
+/// Whether `value` is a level of the array rather than an element: lists always are;
+/// tuples are, unless the elements are themselves written as tuples (composites, ranges,
+/// tuple-format custom codecs), as in asyncpg.
+fn is_subarray(value: &Bound<'_, PyAny>, elem: &Codec) -> bool {
+    value.is_instance_of::<PyList>()
+        || (value.is_instance_of::<PyTuple>()
+            && !matches!(
+                elem.kind,
+                super::Kind::Composite | super::Kind::Range | super::Kind::CustomTuple
+            ))
 }
 
 fn items_of<'py>(value: &Bound<'py, PyAny>) -> Result<Vec<Bound<'py, PyAny>>, EncodeError> {
@@ -120,7 +128,7 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, elem: &Codec) -> Enc
     let mut dims = vec![top.len()];
     let mut probe = top.first().cloned();
     while let Some(p) = probe {
-        if !is_subarray(&p) {
+        if !is_subarray(&p, elem) {
             break;
         }
         let inner = items_of(&p)?;
@@ -167,7 +175,7 @@ fn encode_level(
     }
     for item in items {
         if dims.len() > 1 {
-            if !is_subarray(item) {
+            if !is_subarray(item, elem) {
                 return Err(EncodeError::Invalid("non-homogeneous array".into()));
             }
             encode_level(&items_of(item)?, &dims[1..], out, elem, has_nulls)?;
@@ -175,7 +183,7 @@ fn encode_level(
             *has_nulls = true;
             out.put_i32(-1);
         } else {
-            if is_subarray(item) && !matches!(elem.kind, super::Kind::Array) {
+            if is_subarray(item, elem) && !matches!(elem.kind, super::Kind::Array) {
                 return Err(EncodeError::Invalid("non-homogeneous array".into()));
             }
             put_framed(out, |out| elem.encode(item, out)).map_err(|e| {

@@ -63,8 +63,18 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, codec: &Codec) -> En
     };
     let py = value.py();
     let items: Vec<Bound<'_, PyAny>> = if let Ok(d) = value.downcast::<PyDict>() {
+        let names = desc.names(py);
+        for key in d.keys() {
+            if !names.contains(&key)? {
+                return Err(EncodeError::Invalid(format!(
+                    "{} is not a valid element of composite type {}",
+                    key.repr()?,
+                    codec.name
+                )));
+            }
+        }
         let mut v = Vec::with_capacity(fields.len());
-        for name in desc.names(py).iter() {
+        for name in names.iter() {
             v.push(
                 d.get_item(&name)?
                     .unwrap_or_else(|| py.None().into_bound(py)),

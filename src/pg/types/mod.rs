@@ -25,6 +25,7 @@ mod pyrefs;
 mod range;
 mod scalar;
 mod text;
+mod textarray;
 mod uuid;
 
 /// The wire format code for Bind and RowDescription.
@@ -40,6 +41,9 @@ pub enum EncodeError {
     Invalid(String),
     /// An exception raised by Python code while encoding.
     Py(PyErr),
+    /// Input the driver cannot send at all (UnsupportedClientFeatureError), e.g. anonymous
+    /// records.
+    Unsupported(String),
 }
 
 impl From<PyErr> for EncodeError {
@@ -54,7 +58,7 @@ impl EncodeError {
     /// The reason as text (a Python exception's message for `Py`).
     pub fn reason(self, py: Python<'_>) -> String {
         match self {
-            EncodeError::Invalid(r) => r,
+            EncodeError::Invalid(r) | EncodeError::Unsupported(r) => r,
             EncodeError::Py(err) => err.value(py).to_string(),
         }
     }
@@ -117,6 +121,17 @@ enum Kind {
     /// Any type without a binary codec: `str` in text format.
     TextFallback,
     Array,
+    /// An array of a text-format element type (`textarray`): lists in text format.
+    TextArray,
+    /// A range whose subtype only has a text codec: read as `str`, never sent.
+    TextRange,
+    /// A composite with an attribute that only has a text codec: neither read nor sent.
+    TextComposite,
+    /// txid_snapshot, pg_snapshot: (xmin, xmax, (xip, ...)).
+    Snapshot,
+    /// A user's `format='tuple'` codec: `elem` is the builtin codec whose wire form the
+    /// tuple describes.
+    CustomTuple,
 }
 
 /// A composite's row description and its attributes' (type oid, codec).
@@ -126,6 +141,8 @@ type CompositeFields = (Arc<crate::pg::record::RecordDesc>, Vec<(u32, Arc<Codec>
 pub struct Codec {
     oid: u32,
     name: String,
+    /// The schema of the type, for `Type.schema`.
+    schema: String,
     kind: Kind,
     format: Format,
     /// For arrays: the element codec; for ranges and multiranges: the subtype's.
@@ -138,7 +155,7 @@ pub struct Codec {
 
 impl Codec {
     fn scalar(oid: u32, name: &str, kind: Kind) -> Codec {
-        let format = if kind == Kind::TextFallback {
+        let format = if matches!(kind, Kind::TextFallback | Kind::TextComposite) {
             Format::Text
         } else {
             Format::Binary
@@ -146,6 +163,7 @@ impl Codec {
         Codec {
             oid,
             name: name.to_string(),
+            schema: PG_CATALOG.to_string(),
             kind,
             format,
             elem: None,
@@ -161,14 +179,17 @@ impl Codec {
         } else {
             Format::Text
         };
-        let kind = if format == Format::Text {
-            Kind::TextFallback
-        } else {
+        let kind = if format == Format::Binary {
             kind
+        } else if kind == Kind::Range || kind == Kind::Multirange {
+            Kind::TextRange
+        } else {
+            Kind::TextFallback
         };
         Codec {
             oid,
             name: name.to_string(),
+            schema: PG_CATALOG.to_string(),
             kind,
             format,
             elem: Some(elem),
@@ -178,16 +199,16 @@ impl Codec {
     }
 
     fn array(oid: u32, elem: Arc<Codec>) -> Codec {
-        // a text-format element forces the whole array into text format, which we only read
-        // back as the server's text; keep arrays of text-only types as plain text
+        // a text-format element puts the whole array in text format
         let (kind, format) = if elem.format == Format::Binary {
             (Kind::Array, Format::Binary)
         } else {
-            (Kind::TextFallback, Format::Text)
+            (Kind::TextArray, Format::Text)
         };
         Codec {
             oid,
             name: format!("_{}", elem.name),
+            schema: elem.schema.clone(),
             kind,
             format,
             elem: Some(elem),
@@ -208,9 +229,39 @@ impl Codec {
         self.format
     }
 
-    /// Whether this is an array type (for `Type.kind`).
+    /// Whether this is an array type.
     pub fn is_array(&self) -> bool {
-        self.elem.is_some()
+        matches!(self.kind, Kind::Array | Kind::TextArray)
+    }
+
+    /// What `Type.kind` says: 'scalar', 'array', 'composite', 'range' or 'multirange'.
+    pub fn type_kind(&self) -> &'static str {
+        match self.kind {
+            Kind::Array | Kind::TextArray => "array",
+            Kind::Composite | Kind::Record | Kind::TextComposite => "composite",
+            Kind::Range => "range",
+            Kind::Multirange => "multirange",
+            Kind::TextRange if self.name.contains("multirange") => "multirange",
+            Kind::TextRange => "range",
+            Kind::CustomTuple => match &self.elem {
+                Some(base) => base.type_kind(),
+                None => "scalar",
+            },
+            _ => "scalar",
+        }
+    }
+
+    /// What `Type.name` says: arrays as `elem[]`, as asyncpg names them.
+    pub fn display_name(&self) -> String {
+        match (&self.elem, self.is_array()) {
+            (Some(elem), true) => format!("{}[]", elem.name),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// The schema of the type.
+    pub fn schema(&self) -> &str {
+        &self.schema
     }
 
     fn elem_codec(&self, py: Python<'_>) -> PyResult<&Codec> {
@@ -223,6 +274,7 @@ impl Codec {
         Codec {
             oid,
             name: name.to_string(),
+            schema: self.schema.clone(),
             kind: self.kind,
             format: self.format,
             elem: self.elem.clone(),
@@ -268,6 +320,20 @@ impl Codec {
             Kind::Range => range::decode(py, data, self.elem_codec(py)?),
             Kind::Multirange => range::decode_multi(py, data, self.elem_codec(py)?),
             Kind::Custom => custom::decode(py, data, self),
+            Kind::CustomTuple => custom::decode_tuple(py, data, self),
+            Kind::TextRange => text::decode_text(py, data),
+            // as asyncpg: composites are only read in binary
+            Kind::TextComposite => Err(crate::pg::errors::py_error(
+                py,
+                "UnsupportedClientFeatureError",
+                format!(
+                    "cannot decode type \"{}\".\"{}\": text encoding of composite types \
+                     is not supported",
+                    self.schema, self.name
+                ),
+            )),
+            Kind::Snapshot => bits::decode_snapshot(py, data),
+            Kind::TextArray => textarray::decode(py, data, self.elem_codec(py)?),
             Kind::Hstore => custom::decode_hstore(py, data),
             Kind::Array => match &self.elem {
                 Some(elem) => array::decode(py, data, elem),
@@ -311,9 +377,23 @@ impl Codec {
             Kind::PgLsn => bits::encode_lsn(value, out),
             Kind::Tid => bits::encode_tid(value, out),
             Kind::Composite => composite::encode(value, out, self),
-            Kind::Record => Err(EncodeError::Invalid(
+            Kind::Record => Err(EncodeError::Unsupported(
                 "input of anonymous composite types is not supported".into(),
             )),
+            Kind::TextRange => Err(EncodeError::Unsupported(format!(
+                "text encoding of range types is not supported (type {})",
+                self.name
+            ))),
+            Kind::TextComposite => Err(EncodeError::Unsupported(format!(
+                "text encoding of composite types is not supported (type {})",
+                self.name
+            ))),
+            Kind::Snapshot => bits::encode_snapshot(value, out),
+            Kind::TextArray => match &self.elem {
+                Some(elem) => textarray::encode(value, out, elem),
+                None => Err(EncodeError::Invalid("array codec without element".into())),
+            },
+            Kind::CustomTuple => custom::encode_tuple(value, out, self),
             Kind::Range => match &self.elem {
                 Some(sub) => range::encode(value, out, sub),
                 None => Err(EncodeError::Invalid("range codec without subtype".into())),
@@ -333,6 +413,8 @@ impl Codec {
         }
     }
 }
+
+const PG_CATALOG: &str = "pg_catalog";
 
 /// (oid, name, kind, array oid) of every builtin type with a binary codec.
 const BUILTINS: &[(u32, &str, Kind, u32)] = &[
@@ -382,6 +464,11 @@ const BUILTINS: &[(u32, &str, Kind, u32)] = &[
     (1562, "varbit", Kind::Bits, 1563),
     (3220, "pg_lsn", Kind::PgLsn, 3221),
     (27, "tid", Kind::Tid, 1010),
+    (28, "xid", Kind::Oid, 1011),
+    (29, "cid", Kind::Oid, 1012),
+    (5069, "xid8", Kind::PgLsn, 271),
+    (2970, "txid_snapshot", Kind::Snapshot, 2949),
+    (5038, "pg_snapshot", Kind::Snapshot, 5039),
     (2249, "record", Kind::Record, 2287),
     (790, "money", Kind::TextFallback, 791),
     (3614, "tsvector", Kind::TextFallback, 3643),
@@ -416,6 +503,7 @@ pub struct TypeInfo {
     /// multirange
     pub related: u32,
     pub attrs: Vec<(String, u32)>,
+    pub schema: String,
 }
 
 /// The codecs one connection knows: the builtins, introspected types and user codecs.
@@ -470,9 +558,25 @@ impl CodecRegistry {
 
     /// The codec for `oid`, or `None` when the type is unknown (introspection needed).
     pub fn lookup(&self, oid: u32) -> Option<Arc<Codec>> {
-        self.custom
+        if let Some(c) = self.custom.get(&oid) {
+            return Some(c.clone());
+        }
+        let found = self.standard(oid)?;
+        // an array of a type with a user's codec uses that codec for its elements
+        if found.is_array() {
+            if let Some(custom) = found.elem.as_ref().and_then(|e| self.custom.get(&e.oid)) {
+                let mut codec = Codec::array(oid, custom.clone());
+                codec.schema = found.schema.clone();
+                return Some(Arc::new(codec));
+            }
+        }
+        Some(found)
+    }
+
+    /// The codec for `oid` without the user's codecs: builtin or introspected.
+    fn standard(&self, oid: u32) -> Option<Arc<Codec>> {
+        self.builtin
             .get(&oid)
-            .or_else(|| self.builtin.get(&oid))
             .or_else(|| self.introspected.get(&oid))
             .cloned()
     }
@@ -504,6 +608,7 @@ impl CodecRegistry {
                 Arc::new(base.derived(py, t.oid, &t.name))
             }
             'e' => Arc::new(Codec::scalar(t.oid, &t.name, Kind::Text)),
+            'b' if t.related == 0 => Arc::new(Codec::scalar(t.oid, &t.name, Kind::TextFallback)),
             'r' => Arc::new(Codec::with_elem(
                 t.oid,
                 &t.name,
@@ -533,12 +638,15 @@ impl CodecRegistry {
                     .collect();
                 if fields.iter().any(|(_, c)| c.format != Format::Binary) {
                     // binary composites need every attribute in binary
-                    self.introspected.insert(t.oid, self.text_codec(t.oid));
+                    let mut codec = Codec::scalar(t.oid, &t.name, Kind::TextComposite);
+                    codec.schema = t.schema.clone();
+                    self.introspected.insert(t.oid, Arc::new(codec));
                     return Ok(());
                 }
                 Arc::new(Codec {
                     oid: t.oid,
                     name: t.name.clone(),
+                    schema: t.schema.clone(),
                     kind: Kind::Composite,
                     format: Format::Binary,
                     elem: None,
@@ -547,9 +655,12 @@ impl CodecRegistry {
                 })
             }
             _ if t.related != 0 => Arc::new(Codec::array(t.oid, known(self, t.related))),
-            _ => self.text_codec(t.oid),
+            _ => Arc::new(Codec::scalar(t.oid, &t.name, Kind::TextFallback)),
         };
-        self.introspected.insert(t.oid, codec);
+        // freshly made above, so never shared yet
+        let mut codec = Arc::try_unwrap(codec).unwrap_or_else(|c| c.derived(py, c.oid, &c.name));
+        codec.schema = t.schema.clone();
+        self.introspected.insert(t.oid, Arc::new(codec));
         Ok(())
     }
 
@@ -558,25 +669,63 @@ impl CodecRegistry {
         self.introspected.clear();
     }
 
-    /// Use the user's `encoder`/`decoder` for `oid`, in `format` ('text' or 'binary').
+    /// Use the user's `encoder`/`decoder` for `oid`, in `format` ('text', 'binary' or
+    /// 'tuple'; a tuple codec needs the type's standard codec to be one that has a tuple
+    /// form: date, time, timetz, timestamp, timestamptz, interval or a composite).
     pub fn set_custom(
         &mut self,
+        py: Python<'_>,
         oid: u32,
         name: &str,
-        encoder: PyObject,
-        decoder: PyObject,
-        binary: bool,
-    ) {
+        schema: &str,
+        (encoder, decoder): (PyObject, PyObject),
+        format: &str,
+    ) -> PyResult<()> {
+        let (kind, wire, base) = match format {
+            "text" => (Kind::Custom, Format::Text, None),
+            "binary" => (Kind::Custom, Format::Binary, None),
+            "tuple" => {
+                let base = self.standard(oid).filter(|b| {
+                    matches!(
+                        b.kind,
+                        Kind::Date
+                            | Kind::Time
+                            | Kind::TimeTz
+                            | Kind::Timestamp
+                            | Kind::TimestampTz
+                            | Kind::Interval
+                            | Kind::Composite
+                    )
+                });
+                match base {
+                    Some(base) => (Kind::CustomTuple, Format::Binary, Some(base)),
+                    None => {
+                        return Err(crate::pg::errors::interface_error(
+                            py,
+                            format!("{name} type does not support the 'tuple' exchange format"),
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(crate::pg::errors::interface_error(
+                    py,
+                    format!("invalid format {other:?}: expected 'text', 'binary' or 'tuple'"),
+                ))
+            }
+        };
         let codec = Codec {
             oid,
             name: name.to_string(),
-            kind: Kind::Custom,
-            format: if binary { Format::Binary } else { Format::Text },
-            elem: None,
+            schema: schema.to_string(),
+            kind,
+            format: wire,
+            elem: base,
             fields: None,
             custom: Some((encoder, decoder)),
         };
         self.custom.insert(oid, Arc::new(codec));
+        Ok(())
     }
 
     /// Make `oid` use an existing codec (set_builtin_type_codec).

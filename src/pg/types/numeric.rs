@@ -62,6 +62,17 @@ fn digits_to_string(groups: &[u16], weight: i64, dscale: usize, negative: bool) 
             0
         }
     };
+    let ndigits = groups.len() as i64;
+    if dscale == 0 && ndigits > 0 && weight + 1 > ndigits {
+        // an integer whose trailing zero groups the server left out: the digits that are
+        // there and an exponent, as asyncpg gives it (10000 is Decimal('1E+4'))
+        s.push_str(&groups[0].to_string());
+        for g in &groups[1..] {
+            s.push_str(&format!("{g:04}"));
+        }
+        s.push_str(&format!("E+{}", 4 * (weight + 1 - ndigits)));
+        return s;
+    }
     if weight < 0 {
         s.push('0');
     } else {
@@ -175,4 +186,34 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
         out.put_u16(g);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digits_to_string;
+
+    #[test]
+    fn integers_with_dropped_zero_groups_get_an_exponent() {
+        // 10000: one group [1] at weight 1
+        assert_eq!(digits_to_string(&[1], 1, 0, false), "1E+4");
+        // 120000: [12] at weight 1
+        assert_eq!(digits_to_string(&[12], 1, 0, true), "-12E+4");
+        // 20000000: [2000] at weight 1
+        assert_eq!(digits_to_string(&[2000], 1, 0, false), "2000E+4");
+        // 100000001: [1, 0, 1] at weight 2, all groups present
+        assert_eq!(digits_to_string(&[1, 0, 1], 2, 0, false), "100000001");
+    }
+
+    #[test]
+    fn fractions_keep_their_display_scale() {
+        // 10000.00: [1] at weight 1, dscale 2
+        assert_eq!(digits_to_string(&[1], 1, 2, false), "10000.00");
+        // 0.0001: [1] at weight -1
+        assert_eq!(digits_to_string(&[1], -1, 4, false), "0.0001");
+        // -123.4500: [123, 4500] at weight 0, dscale 4
+        assert_eq!(digits_to_string(&[123, 4500], 0, 4, true), "-123.4500");
+        // zero with a scale
+        assert_eq!(digits_to_string(&[], 0, 3, false), "0.000");
+        assert_eq!(digits_to_string(&[], 0, 0, false), "0");
+    }
 }

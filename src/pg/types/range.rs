@@ -70,16 +70,17 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, sub: &Codec) -> Enco
         .cloned()
         .or_else(|_| value.downcast::<PyList>().map(|l| l.to_tuple()))
     {
+        // as asyncpg: () is the empty range, (lo, hi) includes both bounds ([lo, hi])
         match t.len() {
             0 => (
                 py.None().into_bound(py),
                 py.None().into_bound(py),
+                false,
+                false,
                 true,
-                false,
-                false,
             ),
             1 => (t.get_item(0)?, py.None().into_bound(py), true, false, false),
-            2 => (t.get_item(0)?, t.get_item(1)?, true, false, false),
+            2 => (t.get_item(0)?, t.get_item(1)?, true, true, false),
             n => {
                 return Err(EncodeError::Invalid(format!(
                     "expected 0, 1 or 2 elements in range (got {n})"
@@ -88,7 +89,7 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, sub: &Codec) -> Enco
         }
     } else {
         return Err(EncodeError::Invalid(format!(
-            "list, tuple or Range object expected (got type {})",
+            "list, tuple or Range object expected (got type <class '{}'>)",
             super::scalar::type_name(value)
         )));
     };

@@ -30,6 +30,12 @@ pub fn decode(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
         if pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), safe_name.as_ptr(), safe.as_ptr()) < 0 {
             return Err(PyErr::fetch(py));
         }
+        // It holds an int and an enum member and has no __dict__: it cannot be part of a
+        // reference cycle, so the cyclic GC need not track it (as CPython does for tuples
+        // of atomic values). A fetch of many UUIDs then no longer feeds the collector.
+        if pyo3::ffi::PyObject_IS_GC(obj.as_ptr()) != 0 {
+            pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast());
+        }
         Ok(obj.unbind())
     }
 }

@@ -1,0 +1,322 @@
+"""COPY benchmark: asyncpg_rs against asyncpg, side by side, in one run.
+
+Every cell runs in a fresh worker process, for each driver on each loop (the stdlib loop and
+uvloop by default), interleaved and repeated; the table shows medians and the ratio
+asyncpg_rs / asyncpg throughput on the same loop (above 1 means asyncpg_rs is faster), and
+the client's CPU time per row: where the server is the slower side (COPY OUT to a fast
+sink, COPY IN of text), throughput says little about the driver and CPU says more.
+
+Cells:
+
+- ``records``: ``copy_records_to_table`` of N rows (int4, text, timestamptz, numeric, with
+  NULLs in every column), the records built before the clock starts;
+- ``out_bytesio`` / ``out_async``: ``copy_from_table`` of an N-row table into a ``BytesIO``
+  / an ``async def`` sink;
+- ``in_file``: ``copy_to_table`` from a file-like (``BytesIO``) holding the N rows as text.
+
+    python benchmarks/copy_bench.py                   # a throwaway cluster from tools/pgcluster.py
+    python benchmarks/copy_bench.py --dsn postgres://postgres@127.0.0.1:5432/postgres
+    python benchmarks/copy_bench.py --cells records --rows 200000 --repeat 3
+
+This is a benchmark, not a test: it asserts nothing and prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import decimal
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+CELLS = {
+    # name: description (the unit is rows/s for every cell)
+    "records": "copy_records_to_table",
+    "out_bytesio": "copy_from_table -> BytesIO",
+    "out_async": "copy_from_table -> async sink",
+    "in_file": "copy_to_table <- file-like",
+}
+
+SOURCE_TABLE = "copy_bench_src"
+COLUMNS = "a int4, b text, c timestamptz, d numeric"
+
+
+def _records(n):
+    """N records of (int4, text, timestamptz, numeric); every 10th value of a column is NULL."""
+    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    sec = datetime.timedelta(seconds=1)
+    out = []
+    for i in range(n):
+        out.append((
+            None if i % 10 == 1 else i,
+            None if i % 10 == 2 else f"row number {i}",
+            None if i % 10 == 3 else base + i * sec,
+            None if i % 10 == 4 else decimal.Decimal(i) / 100,
+        ))
+    return out
+
+
+# ---------------------------------------------------------------- worker side
+
+
+async def _best_of(iterations, run, rows):
+    """Run ``run()`` ``iterations`` times: the best throughput in rows/s, and the least
+    client CPU time per row (ns) it took, which the server's share does not blur."""
+    best = 0.0
+    cpu = float("inf")
+    for _ in range(iterations):
+        t, c = time.perf_counter(), time.process_time()
+        await run()
+        best = max(best, rows / (time.perf_counter() - t))
+        cpu = min(cpu, (time.process_time() - c) / rows * 1e9)
+    return {"value": best, "cpu_ns_per_row": cpu}
+
+
+async def _cell(driver, cell, dsn, rows, iterations):
+    con = await driver.connect(dsn)
+    try:
+        if cell == "records":
+            await con.execute(f"CREATE TEMP TABLE bench_rec ({COLUMNS})")
+            records = _records(rows)
+
+            async def run():
+                await con.execute("TRUNCATE bench_rec")
+                await con.copy_records_to_table("bench_rec", records=records)
+
+            return await _best_of(iterations, run, rows)
+        if cell == "out_bytesio":
+
+            async def run():
+                buf = io.BytesIO()
+                await con.copy_from_table(SOURCE_TABLE, output=buf)
+
+            return await _best_of(iterations, run, rows)
+        if cell == "out_async":
+            total = 0
+
+            async def sink(chunk):
+                nonlocal total
+                total += len(chunk)
+
+            async def run():
+                await con.copy_from_table(SOURCE_TABLE, output=sink)
+
+            return await _best_of(iterations, run, rows)
+        if cell == "in_file":
+            # the source bytes are made by the server (the same for both drivers), untimed
+            buf = io.BytesIO()
+            await con.copy_from_table(SOURCE_TABLE, output=buf)
+            data = buf.getvalue()
+            await con.execute(f"CREATE TEMP TABLE bench_in ({COLUMNS})")
+
+            async def run():
+                await con.execute("TRUNCATE bench_in")
+                await con.copy_to_table("bench_in", source=io.BytesIO(data))
+
+            return await _best_of(iterations, run, rows)
+        raise SystemExit(f"unknown cell {cell}")
+    finally:
+        await con.close()
+
+
+def _new_loop(loop_name):
+    if loop_name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    if loop_name == "asyncpg_rs":
+        import asyncpg_rs
+
+        return asyncpg_rs.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _worker(driver_name, loop_name, cell, dsn, rows, iterations):
+    if driver_name == "asyncpg":
+        import asyncpg as driver
+    else:
+        import asyncpg_rs as driver
+    loop = _new_loop(loop_name)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        result = loop.run_until_complete(_cell(driver, cell, dsn, rows, iterations))
+    finally:
+        loop.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.update(rss_kib=peak, rss_growth_kib=peak - base_rss)
+    print(json.dumps(result))
+
+
+async def _prepare_source(dsn, rows):
+    """The table the COPY OUT cells read: N rows like ``_records`` makes, NULLs included."""
+    import asyncpg
+
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute(f"DROP TABLE IF EXISTS {SOURCE_TABLE}")
+        await con.execute(f"CREATE UNLOGGED TABLE {SOURCE_TABLE} ({COLUMNS})")
+        await con.execute(
+            f"INSERT INTO {SOURCE_TABLE} SELECT "
+            "CASE WHEN g % 10 = 1 THEN NULL ELSE g END, "
+            "CASE WHEN g % 10 = 2 THEN NULL ELSE 'row number ' || g END, "
+            "CASE WHEN g % 10 = 3 THEN NULL "
+            "ELSE '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second' END, "
+            "CASE WHEN g % 10 = 4 THEN NULL ELSE g / 100.0 END "
+            f"FROM generate_series(0, {rows - 1}) g")
+        await con.execute(f"VACUUM ANALYZE {SOURCE_TABLE}")
+    finally:
+        await con.close()
+
+
+async def _drop_source(dsn):
+    import asyncpg
+
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute(f"DROP TABLE IF EXISTS {SOURCE_TABLE}")
+    finally:
+        await con.close()
+
+
+# ---------------------------------------------------------------- driver side
+
+
+def _available_loops():
+    loops = ["asyncio"]
+    try:
+        import uvloop  # noqa: F401
+
+        loops.append("uvloop")
+    except ImportError:
+        pass
+    return loops
+
+
+def _run_worker(driver, loop, cell, dsn, rows, iterations):
+    cmd = [sys.executable, __file__, "--worker", driver, loop, cell, dsn, str(rows),
+           str(iterations)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _start_cluster():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import pgcluster  # the project's throwaway-cluster manager
+
+    return pgcluster.Cluster.start()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dsn")
+    ap.add_argument("--cells", default=",".join(CELLS))
+    ap.add_argument("--loops", default=None,
+                    help="comma list (asyncio, uvloop, asyncpg_rs); default: asyncio,uvloop")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--iterations", type=int, default=2,
+                    help="timed runs per worker; the worker reports its best")
+    ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        driver, loop, cell, dsn, rows, iterations = args.worker
+        _worker(driver, loop, cell, dsn, int(rows), int(iterations))
+        return
+
+    cluster = None
+    dsn = args.dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
+    if not dsn:
+        cluster = _start_cluster()
+        dsn = cluster.dsn()
+    try:
+        cells = [c for c in args.cells.split(",") if c]
+        for c in cells:
+            if c not in CELLS:
+                raise SystemExit(f"unknown cell {c}; known: {', '.join(CELLS)}")
+        loops = args.loops.split(",") if args.loops else _available_loops()
+        asyncio.run(_prepare_source(dsn, args.rows))
+        results = {}
+        for rep in range(args.repeat):
+            for cell in cells:
+                for loop in loops:
+                    # alternate which driver goes first, so drift hurts both equally
+                    order = ["asyncpg", "asyncpg_rs"]
+                    if rep % 2:
+                        order.reverse()
+                    for driver in order:
+                        r = _run_worker(driver, loop, cell, dsn, args.rows, args.iterations)
+                        results.setdefault((cell, loop, driver), []).append(r)
+                        print(f"  rep {rep + 1} {cell:12} {loop:10} {driver:10} {r}",
+                              file=sys.stderr)
+        _report(results, cells, loops, args.rows)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"|".join(k): v for k, v in results.items()}, f, indent=1)
+    finally:
+        try:
+            asyncio.run(_drop_source(dsn))
+        except Exception:  # noqa: BLE001 - best effort; a throwaway cluster goes anyway
+            pass
+        if cluster is not None:
+            cluster.stop()
+
+
+def _median(rs, key):
+    vals = [r[key] for r in rs if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def _num(v):
+    return f"{v:12.0f}" if v else f"{'error':>12}"
+
+
+def _mib(kib):
+    return f"{kib / 1024:8.0f}M" if kib else "        -"
+
+
+def _report(results, cells, loops, rows):
+    print()
+    print(f"{rows} rows per operation; throughput in rows/s and client CPU in ns per row, "
+          "medians of the repetitions")
+    print(f"{'cell':32} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
+          f" {'CPU apg':>8} {'CPU rs':>8} {'ratio':>6} {'RSS apg':>9} {'RSS rs':>9}")
+    ratios = []
+    for cell in cells:
+        desc = CELLS[cell]
+        for loop in loops:
+            a = results.get((cell, loop, "asyncpg"), [])
+            r = results.get((cell, loop, "asyncpg_rs"), [])
+            av, rv = _median(a, "value"), _median(r, "value")
+            ar, rr = _median(a, "rss_kib"), _median(r, "rss_kib")
+            ac, rc = _median(a, "cpu_ns_per_row"), _median(r, "cpu_ns_per_row")
+            ratio = rv / av if av and rv else None
+            cratio = rc / ac if ac and rc else None
+            if ratio:
+                ratios.append(ratio)
+            print(
+                f"{desc:32} {loop:10} {_num(av)} {_num(rv)} "
+                f"{(f'{ratio:7.2f}' if ratio else '      -')} "
+                f"{(f'{ac:8.0f}' if ac else '       -')} {(f'{rc:8.0f}' if rc else '       -')} "
+                f"{(f'{cratio:6.2f}' if cratio else '     -')} {_mib(ar)} {_mib(rr)}"
+            )
+    if ratios:
+        geo = statistics.geometric_mean(ratios)
+        print(f"\ngeometric mean of the throughput ratios: {geo:.2f} (min {min(ratios):.2f}); "
+              "above 1 is faster. CPU ratio below 1: asyncpg_rs uses less client CPU.")
+
+
+if __name__ == "__main__":
+    main()
