@@ -389,11 +389,13 @@ impl LoopCore {
             let Some(handle) = me.ready.borrow_mut(py)?.pop_front() else {
                 break;
             };
+            // as a `Bound`, its release at the end of the turn is a plain decref
+            let handle = handle.into_bound(py);
             if handle.get().is_cancelled() {
                 continue;
             }
-            let outcome = guard_panic(|| Self::run_handle(slf, &handle, debug));
-            Self::report_panic(slf, outcome, handle.bind(py).as_any())?;
+            let outcome = guard_panic(|| Self::run_handle(slf, handle.as_unbound(), debug));
+            Self::report_panic(slf, outcome, handle.as_any())?;
         }
         Ok(())
     }

@@ -29,7 +29,9 @@ pub struct Callback {
 pub struct Handle {
     callback: GilCell<Option<Callback>>,
     /// Kept for the handle's life (asyncio's `get_context()` works after the call too).
-    context: Py<PyAny>,
+    /// Released in `Drop` with a plain decref: a handle is only ever freed by its
+    /// `tp_dealloc`, with the GIL held.
+    context: std::mem::ManuallyDrop<Py<PyAny>>,
     cancelled: AtomicBool,
     /// Runs each time its descriptor is ready (add_reader/add_writer) rather than once.
     persistent: bool,
@@ -59,7 +61,7 @@ impl Handle {
                 func: func.unbind(),
                 args: args.unbind(),
             })),
-            context,
+            context: std::mem::ManuallyDrop::new(context),
             cancelled: AtomicBool::new(false),
             persistent: false,
             source_traceback: GilCell::new(None),
@@ -138,8 +140,14 @@ impl Handle {
     /// which breaks any cycle through the handle (a callback's object holding its own handle).
     pub fn finish(&self, py: Python<'_>) {
         if !self.persistent {
-            let old = self.callback.try_borrow_mut(py).map(|mut slot| slot.take());
-            drop(old);
+            let old = self
+                .callback
+                .try_borrow_mut(py)
+                .and_then(|mut slot| slot.take());
+            // Dropped as `Bound`s: a plain decref, without pyo3's check for a held GIL.
+            if let Some(cb) = old {
+                drop((cb.func.into_bound(py), cb.args.into_bound(py)));
+            }
         }
     }
 
@@ -213,7 +221,7 @@ impl Handle {
 
     /// The ``contextvars.Context`` the callback runs in.
     fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+        (*self.context).clone_ref(py)
     }
 
     /// Run the callback now, in its context (what the loop does when its turn comes).
@@ -233,6 +241,17 @@ impl Handle {
             ""
         };
         format!("<Handle {state}{}>", self.describe(py))
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: pyo3 drops a pyclass's contents from its tp_dealloc, which CPython calls
+        // with the GIL held; the context is a reference we own and drop exactly once.
+        unsafe {
+            let context = std::mem::ManuallyDrop::take(&mut self.context);
+            ffi::Py_DECREF(context.into_ptr());
+        }
     }
 }
 

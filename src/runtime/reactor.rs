@@ -298,10 +298,13 @@ impl Reactor {
 
     /// Re-arm the descriptors that fired, so one still ready is reported again.
     pub fn rearm(&self, py: Python<'_>) -> PyResult<()> {
-        let fired = std::mem::take(&mut *self.fired.borrow_mut(py)?);
-        if fired.is_empty() {
-            return Ok(());
-        }
+        let fired = {
+            let mut slot = self.fired.borrow_mut(py)?;
+            if slot.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *slot)
+        };
         let watches = self.watches.borrow_mut(py)?;
         for fd in &fired {
             if let Some(watch) = watches.get(fd) {
