@@ -116,6 +116,10 @@ def main():
         loops.append("uvloop")
     except ImportError:
         pass
+    import asyncpg_rs
+
+    if hasattr(asyncpg_rs, "Loop"):
+        loops.append("asyncpg_rs")
     results = {}
     try:
         for rep in range(args.repeat):

@@ -248,3 +248,45 @@ async def test_release_waits_for_a_pending_cancellation(pg):
         await asyncio.wait_for(pool.release(con), 10)
         async with pool.acquire(timeout=5) as again:
             assert await again.fetchval("SELECT 1") == 1
+
+
+async def test_pool_survives_a_server_restart(pg):
+    """Sessions die with the restart; tasks see the server's error or a closed connection,
+    none hangs, and the pool serves again once the server is back."""
+    if getattr(pg, "external", False):
+        pytest.skip("restarts the throwaway cluster (ASYNCPG_RS_TEST_DSN is set)")
+    loop = asyncio.get_running_loop()
+    failures = []
+    successes_after = 0
+    restarted = asyncio.Event()
+
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=4, max_size=8) as pool:
+
+        async def worker():
+            nonlocal successes_after
+            for _ in range(200):
+                try:
+                    assert await pool.fetchval("SELECT 1") == 1
+                    if restarted.is_set():
+                        successes_after += 1
+                except (
+                    exceptions.ConnectionDoesNotExistError,
+                    exceptions.AdminShutdownError,
+                    exceptions.CannotConnectNowError,
+                    ConnectionError,
+                    OSError,
+                ) as exc:
+                    failures.append(type(exc).__name__)
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.005)
+
+        async def restart():
+            await asyncio.sleep(0.2)
+            await loop.run_in_executor(None, pg.restart, 0.3)
+            restarted.set()
+
+        await asyncio.wait_for(asyncio.gather(restart(), *(worker() for _ in range(16))), 120)
+        assert failures, "the restart should have been noticed"
+        assert successes_after > 0
+        assert pool.get_size() <= 8
+        assert await pool.fetchval("SELECT 2") == 2

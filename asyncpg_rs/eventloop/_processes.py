@@ -60,21 +60,16 @@ class ProcessMethods:
 
     async def connect_read_pipe(self, protocol_factory, pipe):
         """Read from ``pipe`` (a file object) into a protocol; returns (transport, protocol)."""
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = self._pipe_transport(pipe, protocol, "read_pipe", waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await self._connect_pipe(protocol_factory, pipe, "read_pipe")
 
     async def connect_write_pipe(self, protocol_factory, pipe):
         """Write to ``pipe`` through a transport; returns (transport, protocol)."""
+        return await self._connect_pipe(protocol_factory, pipe, "write_pipe")
+
+    async def _connect_pipe(self, protocol_factory, pipe, kind):
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = self._pipe_transport(pipe, protocol, "write_pipe", waiter)
+        transport = self._pipe_transport(pipe, protocol, kind, waiter)
         try:
             await waiter
         except BaseException:
@@ -101,11 +96,9 @@ class ProcessMethods:
         **kwargs,
     ):
         """Start ``program`` with ``args``; returns (SubprocessTransport, protocol)."""
-        if universal_newlines:
-            raise ValueError("universal_newlines must be False")
         if shell:
             raise ValueError("shell must be False")
-        _check_binary_mode(bufsize, text, encoding, errors)
+        _check_binary_mode(universal_newlines, bufsize, text, encoding, errors)
         protocol = protocol_factory()
         transport = await self._make_subprocess_transport(
             protocol, (program,) + args, False, stdin, stdout, stderr, bufsize, **kwargs
@@ -131,11 +124,9 @@ class ProcessMethods:
         """Run ``cmd`` through the shell; returns (SubprocessTransport, protocol)."""
         if not isinstance(cmd, (bytes, str)):
             raise ValueError("cmd must be a string")
-        if universal_newlines:
-            raise ValueError("universal_newlines must be False")
         if not shell:
             raise ValueError("shell must be True")
-        _check_binary_mode(bufsize, text, encoding, errors)
+        _check_binary_mode(universal_newlines, bufsize, text, encoding, errors)
         protocol = protocol_factory()
         transport = await self._make_subprocess_transport(
             protocol, cmd, True, stdin, stdout, stderr, bufsize, **kwargs
@@ -213,7 +204,9 @@ def _wait_for(pid, flags):
     return os.waitstatus_to_exitcode(status)
 
 
-def _check_binary_mode(bufsize, text, encoding, errors):
+def _check_binary_mode(universal_newlines, bufsize, text, encoding, errors):
+    if universal_newlines:
+        raise ValueError("universal_newlines must be False")
     if bufsize != 0:
         raise ValueError("bufsize must be 0")
     if text:

@@ -18,6 +18,7 @@ import sys
 from asyncio import sslproto, trsock
 
 from .._native import StreamTransport
+from ._sockets import check_sendfile_arguments
 
 _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -42,6 +43,12 @@ def _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout):
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
+def _check_server_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout):
+    if isinstance(ssl, bool):
+        raise TypeError("ssl argument must be an SSLContext or None")
+    _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
 
 
 def _socket_extra(sock, peername=None):
@@ -358,17 +365,7 @@ class StreamMethods:
         else (with ``fallback``) by reading the file and writing it to the transport."""
         if transport.is_closing():
             raise RuntimeError("Transport is closing")
-        if "b" not in getattr(file, "mode", "b"):
-            raise ValueError("file should be opened in binary mode")
-        if count is not None:
-            if not isinstance(count, int):
-                raise TypeError(f"count must be a positive integer (got {count!r})")
-            if count <= 0:
-                raise ValueError(f"count must be a positive integer (got {count!r})")
-        if not isinstance(offset, int):
-            raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
-        if offset < 0:
-            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+        check_sendfile_arguments(file, offset, count)
         if isinstance(transport, StreamTransport) and transport._is_socket:
             try:
                 return await self._sendfile_on_transport(transport, file, offset, count)
@@ -440,9 +437,7 @@ class StreamMethods:
         start_serving=True,
     ):
         """Listen on TCP ``host``/``port`` (or ``sock``); returns a :class:`Server`."""
-        if isinstance(ssl, bool):
-            raise TypeError("ssl argument must be an SSLContext or None")
-        _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _check_server_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
         if host is not None or port is not None:
             if sock is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
@@ -502,21 +497,15 @@ class StreamMethods:
             if sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
             sockets = [sock]
-        for s in sockets:
-            s.setblocking(False)
-        server = Server(
-            self,
+        return await self._serve(
             sockets,
             protocol_factory,
             ssl,
             backlog,
             ssl_handshake_timeout,
             ssl_shutdown_timeout,
+            start_serving,
         )
-        if start_serving:
-            server._start_serving()
-            await asyncio.sleep(0)
-        return server
 
     async def create_unix_server(
         self,
@@ -532,9 +521,7 @@ class StreamMethods:
         cleanup_socket=True,
     ):
         """Listen on Unix socket ``path`` (or ``sock``); returns a :class:`Server`."""
-        if isinstance(ssl, bool):
-            raise TypeError("ssl argument must be an SSLContext or None")
-        _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _check_server_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
         unlink_path = None
         if path is not None:
             if sock is not None:
@@ -575,10 +562,33 @@ class StreamMethods:
                         unlink_path = (name, st.st_ino, st.st_dev)
                     except OSError:
                         pass
-        sock.setblocking(False)
+        return await self._serve(
+            [sock],
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+            start_serving,
+            unlink_path,
+        )
+
+    async def _serve(
+        self,
+        sockets,
+        protocol_factory,
+        ssl,
+        backlog,
+        ssl_handshake_timeout,
+        ssl_shutdown_timeout,
+        start_serving,
+        unlink_path=None,
+    ):
+        for sock in sockets:
+            sock.setblocking(False)
         server = Server(
             self,
-            [sock],
+            sockets,
             protocol_factory,
             ssl,
             backlog,

@@ -339,36 +339,17 @@ impl StreamTransport {
         let me = slf.get();
         let mut buf = take_read_buffer();
         let result = recv(me.endpoint, me.fd, buf.as_mut_ptr(), buf.capacity());
-        let outcome = match result {
-            Ok(0) => Self::on_eof(slf, protocol).map(|_| true),
-            Ok(n) => {
-                // SAFETY: recv initialised the first `n` bytes of the allocation.
-                let data = unsafe { std::slice::from_raw_parts(buf.as_ptr(), n) };
-                let delivered = match &pg {
-                    Some(pg) => PGProtocol::receive(pg.bind(py), data),
-                    None => protocol
-                        .call_method1(intern!(py, "data_received"), (PyBytes::new(py, data),))
-                        .map(drop),
-                };
-                match delivered {
-                    Ok(()) => Ok(n < buf.capacity() && !me.peer_closed(py)),
-                    Err(err) => Self::fatal_error(
-                        slf,
-                        err,
-                        "Fatal error: protocol.data_received() call failed.",
-                    )
-                    .map(|_| true),
-                }
+        let capacity = buf.capacity();
+        let outcome = Self::after_recv(slf, protocol, result, capacity, "data_received", |n| {
+            // SAFETY: recv initialised the first `n` bytes of the allocation.
+            let data = unsafe { std::slice::from_raw_parts(buf.as_ptr(), n) };
+            match &pg {
+                Some(pg) => PGProtocol::receive(pg.bind(py), data),
+                None => protocol
+                    .call_method1(intern!(py, "data_received"), (PyBytes::new(py, data),))
+                    .map(drop),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Ok(mut st) = me.state.borrow_mut(py) {
-                    st.read_pending = false;
-                }
-                Ok(true)
-            }
-            Err(e) => Self::fatal_error(slf, e.into(), "Fatal read error on socket transport")
-                .map(|_| true),
-        };
+        });
         give_back_read_buffer(buf);
         outcome
     }
@@ -415,16 +396,34 @@ impl StreamTransport {
         let result = recv(me.endpoint, me.fd, buffer.buf_ptr().cast(), len);
         buffer.release(py);
         drop(target);
+        Self::after_recv(slf, protocol, result, len, "buffer_updated", |n| {
+            protocol
+                .call_method1(intern!(py, "buffer_updated"), (n,))
+                .map(drop)
+        })
+    }
+
+    /// What one receive of at most `capacity` bytes led to: EOF, data for the protocol
+    /// (`deliver`), nothing more to read, or a failure. Returns whether the socket is read
+    /// dry (or reading is over).
+    fn after_recv(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        result: io::Result<usize>,
+        capacity: usize,
+        callback: &str,
+        deliver: impl FnOnce(usize) -> PyResult<()>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let me = slf.get();
         match result {
             Ok(0) => Self::on_eof(slf, protocol).map(|_| true),
-            Ok(n) => match protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
-                Ok(_) => Ok(n < len && !me.peer_closed(py)),
-                Err(err) => Self::fatal_error(
-                    slf,
-                    err,
-                    "Fatal error: protocol.buffer_updated() call failed.",
-                )
-                .map(|_| true),
+            Ok(n) => match deliver(n) {
+                Ok(()) => Ok(n < capacity && !me.peer_closed(py)),
+                Err(err) => {
+                    let message = format!("Fatal error: protocol.{callback}() call failed.");
+                    Self::fatal_error(slf, err, &message).map(|_| true)
+                }
             },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if let Ok(mut st) = me.state.borrow_mut(py) {
