@@ -121,18 +121,25 @@ class SocketMethods:
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
+                release()
                 fut.set_exception(exc)
             else:
                 if result is not _AGAIN:
+                    # stop watching now, not when the future's callbacks run: the loop would
+                    # re-arm the descriptor in between, one system call for nothing
+                    release()
                     fut.set_result(result)
 
         handle = (self._add_writer if write else self._add_reader)(fd, on_ready)
         remove = self.remove_writer if write else self.remove_reader
 
-        def done(_fut):
+        def release():
             # another operation on the same socket may have replaced our watch since
             if not handle.cancelled():
                 remove(fd)
+
+        def done(_fut):
+            release()
 
         fut.add_done_callback(done)
         return fut
