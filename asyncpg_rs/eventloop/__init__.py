@@ -412,8 +412,18 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
         return runner.run(main)
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """An event loop policy whose loops are :class:`Loop` (as ``uvloop.EventLoopPolicy``)."""
+if sys.version_info >= (3, 14):
+    # policies are deprecated from 3.14; naming the public base would warn on import
+    from asyncio.events import _BaseDefaultEventLoopPolicy as _PolicyBase
+else:
+    from asyncio.events import BaseDefaultEventLoopPolicy as _PolicyBase
+
+
+class EventLoopPolicy(_PolicyBase):
+    """An event loop policy whose loops are :class:`Loop` (as ``uvloop.EventLoopPolicy``).
+
+    Installing a policy warns from Python 3.14, as ``asyncio.set_event_loop_policy`` does;
+    prefer :func:`run` or ``asyncio.Runner(loop_factory=new_event_loop)`` there."""
 
     def new_event_loop(self) -> Loop:
         return Loop()
