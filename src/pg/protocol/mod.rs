@@ -1541,7 +1541,14 @@ impl PGProtocol {
                 py,
                 [PyBytes::new(py, &head).into_any(), data.clone().into_any()],
             )?;
-            transport.call_method1(py, "writelines", (parts,))?;
+            if let Err(e) = transport.call_method1(py, "writelines", (parts,)) {
+                if !e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) {
+                    return Err(e);
+                }
+                // a transport without writelines(): one write of header and data
+                head.put_slice(bytes);
+                transport.call_method1(py, "write", (PyBytes::new(py, &head),))?;
+            }
         }
         Ok(slf.borrow().writing_paused)
     }
