@@ -21,7 +21,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use crate::pg::errors::{data_error, interface_error, internal_error, py_error};
 use crate::pg::record::new_record;
 use crate::pg::types::{CodecRegistry, EncodeError};
-use crate::runtime::transports::stream::transport_write;
+use crate::runtime::transports::stream::{transport_write, StreamTransport};
 
 mod auth;
 mod messages;
@@ -68,6 +68,10 @@ enum Op {
 
 /// A streamed executemany writes its messages in batches of about this size.
 const EXECUTEMANY_FLUSH: usize = 128 * 1024;
+
+/// COPY IN chunks up to this size are copied behind their header into one write; bigger
+/// ones are written as they are.
+const COPY_IN_COALESCE: usize = 16 * 1024;
 
 /// Bytes buffered from a COPY OUT before we stop reading from the socket.
 const COPY_OUT_HIGH_WATER: usize = 1 << 20;
@@ -1517,7 +1521,7 @@ impl PGProtocol {
 
     /// Send one CopyData message. Returns whether the transport asked us to pause: then
     /// await `drain()` before sending more.
-    fn copy_in_data(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<bool> {
+    fn copy_in_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyBytes>) -> PyResult<bool> {
         let py = slf.py();
         let transport = {
             let this = slf.borrow();
@@ -1526,11 +1530,34 @@ impl PGProtocol {
             }
             this.transport(py)?
         };
-        let mut out = BytesMut::with_capacity(data.len() + 5);
-        out.put_u8(b'd');
-        out.put_i32(data.len() as i32 + 4);
-        out.put_slice(data);
-        transport_write(py, &transport, &out)?;
+        let bytes = data.as_bytes();
+        let len = i32::try_from(bytes.len() + 4)
+            .map_err(|_| interface_error(py, "a COPY data chunk must be under 2 GiB"))?;
+        let mut head = BytesMut::with_capacity(5 + COPY_IN_COALESCE);
+        head.put_u8(b'd');
+        head.put_i32(len);
+        if bytes.len() <= COPY_IN_COALESCE {
+            head.put_slice(bytes);
+            transport_write(py, &transport, &head)?;
+        } else if let Ok(ours) = transport.bind(py).downcast::<StreamTransport>() {
+            // our transport takes header and chunk as slices: no copy of the chunk at all
+            StreamTransport::write_slice(ours, &head)?;
+            StreamTransport::write_slice(ours, bytes)?;
+        } else {
+            // a big chunk goes out as it is, behind its header: no copy of it here
+            let parts = PyList::new(
+                py,
+                [PyBytes::new(py, &head).into_any(), data.clone().into_any()],
+            )?;
+            if let Err(e) = transport.call_method1(py, "writelines", (parts,)) {
+                if !e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) {
+                    return Err(e);
+                }
+                // a transport without writelines(): one write of header and data
+                head.put_slice(bytes);
+                transport_write(py, &transport, &head)?;
+            }
+        }
         Ok(slf.borrow().writing_paused)
     }
 

@@ -51,16 +51,24 @@ pub fn decode(py: Python<'_>, data: &[u8], elem: &Codec) -> PyResult<PyObject> {
             format!("invalid array dimension count {ndims}"),
         ));
     }
-    let mut dims = Vec::with_capacity(ndims as usize);
-    for _ in 0..ndims {
+    let ndims = ndims as usize;
+    let mut dims = [0usize; MAX_DIMS];
+    let mut total: usize = 1;
+    for d in dims.iter_mut().take(ndims) {
         let len = r.i32(py)?;
         let _lower_bound = r.i32(py)?;
         if len < 0 {
             return Err(protocol_error(py, "negative array dimension"));
         }
-        dims.push(len as usize);
+        *d = len as usize;
+        total = total.saturating_mul(*d);
     }
-    let list = decode_level(py, &mut r, elem, &dims)?;
+    // every element takes at least its 4-byte length: a shape the data cannot hold is
+    // refused before anything is allocated for it
+    if total > (data.len() - r.at) / 4 {
+        return Err(protocol_error(py, "array dimensions exceed its data"));
+    }
+    let list = decode_level(py, &mut r, elem, &dims[..ndims])?;
     if r.at != data.len() {
         return Err(protocol_error(py, "trailing bytes after array elements"));
     }
@@ -74,21 +82,29 @@ fn decode_level(
     dims: &[usize],
 ) -> PyResult<PyObject> {
     let n = dims[0];
-    let mut items = Vec::with_capacity(n);
-    for _ in 0..n {
-        if dims.len() > 1 {
-            items.push(decode_level(py, r, elem, &dims[1..])?);
+    // the list is filled in place; on an error it is dropped with its unset slots NULL,
+    // which list deallocation allows
+    let len = pyo3::ffi::Py_ssize_t::try_from(n)
+        .map_err(|_| protocol_error(py, "array dimension too large"))?;
+    let list = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyList_New(len))? };
+    for i in 0..n {
+        let item = if dims.len() > 1 {
+            decode_level(py, r, elem, &dims[1..])?
         } else {
             let len = r.i32(py)?;
             if len < 0 {
-                items.push(py.None());
+                py.None()
             } else {
                 let bytes = r.bytes(py, len as usize)?;
-                items.push(elem.decode(py, bytes)?);
+                elem.decode(py, bytes)?
             }
-        }
+        };
+        // SAFETY: `list` is a new list of length n and slot i is unset
+        unsafe {
+            pyo3::ffi::PyList_SET_ITEM(list.as_ptr(), i as pyo3::ffi::Py_ssize_t, item.into_ptr())
+        };
     }
-    Ok(PyList::new(py, items)?.into_any().unbind())
+    Ok(list.unbind())
 }
 
 /// Whether `value` is a level of the array rather than an element: lists always are;
