@@ -29,5 +29,16 @@ async def main(dsn: str) -> None:
     await con.close()
 
 
+async def pooled(dsn: str) -> None:
+    loop = asyncio.get_running_loop()
+    print(f"on {type(loop).__module__}.{type(loop).__name__}:")
+    async with asyncpg_rs.create_pool(dsn, min_size=2, max_size=4) as pool:
+        sums = await asyncio.gather(*(pool.fetchval("SELECT $1::int4 * 2", i) for i in range(8)))
+        print("  8 concurrent queries through a pool:", sums)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "postgresql://postgres@127.0.0.1/postgres"))
+    dsn = sys.argv[1] if len(sys.argv) > 1 else "postgresql://postgres@127.0.0.1/postgres"
+    asyncio.run(main(dsn))  # the driver on the stdlib loop
+    # and on asyncpg_rs's own loop, where it takes the native path
+    asyncpg_rs.run(pooled(dsn))
