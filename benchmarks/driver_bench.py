@@ -31,9 +31,18 @@ CELLS = {
     "select1_c1": ("SELECT 1, 1 connection", "q/s"),
     "select1_c10": ("SELECT 1, 10 connections", "q/s"),
     "series1000_c10": ("generate_series(1,1000), 10 conns", "q/s"),
+    "wide1000_c10": ("1000 rows x 9 typed columns, 10 conns", "q/s"),
     "rows100k_c1": ("100k rows x (int4,int8,float8,text,tstz)", "rows/s"),
     "executemany_10k": ("executemany, 10k rows", "rows/s"),
 }
+
+# 1000 rows of nine columns of different types: where decoding, not the round trip, counts
+NINE_COLUMNS_QUERY = (
+    "SELECT g::int4, g::int8 * 1000003, g * 1.5::float8, g % 2 = 0, 'row ' || g, "
+    "'2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second', "
+    "(g * 1.37)::numeric(14, 3), md5(g::text)::uuid, ARRAY[g, g + 1, g + 2]::int4[] "
+    "FROM generate_series(1, 1000) g"
+)
 
 WIDE_QUERY = (
     "SELECT g::int4, g::int8, g::float8, 'row number ' || g::text, "
@@ -73,10 +82,15 @@ async def _cell(driver, cell, dsn, duration):
 
             await _timed_loop(conns, op, 0.3)  # warm-up: statement cache, JIT-free paths
             return await _timed_loop(conns, op, duration)
-        if cell == "series1000_c10":
+        if cell in ("series1000_c10", "wide1000_c10"):
+            query = (
+                "SELECT generate_series(1, 1000)"
+                if cell == "series1000_c10"
+                else NINE_COLUMNS_QUERY
+            )
 
             async def op(con):
-                await con.fetch("SELECT generate_series(1, 1000)")
+                await con.fetch(query)
 
             await _timed_loop(conns, op, 0.3)
             return await _timed_loop(conns, op, duration)
@@ -212,8 +226,9 @@ def main():
                     for driver in order:
                         r = _run_worker(driver, loop, cell, dsn, args.duration)
                         results.setdefault((cell, loop, driver), []).append(r)
-                        print(f"  rep {rep + 1} {cell:16} {loop:10} {driver:10} {r}",
-                              file=sys.stderr)
+                        print(
+                            f"  rep {rep + 1} {cell:16} {loop:10} {driver:10} {r}", file=sys.stderr
+                        )
         _report(results, cells, loops)
         if args.json:
             with open(args.json, "w") as f:
@@ -238,8 +253,10 @@ def _mib(kib):
 
 def _report(results, cells, loops):
     print()
-    print(f"{'cell':44} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
-          f" {'RSS apg':>9} {'RSS rs':>9}")
+    print(
+        f"{'cell':44} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
+        f" {'RSS apg':>9} {'RSS rs':>9}"
+    )
     ratios = []
     for cell in cells:
         desc, unit = CELLS[cell]

@@ -43,6 +43,11 @@ SOURCE_TABLE = "types_bench_src"
 # name: (column definition, SQL for row g)
 TYPES = {
     "int4": ("int4", "g"),
+    "int8": ("int8", "g::int8 * 1000003"),
+    "float8": ("float8", "g * 1.5"),
+    "bool": ("bool", "g % 2 = 0"),
+    "text16": ("text", "lpad(g::text, 16, 'x')"),
+    "text100": ("text", "lpad(g::text, 100, 'x')"),
     "timestamptz": ("timestamptz",
                     "'2024-01-01 00:00:00+00'::timestamptz + g * interval '1.5 second'"),
     "numeric": ("numeric", "(g * 1.37)::numeric(14, 3)"),

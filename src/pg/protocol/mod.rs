@@ -16,7 +16,7 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Message};
 use postgres_protocol::message::frontend;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyString, PyTuple, PyType};
 
 use crate::pg::errors::{data_error, interface_error, internal_error, py_error};
 use crate::pg::record::new_record;
@@ -920,13 +920,54 @@ fn encode_failure(
     exc
 }
 
+/// Below this many bytes a read is decoded with the garbage collector left as it is.
+const GC_PAUSE_MIN_BYTES: usize = 16 * 1024;
+
+/// Keeps Python's cyclic garbage collector off while a large read is decoded.
+///
+/// Decoding allocates rows, lists and other containers by the thousand, none of them in a
+/// cycle; with the collector on, every 700 allocations it walks the young objects, and every
+/// so often everything decoded so far (most of the cost of a big fetch of arrays). Paused,
+/// the collector catches up once afterwards: collection is deferred, nothing is skipped.
+/// Only the decoding itself runs paused, not callbacks into user code (notifications, log
+/// messages), which run after the read.
+struct GcPause<'py> {
+    gc: Option<Bound<'py, PyModule>>,
+}
+
+impl<'py> GcPause<'py> {
+    fn new(py: Python<'py>, bytes: usize) -> GcPause<'py> {
+        if bytes < GC_PAUSE_MIN_BYTES {
+            return GcPause { gc: None };
+        }
+        let paused = py.import(pyo3::intern!(py, "gc")).ok().filter(|gc| {
+            gc.call_method0(pyo3::intern!(py, "isenabled"))
+                .and_then(|on| on.is_truthy())
+                .unwrap_or(false)
+                && gc.call_method0(pyo3::intern!(py, "disable")).is_ok()
+        });
+        GcPause { gc: paused }
+    }
+}
+
+impl Drop for GcPause<'_> {
+    fn drop(&mut self) {
+        if let Some(gc) = self.gc.take() {
+            let _ = gc.call_method0(pyo3::intern!(gc.py(), "enable"));
+        }
+    }
+}
+
 impl PGProtocol {
     /// Bytes from the server, handed over by one of our transports without a Python call
     /// (the native fast path); the same as `data_received`.
     pub fn receive(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
         let py = slf.py();
         let mut fx = Vec::new();
-        slf.borrow_mut().feed(py, data, &mut fx);
+        {
+            let _paused = GcPause::new(py, data.len());
+            slf.borrow_mut().feed(py, data, &mut fx);
+        }
         run_effects(py, fx)
     }
 }
@@ -1008,10 +1049,7 @@ impl PGProtocol {
 
     /// asyncio callback: bytes from the server.
     fn data_received(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
-        let py = slf.py();
-        let mut fx = Vec::new();
-        slf.borrow_mut().feed(py, data, &mut fx);
-        run_effects(py, fx)
+        Self::receive(slf, data)
     }
 
     /// asyncio callback: the server closed its side; let the transport close.

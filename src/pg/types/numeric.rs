@@ -26,19 +26,25 @@ pub fn decode(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
     if ndigits < 0 || data.len() != 8 + 2 * ndigits as usize {
         return Err(protocol_error(py, "numeric value has an invalid length"));
     }
-    let text = match sign {
-        NAN => "NaN".to_string(),
-        PINF => "Infinity".to_string(),
-        NINF => "-Infinity".to_string(),
+    let mut text: Vec<u8> = Vec::with_capacity(8 + 4 * ndigits as usize + dscale);
+    match sign {
+        NAN => text.extend_from_slice(b"NaN"),
+        PINF => text.extend_from_slice(b"Infinity"),
+        NINF => text.extend_from_slice(b"-Infinity"),
         POS | NEG => {
-            let groups: Vec<u16> = data[8..]
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            if groups.iter().any(|&g| g > 9999) {
+            let groups = &data[8..];
+            let group = |i: usize| u16::from_be_bytes([groups[2 * i], groups[2 * i + 1]]);
+            if (0..ndigits as usize).any(|i| group(i) > 9999) {
                 return Err(protocol_error(py, "numeric digit group out of range"));
             }
-            digits_to_string(&groups, weight, dscale, sign == NEG)
+            write_numeric(
+                &mut text,
+                group,
+                ndigits as usize,
+                weight,
+                dscale,
+                sign == NEG,
+            );
         }
         _ => {
             return Err(protocol_error(
@@ -47,52 +53,99 @@ pub fn decode(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
             ))
         }
     };
-    decimal_type(py)?.call1(py, (PyString::new(py, &text),))
+    // SAFETY: `text` is ASCII: digits, sign, point, exponent, or one of the words above.
+    let text = PyString::new(py, unsafe { std::str::from_utf8_unchecked(&text) });
+    let decimal = decimal_type(py)?;
+    // SAFETY: both are live references; the call returns a new reference or NULL with an
+    // exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyObject_CallOneArg(decimal.as_ptr(), text.as_ptr()),
+        )
+        .map(Bound::unbind)
+    }
 }
 
-fn digits_to_string(groups: &[u16], weight: i64, dscale: usize, negative: bool) -> String {
-    let mut s = String::with_capacity(groups.len() * 4 + dscale + 4);
-    if negative {
-        s.push('-');
+/// Append a base-10000 group: four digits, or without leading zeros for the first one.
+fn push_group(out: &mut Vec<u8>, group: u16, padded: bool) {
+    let digits = [
+        b'0' + (group / 1000) as u8,
+        b'0' + (group / 100 % 10) as u8,
+        b'0' + (group / 10 % 10) as u8,
+        b'0' + (group % 10) as u8,
+    ];
+    if padded {
+        out.extend_from_slice(&digits);
+    } else {
+        let skip = digits.iter().take(3).take_while(|&&d| d == b'0').count();
+        out.extend_from_slice(&digits[skip..]);
     }
+}
+
+/// The decimal text of a numeric given as `ndigits` base-10000 groups (`group(i)`), the
+/// weight of the first group and the display scale, as `decimal.Decimal` reads it.
+fn write_numeric(
+    out: &mut Vec<u8>,
+    group: impl Fn(usize) -> u16,
+    ndigits: usize,
+    weight: i64,
+    dscale: usize,
+    negative: bool,
+) {
     let group_at = |i: i64| -> u16 {
-        if i >= 0 && (i as usize) < groups.len() {
-            groups[i as usize]
+        if i >= 0 && (i as usize) < ndigits {
+            group(i as usize)
         } else {
             0
         }
     };
-    let ndigits = groups.len() as i64;
-    if dscale == 0 && ndigits > 0 && weight + 1 > ndigits {
+    if negative {
+        out.push(b'-');
+    }
+    if dscale == 0 && ndigits > 0 && weight + 1 > ndigits as i64 {
         // an integer whose trailing zero groups the server left out: the digits that are
         // there and an exponent, as asyncpg gives it (10000 is Decimal('1E+4'))
-        s.push_str(&groups[0].to_string());
-        for g in &groups[1..] {
-            s.push_str(&format!("{g:04}"));
+        push_group(out, group(0), false);
+        for i in 1..ndigits {
+            push_group(out, group(i), true);
         }
-        s.push_str(&format!("E+{}", 4 * (weight + 1 - ndigits)));
-        return s;
+        out.extend_from_slice(b"E+");
+        out.extend_from_slice((4 * (weight + 1 - ndigits as i64)).to_string().as_bytes());
+        return;
     }
     if weight < 0 {
-        s.push('0');
+        out.push(b'0');
     } else {
-        s.push_str(&group_at(0).to_string());
+        push_group(out, group_at(0), false);
         for i in 1..=weight {
-            s.push_str(&format!("{:04}", group_at(i)));
+            push_group(out, group_at(i), true);
         }
     }
     if dscale > 0 {
-        s.push('.');
-        let mut frac = String::with_capacity(dscale + 4);
+        out.push(b'.');
+        let start = out.len();
         let mut i = weight + 1;
-        while frac.len() < dscale {
-            frac.push_str(&format!("{:04}", group_at(i)));
+        while out.len() - start < dscale {
+            push_group(out, group_at(i), true);
             i += 1;
         }
-        frac.truncate(dscale);
-        s.push_str(&frac);
+        out.truncate(start + dscale);
     }
-    s
+}
+
+#[cfg(test)]
+fn digits_to_string(groups: &[u16], weight: i64, dscale: usize, negative: bool) -> String {
+    let mut out = Vec::new();
+    write_numeric(
+        &mut out,
+        |i| groups[i],
+        groups.len(),
+        weight,
+        dscale,
+        negative,
+    );
+    String::from_utf8(out).expect("ascii")
 }
 
 pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
