@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import os
 
 from . import _native, exceptions
@@ -282,12 +283,18 @@ async def _record_batches(records):
             if len(batch) >= _RECORDS_PER_BATCH:
                 yield batch
                 batch = []
+    elif isinstance(records, list):
+        # slices are copied at C speed: no Python step per record
+        for start in range(0, len(records), _RECORDS_PER_BATCH):
+            yield records[start:start + _RECORDS_PER_BATCH]
+        return
     else:
-        for r in records:
-            batch.append(r)
-            if len(batch) >= _RECORDS_PER_BATCH:
-                yield batch
-                batch = []
+        it = iter(records)
+        while True:
+            batch = list(itertools.islice(it, _RECORDS_PER_BATCH))
+            if not batch:
+                return
+            yield batch
     if batch:
         yield batch
 

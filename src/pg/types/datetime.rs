@@ -267,7 +267,7 @@ pub fn encode_timestamptz(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> Encod
             type_name(value)
         )));
     };
-    if dt.get_tzinfo().is_none() {
+    let Some(tz) = dt.get_tzinfo() else {
         if is_extreme(value, true, true)? {
             out.put_i64(i64::MAX);
             return Ok(());
@@ -282,8 +282,13 @@ pub fn encode_timestamptz(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> Encod
         let aware = aware.downcast::<PyDateTime>().map_err(PyErr::from)?;
         out.put_i64(datetime_usecs(aware));
         return Ok(());
+    };
+    if tz.is(&*PyTzInfo::utc(py)?) {
+        // the common case needs no call into Python: UTC has no offset
+        out.put_i64(datetime_usecs(dt));
+        return Ok(());
     }
-    let offset = value.call_method0("utcoffset")?;
+    let offset = value.call_method0(pyo3::intern!(py, "utcoffset"))?;
     let mut usecs = datetime_usecs(dt);
     if let Ok(delta) = offset.downcast::<PyDelta>() {
         usecs -= delta.get_days() as i64 * USECS_PER_DAY

@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::PyString;
 
 use super::pyrefs::decimal_type;
 use super::{EncodeError, EncodeResult};
@@ -164,25 +164,57 @@ pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
             })?
             .into_bound(py)
     };
-    let t = dec.call_method0("as_tuple")?;
-    let t = t.downcast::<PyTuple>().map_err(PyErr::from)?;
-    let sign: u8 = t.get_item(0)?.extract()?;
-    let exponent = t.get_item(2)?;
-    if let Ok(code) = exponent.extract::<String>() {
-        // 'n' / 'N' (NaN, sNaN) and 'F' (infinity)
-        let (s,) = (match code.as_str() {
-            "F" if sign == 1 => NINF,
-            "F" => PINF,
-            _ => NAN,
-        },);
+    // str() of a Decimal is C code and cheaper than as_tuple(): parse its text here
+    let text = dec.str()?;
+    let text = text.to_str()?;
+    let (sign, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (1u8, rest),
+        None => (0u8, text),
+    };
+    if !unsigned.starts_with(|c: char| c.is_ascii_digit()) {
+        // NaN, sNaN, Infinity
+        let special = if unsigned.starts_with("Inf") {
+            if sign == 1 {
+                NINF
+            } else {
+                PINF
+            }
+        } else {
+            NAN
+        };
         out.put_i16(0);
         out.put_i16(0);
-        out.put_u16(s);
+        out.put_u16(special);
         out.put_u16(0);
         return Ok(());
     }
-    let exp: i64 = exponent.extract()?;
-    let digits: Vec<u8> = t.get_item(1)?.extract()?;
+    let (mantissa, mut exp) = match unsigned.find(['E', 'e']) {
+        Some(at) => (
+            &unsigned[..at],
+            unsigned[at + 1..]
+                .parse::<i64>()
+                .map_err(|_| EncodeError::Invalid(format!("invalid numeric value: {text}")))?,
+        ),
+        None => (unsigned, 0),
+    };
+    let mut digits: Vec<u8> = Vec::with_capacity(mantissa.len());
+    let mut seen_point = false;
+    for b in mantissa.bytes() {
+        match b {
+            b'0'..=b'9' => {
+                digits.push(b - b'0');
+                if seen_point {
+                    exp -= 1;
+                }
+            }
+            b'.' => seen_point = true,
+            _ => {
+                return Err(EncodeError::Invalid(format!(
+                    "invalid numeric value: {text}"
+                )))
+            }
+        }
+    }
     let mut intpart: Vec<u8>;
     let mut frac: Vec<u8>;
     if exp >= 0 {
