@@ -42,6 +42,9 @@ ROOT = os.path.dirname(HERE)
 CELLS = {
     # name: description (the unit is rows/s for every cell)
     "records": "copy_records_to_table",
+    "records7": "copy_records_to_table, 7 columns",
+    "query_to_file": "copy_from_query -> file path",
+    "cursor": "cursor iteration (prefetch 50)",
     "out_bytesio": "copy_from_table -> BytesIO",
     "out_async": "copy_from_table -> async sink",
     "in_file": "copy_to_table <- file-like",
@@ -57,13 +60,41 @@ def _records(n):
     sec = datetime.timedelta(seconds=1)
     out = []
     for i in range(n):
-        out.append((
-            None if i % 10 == 1 else i,
-            None if i % 10 == 2 else f"row number {i}",
-            None if i % 10 == 3 else base + i * sec,
-            None if i % 10 == 4 else decimal.Decimal(i) / 100,
-        ))
+        out.append(
+            (
+                None if i % 10 == 1 else i,
+                None if i % 10 == 2 else f"row number {i}",
+                None if i % 10 == 3 else base + i * sec,
+                None if i % 10 == 4 else decimal.Decimal(i) / 100,
+            )
+        )
     return out
+
+
+COLUMNS7 = "a int4, b int8, c text, d float8, e bool, f timestamptz, g numeric"
+
+
+def _records7(n):
+    """N records of seven columns of different types; every 10th value of each is NULL."""
+    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    sec = datetime.timedelta(seconds=1)
+    return [
+        tuple(
+            None if i % 10 == k else v
+            for k, v in enumerate(
+                (
+                    i,
+                    i * 1000003,
+                    f"row number {i}",
+                    i * 1.5,
+                    i % 2 == 0,
+                    base + i * sec,
+                    decimal.Decimal(i) / 100,
+                )
+            )
+        )
+        for i in range(n)
+    ]
 
 
 # ---------------------------------------------------------------- worker side
@@ -92,6 +123,37 @@ async def _cell(driver, cell, dsn, rows, iterations):
             async def run():
                 await con.execute("TRUNCATE bench_rec")
                 await con.copy_records_to_table("bench_rec", records=records)
+
+            return await _best_of(iterations, run, rows)
+        if cell == "records7":
+            await con.execute(f"CREATE TEMP TABLE bench_rec7 ({COLUMNS7})")
+            records = _records7(rows)
+
+            async def run():
+                await con.execute("TRUNCATE bench_rec7")
+                await con.copy_records_to_table("bench_rec7", records=records)
+
+            return await _best_of(iterations, run, rows)
+        if cell == "query_to_file":
+            import tempfile
+
+            path = os.path.join(tempfile.mkdtemp(), "out.copy")
+
+            async def run():
+                await con.copy_from_query(f"SELECT * FROM {SOURCE_TABLE}", output=path)
+
+            try:
+                return await _best_of(iterations, run, rows)
+            finally:
+                os.unlink(path)
+        if cell == "cursor":
+
+            async def run():
+                n = 0
+                async with con.transaction():
+                    async for _ in con.cursor(f"SELECT * FROM {SOURCE_TABLE}"):
+                        n += 1
+                assert n == rows
 
             return await _best_of(iterations, run, rows)
         if cell == "out_bytesio":
@@ -172,7 +234,8 @@ async def _prepare_source(dsn, rows):
             "CASE WHEN g % 10 = 3 THEN NULL "
             "ELSE '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second' END, "
             "CASE WHEN g % 10 = 4 THEN NULL ELSE g / 100.0 END "
-            f"FROM generate_series(0, {rows - 1}) g")
+            f"FROM generate_series(0, {rows - 1}) g"
+        )
         await con.execute(f"VACUUM ANALYZE {SOURCE_TABLE}")
     finally:
         await con.close()
@@ -203,8 +266,17 @@ def _available_loops():
 
 
 def _run_worker(driver, loop, cell, dsn, rows, iterations):
-    cmd = [sys.executable, __file__, "--worker", driver, loop, cell, dsn, str(rows),
-           str(iterations)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        driver,
+        loop,
+        cell,
+        dsn,
+        str(rows),
+        str(iterations),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
@@ -222,12 +294,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dsn")
     ap.add_argument("--cells", default=",".join(CELLS))
-    ap.add_argument("--loops", default=None,
-                    help="comma list (asyncio, uvloop, asyncpg_rs); default: asyncio,uvloop")
+    ap.add_argument(
+        "--loops",
+        default=None,
+        help="comma list (asyncio, uvloop, asyncpg_rs); default: asyncio,uvloop",
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--iterations", type=int, default=2,
-                    help="timed runs per worker; the worker reports its best")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=2,
+        help="timed runs per worker; the worker reports its best",
+    )
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -259,8 +338,9 @@ def main():
                     for driver in order:
                         r = _run_worker(driver, loop, cell, dsn, args.rows, args.iterations)
                         results.setdefault((cell, loop, driver), []).append(r)
-                        print(f"  rep {rep + 1} {cell:12} {loop:10} {driver:10} {r}",
-                              file=sys.stderr)
+                        print(
+                            f"  rep {rep + 1} {cell:12} {loop:10} {driver:10} {r}", file=sys.stderr
+                        )
         _report(results, cells, loops, args.rows)
         if args.json:
             with open(args.json, "w") as f:
@@ -289,10 +369,14 @@ def _mib(kib):
 
 def _report(results, cells, loops, rows):
     print()
-    print(f"{rows} rows per operation; throughput in rows/s and client CPU in ns per row, "
-          "medians of the repetitions")
-    print(f"{'cell':32} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
-          f" {'CPU apg':>8} {'CPU rs':>8} {'ratio':>6} {'RSS apg':>9} {'RSS rs':>9}")
+    print(
+        f"{rows} rows per operation; throughput in rows/s and client CPU in ns per row, "
+        "medians of the repetitions"
+    )
+    print(
+        f"{'cell':32} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
+        f" {'CPU apg':>8} {'CPU rs':>8} {'ratio':>6} {'RSS apg':>9} {'RSS rs':>9}"
+    )
     ratios = []
     for cell in cells:
         desc = CELLS[cell]
@@ -314,8 +398,10 @@ def _report(results, cells, loops, rows):
             )
     if ratios:
         geo = statistics.geometric_mean(ratios)
-        print(f"\ngeometric mean of the throughput ratios: {geo:.2f} (min {min(ratios):.2f}); "
-              "above 1 is faster. CPU ratio below 1: asyncpg_rs uses less client CPU.")
+        print(
+            f"\ngeometric mean of the throughput ratios: {geo:.2f} (min {min(ratios):.2f}); "
+            "above 1 is faster. CPU ratio below 1: asyncpg_rs uses less client CPU."
+        )
 
 
 if __name__ == "__main__":
