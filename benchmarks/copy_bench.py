@@ -32,9 +32,10 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
+
+from _harness import driver_loops, new_loop, run_worker, server_dsn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -191,24 +192,12 @@ async def _cell(driver, cell, dsn, rows, iterations):
         await con.close()
 
 
-def _new_loop(loop_name):
-    if loop_name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    if loop_name == "asyncpg_rs":
-        import asyncpg_rs
-
-        return asyncpg_rs.new_event_loop()
-    return asyncio.new_event_loop()
-
-
 def _worker(driver_name, loop_name, cell, dsn, rows, iterations):
     if driver_name == "asyncpg":
         import asyncpg as driver
     else:
         import asyncpg_rs as driver
-    loop = _new_loop(loop_name)
+    loop = new_loop(loop_name)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         result = loop.run_until_complete(_cell(driver, cell, dsn, rows, iterations))
@@ -254,42 +243,6 @@ async def _drop_source(dsn):
 # ---------------------------------------------------------------- driver side
 
 
-def _available_loops():
-    loops = ["asyncio"]
-    try:
-        import uvloop  # noqa: F401
-
-        loops.append("uvloop")
-    except ImportError:
-        pass
-    return loops
-
-
-def _run_worker(driver, loop, cell, dsn, rows, iterations):
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        driver,
-        loop,
-        cell,
-        dsn,
-        str(rows),
-        str(iterations),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _start_cluster():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import pgcluster  # the project's throwaway-cluster manager
-
-    return pgcluster.Cluster.start()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dsn")
@@ -315,17 +268,17 @@ def main():
         _worker(driver, loop, cell, dsn, int(rows), int(iterations))
         return
 
-    cluster = None
-    dsn = args.dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
-    if not dsn:
-        cluster = _start_cluster()
-        dsn = cluster.dsn()
+    with server_dsn(args.dsn) as dsn:
+        _run(args, dsn)
+
+
+def _run(args, dsn):
     try:
         cells = [c for c in args.cells.split(",") if c]
         for c in cells:
             if c not in CELLS:
                 raise SystemExit(f"unknown cell {c}; known: {', '.join(CELLS)}")
-        loops = args.loops.split(",") if args.loops else _available_loops()
+        loops = args.loops.split(",") if args.loops else driver_loops()
         asyncio.run(_prepare_source(dsn, args.rows))
         results = {}
         for rep in range(args.repeat):
@@ -336,7 +289,9 @@ def main():
                     if rep % 2:
                         order.reverse()
                     for driver in order:
-                        r = _run_worker(driver, loop, cell, dsn, args.rows, args.iterations)
+                        r = run_worker(
+                            __file__, (driver, loop, cell, dsn, args.rows, args.iterations)
+                        )
                         results.setdefault((cell, loop, driver), []).append(r)
                         print(
                             f"  rep {rep + 1} {cell:12} {loop:10} {driver:10} {r}", file=sys.stderr
@@ -350,8 +305,6 @@ def main():
             asyncio.run(_drop_source(dsn))
         except Exception:  # noqa: BLE001 - best effort; a throwaway cluster goes anyway
             pass
-        if cluster is not None:
-            cluster.stop()
 
 
 def _median(rs, key):

@@ -22,24 +22,10 @@ import subprocess
 import sys
 import time
 
+from _harness import new_loop
+
 MODES = ("streams", "protocol", "sock")
 SIZES = (1024, 65536)
-
-
-def make_loop(name):
-    if name == "asyncio":
-        return asyncio.new_event_loop()
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    if name == "rloop":
-        import rloop
-
-        return rloop.new_event_loop()
-    import asyncpg_rs
-
-    return asyncpg_rs.new_event_loop()
 
 
 # ---------------------------------------------------------------- server
@@ -169,7 +155,7 @@ def main():
     ap.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        loop = make_loop(args.serve[0])
+        loop = new_loop(args.serve[0])
         loop.run_until_complete(serve(args.serve[1]))
         return
     if args.client:

@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 
+from _harness import new_loop
+
 N_CALL_SOON = 1_000_000
 N_TIMERS = 100_000
 N_STEPS = 200_000
@@ -170,26 +172,10 @@ BENCHES = {
 }
 
 
-def make_loop(name):
-    if name == "asyncio":
-        return asyncio.new_event_loop()
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    if name == "rloop":
-        import rloop
-
-        return rloop.new_event_loop()
-    import asyncpg_rs
-
-    return asyncpg_rs.new_event_loop()
-
-
 def worker(loop_name, benches):
     out = {}
     for name in benches:
-        loop = make_loop(loop_name)
+        loop = new_loop(loop_name)
         asyncio.set_event_loop(loop)
         try:
             ops, seconds = BENCHES[name][1](loop)

@@ -31,9 +31,10 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+from _harness import driver_loops, new_loop, run_worker, server_dsn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -48,8 +49,10 @@ TYPES = {
     "bool": ("bool", "g % 2 = 0"),
     "text16": ("text", "lpad(g::text, 16, 'x')"),
     "text100": ("text", "lpad(g::text, 100, 'x')"),
-    "timestamptz": ("timestamptz",
-                    "'2024-01-01 00:00:00+00'::timestamptz + g * interval '1.5 second'"),
+    "timestamptz": (
+        "timestamptz",
+        "'2024-01-01 00:00:00+00'::timestamptz + g * interval '1.5 second'",
+    ),
     "numeric": ("numeric", "(g * 1.37)::numeric(14, 3)"),
     "uuid": ("uuid", "md5(g::text)::uuid"),
     "int4[5]": ("int4[]", "ARRAY[g, g + 1, g + 2, g + 3, g + 4]"),
@@ -100,24 +103,12 @@ async def _cell(driver, typ, dsn, copies, iterations):
         await con.close()
 
 
-def _new_loop(loop_name):
-    if loop_name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    if loop_name == "asyncpg_rs":
-        import asyncpg_rs
-
-        return asyncpg_rs.new_event_loop()
-    return asyncio.new_event_loop()
-
-
 def _worker(driver_name, loop_name, typ, dsn, copies, iterations):
     if driver_name == "asyncpg":
         import asyncpg as driver
     else:
         import asyncpg_rs as driver
-    loop = _new_loop(loop_name)
+    loop = new_loop(loop_name)
     try:
         result = loop.run_until_complete(_cell(driver, typ, dsn, copies, iterations))
     finally:
@@ -135,7 +126,8 @@ async def _prepare_source(dsn, rows):
         exprs = ", ".join(e for _, e in TYPES.values())
         await con.execute(f"CREATE UNLOGGED TABLE {SOURCE_TABLE} ({cols})")
         await con.execute(
-            f"INSERT INTO {SOURCE_TABLE} SELECT {exprs} FROM generate_series(1, {rows}) g")
+            f"INSERT INTO {SOURCE_TABLE} SELECT {exprs} FROM generate_series(1, {rows}) g"
+        )
         await con.execute(f"VACUUM ANALYZE {SOURCE_TABLE}")
     finally:
         await con.close()
@@ -154,45 +146,26 @@ async def _drop_source(dsn):
 # ---------------------------------------------------------------- driver side
 
 
-def _available_loops():
-    loops = ["asyncio"]
-    try:
-        import uvloop  # noqa: F401
-
-        loops.append("uvloop")
-    except ImportError:
-        pass
-    return loops
-
-
-def _run_worker(driver, loop, typ, dsn, copies, iterations):
-    cmd = [sys.executable, __file__, "--worker", driver, loop, typ, dsn, str(copies),
-           str(iterations)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _start_cluster():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import pgcluster  # the project's throwaway-cluster manager
-
-    return pgcluster.Cluster.start()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dsn")
     ap.add_argument("--types", default=",".join(TYPES))
-    ap.add_argument("--loops", default=None,
-                    help="comma list (asyncio, uvloop, asyncpg_rs); default: asyncio,uvloop")
+    ap.add_argument(
+        "--loops",
+        default=None,
+        help="comma list (asyncio, uvloop, asyncpg_rs); default: asyncio,uvloop",
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--copies", type=int, default=8,
-                    help="how many times the wide query selects the column")
-    ap.add_argument("--iterations", type=int, default=3,
-                    help="timed (narrow, wide) pairs per worker; the worker keeps the best")
+    ap.add_argument(
+        "--copies", type=int, default=8, help="how many times the wide query selects the column"
+    )
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=3,
+        help="timed (narrow, wide) pairs per worker; the worker keeps the best",
+    )
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -201,17 +174,17 @@ def main():
         _worker(driver, loop, typ, dsn, int(copies), int(iterations))
         return
 
-    cluster = None
-    dsn = args.dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
-    if not dsn:
-        cluster = _start_cluster()
-        dsn = cluster.dsn()
+    with server_dsn(args.dsn) as dsn:
+        _run(args, dsn)
+
+
+def _run(args, dsn):
     try:
         types = [t for t in args.types.split(",") if t]
         for t in types:
             if t not in TYPES:
                 raise SystemExit(f"unknown type {t}; known: {', '.join(TYPES)}")
-        loops = args.loops.split(",") if args.loops else _available_loops()
+        loops = args.loops.split(",") if args.loops else driver_loops()
         asyncio.run(_prepare_source(dsn, args.rows))
         results = {}
         for rep in range(args.repeat):
@@ -221,10 +194,13 @@ def main():
                     if rep % 2:
                         order.reverse()
                     for driver in order:
-                        r = _run_worker(driver, loop, typ, dsn, args.copies, args.iterations)
+                        r = run_worker(
+                            __file__, (driver, loop, typ, dsn, args.copies, args.iterations)
+                        )
                         results.setdefault((typ, loop, driver), []).append(r)
-                        print(f"  rep {rep + 1} {typ:12} {loop:10} {driver:10} {r}",
-                              file=sys.stderr)
+                        print(
+                            f"  rep {rep + 1} {typ:12} {loop:10} {driver:10} {r}", file=sys.stderr
+                        )
         _report(results, types, loops, args.rows)
         if args.json:
             with open(args.json, "w") as f:
@@ -234,8 +210,6 @@ def main():
             asyncio.run(_drop_source(dsn))
         except Exception:  # noqa: BLE001 - best effort; a throwaway cluster goes anyway
             pass
-        if cluster is not None:
-            cluster.stop()
 
 
 def _median(rs, key):
@@ -250,8 +224,10 @@ def _ns(v):
 def _report(results, types, loops, rows):
     print()
     print(f"{rows} rows; marginal cost of one more value, ns, median of the repetitions")
-    print(f"{'type':12} {'loop':10} {'CPU apg':>9} {'CPU rs':>9} {'ratio':>6}"
-          f"   {'wall apg':>9} {'wall rs':>9} {'ratio':>6}")
+    print(
+        f"{'type':12} {'loop':10} {'CPU apg':>9} {'CPU rs':>9} {'ratio':>6}"
+        f"   {'wall apg':>9} {'wall rs':>9} {'ratio':>6}"
+    )
     ratios = []
     for typ in types:
         for loop in loops:
@@ -263,13 +239,17 @@ def _report(results, types, loops, rows):
             wratio = rw / aw if aw and rw and aw > 0 and rw > 0 else None
             if ratio:
                 ratios.append(ratio)
-            print(f"{typ:12} {loop:10} {_ns(av)} {_ns(rv)} "
-                  f"{(f'{ratio:6.2f}' if ratio else '     -')}   {_ns(aw)} {_ns(rw)} "
-                  f"{(f'{wratio:6.2f}' if wratio else '     -')}")
+            print(
+                f"{typ:12} {loop:10} {_ns(av)} {_ns(rv)} "
+                f"{(f'{ratio:6.2f}' if ratio else '     -')}   {_ns(aw)} {_ns(rw)} "
+                f"{(f'{wratio:6.2f}' if wratio else '     -')}"
+            )
     if ratios:
         geo = statistics.geometric_mean(ratios)
-        print(f"\ngeometric mean of the CPU ratios: {geo:.2f} (max {max(ratios):.2f}); "
-              "below 1 is faster")
+        print(
+            f"\ngeometric mean of the CPU ratios: {geo:.2f} (max {max(ratios):.2f}); "
+            "below 1 is faster"
+        )
 
 
 if __name__ == "__main__":

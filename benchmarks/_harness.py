@@ -1,0 +1,79 @@
+"""What the benchmarks share: the loops to compare, worker processes, the server to use.
+
+Each benchmark runs every measured cell in a fresh worker process (``python bench.py
+--worker ...``) that prints one JSON line; ``run_worker`` starts it and reads that line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def new_loop(name):
+    """A new event loop of the named kind: asyncio, uvloop, rloop or asyncpg_rs."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    if name == "rloop":
+        import rloop
+
+        return rloop.new_event_loop()
+    if name == "asyncpg_rs":
+        import asyncpg_rs
+
+        return asyncpg_rs.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def driver_loops():
+    """The loops a driver benchmark runs on: the stdlib one, uvloop, and ours."""
+    loops = ["asyncio"]
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
+
+        loops.append("uvloop")
+    with contextlib.suppress(ImportError):
+        import asyncpg_rs
+
+        # the driver needs the loop's transports (create_connection), not only its core
+        if hasattr(asyncpg_rs, "Loop") and (
+            asyncpg_rs.Loop.create_connection is not asyncio.AbstractEventLoop.create_connection
+        ):
+            loops.append("asyncpg_rs")
+    return loops
+
+
+def run_worker(script, args, timeout=900):
+    """Run ``script --worker *args`` in a fresh interpreter; its last stdout line as JSON,
+    or ``{"error": ...}`` when it failed."""
+    cmd = [sys.executable, script, "--worker", *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def server_dsn(dsn=None):
+    """The server to measure against: ``dsn``, ``$ASYNCPG_RS_BENCH_DSN``, or a throwaway
+    cluster from tools/pgcluster.py, stopped afterwards."""
+    dsn = dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
+    if dsn:
+        yield dsn
+        return
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import pgcluster  # the project's throwaway-cluster manager
+
+    cluster = pgcluster.Cluster.start()
+    try:
+        yield cluster.dsn()
+    finally:
+        cluster.stop()
