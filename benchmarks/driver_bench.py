@@ -19,9 +19,10 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
+
+from _harness import driver_loops, new_loop, run_worker, server_dsn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -134,16 +135,7 @@ def _worker(driver_name, loop_name, cell, dsn, duration):
         import asyncpg as driver
     else:
         import asyncpg_rs as driver
-    if loop_name == "uvloop":
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    elif loop_name == "asyncpg_rs":
-        import asyncpg_rs
-
-        loop = asyncpg_rs.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
+    loop = new_loop(loop_name)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         value = loop.run_until_complete(_cell(driver, cell, dsn, duration))
@@ -154,42 +146,6 @@ def _worker(driver_name, loop_name, cell, dsn, duration):
 
 
 # ---------------------------------------------------------------- driver side
-
-
-def _available_loops():
-    loops = ["asyncio"]
-    try:
-        import uvloop  # noqa: F401
-
-        loops.append("uvloop")
-    except ImportError:
-        pass
-    try:
-        import asyncpg_rs
-
-        # the driver needs the loop's transports (create_connection), not only its core
-        if hasattr(asyncpg_rs, "Loop") and (
-            asyncpg_rs.Loop.create_connection is not asyncio.AbstractEventLoop.create_connection
-        ):
-            loops.append("asyncpg_rs")
-    except ImportError:
-        pass
-    return loops
-
-
-def _run_worker(driver, loop, cell, dsn, duration):
-    cmd = [sys.executable, __file__, "--worker", driver, loop, cell, dsn, str(duration)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _start_cluster():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import pgcluster  # the project's throwaway-cluster manager
-
-    return pgcluster.Cluster.start()
 
 
 def main():
@@ -207,35 +163,29 @@ def main():
         _worker(driver, loop, cell, dsn, float(duration))
         return
 
-    cluster = None
-    dsn = args.dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
-    if not dsn:
-        cluster = _start_cluster()
-        dsn = cluster.dsn()
-    try:
-        cells = [c for c in args.cells.split(",") if c]
-        loops = args.loops.split(",") if args.loops else _available_loops()
-        results = {}
-        for rep in range(args.repeat):
-            for cell in cells:
-                for loop in loops:
-                    # alternate which driver goes first, so drift hurts both equally
-                    order = ["asyncpg", "asyncpg_rs"]
-                    if rep % 2:
-                        order.reverse()
-                    for driver in order:
-                        r = _run_worker(driver, loop, cell, dsn, args.duration)
-                        results.setdefault((cell, loop, driver), []).append(r)
-                        print(
-                            f"  rep {rep + 1} {cell:16} {loop:10} {driver:10} {r}", file=sys.stderr
-                        )
-        _report(results, cells, loops)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"|".join(k): v for k, v in results.items()}, f, indent=1)
-    finally:
-        if cluster is not None:
-            cluster.stop()
+    with server_dsn(args.dsn) as dsn:
+        _run(args, dsn)
+
+
+def _run(args, dsn):
+    cells = [c for c in args.cells.split(",") if c]
+    loops = args.loops.split(",") if args.loops else driver_loops()
+    results = {}
+    for rep in range(args.repeat):
+        for cell in cells:
+            for loop in loops:
+                # alternate which driver goes first, so drift hurts both equally
+                order = ["asyncpg", "asyncpg_rs"]
+                if rep % 2:
+                    order.reverse()
+                for driver in order:
+                    r = run_worker(__file__, (driver, loop, cell, dsn, args.duration))
+                    results.setdefault((cell, loop, driver), []).append(r)
+                    print(f"  rep {rep + 1} {cell:16} {loop:10} {driver:10} {r}", file=sys.stderr)
+    _report(results, cells, loops)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"|".join(k): v for k, v in results.items()}, f, indent=1)
 
 
 def _median(rs, key):

@@ -16,9 +16,10 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+from _harness import driver_loops, new_loop, run_worker, server_dsn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -74,16 +75,7 @@ def _worker(driver_name, loop_name, dsn, duration):
         import asyncpg as driver
     else:
         import asyncpg_rs as driver
-    if loop_name == "uvloop":
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    elif loop_name == "asyncpg_rs":
-        import asyncpg_rs
-
-        loop = asyncpg_rs.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
+    loop = new_loop(loop_name)
     try:
         print(json.dumps(loop.run_until_complete(_run(driver, dsn, duration))))
     finally:
@@ -101,45 +93,23 @@ def main():
         driver, loop, dsn, duration = args.worker
         _worker(driver, loop, dsn, float(duration))
         return
-    cluster = None
-    dsn = args.dsn or os.environ.get("ASYNCPG_RS_BENCH_DSN")
-    if not dsn:
-        sys.path.insert(0, os.path.join(ROOT, "tools"))
-        import pgcluster
-
-        cluster = pgcluster.Cluster.start()
-        dsn = cluster.dsn()
-    loops = ["asyncio"]
-    try:
-        import uvloop  # noqa: F401
-
-        loops.append("uvloop")
-    except ImportError:
-        pass
-    import asyncpg_rs
-
-    if hasattr(asyncpg_rs, "Loop"):
-        loops.append("asyncpg_rs")
-    results = {}
-    try:
+    with server_dsn(args.dsn) as dsn:
+        loops = driver_loops()
+        results = {}
         for rep in range(args.repeat):
             for loop in loops:
                 order = ["asyncpg", "asyncpg_rs"] if rep % 2 == 0 else ["asyncpg_rs", "asyncpg"]
                 for driver in order:
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--worker", driver, loop, dsn,
-                         str(args.duration)], capture_output=True, text=True, timeout=300)
-                    if out.returncode != 0:
-                        print(out.stderr[-2000:], file=sys.stderr)
+                    r = run_worker(__file__, (driver, loop, dsn, args.duration), timeout=300)
+                    if "error" in r:
+                        print(f"  {loop} {driver}: {r['error']}", file=sys.stderr)
                         continue
-                    r = json.loads(out.stdout.strip().splitlines()[-1])
                     results.setdefault((loop, driver), []).append(r)
                     print(f"  rep {rep + 1} {loop:8} {driver:10} {r}", file=sys.stderr)
-    finally:
-        if cluster is not None:
-            cluster.stop()
-    print(f"\n{'loop':8} {'ops/s asyncpg':>14} {'ops/s rs':>10} {'ratio':>6}"
-          f" {'srv us/op apg':>14} {'srv us/op rs':>13} {'ratio':>6}")
+    print(
+        f"\n{'loop':8} {'ops/s asyncpg':>14} {'ops/s rs':>10} {'ratio':>6}"
+        f" {'srv us/op apg':>14} {'srv us/op rs':>13} {'ratio':>6}"
+    )
     for loop in loops:
         a = results.get((loop, "asyncpg"), [])
         r = results.get((loop, "asyncpg_rs"), [])
@@ -149,8 +119,7 @@ def main():
         rq = statistics.median(x["ops_per_s"] for x in r)
         ac = statistics.median(x["server_us_per_op"] for x in a)
         rc = statistics.median(x["server_us_per_op"] for x in r)
-        print(f"{loop:8} {aq:14.0f} {rq:10.0f} {rq / aq:6.2f} {ac:14.1f} {rc:13.1f}"
-              f" {rc / ac:6.2f}")
+        print(f"{loop:8} {aq:14.0f} {rq:10.0f} {rq / aq:6.2f} {ac:14.1f} {rc:13.1f} {rc / ac:6.2f}")
 
 
 if __name__ == "__main__":
