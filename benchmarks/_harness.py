@@ -77,3 +77,21 @@ def server_dsn(dsn=None):
         yield cluster.dsn()
     finally:
         cluster.stop()
+
+
+def interleaved(repeat, cells, loops, measure, width=16):
+    """``measure(driver, loop, cell)`` for every cell, loop and driver, ``repeat`` times, the
+    drivers taking turns to go first so that drift hurts both alike; returns
+    ``{(cell, loop, driver): [result, ...]}`` and logs each result to stderr."""
+    results = {}
+    for rep in range(repeat):
+        for cell in cells:
+            for loop in loops:
+                order = ["asyncpg", "asyncpg_rs"] if rep % 2 == 0 else ["asyncpg_rs", "asyncpg"]
+                for driver in order:
+                    r = measure(driver, loop, cell)
+                    results.setdefault((cell, loop, driver), []).append(r)
+                    print(
+                        f"  rep {rep + 1} {cell:{width}} {loop:10} {driver:10} {r}", file=sys.stderr
+                    )
+    return results

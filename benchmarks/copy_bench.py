@@ -32,10 +32,9 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 
-from _harness import driver_loops, new_loop, run_worker, server_dsn
+from _harness import driver_loops, interleaved, new_loop, run_worker, server_dsn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -280,22 +279,14 @@ def _run(args, dsn):
                 raise SystemExit(f"unknown cell {c}; known: {', '.join(CELLS)}")
         loops = args.loops.split(",") if args.loops else driver_loops()
         asyncio.run(_prepare_source(dsn, args.rows))
-        results = {}
-        for rep in range(args.repeat):
-            for cell in cells:
-                for loop in loops:
-                    # alternate which driver goes first, so drift hurts both equally
-                    order = ["asyncpg", "asyncpg_rs"]
-                    if rep % 2:
-                        order.reverse()
-                    for driver in order:
-                        r = run_worker(
-                            __file__, (driver, loop, cell, dsn, args.rows, args.iterations)
-                        )
-                        results.setdefault((cell, loop, driver), []).append(r)
-                        print(
-                            f"  rep {rep + 1} {cell:12} {loop:10} {driver:10} {r}", file=sys.stderr
-                        )
+        results = interleaved(
+            args.repeat,
+            cells,
+            loops,
+            lambda driver, loop, cell: run_worker(
+                __file__, (driver, loop, cell, dsn, args.rows, args.iterations)
+            ),
+        )
         _report(results, cells, loops, args.rows)
         if args.json:
             with open(args.json, "w") as f:

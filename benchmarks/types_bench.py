@@ -31,10 +31,9 @@ import gc
 import json
 import os
 import statistics
-import sys
 import time
 
-from _harness import driver_loops, new_loop, run_worker, server_dsn
+from _harness import driver_loops, interleaved, new_loop, run_worker, server_dsn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -186,21 +185,14 @@ def _run(args, dsn):
                 raise SystemExit(f"unknown type {t}; known: {', '.join(TYPES)}")
         loops = args.loops.split(",") if args.loops else driver_loops()
         asyncio.run(_prepare_source(dsn, args.rows))
-        results = {}
-        for rep in range(args.repeat):
-            for typ in types:
-                for loop in loops:
-                    order = ["asyncpg", "asyncpg_rs"]
-                    if rep % 2:
-                        order.reverse()
-                    for driver in order:
-                        r = run_worker(
-                            __file__, (driver, loop, typ, dsn, args.copies, args.iterations)
-                        )
-                        results.setdefault((typ, loop, driver), []).append(r)
-                        print(
-                            f"  rep {rep + 1} {typ:12} {loop:10} {driver:10} {r}", file=sys.stderr
-                        )
+        results = interleaved(
+            args.repeat,
+            types,
+            loops,
+            lambda driver, loop, typ: run_worker(
+                __file__, (driver, loop, typ, dsn, args.copies, args.iterations)
+            ),
+        )
         _report(results, types, loops, args.rows)
         if args.json:
             with open(args.json, "w") as f:

@@ -233,6 +233,16 @@ impl StreamTransport {
         Self::force_close(slf, Some(err.value(py).clone().into_any().unbind()))
     }
 
+    /// `connection_lost(exc)` on the next iteration, as asyncio's transports call it.
+    fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        slf.get()
+            .loop_obj
+            .call_method1(py, intern!(py, "call_soon"), (callback, exc))?;
+        Ok(())
+    }
+
     fn force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
@@ -246,13 +256,7 @@ impl StreamTransport {
             std::mem::take(&mut st.write_buf)
         };
         drop(dropped);
-        let exc = exc.unwrap_or_else(|| py.None());
-        me.loop_obj.call_method1(
-            py,
-            intern!(py, "call_soon"),
-            (slf.getattr(intern!(py, "_call_connection_lost"))?, exc),
-        )?;
-        Ok(())
+        Self::schedule_connection_lost(slf, exc.unwrap_or_else(|| py.None()))
     }
 
     /// Readiness from the reactor.
@@ -543,14 +547,7 @@ impl StreamTransport {
         let (result, what) = match next {
             Next::Nothing => return Ok(()),
             Next::Lost => {
-                me.loop_obj.call_method1(
-                    py,
-                    intern!(py, "call_soon"),
-                    (
-                        slf.getattr(intern!(py, "_call_connection_lost"))?,
-                        py.None(),
-                    ),
-                )?;
+                Self::schedule_connection_lost(slf, py.None())?;
                 return Ok(());
             }
             Next::Pause(p) => (
@@ -634,14 +631,7 @@ impl StreamTransport {
             }
         };
         if schedule {
-            me.loop_obj.call_method1(
-                py,
-                intern!(py, "call_soon"),
-                (
-                    slf.getattr(intern!(py, "_call_connection_lost"))?,
-                    py.None(),
-                ),
-            )?;
+            Self::schedule_connection_lost(slf, py.None())?;
         }
         Ok(())
     }
