@@ -426,6 +426,7 @@ class EventLoopPolicy(_PolicyBase):
     prefer :func:`run` or ``asyncio.Runner(loop_factory=new_event_loop)`` there."""
 
     def new_event_loop(self) -> Loop:
+        """A new :class:`Loop`."""
         return Loop()
 
 

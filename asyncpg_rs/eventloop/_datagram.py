@@ -53,21 +53,27 @@ class DatagramTransport(asyncio.DatagramTransport):
         return f"<DatagramTransport fd={self._fd} {state}>"
 
     def get_protocol(self):
+        """The protocol receiving datagrams."""
         return self._protocol
 
     def set_protocol(self, protocol):
+        """Replace the protocol receiving datagrams."""
         self._protocol = protocol
 
     def is_closing(self):
+        """Whether the transport is closing or closed."""
         return self._closing
 
     def get_write_buffer_size(self):
+        """Bytes of datagrams waiting to be sent."""
         return self._buffer_size
 
     def get_write_buffer_limits(self):
+        """``(low, high)`` water marks."""
         return (self._low_water, self._high_water)
 
     def set_write_buffer_limits(self, high=None, low=None):
+        """Set the high and low water marks for ``pause_writing``/``resume_writing``."""
         if high is None:
             high = 64 * 1024 if low is None else 4 * low
         if low is None:
@@ -180,6 +186,7 @@ class DatagramTransport(asyncio.DatagramTransport):
             )
 
     def close(self):
+        """Close once queued datagrams are sent."""
         if self._closing:
             return
         self._closing = True
@@ -188,6 +195,7 @@ class DatagramTransport(asyncio.DatagramTransport):
             self._call_connection_lost_soon(None)
 
     def abort(self):
+        """Close now, dropping queued datagrams."""
         self._force_close(None)
 
     def _fatal_error(self, exc, message):
@@ -232,6 +240,8 @@ def _set_result_unless_cancelled(fut, result):
 
 
 class DatagramMethods:
+    """``create_datagram_endpoint`` of :class:`Loop`."""
+
     async def create_datagram_endpoint(
         self,
         protocol_factory,

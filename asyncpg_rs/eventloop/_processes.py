@@ -46,6 +46,8 @@ class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
 
 
 class ProcessMethods:
+    """Pipes and subprocesses of :class:`Loop`."""
+
     # ---------------------------------------------------------------- pipes
 
     def _pipe_transport(self, pipe, protocol, kind, waiter=None):

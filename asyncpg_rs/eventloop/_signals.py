@@ -22,6 +22,8 @@ def _noop_handler(signum, frame):
 
 
 class SignalMethods:
+    """``add_signal_handler``/``remove_signal_handler`` of :class:`Loop`."""
+
     _signal_handlers: dict
     _wakeup_sockets: tuple | None
     _wakeup_previous: int | None

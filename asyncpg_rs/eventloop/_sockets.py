@@ -71,6 +71,8 @@ def _is_numeric_port(port: Any) -> bool:
 
 
 class SocketMethods:
+    """``sock_*``, ``getaddrinfo`` and ``getnameinfo`` of :class:`Loop`."""
+
     # ---------------------------------------------------------------- name resolution
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):

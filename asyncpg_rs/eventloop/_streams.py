@@ -75,6 +75,8 @@ def _set_nodelay(sock):
 
 
 class StreamMethods:
+    """Connections, servers, TLS and sendfile of :class:`Loop`."""
+
     # ---------------------------------------------------------------- transports
 
     def _make_stream_transport(self, sock, protocol, waiter=None, *, peername=None, server=None):
@@ -762,6 +764,7 @@ class Server(asyncio.AbstractServer):
                 conn.close()
 
     def close(self):
+        """Stop listening; accepted connections carry on (see :meth:`close_clients`)."""
         sockets = self._sockets
         if sockets is None:
             return
@@ -789,30 +792,37 @@ class Server(asyncio.AbstractServer):
             self._wakeup()
 
     def close_clients(self):
+        """Close every connection this server accepted."""
         for transport in self._clients.copy():
             transport.close()
 
     def abort_clients(self):
+        """Abort every connection this server accepted, dropping unsent data."""
         for transport in self._clients.copy():
             transport.abort()
 
     def get_loop(self):
+        """The loop this server runs on."""
         return self._loop
 
     def is_serving(self):
+        """Whether the server accepts connections."""
         return self._serving
 
     @property
     def sockets(self):
+        """The listening sockets (``asyncio.trsock.TransportSocket`` views)."""
         if self._sockets is None:
             return ()
         return tuple(trsock.TransportSocket(s) for s in self._sockets)
 
     async def start_serving(self):
+        """Start accepting connections."""
         self._start_serving()
         await asyncio.sleep(0)
 
     async def serve_forever(self):
+        """Accept connections until cancelled; then close the server."""
         if self._serving_forever_fut is not None:
             raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
         if self._sockets is None:
