@@ -139,7 +139,10 @@ impl Handle {
     /// After the loop ran a one-shot handle: let go of the callback and its arguments,
     /// which breaks any cycle through the handle (a callback's object holding its own handle).
     pub fn finish(&self, py: Python<'_>) {
-        if !self.persistent {
+        // A watch cancelled by its own callback (remove_reader from inside it) could not drop
+        // its callback then, the call still using it: drop it now, or a cycle through the
+        // callback's closure and the untracked handle would never be collected.
+        if !self.persistent || self.is_cancelled() {
             let old = self
                 .callback
                 .try_borrow_mut(py)
@@ -226,7 +229,11 @@ impl Handle {
 
     /// Run the callback now, in its context (what the loop does when its turn comes).
     fn _run(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py)
+        let outcome = self.run(py);
+        if self.is_cancelled() {
+            self.finish(py);
+        }
+        outcome
     }
 
     #[getter]

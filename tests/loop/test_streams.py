@@ -587,3 +587,43 @@ async def test_eof_in_the_middle_of_tls(certs):
             await writer.wait_closed()
         except (ConnectionError, ssl.SSLError):
             pass
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "asyncpg_rs"])
+def test_connections_and_loops_do_not_leak(kind):
+    """Servers, connections, sock_* waits and timers, run in fresh loops again and again,
+    leave nothing behind once collected (handles and transports break their cycles)."""
+    import gc
+
+    from looptools import LOOP_KINDS
+
+    async def session():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"x" * 1000)
+            await reader.readexactly(1000)
+            loop.call_later(10, print).cancel()
+            writer.close()
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    def run_once():
+        lp = LOOP_KINDS[kind]()
+        try:
+            lp.run_until_complete(session())
+        finally:
+            lp.close()
+
+    for _ in range(10):
+        run_once()
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(30):
+        run_once()
+    gc.collect()
+    # a leak here costs hundreds of objects per round (a loop, its protocols, sockets)
+    assert len(gc.get_objects()) - before < 300

@@ -782,13 +782,36 @@ impl StreamTransport {
         if let Some(server) = &me.server {
             let _ = server.call_method1(py, intern!(py, "_detach"), (slf,));
         }
-        // keep the protocol for get_protocol() after the fact
-        if let Some(p) = protocol {
-            if let Ok(mut st) = me.state.borrow_mut(py) {
-                st.protocol = Some(p);
+        // Let go of the protocol, as asyncio's transports do: protocols usually hold their
+        // transport, and that cycle must not outlive the connection.
+        drop(protocol);
+        result
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.loop_obj)?;
+        visit.call(&self.sock)?;
+        visit.call(&self.extra)?;
+        if let Some(server) = &self.server {
+            visit.call(server)?;
+        }
+        if let Some(st) = self.state.try_borrow_for_gc() {
+            if let Some(p) = &st.protocol {
+                visit.call(p)?;
+            }
+            for w in &st.empty_waiters {
+                visit.call(w)?;
             }
         }
-        result
+        Ok(())
+    }
+
+    fn __clear__(&self, py: Python<'_>) {
+        let dropped = self
+            .state
+            .try_borrow_mut(py)
+            .map(|mut st| (st.protocol.take(), std::mem::take(&mut st.empty_waiters)));
+        drop(dropped);
     }
 
     /// Send ``data`` (bytes-like); what the socket cannot take now is buffered.
