@@ -1,237 +1,27 @@
 """UDP (and Unix datagram) endpoints: ``create_datagram_endpoint``.
 
-The datagram transport is Python over the native reactor's reader/writer watches: one
-``recvfrom`` per readiness callback, eager ``sendto`` with a queue only while the socket
-refuses datagrams.
+The transport is native (``_native.DatagramTransport``): the reactor hands it readiness
+directly; it sends eagerly and queues only what the socket refuses.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import os
 import socket
 import stat
 from asyncio import trsock
 
-_MAX_DATAGRAM = 256 * 1024
+from .._native import DatagramTransport
 
 
-class DatagramTransport(asyncio.DatagramTransport):
-    """A datagram socket as an ``asyncio.DatagramTransport``."""
-
-    def __init__(self, loop, sock, protocol, address=None, waiter=None):
-        super().__init__({"socket": trsock.TransportSocket(sock)})
+def _socket_extra(sock):
+    extra = {"socket": trsock.TransportSocket(sock)}
+    for key, getter in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
         try:
-            self._extra["sockname"] = sock.getsockname()
+            extra[key] = getter()
         except OSError:
-            self._extra["sockname"] = None
-        try:
-            self._extra["peername"] = sock.getpeername()
-        except OSError:
-            self._extra["peername"] = None
-        self._loop = loop
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._protocol = protocol
-        self._address = address
-        self._buffer = collections.deque()
-        self._buffer_size = 0
-        self._closing = False
-        self._lost = False
-        self._writes_after_lost = 0
-        self._protocol_paused = False
-        self._high_water = 64 * 1024
-        self._low_water = 16 * 1024
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(loop.add_reader, self._fd, self._read_ready)
-        if waiter is not None:
-            loop.call_soon(_set_result_unless_cancelled, waiter, None)
-
-    def __repr__(self):
-        state = "closed" if self._lost else "closing" if self._closing else "open"
-        return f"<DatagramTransport fd={self._fd} {state}>"
-
-    def get_protocol(self):
-        """The protocol receiving datagrams."""
-        return self._protocol
-
-    def set_protocol(self, protocol):
-        """Replace the protocol receiving datagrams."""
-        self._protocol = protocol
-
-    def is_closing(self):
-        """Whether the transport is closing or closed."""
-        return self._closing
-
-    def get_write_buffer_size(self):
-        """Bytes of datagrams waiting to be sent."""
-        return self._buffer_size
-
-    def get_write_buffer_limits(self):
-        """``(low, high)`` water marks."""
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        """Set the high and low water marks for ``pause_writing``/``resume_writing``."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water, self._low_water = high, low
-        self._maybe_pause()
-
-    def _read_ready(self):
-        if self._lost:
-            return
-        try:
-            data, addr = self._sock.recvfrom(_MAX_DATAGRAM)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._protocol.error_received(exc)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on datagram transport")
-        else:
-            self._protocol.datagram_received(data, addr)
-
-    def sendto(self, data, addr=None):
-        """Send one datagram to ``addr`` (or the connected peer)."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
-        if self._address is not None:
-            if addr not in (None, self._address):
-                raise ValueError(f"Invalid address: must be None or {self._address}")
-            addr = self._address
-        if self._lost:
-            self._writes_after_lost += 1
-            return
-        if not self._buffer:
-            try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
-                return
-            except (BlockingIOError, InterruptedError):
-                self._loop.add_writer(self._fd, self._send_ready)
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
-        self._buffer.append((bytes(data), addr))
-        self._buffer_size += len(data)
-        self._maybe_pause()
-
-    def _send_ready(self):
-        while self._buffer:
-            data, addr = self._buffer.popleft()
-            self._buffer_size -= len(data)
-            try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                self._buffer.appendleft((data, addr))
-                self._buffer_size += len(data)
-                break
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
-        self._maybe_resume()
-        if not self._buffer:
-            self._loop.remove_writer(self._fd)
-            if self._closing:
-                self._call_connection_lost_soon(None)
-
-    def _maybe_pause(self):
-        if self._buffer_size > self._high_water and not self._protocol_paused:
-            self._protocol_paused = True
-            self._tell_protocol("pause_writing")
-
-    def _maybe_resume(self):
-        if self._protocol_paused and self._buffer_size <= self._low_water:
-            self._protocol_paused = False
-            self._tell_protocol("resume_writing")
-
-    def _tell_protocol(self, method):
-        try:
-            getattr(self._protocol, method)()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"protocol.{method}() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-
-    def close(self):
-        """Close once queued datagrams are sent."""
-        if self._closing:
-            return
-        self._closing = True
-        self._loop.remove_reader(self._fd)
-        if not self._buffer:
-            self._call_connection_lost_soon(None)
-
-    def abort(self):
-        """Close now, dropping queued datagrams."""
-        self._force_close(None)
-
-    def _fatal_error(self, exc, message):
-        if not isinstance(exc, OSError):
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _force_close(self, exc):
-        if self._lost:
-            return
-        if self._buffer:
-            self._buffer.clear()
-            self._buffer_size = 0
-            self._loop.remove_writer(self._fd)
-        if not self._closing:
-            self._closing = True
-            self._loop.remove_reader(self._fd)
-        self._call_connection_lost_soon(exc)
-
-    def _call_connection_lost_soon(self, exc):
-        if not self._lost:
-            self._lost = True
-            self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc):
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._sock.close()
+            extra[key] = None
+    return extra
 
 
 def _set_result_unless_cancelled(fut, result):
@@ -347,7 +137,10 @@ class DatagramMethods:
                 raise exceptions[0]
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = DatagramTransport(self, sock, protocol, r_addr, waiter)
+        transport = DatagramTransport(self, sock, protocol, _socket_extra(sock), r_addr)
+        self.call_soon(protocol.connection_made, transport)
+        self.call_soon(transport._start)
+        self.call_soon(_set_result_unless_cancelled, waiter, None)
         try:
             await waiter
         except BaseException:

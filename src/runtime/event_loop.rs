@@ -25,7 +25,7 @@ use super::clock::{monotonic, thread_ident};
 use super::handle::{Handle, TimerHandle};
 use super::reactor::{Direction, Reactor};
 use super::timers::TimerHeap;
-use super::transports::stream::StreamTransport;
+use super::transports::Owner;
 
 /// Polls skipped in a row while callbacks keep the loop busy and only the loop's own
 /// descriptors are watched; after this many the loop looks at them anyway.
@@ -351,11 +351,9 @@ impl LoopCore {
                     .extend(due.into_iter().filter(|h| !h.get().is_cancelled()));
                 // Transports run their protocol callbacks right away, as uvloop's do.
                 for (transport, readable, writable, read_closed) in transports {
-                    let bound = transport.bind(py);
-                    let outcome = guard_panic(|| {
-                        StreamTransport::on_ready(bound, readable, writable, read_closed)
-                    });
-                    Self::report_panic(slf, outcome, bound.as_any())?;
+                    let outcome =
+                        guard_panic(|| transport.on_ready(py, readable, writable, read_closed));
+                    Self::report_panic(slf, outcome, &transport.object(py))?;
                 }
             }
         }
@@ -415,7 +413,7 @@ impl LoopCore {
         if let Some(transport) = me.reactor.transport_of(py, fd) {
             return Err(PyRuntimeError::new_err(format!(
                 "File descriptor {fd} is used by transport {}",
-                transport.bind(py).repr()?
+                transport.object(py).repr()?
             )));
         }
         let method = if direction == Direction::Read {
@@ -730,7 +728,7 @@ impl LoopCore {
         }
         drop((ready, timers, watches));
         for transport in transports {
-            transport.get().abandon(py);
+            transport.abandon(py);
         }
         Ok(())
     }
@@ -739,12 +737,14 @@ impl LoopCore {
     fn _attach_transport(
         slf: &Bound<'_, Self>,
         fd: RawFd,
-        transport: Py<StreamTransport>,
+        transport: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         slf.get().check_closed()?;
+        let owner = Owner::from_object(transport)
+            .ok_or_else(|| PyTypeError::new_err("not a transport of asyncpg_rs"))?;
         slf.get()
             .reactor
-            .set_transport(slf.py(), fd, Some(transport))
+            .set_transport(slf.py(), fd, Some(owner))
             .map(drop)
     }
 
@@ -757,12 +757,13 @@ impl LoopCore {
     }
 
     /// The transport that owns ``fd``, if any (``add_reader`` must not steal it).
-    fn _transport_of(
-        slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<Py<StreamTransport>>> {
+    fn _transport_of<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let fd = fileobj_to_fd(fd)?;
-        Ok(slf.get().reactor.transport_of(slf.py(), fd))
+        let py = slf.py();
+        Ok(slf.get().reactor.transport_of(py, fd).map(|t| t.object(py)))
     }
 
     /// Number of timers in the heap, cancelled ones included (for tests and monitoring).

@@ -17,5 +17,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
+    m.add_class::<transports::datagram::DatagramTransport>()?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 
 use super::cell::GilCell;
 use super::handle::Handle;
-use super::transports::stream::StreamTransport;
+use super::transports::Owner;
 
 const WAKE_TOKEN: Token = Token(usize::MAX);
 
@@ -35,7 +35,7 @@ struct Watch {
     writer: Option<Py<Handle>>,
     /// A transport of ours owns the descriptor: readiness goes to it directly, edge-triggered
     /// (it reads and writes until the kernel says EAGAIN), with no Python handle in between.
-    transport: Option<Py<StreamTransport>>,
+    transport: Option<Owner>,
     /// The transport has buffered data and waits for the socket to turn writable; without
     /// buffered data it does not listen for writability (each ACK would wake the loop).
     transport_writing: bool,
@@ -206,8 +206,8 @@ impl Reactor {
         &self,
         py: Python<'_>,
         fd: RawFd,
-        transport: Option<Py<StreamTransport>>,
-    ) -> PyResult<Option<Py<StreamTransport>>> {
+        transport: Option<Owner>,
+    ) -> PyResult<Option<Owner>> {
         let mut watches = self.watches.borrow_mut(py)?;
         match transport {
             Some(t) => {
@@ -276,7 +276,7 @@ impl Reactor {
     }
 
     /// The transport that owns `fd`, if any.
-    pub fn transport_of(&self, py: Python<'_>, fd: RawFd) -> Option<Py<StreamTransport>> {
+    pub fn transport_of(&self, py: Python<'_>, fd: RawFd) -> Option<Owner> {
         self.watches.try_borrow_mut(py).and_then(|w| {
             w.get(&fd)
                 .and_then(|w| w.transport.as_ref().map(|t| t.clone_ref(py)))
@@ -368,7 +368,7 @@ impl Reactor {
         py: Python<'_>,
         ready: &Ready,
         out: &mut Vec<Py<Handle>>,
-        transports: &mut Vec<(Py<StreamTransport>, bool, bool, bool)>,
+        transports: &mut Vec<(Owner, bool, bool, bool)>,
     ) -> PyResult<()> {
         let watches = self.watches.borrow_mut(py)?;
         let Some(watch) = watches.get(&ready.fd) else {
@@ -399,7 +399,7 @@ impl Reactor {
     }
 
     /// Stop watching everything; the handles are returned to be dropped outside any borrow.
-    pub fn clear(&self, py: Python<'_>) -> (Vec<Py<Handle>>, Vec<Py<StreamTransport>>) {
+    pub fn clear(&self, py: Python<'_>) -> (Vec<Py<Handle>>, Vec<Owner>) {
         let watches = self.watches.take(py);
         let mut handles = Vec::new();
         let mut transports = Vec::new();

@@ -104,3 +104,35 @@ async def test_unix_datagram(tmp_path):
     assert (await asyncio.wait_for(sp.queue.get(), 5))[0] == b"unix dgram"
     client.close()
     server.close()
+
+
+async def test_error_received_for_refused_datagrams():
+    loop = asyncio.get_running_loop()
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    addr = closed.getsockname()
+    closed.close()  # nothing listens there now: the kernel answers with port unreachable
+    transport, proto = await loop.create_datagram_endpoint(Recorder, remote_addr=addr)
+    for _ in range(50):
+        transport.sendto(b"anyone?")
+        await asyncio.sleep(0.01)
+        if proto.errors:
+            break
+    assert proto.errors and isinstance(proto.errors[0], ConnectionRefusedError)
+    assert not transport.is_closing()  # an ICMP error is reported, not fatal
+    transport.close()
+    await proto.lost
+
+
+async def test_datagram_transport_api():
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+    assert transport.get_protocol() is proto
+    assert transport.get_write_buffer_size() == 0
+    transport.set_write_buffer_limits(high=1000, low=100)
+    assert transport.get_write_buffer_limits() == (100, 1000)
+    with pytest.raises(ValueError):
+        transport.set_write_buffer_limits(high=1, low=10)
+    transport.abort()
+    assert transport.is_closing()
+    assert await proto.lost is None
