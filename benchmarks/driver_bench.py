@@ -8,6 +8,10 @@ and repeated; the table shows medians and the ratio asyncpg_rs / asyncpg on the 
     python benchmarks/driver_bench.py --dsn postgres://postgres@127.0.0.1:5432/postgres
     python benchmarks/driver_bench.py --cells select1_c1,rows100k_c1 --repeat 5
 
+The throwaway cluster has TLS on, so by default (sslmode=prefer) both drivers talk TLS; add
+``?sslmode=disable`` to a ``--dsn`` to measure plain TCP, where asyncpg_rs on its own loop
+takes the native transport-to-protocol path.
+
 This is a benchmark, not a test: it asserts nothing and prints numbers.
 """
 
