@@ -9,13 +9,13 @@
 use std::collections::VecDeque;
 
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit,
-    PyTypeError, PyValueError,
+    PyBlockingIOError, PyInterruptedError, PyOSError, PyTypeError, PyValueError,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
+use super::common::{extra_info, is_interrupt, report, schedule_connection_lost, water_marks};
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
 
@@ -49,10 +49,6 @@ pub struct DatagramTransport {
     state: GilCell<State>,
 }
 
-fn is_interrupt(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
-}
-
 fn would_block(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyBlockingIOError>(py) || err.is_instance_of::<PyInterruptedError>(py)
 }
@@ -76,21 +72,17 @@ impl DatagramTransport {
 
     /// Report what a protocol callback raised through the loop's exception handler.
     fn report(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        if is_interrupt(py, &err) {
+        if is_interrupt(slf.py(), &err) {
             return Err(err);
         }
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.value(py))?;
-        ctx.set_item("transport", slf)?;
-        if let Some(p) = slf.get().protocol(py) {
-            ctx.set_item("protocol", p)?;
-        }
-        slf.get()
-            .loop_obj
-            .call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        let me = slf.get();
+        report(
+            &me.loop_obj,
+            slf.as_any(),
+            me.protocol(slf.py()),
+            &err,
+            message,
+        )
     }
 
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
@@ -115,12 +107,7 @@ impl DatagramTransport {
     }
 
     fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        slf.get()
-            .loop_obj
-            .call_method1(py, intern!(py, "call_soon"), (callback, exc))?;
-        Ok(())
+        schedule_connection_lost(&slf.get().loop_obj, slf.as_any(), exc)
     }
 
     fn force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
@@ -482,20 +469,11 @@ impl DatagramTransport {
         high: Option<i64>,
         low: Option<i64>,
     ) -> PyResult<()> {
-        let high = high.unwrap_or(match low {
-            Some(l) => 4 * l,
-            None => DEFAULT_HIGH_WATER as i64,
-        });
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+        let (high, low) = water_marks(high, low, DEFAULT_HIGH_WATER)?;
         {
             let mut st = slf.get().state.borrow_mut(slf.py())?;
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         Self::after_queue_change(slf)
     }
@@ -508,10 +486,7 @@ impl DatagramTransport {
         name: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        match self.extra.bind(py).get_item(name)? {
-            Some(v) => Ok(v.unbind()),
-            None => Ok(default.unwrap_or_else(|| py.None())),
-        }
+        extra_info(py, &self.extra, name, default)
     }
 
     /// Replace the protocol receiving datagrams.

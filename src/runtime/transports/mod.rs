@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod common;
 pub mod datagram;
 pub mod stream;
 

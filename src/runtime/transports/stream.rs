@@ -15,13 +15,12 @@ use std::os::fd::RawFd;
 
 use bytes::{Buf, BytesMut};
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use super::common::{extra_info, is_interrupt, report, schedule_connection_lost, water_marks};
 use crate::pg::protocol::PGProtocol;
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
@@ -104,10 +103,6 @@ fn receiver_for(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> Receiver {
     } else {
         Receiver::Plain
     }
-}
-
-fn is_interrupt(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 /// What the descriptor is: a socket, or one end of a pipe (or a character device).
@@ -220,27 +215,13 @@ impl StreamTransport {
         let me = slf.get();
         // Connection resets and the like are the peer's doing, not a bug worth a log line.
         if !err.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
-            let ctx = PyDict::new(py);
-            ctx.set_item("message", message)?;
-            ctx.set_item("exception", err.value(py))?;
-            ctx.set_item("transport", slf)?;
-            if let Some(p) = me.protocol(py) {
-                ctx.set_item("protocol", p)?;
-            }
-            me.loop_obj
-                .call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
+            report(&me.loop_obj, slf.as_any(), me.protocol(py), &err, message)?;
         }
         Self::force_close(slf, Some(err.value(py).clone().into_any().unbind()))
     }
 
-    /// `connection_lost(exc)` on the next iteration, as asyncio's transports call it.
     fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let callback = slf.getattr(intern!(py, "_call_connection_lost"))?;
-        slf.get()
-            .loop_obj
-            .call_method1(py, intern!(py, "call_soon"), (callback, exc))?;
-        Ok(())
+        schedule_connection_lost(&slf.get().loop_obj, slf.as_any(), exc)
     }
 
     fn force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
@@ -563,12 +544,7 @@ impl StreamTransport {
             if is_interrupt(py, &err) {
                 return Err(err);
             }
-            let ctx = PyDict::new(py);
-            ctx.set_item("message", what)?;
-            ctx.set_item("exception", err.value(py))?;
-            ctx.set_item("transport", slf)?;
-            me.loop_obj
-                .call_method1(py, intern!(py, "call_exception_handler"), (ctx,))?;
+            report(&me.loop_obj, slf.as_any(), None, &err, what)?;
         }
         Ok(())
     }
@@ -927,21 +903,11 @@ impl StreamTransport {
         high: Option<i64>,
         low: Option<i64>,
     ) -> PyResult<()> {
-        let (high, low) = match (high, low) {
-            (None, None) => (DEFAULT_HIGH_WATER as i64, DEFAULT_HIGH_WATER as i64 / 4),
-            (Some(h), None) => (h, h / 4),
-            (None, Some(l)) => (l.max(DEFAULT_HIGH_WATER as i64 / 4) * 4, l),
-            (Some(h), Some(l)) => (h, l),
-        };
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+        let (high, low) = water_marks(high, low, DEFAULT_HIGH_WATER)?;
         {
             let mut st = slf.get().state.borrow_mut(slf.py())?;
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         Self::after_write(slf)
     }
@@ -965,10 +931,7 @@ impl StreamTransport {
         name: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        match self.extra.bind(py).get_item(name)? {
-            Some(v) => Ok(v.unbind()),
-            None => Ok(default.unwrap_or_else(|| py.None())),
-        }
+        extra_info(py, &self.extra, name, default)
     }
 
     /// Replace the protocol that receives data (how STARTTLS-style upgrades work).
