@@ -233,7 +233,7 @@ impl LoopCore {
     fn report_panic(
         slf: &Bound<'_, Self>,
         outcome: Result<PyResult<()>, String>,
-        source: &Bound<'_, PyAny>,
+        source: impl FnOnce() -> Py<PyAny>,
     ) -> PyResult<()> {
         match outcome {
             Ok(result) => result,
@@ -245,7 +245,7 @@ impl LoopCore {
                     format!("internal error in the asyncpg_rs event loop: {message}"),
                 )?;
                 context.set_item("exception", PyRuntimeError::new_err(message).value(py))?;
-                context.set_item("source", source)?;
+                context.set_item("source", source())?;
                 slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;
                 Ok(())
             }
@@ -353,7 +353,7 @@ impl LoopCore {
                 for (transport, readable, writable, read_closed) in transports {
                     let outcome =
                         guard_panic(|| transport.on_ready(py, readable, writable, read_closed));
-                    Self::report_panic(slf, outcome, &transport.object(py))?;
+                    Self::report_panic(slf, outcome, || transport.object(py).unbind())?;
                 }
             }
         }
@@ -393,7 +393,7 @@ impl LoopCore {
                 continue;
             }
             let outcome = guard_panic(|| Self::run_handle(slf, handle.as_unbound(), debug));
-            Self::report_panic(slf, outcome, handle.as_any())?;
+            Self::report_panic(slf, outcome, || handle.clone().into_any().unbind())?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyString, PyTuple, PyType};
 use crate::pg::errors::{data_error, interface_error, internal_error, py_error};
 use crate::pg::record::new_record;
 use crate::pg::types::{CodecRegistry, EncodeError};
-use crate::runtime::transports::stream::{transport_write, StreamTransport};
+use crate::runtime::transports::stream::{transport_write, transport_write_parts};
 
 mod auth;
 mod messages;
@@ -1577,24 +1577,9 @@ impl PGProtocol {
         if bytes.len() <= COPY_IN_COALESCE {
             head.put_slice(bytes);
             transport_write(py, &transport, &head)?;
-        } else if let Ok(ours) = transport.bind(py).downcast::<StreamTransport>() {
-            // our transport takes header and chunk as slices: no copy of the chunk at all
-            StreamTransport::write_slice(ours, &head)?;
-            StreamTransport::write_slice(ours, bytes)?;
         } else {
             // a big chunk goes out as it is, behind its header: no copy of it here
-            let parts = PyList::new(
-                py,
-                [PyBytes::new(py, &head).into_any(), data.clone().into_any()],
-            )?;
-            if let Err(e) = transport.call_method1(py, "writelines", (parts,)) {
-                if !e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) {
-                    return Err(e);
-                }
-                // a transport without writelines(): one write of header and data
-                head.put_slice(bytes);
-                transport_write(py, &transport, &head)?;
-            }
+            transport_write_parts(py, &transport, &head, data)?;
         }
         Ok(slf.borrow().writing_paused)
     }

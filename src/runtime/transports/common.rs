@@ -74,3 +74,18 @@ pub fn extra_info(
         None => Ok(default.unwrap_or_else(|| py.None())),
     }
 }
+
+/// After `connection_lost`: stop watching the descriptor (if the reactor had it) and close
+/// the socket or pipe object. Both may already be gone; neither is an error then.
+pub fn release_descriptor(
+    loop_obj: &Py<PyAny>,
+    sock: &Py<PyAny>,
+    fd: i32,
+    attached: bool,
+    py: Python<'_>,
+) {
+    if attached {
+        let _ = loop_obj.call_method1(py, intern!(py, "_detach_transport"), (fd,));
+    }
+    let _ = sock.call_method0(py, intern!(py, "close"));
+}

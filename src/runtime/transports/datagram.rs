@@ -15,7 +15,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
-use super::common::{extra_info, is_interrupt, report, schedule_connection_lost, water_marks};
+use super::common::{
+    extra_info, is_interrupt, release_descriptor, report, schedule_connection_lost, water_marks,
+};
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
 
@@ -351,12 +353,7 @@ impl DatagramTransport {
                 .map(drop),
             None => Ok(()),
         };
-        if attached {
-            let _ = me
-                .loop_obj
-                .call_method1(py, intern!(py, "_detach_transport"), (me.fd,));
-        }
-        let _ = me.sock.call_method0(py, intern!(py, "close"));
+        release_descriptor(&me.loop_obj, &me.sock, me.fd, attached, py);
         drop(protocol);
         result
     }

@@ -20,7 +20,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::common::{extra_info, is_interrupt, report, schedule_connection_lost, water_marks};
+use super::common::{
+    extra_info, is_interrupt, release_descriptor, report, schedule_connection_lost, water_marks,
+};
 use crate::pg::protocol::PGProtocol;
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
@@ -749,12 +751,7 @@ impl StreamTransport {
                 .map(drop),
             None => Ok(()),
         };
-        if attached {
-            let _ = me
-                .loop_obj
-                .call_method1(py, intern!(py, "_detach_transport"), (me.fd,));
-        }
-        let _ = me.sock.call_method0(py, intern!(py, "close"));
+        release_descriptor(&me.loop_obj, &me.sock, me.fd, attached, py);
         if let Some(server) = &me.server {
             let _ = server.call_method1(py, intern!(py, "_detach"), (slf,));
         }
@@ -995,4 +992,34 @@ pub fn transport_write(py: Python<'_>, transport: &Py<PyAny>, data: &[u8]) -> Py
     bound
         .call_method1(intern!(py, "write"), (PyBytes::new(py, data),))
         .map(drop)
+}
+
+/// Write a header and a large body without copying the body: as two slices on our
+/// transports, as ``writelines([head, body])`` elsewhere (one ``write`` where there is no
+/// ``writelines``).
+pub fn transport_write_parts(
+    py: Python<'_>,
+    transport: &Py<PyAny>,
+    head: &[u8],
+    body: &Bound<'_, PyBytes>,
+) -> PyResult<()> {
+    let bound = transport.bind(py);
+    if let Ok(ours) = bound.downcast::<StreamTransport>() {
+        StreamTransport::write_slice(ours, head)?;
+        return StreamTransport::write_slice(ours, body.as_bytes());
+    }
+    let parts = pyo3::types::PyList::new(
+        py,
+        [PyBytes::new(py, head).into_any(), body.clone().into_any()],
+    )?;
+    match bound.call_method1(intern!(py, "writelines"), (parts,)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {
+            let mut joined = Vec::with_capacity(head.len() + body.as_bytes().len());
+            joined.extend_from_slice(head);
+            joined.extend_from_slice(body.as_bytes());
+            transport_write(py, transport, &joined)
+        }
+        Err(e) => Err(e),
+    }
 }
