@@ -213,7 +213,6 @@ class Connection(metaclass=ConnectionMeta):
         "_closed_fired",
         "_source_traceback",
         "_pool_release_ctr",
-        "_session_dirty",
         "_cache_inline",
         "__weakref__",
     )
@@ -247,8 +246,6 @@ class Connection(metaclass=ConnectionMeta):
         self._closed_fired = False
         self._source_traceback = None
         self._pool_release_ctr = 0
-        # whether the session was changed in ways a pool must undo on release
-        self._session_dirty = False
         # the hot path reads the statement cache itself unless a subclass wraps
         # _get_statement (instrumentation, tests), which must then see every query
         self._cache_inline = type(self)._get_statement is Connection._get_statement
@@ -317,7 +314,6 @@ class Connection(metaclass=ConnectionMeta):
         if channel not in self._listeners:
             await self.fetch(f"LISTEN {_quote_ident(channel)}")
             self._listeners[channel] = set()
-            self._session_dirty = True
         self._listeners[channel].add(_Callback.from_callable(callback))
 
     async def remove_listener(self, channel, callback):
@@ -659,7 +655,6 @@ class Connection(metaclass=ConnectionMeta):
             self._top_xact = None
             reset_query = "ROLLBACK;\n" + reset_query
         await self.execute(reset_query, timeout=timeout)
-        self._session_dirty = False
 
     async def close(self, *, timeout=None):
         """Close the connection gracefully.
@@ -848,14 +843,7 @@ class Connection(metaclass=ConnectionMeta):
         result = await self._wait(self._protocol.simple_query(query), timeout)
         if result is None:
             return ""
-        self._note_session_change(result)
         return result
-
-    def _note_session_change(self, status):
-        # Statement tags that leave state in the session which a pool must reset.
-        head = status.split(" ", 1)[0]
-        if head in ("SET", "LISTEN", "DECLARE", "CREATE", "PREPARE", "LOCK"):
-            self._session_dirty = True
 
     async def _get_statement(self, query, timeout, *, named=False, use_cache=True,
                              ignore_custom_codec=False, record_class=None):
@@ -946,10 +934,7 @@ class Connection(metaclass=ConnectionMeta):
                 if attempt == 0 and self._stale_statement(e, query):
                     continue
                 raise
-            status = proto.last_status() or ""
-            if status[:3] in ("SET", "LIS", "DEC", "LOC", "CRE"):
-                self._note_session_change(status)
-            return status, rows
+            return proto.last_status() or "", rows
         raise exceptions.InternalClientError("unreachable: statement retry loop")
 
     def _stale_statement(self, exc, query):

@@ -152,7 +152,8 @@ class _Holder:
             try:
                 if pool._reset is not None:
                     await _bounded(pool._reset(con), timeout)
-                elif _needs_reset(con):
+                else:
+                    # always: a plain SELECT can take an advisory lock or change a setting
                     await con.reset(timeout=timeout)
             except (Exception, asyncio.CancelledError) as e:
                 # a connection whose session could not be reset must not be reused
@@ -227,16 +228,6 @@ def _warn_dangling(con):
         warnings.warn(exceptions.InterfaceWarning(
             f"{con!r} is being released to the pool but has {n} active log "
             f"listener{'s' if n != 1 else ''}"), stacklevel=4)
-
-
-def _needs_reset(con):
-    return (
-        con._session_dirty
-        or con._top_xact is not None
-        or con.is_in_transaction()
-        or bool(con._listeners)
-        or bool(con._log_listeners)
-    )
 
 
 async def _bounded(aw, timeout):

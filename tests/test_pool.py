@@ -99,26 +99,28 @@ async def test_broken_and_expired_connections_are_replaced(pg):
         await killer.close()
 
 
-async def test_reset_only_when_the_session_changed(pg):
+async def test_release_resets_every_session(pg):
+    # A plain SELECT can take an advisory lock or change a setting, so the reset runs on
+    # every release, as in asyncpg: the next user never inherits the session.
     async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
         async with pool.acquire() as con:
+            pid = con.get_server_pid()
             await con.execute("SET search_path = pg_catalog")
+            await con.fetchval("SELECT pg_advisory_lock(42)")
+            await con.fetchval("SELECT set_config('work_mem', '7MB', false)")
             await con.execute("BEGIN")
-            await con.execute("SELECT 1")
-        async with pool.acquire() as con:
-            assert not con.is_in_transaction()
-            assert await con.fetchval("SHOW search_path") == '"$user", public'
-            n0 = await con.fetchval("SELECT xact_commit FROM pg_stat_database "
-                                    "WHERE datname = current_database()")
-        # a clean connection goes back without a round trip: no reset statements run
         logged = []
         async with pool.acquire() as con:
+            assert con.get_server_pid() == pid
+            assert not con.is_in_transaction()
+            assert await con.fetchval("SHOW search_path") == '"$user", public'
+            assert await con.fetchval("SHOW work_mem") != "7MB"
+            assert await con.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()") == 0
+            reset_query = con.get_reset_query()
             con.add_query_logger(logged.append)
-            await con.fetchval("SELECT 1")
-        async with pool.acquire() as con:
-            con.remove_query_logger(logged.append)
-        assert [q.query for q in logged] == ["SELECT 1"]
-        assert n0 is not None
+        assert [q.query for q in logged] == [reset_query]
 
 
 async def test_custom_reset_setup_init(pg):
