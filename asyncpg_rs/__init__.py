@@ -4,7 +4,7 @@
 :class:`Connection`, :class:`Record`, the exception classes and the ``types`` module.
 """
 
-from . import _native  # noqa: F401  (load the compiled core first)
+from . import _alias, _native  # noqa: F401  (_native: load the compiled core first)
 from .connection import Connection, connect  # noqa: F401
 from .eventloop import EventLoopPolicy, Loop, install, new_event_loop, run  # noqa: F401
 from .exceptions import *  # noqa: F401,F403
@@ -23,6 +23,7 @@ __all__ = (
 )
 
 
+_alias.install()
 _resolving = set()
 
 
