@@ -48,5 +48,9 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 log "installing Python build and test dependencies"
 .venv/bin/pip install -q maturin pytest pytest-timeout uvloop hypothesis "asyncpg==0.32.0" ruff
+# libraries written for asyncpg, run unchanged over asyncpg_rs by tests/compat (pinned: the
+# tests compare their observations with the real asyncpg's)
+.venv/bin/pip install -q "sqlalchemy[asyncio]==2.1.9" "databases==0.9.0" "tortoise-orm==1.1.9" \
+    "piccolo==1.38.0" "opentelemetry-sdk==1.45.1" "opentelemetry-instrumentation-asyncpg==0.66b1"
 log "building asyncpg_rs (release)"
 .venv/bin/maturin develop --release -q
