@@ -643,6 +643,10 @@ class Connection(metaclass=ConnectionMeta):
         """Return the session to a clean state: roll back, close cursors, unlisten, reset
         settings and advisory locks."""
         self._check_open()
+        await self.execute(self._reset_query_now(), timeout=timeout)
+
+    def _reset_query_now(self):
+        # what reset() clears on the client side happens here; the server's part is returned
         self._listeners.clear()
         self._log_listeners.clear()
         reset_query = self.get_reset_query()
@@ -650,11 +654,36 @@ class Connection(metaclass=ConnectionMeta):
             if self._top_xact is None or not self._top_xact._managed:
                 warnings.warn(
                     f"Resetting connection with an active transaction {self!r}",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
             self._top_xact = None
             reset_query = "ROLLBACK;\n" + reset_query
-        await self.execute(reset_query, timeout=timeout)
+        return reset_query
+
+    def _reset_without_round_trip(self):
+        """The pool's reset, sent ahead of the connection's next query instead of awaited.
+
+        Only where nothing can tell the difference: outside a transaction, no operation in
+        flight, no query logger, the default reset query (it cannot fail short of losing the
+        connection), and ``reset``/``execute`` neither overridden nor wrapped (instrumentation
+        then sees the reset run through them, as with asyncpg). Returns
+        whether it was sent; if the server fails it, the connection is closed and the pool
+        replaces it. Otherwise the caller awaits :meth:`reset`.
+        """
+        cls = type(self)
+        if (
+            cls.reset is not Connection.reset
+            or cls.execute is not Connection.execute
+            or cls.get_reset_query is not Connection.get_reset_query
+            or self._query_loggers
+            or self._top_xact is not None
+            or self._protocol.is_in_transaction()
+            or self._protocol.is_busy()
+            or self.is_closed()
+        ):
+            return False
+        self._protocol.send_unawaited(self._reset_query_now())
+        return True
 
     async def close(self, *, timeout=None):
         """Close the connection gracefully.

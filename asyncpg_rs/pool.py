@@ -152,8 +152,9 @@ class _Holder:
             try:
                 if pool._reset is not None:
                     await _bounded(pool._reset(con), timeout)
-                else:
-                    # always: a plain SELECT can take an advisory lock or change a setting
+                elif not con._reset_without_round_trip():
+                    # always reset: a plain SELECT can take an advisory lock or change a
+                    # setting; where possible the reset rides ahead of the next query
                     await con.reset(timeout=timeout)
             except (Exception, asyncio.CancelledError) as e:
                 # a connection whose session could not be reset must not be reused

@@ -123,6 +123,40 @@ async def test_release_resets_every_session(pg):
         assert [q.query for q in logged] == [reset_query]
 
 
+async def test_reset_rides_ahead_of_the_next_query(pg):
+    # Without loggers or instrumentation the reset is not awaited on release: it goes out
+    # at once and the next user's first query follows it on the wire.
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        for _ in range(3):
+            async with pool.acquire() as con:
+                assert not con.is_in_transaction()
+                assert await con.fetchval("SHOW statement_timeout") == "0"
+                assert await con.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid()") == 0
+                await con.execute("SET statement_timeout = '5min'")
+                await con.fetchval("SELECT pg_advisory_lock(7)")
+        # released with a reset in flight, then closed: no error, nothing left behind
+        async with pool.acquire() as con:
+            await con.fetchval("SELECT pg_advisory_lock(7)")
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        async with pool.acquire() as con:
+            # the lock died with the closed session
+            assert await con.fetchval("SELECT pg_try_advisory_lock(7)") is True
+
+
+async def test_failed_unawaited_query_closes_the_connection(pg):
+    # the protocol's contract for the pipelined reset: a failure there is not lost
+    con = await asyncpg_rs.connect(**pg.connect_kwargs())
+    try:
+        con._protocol.send_unawaited("SELECT 1/0")
+        with pytest.raises(asyncpg_rs.ConnectionDoesNotExistError, match="division by zero"):
+            await con.fetchval("SELECT 1")
+        assert con.is_closed()
+    finally:
+        con.terminate()
+
+
 async def test_custom_reset_setup_init(pg):
     calls = []
 

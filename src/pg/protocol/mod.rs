@@ -217,6 +217,11 @@ pub struct PGProtocol {
     on_notice: Option<PyObject>,
     on_notification: Option<PyObject>,
     on_lost: Option<PyObject>,
+    /// Simple queries sent with `send_unawaited` whose responses have not all arrived yet;
+    /// they come before the responses of `op`, which may already be on the wire behind them.
+    unawaited: u32,
+    /// The first error an unawaited query got; the connection is failed with it.
+    unawaited_error: Option<PyErr>,
 }
 
 impl PGProtocol {
@@ -610,7 +615,55 @@ impl PGProtocol {
         }
     }
 
+    /// A response to an unawaited query: nobody waits for its rows or tag; its ReadyForQuery
+    /// ends it, and an error there fails the connection (a session that could not be reset
+    /// must not be used).
+    fn handle_unawaited(
+        &mut self,
+        py: Python<'_>,
+        msg: Message,
+        fx: &mut Vec<Effect>,
+    ) -> PyResult<()> {
+        match msg {
+            Message::ErrorResponse(body) if self.unawaited_error.is_none() => {
+                let fields = error_fields(py, body.fields())?;
+                self.unawaited_error = Some(server_error(py, &fields, None));
+            }
+            Message::ReadyForQuery(body) => {
+                self.unawaited -= 1;
+                self.xact_status = body.status();
+                if let Some(err) = self.unawaited_error.take() {
+                    let reason = err.value(py).to_string();
+                    let lost = py_error(
+                        py,
+                        "ConnectionDoesNotExistError",
+                        format!(
+                            "connection closed: a query sent ahead of this one failed: {reason}"
+                        ),
+                    );
+                    lost.set_cause(py, Some(err));
+                    self.fail_connection(py, lost, fx);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, py: Python<'_>, msg: Message, fx: &mut Vec<Effect>) -> PyResult<()> {
+        if self.unawaited > 0
+            && matches!(
+                msg,
+                Message::ErrorResponse(_)
+                    | Message::ReadyForQuery(_)
+                    | Message::CommandComplete(_)
+                    | Message::EmptyQueryResponse
+                    | Message::RowDescription(_)
+                    | Message::DataRow(_)
+            )
+        {
+            return self.handle_unawaited(py, msg, fx);
+        }
         match msg {
             Message::DataRow(body) => {
                 if let Op::Execute {
@@ -1028,6 +1081,8 @@ impl PGProtocol {
             on_notice: None,
             on_notification: None,
             on_lost: None,
+            unawaited: 0,
+            unawaited_error: None,
         })
     }
 
@@ -1363,6 +1418,32 @@ impl PGProtocol {
         frontend::sync(&mut out);
         transport_write(py, &transport, &out)?;
         Ok(())
+    }
+
+    /// Send `sql` as a simple query without waiting for it: the next operation may follow on
+    /// the wire at once, and its caller sees only its own results. For the pool's session
+    /// reset, which then costs no round trip. Outside a transaction only (the transaction
+    /// status must be right the moment the call returns); if the query fails, the connection
+    /// is closed.
+    fn send_unawaited(slf: &Bound<'_, Self>, sql: &str) -> PyResult<()> {
+        let py = slf.py();
+        let (transport, out) = {
+            let mut this = slf.borrow_mut();
+            this.check_ready(py)?;
+            if this.xact_status != b'I' {
+                return Err(interface_error(
+                    py,
+                    "send_unawaited: the connection is inside a transaction",
+                ));
+            }
+            let mut out = BytesMut::with_capacity(sql.len() + 8);
+            frontend::query(sql, &mut out)
+                .map_err(|e| interface_error(py, format!("invalid query: {e}")))?;
+            this.unawaited += 1;
+            (this.transport(py)?, out)
+        };
+        // outside the borrow: a write may reach back into the protocol (connection_lost)
+        transport_write(py, &transport, &out)
     }
 
     /// Run `sql` with the simple-query protocol (several statements allowed); resolves to the
