@@ -43,7 +43,12 @@ class AliasFinder(importlib.abc.MetaPathFinder):
         if package is None or sys.modules.get(head) is not package:
             return None
         real_name = f"{PACKAGE}.{rest}"
-        if importlib.util.find_spec(real_name) is None:
+        try:
+            if importlib.util.find_spec(real_name) is None:
+                return None
+        except (ImportError, ValueError):
+            # a submodule of something we do not have (say, a harness package another
+            # finder serves under the alias): not ours to answer
             return None
         return importlib.machinery.ModuleSpec(fullname, _SubmoduleLoader(real_name))
 

@@ -28,12 +28,13 @@ assert asyncpg.exceptions.DataError is asyncpg_rs.DataError
 assert transaction is sys.modules["asyncpg_rs.transaction"]
 assert isinstance(uuid.uuid4(), UUID)
 assert pgtypes.Point is asyncpg_rs.types.Point
-try:
-    import asyncpg.no_such_module
-except ModuleNotFoundError as e:
-    assert "no_such_module" in str(e), e
-else:
-    raise AssertionError("a missing submodule imported")
+for missing in ("asyncpg.no_such_module", "asyncpg.no_such_package.sub"):
+    try:
+        __import__(missing)
+    except ModuleNotFoundError as e:
+        assert missing.split(".")[1] in str(e), e
+    else:
+        raise AssertionError(f"{missing} imported")
 print("ok")
 """
 
