@@ -52,5 +52,7 @@ log "installing Python build and test dependencies"
 # tests compare their observations with the real asyncpg's)
 .venv/bin/pip install -q "sqlalchemy[asyncio]==2.1.9" "databases==0.9.0" "tortoise-orm==1.1.9" \
     "piccolo==1.38.0" "opentelemetry-sdk==1.45.1" "opentelemetry-instrumentation-asyncpg==0.66b1"
+# applications on the event loop (tests/loop/test_applications.py)
+.venv/bin/pip install -q "aiohttp==3.14.5" "uvicorn==0.54.0" "starlette==1.10.0" "httpx==0.28.1"
 log "building asyncpg_rs (release)"
 .venv/bin/maturin develop --release -q

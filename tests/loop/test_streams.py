@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import sys
 
 import pytest
@@ -16,56 +14,6 @@ from looptools import LOOP_TEST_MARKS
 import asyncpg_rs
 
 pytestmark = LOOP_TEST_MARKS
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    """A self-signed CA, a server certificate for 'localhost' signed by it, and contexts."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is needed for the TLS tests (scripts/setup.sh installs it)")
-    d = tmp_path_factory.mktemp("tls")
-
-    def run(*args):
-        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
-
-    # the extensions Python 3.13's strict X.509 verification asks of a CA and a leaf
-    ca_ext = (
-        "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-    )
-    run(
-        *f"req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=testCA {ca_ext}".split(),
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    )
-    run(
-        *"req -newkey rsa:2048 -nodes -subj /CN=localhost".split(),
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    (d / "ext.cnf").write_text(
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid,issuer\n"
-        "subjectKeyIdentifier=hash\n"
-    )
-    run(
-        *"x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2".split(),
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    )
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(d / "server.pem", d / "server.key")
-    client_ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
-    return server_ctx, client_ctx
 
 
 class Echo(asyncio.Protocol):
