@@ -88,7 +88,18 @@ class ClientConfiguration(typing.NamedTuple):
 _SSL_REQUEST_CODE = 80877103
 _CANCEL_REQUEST_CODE = 80877102
 
-_TARGET_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+class SessionAttribute(str, enum.Enum):
+    """``target_session_attrs`` values (as in asyncpg; plain strings are accepted too)."""
+
+    any = "any"
+    primary = "primary"
+    standby = "standby"
+    prefer_standby = "prefer-standby"
+    read_write = "read-write"
+    read_only = "read-only"
+
+
+_TARGET_ATTRS = tuple(a.value for a in SessionAttribute)
 _DEFAULT_PORT = 5432
 _UNIX_SOCKET_DIRS = ("/run/postgresql", "/var/run/postgresql", "/tmp", "/private/tmp")
 
@@ -485,6 +496,7 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
             f"target_session_attrs is expected to be one of {', '.join(map(repr, _TARGET_ATTRS))}"
             f", got {target_session_attrs!r}"
         )
+    target_session_attrs = SessionAttribute(target_session_attrs).value
 
     # SSL
     sslneg = q_sslneg or env.get("PGSSLNEGOTIATION")
@@ -890,7 +902,8 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
                 con.terminate()
             reasons.append(f"{_addr_str(addr)}: does not match target_session_attrs={attrs}")
             last_exc = exceptions.TargetServerAttributeNotMatched(
-                f"None of the hosts match the target attribute requirement {attrs}")
+                "None of the hosts match the target attribute requirement "
+                f"{SessionAttribute(attrs)!r}")
         if candidate is not None:
             con, candidate = candidate, None
             return con

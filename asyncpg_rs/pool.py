@@ -421,18 +421,24 @@ class Pool:
             holder = self._take_unconnected()
             if holder is None:
                 return
+            failed = False
             try:
                 await self._connect_holder(holder)
                 if self._closing:
                     await holder._discard()
                     return
-            except (Exception, asyncio.TimeoutError) as e:
-                logger.warning("could not refill the pool: %r", e)
-                await asyncio.sleep(1.0)
+            except (Exception, asyncio.TimeoutError):
+                logger.warning("Failed to restore the pool connection floor; retrying",
+                               exc_info=True)
+                failed = True
             finally:
                 # back in the queue: only what is in the queue may be handed out, so a
                 # holder is never connected twice at once
                 self._queue.put_nowait(holder)
+            if failed:
+                # back off with the holder in the queue: an acquire waiting for it gets it
+                # and connects itself, so its caller learns why connecting fails
+                await asyncio.sleep(1.0)
 
     def _take_unconnected(self):
         """Take an idle holder without a connection out of the queue, or None."""

@@ -1,9 +1,11 @@
 """The connection pool."""
 
 import asyncio
+import os
 import random
 import warnings
 
+import pgcluster
 import pytest
 
 import asyncpg_rs
@@ -326,3 +328,46 @@ async def test_pool_survives_a_server_restart(pg):
         assert successes_after > 0
         assert pool.get_size() <= 8
         assert await pool.fetchval("SELECT 2") == 2
+
+
+@pytest.fixture
+def own_cluster(pg):
+    """A throwaway cluster of the test's own, for tests that change the server's role."""
+    if getattr(pg, "external", False):
+        pytest.skip("needs local PostgreSQL binaries (ASYNCPG_RS_TEST_DSN is set)")
+    cluster = pgcluster.Cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_acquire_reports_why_a_lost_floor_cannot_be_restored(own_cluster, caplog):
+    # The server comes back as a standby: the pool's floor cannot be restored for
+    # target_session_attrs='primary'. The maintenance task logs and retries without
+    # holding the only place, so the caller's acquire connects and gets the reason.
+    cluster = own_cluster
+    loop = asyncio.get_running_loop()
+    pool = await asyncpg_rs.create_pool(**cluster.connect_kwargs(), min_size=1, max_size=1,
+                                        target_session_attrs="primary")
+    try:
+        assert await pool.fetchval("SELECT 1") == 1
+
+        def to_standby():
+            cluster._run([os.path.join(cluster.bindir, "pg_ctl"), "-D", cluster.data_dir,
+                          "-m", "fast", "-w", "-t", "30", "stop"])
+            open(os.path.join(cluster.data_dir, "standby.signal"), "w").close()
+            cluster._start()
+
+        await loop.run_in_executor(None, to_standby)
+        for _ in range(2):
+            with pytest.raises(exceptions.TargetServerAttributeNotMatched) as e:
+                await asyncio.wait_for(pool.execute("SELECT 1"), 15)
+            assert str(e.value) == ("None of the hosts match the target attribute "
+                                    "requirement <SessionAttribute.primary: 'primary'>")
+    finally:
+        await asyncio.wait_for(pool.close(), 15)
+    retries = [r for r in caplog.records if r.name == "asyncpg.pool"]
+    assert retries, "the lost floor should have been noticed"
+    assert all(r.getMessage() == "Failed to restore the pool connection floor; retrying"
+               and r.exc_info for r in retries), [r.getMessage() for r in retries]
