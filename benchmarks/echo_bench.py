@@ -4,7 +4,9 @@ For each loop and server style (asyncio streams, a Protocol, sock_recv + sock_se
 server runs in its own process; a separate client process (uvloop, fixed for every run) keeps
 C connections busy with request/response round trips of 1 KiB and 64 KiB for a few seconds.
 Reported: requests/s and the server's CPU time per request (from /proc), medians of
-interleaved repetitions, and asyncpg_rs's ratios (> 1: better).
+interleaved repetitions, and asyncpg_rs's ratios (> 1: better). The CPU time is also split
+into user time (the loop, the protocol, Python) and system time (the kernel's TCP work,
+which no loop can avoid): only the first is the loop's to win.
 
     python benchmarks/echo_bench.py [--repeat 3] [--duration 3] [--conns 10]
 
@@ -112,9 +114,11 @@ async def client(port, size, conns, duration):
 
 
 def cpu_seconds(pid):
+    """(user, system) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def one_run(loop_name, mode, size, conns, duration):
@@ -136,7 +140,9 @@ def one_run(loop_name, mode, size, conns, duration):
         cpu1 = cpu_seconds(server.pid)
         rps = float(out.stdout.strip())
         total = rps * duration
-        return rps, (cpu1 - cpu0) / total * 1e6 if total else None
+        user = (cpu1[0] - cpu0[0]) / total * 1e6
+        system = (cpu1[1] - cpu0[1]) / total * 1e6
+        return rps, user + system, user
     finally:
         server.stdin.close()
         try:
@@ -196,10 +202,7 @@ def main():
             for lp in loops:
                 rs = results.get((lp, mode, size), [])
                 if rs:
-                    med[lp] = (
-                        statistics.median(r[0] for r in rs),
-                        statistics.median(r[1] for r in rs),
-                    )
+                    med[lp] = tuple(statistics.median(r[i] for r in rs) for i in range(3))
                     row += f"{med[lp][0]:>18,.0f}{med[lp][1]:>8.1f}"
                 else:
                     row += f"{'n/a':>18}{'':>8}"
@@ -211,11 +214,15 @@ def main():
                         size,
                         med["asyncpg_rs"][0] / med["uvloop"][0],
                         med["asyncpg_rs"][1] / med["uvloop"][1],
+                        med["asyncpg_rs"][2],
+                        med["uvloop"][2],
                     )
                 )
-    print("\nasyncpg_rs vs uvloop: throughput ratio, server CPU per request ratio (< 1 is better)")
-    for mode, size, tput, cpu in summary:
-        print(f"  {mode + ' ' + str(size // 1024) + 'KiB':18} {tput:6.2f}x  {cpu:6.2f}")
+    print("\nasyncpg_rs vs uvloop: throughput ratio, server CPU per request ratio (< 1 is better),"
+          " server user-space µs per request (asyncpg_rs / uvloop)")
+    for mode, size, tput, cpu, user_rs, user_uv in summary:
+        print(f"  {mode + ' ' + str(size // 1024) + 'KiB':18} {tput:6.2f}x  {cpu:6.2f}"
+              f"  {user_rs:5.2f} / {user_uv:5.2f}")
 
 
 if __name__ == "__main__":
