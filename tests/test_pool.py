@@ -105,12 +105,13 @@ async def test_release_resets_every_session(pg):
     # A plain SELECT can take an advisory lock or change a setting, so the reset runs on
     # every release, as in asyncpg: the next user never inherits the session.
     async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
-        async with pool.acquire() as con:
-            pid = con.get_server_pid()
-            await con.execute("SET search_path = pg_catalog")
-            await con.fetchval("SELECT pg_advisory_lock(42)")
-            await con.fetchval("SELECT set_config('work_mem', '7MB', false)")
-            await con.execute("BEGIN")
+        with pytest.warns(UserWarning, match="Resetting connection with an active transaction"):
+            async with pool.acquire() as con:
+                pid = con.get_server_pid()
+                await con.execute("SET search_path = pg_catalog")
+                await con.fetchval("SELECT pg_advisory_lock(42)")
+                await con.fetchval("SELECT set_config('work_mem', '7MB', false)")
+                await con.execute("BEGIN")
         logged = []
         async with pool.acquire() as con:
             assert con.get_server_pid() == pid
