@@ -160,6 +160,23 @@ async def test_failed_unawaited_query_closes_the_connection(pg):
         con.terminate()
 
 
+async def test_server_closing_during_an_unawaited_query_is_reported(pg):
+    con = await asyncpg_rs.connect(**pg.connect_kwargs())
+    killer = await asyncpg_rs.connect(**pg.connect_kwargs())
+    try:
+        con._protocol.send_unawaited("SELECT pg_sleep(5)")
+        query = asyncio.ensure_future(con.fetchval("SELECT 1"))
+        await asyncio.sleep(0.2)
+        assert await killer.fetchval("SELECT pg_terminate_backend($1)", con.get_server_pid())
+        with pytest.raises(asyncpg_rs.ConnectionDoesNotExistError,
+                           match="administrator command"):
+            await asyncio.wait_for(query, 10)
+        assert con.is_closed()
+    finally:
+        con.terminate()
+        await killer.close()
+
+
 async def test_custom_reset_setup_init(pg):
     calls = []
 

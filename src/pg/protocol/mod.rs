@@ -324,8 +324,10 @@ impl PGProtocol {
         self.phase = Phase::Closed;
         self.op = Op::Idle;
         // A FATAL ErrorResponse (e.g. AdminShutdown from pg_terminate_backend) says more than
-        // "connection lost": the pending operation gets the server's own error.
-        let err = match self.error.take() {
+        // "connection lost": the pending operation gets the server's own error, also when it
+        // arrived while a query sent ahead (send_unawaited) was still being answered.
+        let from_server = self.error.take().or_else(|| self.unawaited_error.take());
+        let err = match from_server {
             Some(server_err) if self.waiter.is_some() => {
                 // asyncpg's shape: "closed in the middle of operation: <server's reason>",
                 // with the server's error as the cause
