@@ -13,6 +13,7 @@ import itertools
 import os
 
 from . import _native, exceptions
+from ._timeouts import checked_timeout
 
 _READ_SIZE = 512 * 1024
 _RECORDS_PER_BATCH = 1024
@@ -116,6 +117,7 @@ class _Sink:
 
 async def copy_out(con, sql, output, timeout):
     """COPY ... TO STDOUT into ``output``; ``timeout`` bounds the whole operation."""
+    timeout = checked_timeout(timeout)
     if timeout is None:
         return await _copy_out(con, sql, output)
     return await asyncio.wait_for(_copy_out(con, sql, output), timeout)
@@ -178,6 +180,7 @@ async def _inline_args(con, query, args, timeout):
 
 
 async def copy_from_query(con, query, *args, output, timeout=None, **opts):
+    timeout = checked_timeout(timeout)
     if args:
         query = await _inline_args(con, query, args, timeout)
     sql = f"COPY ({query}) TO STDOUT{_options(**opts)}"
@@ -229,6 +232,7 @@ async def _chunks_of(source):
 async def copy_in(con, sql, chunks, timeout):
     """Run ``sql`` (a COPY FROM STDIN) feeding it from the async iterator ``chunks``;
     ``timeout`` bounds the whole operation."""
+    timeout = checked_timeout(timeout)
     if timeout is None:
         return await _copy_in(con, sql, chunks)
     return await asyncio.wait_for(_copy_in(con, sql, chunks), timeout)

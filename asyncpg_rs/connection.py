@@ -19,6 +19,7 @@ import weakref
 from . import _copy, _native, connect_utils, exceptions
 from . import prepared_stmt as _prepared_stmt
 from . import transaction as _transaction
+from ._timeouts import checked_timeout
 from .protocol import Record
 from .serverversion import split_server_version_string
 
@@ -393,7 +394,7 @@ class Connection(metaclass=ConnectionMeta):
         All executions are pipelined with a single Sync: if one fails, none takes effect.
         """
         self._check_open()
-        return await self._executemany(command, args, timeout)
+        return await self._executemany(command, args, checked_timeout(timeout))
 
     async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
         """Run a query and return all result rows as a list of Records."""
@@ -434,7 +435,7 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         if record_class is not None:
             _check_record_class(record_class)
-        return await self._executemany(query, args, timeout,
+        return await self._executemany(query, args, checked_timeout(timeout),
                                        record_class=record_class or self._record_class,
                                        want_rows=True)
 
@@ -447,6 +448,7 @@ class Connection(metaclass=ConnectionMeta):
 
     async def _prepare(self, query, *, name=None, timeout=None, use_cache=False,
                        record_class=None):
+        timeout = checked_timeout(timeout)
         if record_class is not None:
             _check_record_class(record_class)
         if name is not None:
@@ -868,6 +870,8 @@ class Connection(metaclass=ConnectionMeta):
             await self._protocol.close_statement(stmt._state)
 
     async def _simple_query(self, query, timeout):
+        if timeout is not None:
+            timeout = checked_timeout(timeout)
         await self._ensure_idle()
         result = await self._wait(self._protocol.simple_query(query), timeout)
         if result is None:
@@ -910,6 +914,7 @@ class Connection(metaclass=ConnectionMeta):
         return stmt
 
     async def _bind_execute(self, stmt, args, limit, timeout, record_class, want_rows):
+        timeout = checked_timeout(timeout)
         await self._ensure_idle()
         fut = self._protocol.bind_execute(
             stmt._state, args, "", limit, record_class or self._record_class, want_rows
@@ -926,6 +931,8 @@ class Connection(metaclass=ConnectionMeta):
         return await self._run_unlogged(query, args, limit, timeout, record_class, want_rows)
 
     async def _run_unlogged(self, query, args, limit, timeout, record_class, want_rows):
+        if timeout is not None:
+            timeout = checked_timeout(timeout)
         if record_class is not None:
             _check_record_class(record_class)
         else:
@@ -1000,6 +1007,7 @@ class Connection(metaclass=ConnectionMeta):
         return await self._executemany_on(stmt, args, timeout, record_class, want_rows)
 
     async def _executemany_on(self, stmt, args, timeout, record_class, want_rows):
+        timeout = checked_timeout(timeout)
         await self._ensure_idle()
         proto = self._protocol
         fut = proto.executemany_begin(stmt._state, record_class, want_rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 from . import exceptions
+from ._timeouts import checked_timeout
 
 __all__ = ("CursorFactory", "Cursor", "CursorIterator")
 
@@ -75,6 +76,7 @@ class _BaseCursor:
                 "cursor cannot be used outside of the transaction it was created in")
 
     async def _bind(self, timeout):
+        timeout = checked_timeout(timeout)
         con = self._connection
         self._check_ready()
         if not con.is_in_transaction():
@@ -89,6 +91,7 @@ class _BaseCursor:
         self._portal = portal
 
     async def _exec(self, n, timeout):
+        timeout = checked_timeout(timeout)
         con = self._connection
         self._check_ready()
         await con._ensure_idle()

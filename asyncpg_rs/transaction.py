@@ -114,7 +114,7 @@ class Transaction:
         if self._state is not TransactionState.STARTED:
             raise exceptions.InterfaceError(f"cannot {opname}; {_REFUSAL[self._state]}")
 
-    def _begin_sql(self):
+    async def _begin_sql(self):
         con = self._connection
         outer = con._top_xact
         if outer is None:
@@ -131,7 +131,12 @@ class Transaction:
                 parts.append("DEFERRABLE")
             return " ".join(parts) + ";"
         if self._isolation is not None:
-            outer_isolation = outer._isolation or "read_committed"
+            outer_isolation = outer._isolation
+            if outer_isolation is None:
+                # the outer block took the session's default, which SET SESSION
+                # CHARACTERISTICS or the server's configuration may have changed
+                shown = await con.fetchval("SHOW transaction_isolation")
+                outer_isolation = shown.replace(" ", "_")
             if self._isolation != outer_isolation:
                 raise exceptions.InterfaceError(
                     "nested transaction has a different isolation level: "
@@ -145,7 +150,7 @@ class Transaction:
         """Enter the transaction block (or set the savepoint, when nested)."""
         self._refuse_unless_new("start")
         con = self._connection
-        sql = self._begin_sql()
+        sql = await self._begin_sql()
         if not self._nested:
             con._top_xact = self
         try:

@@ -15,6 +15,42 @@ async def test_timeout_cancels_server_side_and_connection_stays_usable(con):
     assert await asyncio.wait_for(con.fetchval("SELECT 42"), 5) == 42
 
 
+async def test_invalid_timeout_is_refused_before_anything_is_sent(con):
+    import io
+
+    stmt = await con.prepare("SELECT $1::int")
+    calls = {
+        "execute": lambda t: con.execute("SELECT 1", timeout=t),
+        "execute with args": lambda t: con.execute("SELECT $1::int", 1, timeout=t),
+        "fetch": lambda t: con.fetch("SELECT 1", timeout=t),
+        "fetchrow": lambda t: con.fetchrow("SELECT 1", timeout=t),
+        "fetchval": lambda t: con.fetchval("SELECT 1", timeout=t),
+        "fetchmany": lambda t: con.fetchmany("SELECT $1::int", [(1,)], timeout=t),
+        "executemany": lambda t: con.executemany("SELECT $1::int", [(1,)], timeout=t),
+        "prepare": lambda t: con.prepare("SELECT 2", timeout=t),
+        "stmt.fetch": lambda t: stmt.fetch(1, timeout=t),
+        "stmt.executemany": lambda t: stmt.executemany([(1,)], timeout=t),
+        "copy_from_query": lambda t: con.copy_from_query(
+            "SELECT $1::int", 1, output=io.BytesIO(), timeout=t),
+        "copy_to_table": lambda t: con.copy_to_table(
+            "nowhere", source=io.BytesIO(b""), timeout=t),
+    }
+    for name, call in calls.items():
+        for bad in ("a", False, [1]):
+            with pytest.raises(ValueError, match="invalid timeout value"):
+                await call(bad)
+            # nothing was sent: the connection is idle and usable
+            assert await con.fetchval("SELECT 3") == 3, (name, bad)
+    async with con.transaction():
+        cur = await con.cursor("SELECT generate_series(1, 3)")
+        with pytest.raises(ValueError, match="invalid timeout value"):
+            await cur.fetch(1, timeout="a")
+        assert await cur.fetch(1) == [(1,)]
+    # a number given as a string or an int is a number, as in asyncpg
+    assert await con.fetchval("SELECT 4", timeout="5") == 4
+    assert await con.fetchval("SELECT 5", timeout=5) == 5
+
+
 async def test_command_timeout_default(pg):
     con = await asyncpg_rs.connect(**pg.connect_kwargs(), command_timeout=0.2)
     try:

@@ -78,3 +78,19 @@ async def test_failed_transaction_state(con):
             await con.execute("SELECT 1/0")
     assert not con.is_in_transaction()
     assert await con.fetchval("SELECT 1") == 1
+
+
+async def test_nested_isolation_is_checked_against_the_session_default(con):
+    # the outer block takes the session's default level, changed here behind its back
+    await con.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+    try:
+        async with con.transaction():
+            async with con.transaction(isolation="serializable"):
+                assert await con.fetchval("SHOW transaction_isolation") == "serializable"
+            with pytest.raises(exceptions.InterfaceError,
+                               match="current 'read_committed' != outer 'serializable'"):
+                async with con.transaction(isolation="read_committed"):
+                    pass
+    finally:
+        await con.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+                          "READ COMMITTED")
