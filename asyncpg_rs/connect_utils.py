@@ -729,7 +729,8 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
                 # from here on the native protocol reads the socket with nothing in between
                 if not transport.is_closing():
                     transport.set_protocol(proto)
-        except (_TERMINAL + (exceptions.CannotConnectNowError, _SSLExchangeError)) as e:
+        except (exceptions.InternalClientError, exceptions.CannotConnectNowError,
+                _SSLExchangeError) as e:
             _abort(transport)
             if watcher is not None and watcher.authenticated:
                 e._asyncpg_rs_after_auth = True
@@ -747,6 +748,8 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
             if i + 1 == len(attempts) or plain_done:
                 if e is first_exc or first_exc is None:
                     raise
+                if _hides_password_error(first_exc, e):
+                    raise first_exc from None
                 raise e from first_exc
             first_exc = e
             continue
@@ -760,6 +763,19 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         con._record_class = record_class
         return con
     raise AssertionError("unreachable")  # pragma: no cover - attempts is never empty
+
+
+def _hides_password_error(first, fallback):
+    """Whether the fallback transport's failure only hides a wrong password found on the
+    first one (pg_hba.conf has no line for the fallback, or it hung up): then the password
+    error is what the user must see. A wrong password is retried over the other transport,
+    as libpq does, since pg_hba.conf may authenticate it differently."""
+    return (
+        isinstance(first, exceptions.InvalidPasswordError)
+        and not isinstance(fallback, exceptions.InvalidPasswordError)
+        and isinstance(fallback, (exceptions.InvalidAuthorizationSpecificationError,
+                                  exceptions.ConnectionDoesNotExistError))
+    )
 
 
 class _StartupWatcher(asyncio.Protocol):

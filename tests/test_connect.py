@@ -101,6 +101,18 @@ async def test_allow_upgrades_to_tls_for_hostssl(pg, pg_roles):
         await con.close()
 
 
+@pytest.mark.parametrize("role, sslmode", [("ssl_only", "prefer"), ("nossl", "allow")])
+async def test_wrong_password_is_retried_over_the_other_transport_and_reported(
+        pg, pg_roles, role, sslmode):
+    # As libpq: a wrong password on the first transport is retried on the other one (its
+    # pg_hba.conf line may authenticate differently); when the other one has no line at
+    # all, the password error is what the caller sees, not "no pg_hba.conf entry".
+    user, _ = pg_roles[role]
+    with pytest.raises(exceptions.InvalidPasswordError, match="password authentication failed"):
+        await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password="wrong",
+                                 database="postgres", ssl=sslmode)
+
+
 async def test_unix_socket(pg, pg_roles):
     con = await asyncpg_rs.connect(host=pg.sockdir, port=pg.port, user="postgres",
                                    database="postgres")
