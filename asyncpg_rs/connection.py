@@ -654,10 +654,10 @@ class Connection(metaclass=ConnectionMeta):
         reset_query = self.get_reset_query()
         if self._protocol.is_in_transaction() or self._top_xact is not None:
             if self._top_xact is None or not self._top_xact._managed:
-                warnings.warn(
-                    f"Resetting connection with an active transaction {self!r}",
-                    stacklevel=3,
-                )
+                # reported as asyncpg does: to the loop's exception handler, not as a warning
+                self._loop.call_exception_handler({
+                    "message": f"Resetting connection with an active transaction {self!r}",
+                })
             self._top_xact = None
             reset_query = "ROLLBACK;\n" + reset_query
         return reset_query

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 from . import exceptions
+from ._resource import guarded
 from ._timeouts import checked_timeout
 
 __all__ = ("CursorFactory", "Cursor", "CursorIterator")
@@ -53,7 +54,7 @@ class CursorFactory:
 
 class _BaseCursor:
     __slots__ = ("_connection", "_query", "_stmt", "_args", "_record_class", "_portal",
-                 "_exhausted", "_xact")
+                 "_exhausted", "_xact", "_release_ctr")
 
     def __init__(self, connection, query, stmt, args, record_class):
         self._connection = connection
@@ -64,6 +65,7 @@ class _BaseCursor:
         self._portal = None
         self._exhausted = False
         self._xact = None
+        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
 
     def _check_ready(self):
         con = self._connection
@@ -130,6 +132,7 @@ class CursorIterator(_BaseCursor):
     def __aiter__(self):
         return self
 
+    @guarded
     async def __anext__(self):
         if self._portal is None:
             await self._bind(self._timeout)
@@ -151,6 +154,7 @@ class Cursor(_BaseCursor):
         await self._bind(timeout)
         return self
 
+    @guarded
     async def fetch(self, n, *, timeout=None):
         """The next ``n`` rows (fewer at the end; ``[]`` when exhausted)."""
         self._check_ready()
@@ -159,6 +163,7 @@ class Cursor(_BaseCursor):
             return []
         return await self._exec(n, timeout)
 
+    @guarded
     async def fetchrow(self, *, timeout=None):
         """The next row, or ``None`` when exhausted."""
         self._check_ready()
@@ -167,6 +172,7 @@ class Cursor(_BaseCursor):
         rows = await self._exec(1, timeout)
         return rows[0] if rows else None
 
+    @guarded
     async def forward(self, n, *, timeout=None):
         """Skip ``n`` rows; returns how many were skipped."""
         self._check_ready()

@@ -25,6 +25,8 @@ logger = logging.getLogger("asyncpg.pool")
 
 def _public_name(cls):
     module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
     if module == "asyncpg_rs" or module.startswith("asyncpg_rs."):
         module = "asyncpg" + module[len("asyncpg_rs"):]
     return f"{module}.{cls.__qualname__}"

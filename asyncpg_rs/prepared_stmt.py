@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from . import exceptions
+from ._resource import guarded
 
 __all__ = ("PreparedStatement",)
 
@@ -47,34 +48,27 @@ class PreparedStatement:
             if con._stmt_cache.get(stmt._query) is not stmt:
                 con._stmts_to_close_add(stmt)
 
-    def _check_open(self, meth):
-        con = self._connection
-        if con.is_closed():
-            raise exceptions.InterfaceError(
-                f"cannot call PreparedStatement.{meth}(): the underlying connection is closed"
-            )
-        if getattr(con, "_pool_release_ctr", 0) != self._release_ctr:
-            raise exceptions.InterfaceError(
-                f"cannot call PreparedStatement.{meth}(): the underlying connection has "
-                "been released back to the pool"
-            )
-
+    @guarded
     def get_name(self) -> str:
         """The server-side name of the statement."""
         return self._stmt._state.name
 
+    @guarded
     def get_query(self) -> str:
         """The text of the query."""
         return self._query
 
+    @guarded
     def get_statusmsg(self) -> str:
         """The status of the last command this statement ran (e.g. ``'SELECT 3'``)."""
         return self._last_status
 
+    @guarded
     def get_parameters(self):
         """The parameter types, as a tuple of :class:`~asyncpg_rs.types.Type`."""
         return tuple(_type_of(info) for info in self._stmt._state.parameter_type_infos())
 
+    @guarded
     def get_attributes(self):
         """The result columns, as a tuple of :class:`~asyncpg_rs.types.Attribute`."""
         from .types import Attribute
@@ -84,9 +78,9 @@ class PreparedStatement:
             for name, info in self._stmt._state.column_type_infos()
         )
 
+    @guarded
     def cursor(self, *args, prefetch=None, timeout=None):
         """A cursor factory over this statement (see :meth:`Connection.cursor`)."""
-        self._check_open("cursor")
         from . import cursor as _cursor
 
         return _cursor.CursorFactory(
@@ -94,9 +88,9 @@ class PreparedStatement:
             self._record_class,
         )
 
+    @guarded
     async def explain(self, *args, analyze=False):
         """The server's plan for this statement with ``args``, as parsed JSON."""
-        self._check_open("explain")
         query = "EXPLAIN (FORMAT JSON, VERBOSE"
         if analyze:
             query += ", ANALYZE) "
@@ -133,31 +127,31 @@ class PreparedStatement:
             self._last_status = con._protocol.last_status()
         return rows
 
+    @guarded
     async def fetch(self, *args, timeout=None):
         """Execute the statement and return all rows."""
-        self._check_open("fetch")
         return await self._exec(args, 0, timeout)
 
+    @guarded
     async def fetchval(self, *args, column=0, timeout=None):
         """Execute the statement and return one value of the first row."""
-        self._check_open("fetchval")
         rows = await self._exec(args, 1, timeout)
         return rows[0][column] if rows else None
 
+    @guarded
     async def fetchrow(self, *args, timeout=None):
         """Execute the statement and return the first row, or ``None``."""
-        self._check_open("fetchrow")
         rows = await self._exec(args, 1, timeout)
         return rows[0] if rows else None
 
+    @guarded
     async def fetchmany(self, args, *, timeout=None):
         """Execute the statement for each argument sequence and return all rows."""
-        self._check_open("fetchmany")
         con = self._connection
         return await con._executemany_on(
             self._stmt, args, timeout, self._record_class or con._record_class, True)
 
+    @guarded
     async def executemany(self, args, *, timeout=None):
         """Execute the statement for each argument sequence, atomically."""
-        self._check_open("executemany")
         await self._connection._executemany_on(self._stmt, args, timeout, None, False)

@@ -6,6 +6,7 @@ import enum
 import itertools
 
 from . import exceptions
+from ._resource import guarded
 
 __all__ = ("Transaction",)
 
@@ -75,7 +76,7 @@ class Transaction:
     async def __aenter__(self):
         if self._managed:
             raise exceptions.InterfaceError(
-                f"cannot enter context: {self} is already in progress"
+                "cannot enter context: already in an `async with` block"
             )
         self._managed = True
         await self.start()
@@ -146,6 +147,7 @@ class Transaction:
         self._savepoint = f"asyncpg_rs_savepoint_{next(_savepoint_numbers)}"
         return f"SAVEPOINT {self._savepoint};"
 
+    @guarded
     async def start(self):
         """Enter the transaction block (or set the savepoint, when nested)."""
         self._refuse_unless_new("start")
@@ -183,6 +185,7 @@ class Transaction:
             raise
         self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLEDBACK
 
+    @guarded
     async def commit(self):
         """Commit the transaction (release the savepoint, when nested)."""
         if self._managed:
@@ -191,6 +194,7 @@ class Transaction:
             )
         await self._finish(commit=True)
 
+    @guarded
     async def rollback(self):
         """Roll the transaction back (to the savepoint, when nested)."""
         if self._managed:

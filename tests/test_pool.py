@@ -105,13 +105,21 @@ async def test_release_resets_every_session(pg):
     # A plain SELECT can take an advisory lock or change a setting, so the reset runs on
     # every release, as in asyncpg: the next user never inherits the session.
     async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
-        with pytest.warns(UserWarning, match="Resetting connection with an active transaction"):
+        reported = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+        try:
             async with pool.acquire() as con:
                 pid = con.get_server_pid()
                 await con.execute("SET search_path = pg_catalog")
                 await con.fetchval("SELECT pg_advisory_lock(42)")
                 await con.fetchval("SELECT set_config('work_mem', '7MB', false)")
                 await con.execute("BEGIN")
+        finally:
+            loop.set_exception_handler(None)
+        # as asyncpg: the open transaction is reported to the loop's exception handler
+        assert [m.split(" <")[0] for m in reported] == [
+            "Resetting connection with an active transaction"]
         logged = []
         async with pool.acquire() as con:
             assert con.get_server_pid() == pid
@@ -389,3 +397,27 @@ async def test_acquire_reports_why_a_lost_floor_cannot_be_restored(own_cluster, 
     assert retries, "the lost floor should have been noticed"
     assert all(r.getMessage() == "Failed to restore the pool connection floor; retrying"
                and r.exc_info for r in retries), [r.getMessage() for r in retries]
+
+
+async def test_resources_of_a_released_connection_refuse_at_call_time(pg):
+    # as asyncpg: the check runs when the method is called, before any coroutine exists
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        async with pool.acquire() as con:
+            stmt = await con.prepare("SELECT 1")
+            txn = con.transaction()
+            async with con.transaction():
+                cur = await con.cursor("SELECT 1")
+        calls = {
+            "PreparedStatement.fetch": lambda: stmt.fetch(),
+            "PreparedStatement.fetchval": lambda: stmt.fetchval(),
+            "PreparedStatement.get_query": lambda: stmt.get_query(),
+            "PreparedStatement.get_attributes": lambda: stmt.get_attributes(),
+            "Cursor.fetch": lambda: cur.fetch(1),
+            "Cursor.forward": lambda: cur.forward(1),
+            "Transaction.start": lambda: txn.start(),
+            "Transaction.rollback": lambda: txn.rollback(),
+        }
+        for name, call in calls.items():
+            with pytest.raises(exceptions.InterfaceError,
+                               match=rf"cannot call {name}\(\): .*released back to the pool"):
+                call()

@@ -1,0 +1,39 @@
+"""Objects bound to a connection (prepared statements, cursors) check it before each call.
+
+As in asyncpg the check runs when the method is called, not when the coroutine it returns is
+awaited: ``stmt.fetch()`` on a statement whose pooled connection went back to the pool raises
+at once.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from . import exceptions
+
+
+def check_connection(resource, meth):
+    """Raise ``InterfaceError`` if ``resource``'s connection was released or closed."""
+    con = resource._connection
+    name = type(resource).__name__
+    if getattr(con, "_pool_release_ctr", 0) != resource._release_ctr:
+        raise exceptions.InterfaceError(
+            f"cannot call {name}.{meth}(): the underlying connection has been released back "
+            "to the pool"
+        )
+    if con.is_closed():
+        raise exceptions.InterfaceError(
+            f"cannot call {name}.{meth}(): the underlying connection is closed"
+        )
+
+
+def guarded(meth):
+    """Check the resource's connection when ``meth`` is called."""
+    name = meth.__name__
+
+    @functools.wraps(meth)
+    def checked(self, *args, **kwargs):
+        check_connection(self, name)
+        return meth(self, *args, **kwargs)
+
+    return checked
