@@ -71,7 +71,7 @@ class _Holder:
     """One of the pool's ``max_size`` places: maybe a connection, and its bookkeeping."""
 
     __slots__ = ("_pool", "_con", "_in_use", "_queries", "_generation", "_idle_timer",
-                 "_released")
+                 "_released", "_timeout")
 
     def __init__(self, pool):
         self._pool = pool
@@ -81,6 +81,8 @@ class _Holder:
         self._generation = None
         self._idle_timer = None
         self._released = None
+        # the timeout of the acquire that handed the connection out: release's default
+        self._timeout = None
 
     def is_connected(self):
         return self._con is not None and not self._con.is_closed()
@@ -154,18 +156,18 @@ class _Holder:
             try:
                 if pool._reset is not None:
                     await _bounded(pool._reset(con), timeout)
-                elif not con._reset_without_round_trip():
-                    # always reset: a plain SELECT can take an advisory lock or change a
-                    # setting; where possible the reset rides ahead of the next query
+                elif timeout is not None or not con._reset_without_round_trip():
+                    # Always reset: a plain SELECT can take an advisory lock or change a
+                    # setting. Where possible the reset rides ahead of the next query; a
+                    # release with a timeout awaits it, so that a reset which cannot finish
+                    # in time raises TimeoutError here and the connection is dropped.
                     await con.reset(timeout=timeout)
-            except (Exception, asyncio.CancelledError) as e:
-                # a connection whose session could not be reset must not be reused
-                logger.warning("the connection was terminated on release: reset failed: %r", e)
+            except (Exception, asyncio.CancelledError):
+                # a connection whose session could not be reset must not be reused; the
+                # caller learns why, as with asyncpg (a TimeoutError for a slow reset)
                 con.terminate()
                 self._con = None
-                if isinstance(e, asyncio.CancelledError):
-                    raise
-                return
+                raise
             self._start_idle_timer()
         finally:
             self._mark_free()
@@ -485,6 +487,7 @@ class Pool:
                     holder._con = None
                 self._queue.put_nowait(holder)
             raise
+        holder._timeout = timeout
         proxy = PoolConnectionProxy(holder, con)
         if self._setup is not None:
             try:
@@ -496,7 +499,11 @@ class Pool:
         return proxy
 
     async def release(self, connection, *, timeout=None):
-        """Give back a connection from :meth:`acquire` (reset if its session changed)."""
+        """Give back a connection from :meth:`acquire`; its session is reset.
+
+        ``timeout`` bounds the reset (default: the timeout given to :meth:`acquire`); a reset
+        that does not finish in time raises ``TimeoutError`` and the connection is dropped.
+        """
         if type(connection) is not PoolConnectionProxy or connection._holder._pool is not self:
             raise exceptions.InterfaceError(
                 f"Pool.release() received invalid connection: {connection!r} is not a "
@@ -504,6 +511,9 @@ class Pool:
         holder = connection._holder
         if connection._con is None:
             return  # already released
+        if timeout is None:
+            # as asyncpg: the acquire's timeout also bounds the release (the session reset)
+            timeout = holder._timeout
         connection._detach()
         # shield: a cancelled caller must not leave the place half-released
         await asyncio.shield(holder.release(timeout))
