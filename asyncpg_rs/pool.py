@@ -183,6 +183,10 @@ class _Holder:
         if in_use is not None and not in_use.done():
             in_use.set_result(None)
         self._pool._queue.put_nowait(self)
+        if self._con is None:
+            # the connection was dropped on release (closed, reset failed, recycled): the
+            # pool restores its floor of min_size connections in the background
+            self._pool._schedule_refill()
 
     async def _discard(self):
         con, self._con = self._con, None
@@ -421,6 +425,7 @@ class Pool:
 
     async def _refill(self):
         """Bring the number of open connections back to ``min_size``."""
+        backoff = 1.0
         while not self._closing and self.get_size() < self._min_size:
             holder = self._take_unconnected()
             if holder is None:
@@ -441,8 +446,13 @@ class Pool:
                 self._queue.put_nowait(holder)
             if failed:
                 # back off with the holder in the queue: an acquire waiting for it gets it
-                # and connects itself, so its caller learns why connecting fails
-                await asyncio.sleep(1.0)
+                # and connects itself, so its caller learns why connecting fails; the delay
+                # doubles up to a minute (asyncpg's schedule), so a server that is down for
+                # long is not hammered
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+            else:
+                backoff = 1.0
 
     def _take_unconnected(self):
         """Take an idle holder without a connection out of the queue, or None."""

@@ -434,3 +434,59 @@ async def test_release_timeout_bounds_the_reset_and_drops_the_connection(pg):
         async with pool.acquire(timeout=5) as again:
             assert again.get_server_pid() != pid
             assert await again.fetchval("SELECT 1") == 1
+
+
+async def test_floor_restore_backs_off_exponentially(pg, monkeypatch):
+    # the pool restores min_size after losing a connection; while that keeps failing the
+    # retries back off 1, 2, 4 ... 60 s (asyncpg's schedule)
+    offline = False
+    delays = []
+    real_sleep = asyncio.sleep
+
+    async def connect(*args, **kwargs):
+        if offline:
+            raise exceptions.TargetServerAttributeNotMatched("primary away")
+        return await asyncpg_rs.connect(*args, **kwargs)
+
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
+                                      connect=connect) as pool:
+
+        async def recording_sleep(delay, *args):
+            if asyncio.current_task() is pool._maintenance_task:
+                delays.append(delay)
+                delay = 0
+            return await real_sleep(delay, *args)
+
+        monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+        async with pool.acquire() as con:
+            raw = con._con
+        offline = True
+        raw.terminate()  # the idle pooled connection dies
+        for _ in range(500):
+            if len(delays) >= 8:
+                break
+            await real_sleep(0.01)
+        offline = False
+        assert delays[:8] == [1, 2, 4, 8, 16, 32, 60, 60]
+        for _ in range(500):
+            if pool.get_size() == 1:
+                break
+            await real_sleep(0.01)
+        assert await pool.fetchval("SELECT 1") == 1
+
+
+async def test_floor_restored_after_a_connection_is_dropped_on_release(pg):
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=2,
+                                      max_queries=1) as pool:
+        async with pool.acquire() as con:
+            first = con.get_server_pid()
+            await con.fetchval("SELECT 1")
+        # max_queries=1: the connection is recycled on release, and the floor comes back
+        # without waiting for the next acquire
+        for _ in range(500):
+            if pool.get_size() == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.get_size() == 1
+        async with pool.acquire() as con:
+            assert con.get_server_pid() != first
