@@ -436,6 +436,11 @@ class Pool:
                 if self._closing:
                     await holder._discard()
                     return
+                if not holder.is_connected():
+                    # init (or the server) closed it already: it does not restore the floor
+                    await holder._discard()
+                    raise exceptions.ConnectionDoesNotExistError(
+                        "the new connection was closed before it could join the pool")
             except (Exception, asyncio.TimeoutError):
                 logger.warning("Failed to restore the pool connection floor; retrying",
                                exc_info=True)

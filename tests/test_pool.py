@@ -426,11 +426,19 @@ async def test_resources_of_a_released_connection_refuse_at_call_time(pg):
 async def test_release_timeout_bounds_the_reset_and_drops_the_connection(pg):
     # as asyncpg: the acquire's timeout is the release's default, a reset that does not
     # finish in time raises TimeoutError to the releaser and the connection is not reused
-    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+    class SlowReset(asyncpg_rs.Connection):
+        slow = True
+
+        def get_reset_query(self):
+            return "SELECT pg_sleep(5)" if self.slow else super().get_reset_query()
+
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
+                                      connection_class=SlowReset) as pool:
         con = await pool.acquire(timeout=5)
         pid = con.get_server_pid()
         with pytest.raises(asyncio.TimeoutError):
-            await pool.release(con, timeout=1e-6)
+            await pool.release(con, timeout=0.2)
+        SlowReset.slow = False
         async with pool.acquire(timeout=5) as again:
             assert again.get_server_pid() != pid
             assert await again.fetchval("SELECT 1") == 1
