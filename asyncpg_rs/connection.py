@@ -394,7 +394,7 @@ class Connection(metaclass=ConnectionMeta):
         All executions are pipelined with a single Sync: if one fails, none takes effect.
         """
         self._check_open()
-        return await self._executemany(command, args, checked_timeout(timeout))
+        return await self._executemany(command, args, timeout)
 
     async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
         """Run a query and return all result rows as a list of Records."""
@@ -435,7 +435,7 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         if record_class is not None:
             _check_record_class(record_class)
-        return await self._executemany(query, args, checked_timeout(timeout),
+        return await self._executemany(query, args, timeout,
                                        record_class=record_class or self._record_class,
                                        want_rows=True)
 
@@ -1003,6 +1003,7 @@ class Connection(metaclass=ConnectionMeta):
         committed; inside the caller's own transaction what already ran stays in that
         transaction, which the caller decides about.
         """
+        timeout = checked_timeout(timeout)  # before Parse goes out
         stmt = await self._get_statement(command, timeout)
         return await self._executemany_on(stmt, args, timeout, record_class, want_rows)
 

@@ -103,6 +103,19 @@ impl Reactor {
         })
     }
 
+    /// Register `fd` for `interest`, or change the interest of a registered one.
+    fn watch_fd(&self, fd: RawFd, registered: bool, interest: Interest) -> io::Result<()> {
+        let token = Token(fd as usize);
+        if registered {
+            // A descriptor closed and reopened under the same number is new to epoll.
+            self.registry
+                .reregister(&mut SourceFd(&fd), token, interest)
+                .or_else(|_| self.registry.register(&mut SourceFd(&fd), token, interest))
+        } else {
+            self.registry.register(&mut SourceFd(&fd), token, interest)
+        }
+    }
+
     /// Whether any descriptor other than the loop's own is watched.
     pub fn has_user_watches(&self) -> bool {
         self.user_watches.load(Ordering::Relaxed) > 0
@@ -146,7 +159,6 @@ impl Reactor {
                 self.user_watches.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let token = Token(fd as usize);
         let outcome = match watch.interest() {
             None => {
                 // The descriptor may be closed already (then the kernel forgot it).
@@ -162,14 +174,7 @@ impl Reactor {
                 Ok(())
             }
             Some(interest) => {
-                let res = if watch.registered {
-                    // A descriptor closed and reopened under the same number is new to epoll.
-                    self.registry
-                        .reregister(&mut SourceFd(&fd), token, interest)
-                        .or_else(|_| self.registry.register(&mut SourceFd(&fd), token, interest))
-                } else {
-                    self.registry.register(&mut SourceFd(&fd), token, interest)
-                };
+                let res = self.watch_fd(fd, watch.registered, interest);
                 match res {
                     Ok(()) => {
                         watch.registered = true;
@@ -219,17 +224,10 @@ impl Reactor {
                         "File descriptor {fd} is used by add_reader/add_writer"
                     )));
                 }
-                let token = Token(fd as usize);
                 let interest = Interest::READABLE;
                 let existed = watches.contains_key(&fd);
                 let watch = watches.entry(fd).or_default();
-                let res = if watch.registered {
-                    self.registry
-                        .reregister(&mut SourceFd(&fd), token, interest)
-                        .or_else(|_| self.registry.register(&mut SourceFd(&fd), token, interest))
-                } else {
-                    self.registry.register(&mut SourceFd(&fd), token, interest)
-                };
+                let res = self.watch_fd(fd, watch.registered, interest);
                 if let Err(e) = res {
                     if !existed {
                         watches.remove(&fd);
