@@ -39,9 +39,21 @@ def _column_list(columns):
     return " (" + ", ".join(_quote_ident(c) for c in columns) + ")"
 
 
-def _options(*, format=None, oids=None, freeze=None, delimiter=None, null=None, header=None,
-             quote=None, escape=None, force_quote=None, force_not_null=None, force_null=None,
-             encoding=None):
+def _options(
+    *,
+    format=None,
+    oids=None,
+    freeze=None,
+    delimiter=None,
+    null=None,
+    header=None,
+    quote=None,
+    escape=None,
+    force_quote=None,
+    force_not_null=None,
+    force_null=None,
+    encoding=None,
+):
     opts = []
     if format is not None:
         opts.append(f"FORMAT {format}")
@@ -99,7 +111,8 @@ class _Sink:
         else:
             raise TypeError(
                 "output is expected to be a file-like object, a path or a coroutine function, "
-                f"got {type(output).__name__}")
+                f"got {type(output).__name__}"
+            )
 
     async def write(self, chunks):
         # COPY data is a stream: what arrived together goes out in one call, so a sink is
@@ -152,10 +165,13 @@ async def _copy_out(con, sql, output):
         sink.close()
 
 
-async def copy_from_table(con, table_name, *, output, columns=None, schema_name=None,
-                          timeout=None, **opts):
-    sql = (f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} TO STDOUT"
-           f"{_options(**opts)}")
+async def copy_from_table(
+    con, table_name, *, output, columns=None, schema_name=None, timeout=None, **opts
+):
+    sql = (
+        f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} TO STDOUT"
+        f"{_options(**opts)}"
+    )
     return await copy_out(con, sql, output, timeout)
 
 
@@ -166,11 +182,12 @@ async def _inline_args(con, query, args, timeout):
     if len(types) != len(args):
         raise exceptions.InterfaceError(
             f"the server expects {len(types)} argument{'s' if len(types) != 1 else ''} for "
-            f"this query, {len(args)} {'was' if len(args) == 1 else 'were'} passed")
+            f"this query, {len(args)} {'was' if len(args) == 1 else 'were'} passed"
+        )
     select = ", ".join(
-        f"quote_nullable(${i}::{_quote_ident(t) if not t.startswith('_') else t[1:] + '[]'}"
-        "::text)"
-        for i, t in enumerate(types, 1))
+        f"quote_nullable(${i}::{_quote_ident(t) if not t.startswith('_') else t[1:] + '[]'}::text)"
+        for i, t in enumerate(types, 1)
+    )
     literals = await con.fetchrow(f"SELECT {select}", *args)
     for i in range(len(types), 0, -1):
         t = types[i - 1]
@@ -270,10 +287,13 @@ async def _copy_in(con, sql, chunks):
     return status or ""
 
 
-async def copy_to_table(con, table_name, *, source, columns=None, schema_name=None,
-                        timeout=None, where=None, **opts):
-    sql = (f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} FROM STDIN"
-           f"{_options(**opts)}")
+async def copy_to_table(
+    con, table_name, *, source, columns=None, schema_name=None, timeout=None, where=None, **opts
+):
+    sql = (
+        f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} FROM STDIN"
+        f"{_options(**opts)}"
+    )
     if where:
         sql += f" WHERE {where}"
     return await copy_in(con, sql, _chunks_of(source), timeout)
@@ -290,7 +310,7 @@ async def _record_batches(records):
     elif isinstance(records, list):
         # slices are copied at C speed: no Python step per record
         for start in range(0, len(records), _RECORDS_PER_BATCH):
-            yield records[start:start + _RECORDS_PER_BATCH]
+            yield records[start : start + _RECORDS_PER_BATCH]
         return
     else:
         it = iter(records)
@@ -303,12 +323,12 @@ async def _record_batches(records):
         yield batch
 
 
-async def copy_records_to_table(con, table_name, *, records, columns=None, schema_name=None,
-                                timeout=None, where=None):
+async def copy_records_to_table(
+    con, table_name, *, records, columns=None, schema_name=None, timeout=None, where=None
+):
     tab = _table_name(table_name, schema_name)
     cols = ", ".join(_quote_ident(c) for c in columns) if columns else "*"
-    stmt = await con._get_statement(f"SELECT {cols} FROM {tab} LIMIT 0", timeout,
-                                    use_cache=False)
+    stmt = await con._get_statement(f"SELECT {cols} FROM {tab} LIMIT 0", timeout, use_cache=False)
     state = stmt._state
     col_names = [name for name, _, _ in state.columns()]
     sql = f"COPY {tab} ({', '.join(_quote_ident(c) for c in col_names)}) FROM STDIN (FORMAT binary)"

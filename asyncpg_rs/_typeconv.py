@@ -40,8 +40,7 @@ def inet_encode(value, cidr):
     elif isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         address, bits = value, value.max_prefixlen
     else:
-        raise TypeError(
-            f"expected an ipaddress object or str, got {type(value).__name__}")
+        raise TypeError(f"expected an ipaddress object or str, got {type(value).__name__}")
     family = _AF_INET if address.version == 4 else _AF_INET6
     return family, bits, 1 if cidr else 0, address.packed
 
@@ -87,7 +86,7 @@ def geometry_decode(kind, floats, closed):
         return types.Box(floats[0:2], floats[2:4])
     if kind == "circle":
         return types.Circle(floats[0:2], floats[2])
-    points = [floats[i:i + 2] for i in range(0, len(floats), 2)]
+    points = [floats[i : i + 2] for i in range(0, len(floats), 2)]
     if kind == "polygon":
         return types.Polygon(*points)
     return types.Path(*points, is_closed=bool(closed))

@@ -88,6 +88,7 @@ class ClientConfiguration(typing.NamedTuple):
 _SSL_REQUEST_CODE = 80877103
 _CANCEL_REQUEST_CODE = 80877102
 
+
 class SessionAttribute(str, enum.Enum):
     """``target_session_attrs`` values (as in asyncpg; plain strings are accepted too)."""
 
@@ -126,7 +127,7 @@ def _split_hostspec(hostspec):
             if end < 0:
                 raise _bad(f"invalid DSN: unterminated IPv6 address in {hostspec!r}")
             host = part[1:end]
-            rest = part[end + 1:]
+            rest = part[end + 1 :]
             if rest and not rest.startswith(":"):
                 raise _bad(f"invalid DSN: unexpected {rest!r} after IPv6 address")
             port = rest[1:] if rest else None
@@ -147,8 +148,7 @@ def _parse_dsn(dsn):
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", dsn, re.DOTALL)
     if m is None:
         raise _bad(
-            'invalid DSN: scheme is expected to be either "postgresql" or "postgres", '
-            f"got {dsn!r}"
+            f'invalid DSN: scheme is expected to be either "postgresql" or "postgres", got {dsn!r}'
         )
     scheme, rest = m.groups()
     if scheme not in ("postgres", "postgresql"):
@@ -241,8 +241,7 @@ def _password_from_passfile(entries, host, port, database, user):
     if host.startswith("/"):
         host = "localhost"
     for h, p, d, u, password in entries:
-        if (h in ("*", host) and p in ("*", str(port)) and d in ("*", database)
-                and u in ("*", user)):
+        if h in ("*", host) and p in ("*", str(port)) and d in ("*", database) and u in ("*", user):
             return password
     return None
 
@@ -264,8 +263,9 @@ def _read_service(service, servicefile):
         try:
             parser.read(os.fspath(servicefile), encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError) as e:
-            raise _bad(f"could not parse the service file {os.fspath(servicefile)!r}: {e}") \
-                from None
+            raise _bad(
+                f"could not parse the service file {os.fspath(servicefile)!r}: {e}"
+            ) from None
     if not parser.has_section(service):
         where = os.fspath(servicefile) if servicefile is not None else "no service file"
         raise _bad(f"definition of service {service!r} not found ({where})")
@@ -283,8 +283,9 @@ def _dot_postgresql_path(name):
     return home / ".postgresql" / name
 
 
-def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpassword,
-                       min_version, max_version):
+def _build_ssl_context(
+    sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpassword, min_version, max_version
+):
     ctx = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = sslmode >= SSLMode.verify_full
     if sslrootcert is None and sslmode >= SSLMode.verify_ca:
@@ -293,7 +294,7 @@ def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpasswor
             sslrootcert = str(default)
         else:
             raise _bad(
-                "root certificate file \"~/.postgresql/root.crt\" does not exist or cannot "
+                'root certificate file "~/.postgresql/root.crt" does not exist or cannot '
                 "be accessed; provide sslrootcert or use sslmode=require"
             )
     if sslrootcert is not None:
@@ -324,8 +325,9 @@ def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpasswor
             sslkey = str(default)
     if sslcert is not None:
         try:
-            ctx.load_cert_chain(os.fspath(sslcert), keyfile=sslkey and os.fspath(sslkey),
-                                password=sslpassword)
+            ctx.load_cert_chain(
+                os.fspath(sslcert), keyfile=sslkey and os.fspath(sslkey), password=sslpassword
+            )
         except (OSError, ssl_module.SSLError) as e:
             raise _bad(f"could not load the client certificate {sslcert!r}: {e}") from e
     versions = {
@@ -334,13 +336,17 @@ def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpasswor
         "TLSv1.2": ssl_module.TLSVersion.TLSv1_2,
         "TLSv1.3": ssl_module.TLSVersion.TLSv1_3,
     }
-    for value, attr in ((min_version or "TLSv1.2", "minimum_version"),
-                        (max_version, "maximum_version")):
+    for value, attr in (
+        (min_version or "TLSv1.2", "minimum_version"),
+        (max_version, "maximum_version"),
+    ):
         if value is None:
             continue
         if value not in versions:
-            raise _bad(f"ssl_{attr.split('_')[0]}_protocol_version must be one of "
-                       f"{', '.join(versions)}; got {value!r}")
+            raise _bad(
+                f"ssl_{attr.split('_')[0]}_protocol_version must be one of "
+                f"{', '.join(versions)}; got {value!r}"
+            )
         setattr(ctx, attr, versions[value])
     return ctx, sslmode
 
@@ -348,11 +354,28 @@ def _build_ssl_context(sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpasswor
 # ------------------------------------------------------------------ parsing
 
 
-def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, database, ssl,
-                             direct_tls, server_settings, target_session_attrs, krbsrvname,
-                             gsslib, command_timeout, statement_cache_size,
-                             max_cached_statement_lifetime, max_cacheable_statement_size,
-                             service=None, servicefile=None):
+def _parse_connect_arguments(
+    *,
+    dsn,
+    host,
+    port,
+    user,
+    password,
+    passfile,
+    database,
+    ssl,
+    direct_tls,
+    server_settings,
+    target_session_attrs,
+    krbsrvname,
+    gsslib,
+    command_timeout,
+    statement_cache_size,
+    max_cached_statement_lifetime,
+    max_cacheable_statement_size,
+    service=None,
+    servicefile=None,
+):
     """Turn connect()'s arguments into (addresses, ConnectionParameters, ClientConfiguration)."""
     env = os.environ
     dsn_params = {}
@@ -445,9 +468,7 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         if len(parsed_ports) == 1:
             ports = parsed_ports * len(host)
         elif len(parsed_ports) != len(host):
-            raise _bad(
-                f"could not match {len(parsed_ports)} port numbers to {len(host)} hosts"
-            )
+            raise _bad(f"could not match {len(parsed_ports)} port numbers to {len(host)} hosts")
         else:
             ports = parsed_ports
 
@@ -532,11 +553,14 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
                 sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpassword, q_minver, q_maxver
             )
     else:
-        raise _bad(f"ssl is expected to be a bool, an ssl.SSLContext or an sslmode string, "
-                   f"got {ssl!r}")
+        raise _bad(
+            f"ssl is expected to be a bool, an ssl.SSLContext or an sslmode string, got {ssl!r}"
+        )
     if direct_tls and sslmode < SSLMode.require:
-        raise _bad(f"direct TLS requires sslmode require, verify-ca or verify-full "
-                   f"(direct_tls / sslnegotiation=direct with sslmode {_mode_name(sslmode)})")
+        raise _bad(
+            f"direct TLS requires sslmode require, verify-ca or verify-full "
+            f"(direct_tls / sslnegotiation=direct with sslmode {_mode_name(sslmode)})"
+        )
 
     if krbsrvname is None:
         krbsrvname = q_krb or env.get("PGKRBSRVNAME")
@@ -549,8 +573,9 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
         try:
             connect_timeout = float(connect_timeout)
         except ValueError:
-            raise _bad(f"invalid connect_timeout {connect_timeout!r}: expected a number of "
-                       "seconds") from None
+            raise _bad(
+                f"invalid connect_timeout {connect_timeout!r}: expected a number of seconds"
+            ) from None
         connect_timeout = None if connect_timeout <= 0 else max(connect_timeout, 2.0)
 
     settings = {}
@@ -577,20 +602,30 @@ def _parse_connect_arguments(*, dsn, host, port, user, password, passfile, datab
                 f"invalid command_timeout value: expected greater than 0 float "
                 f"(got {command_timeout!r})"
             ) from None
-    for name, value in (("statement_cache_size", statement_cache_size),
-                        ("max_cached_statement_lifetime", max_cached_statement_lifetime),
-                        ("max_cacheable_statement_size", max_cacheable_statement_size)):
+    for name, value in (
+        ("statement_cache_size", statement_cache_size),
+        ("max_cached_statement_lifetime", max_cached_statement_lifetime),
+        ("max_cacheable_statement_size", max_cacheable_statement_size),
+    ):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} is expected to be greater or equal to 0, got {value!r}")
 
     params = ConnectionParameters(
-        user=user, password=password, database=database, ssl=ssl_ctx, sslmode=sslmode,
-        direct_tls=bool(direct_tls), server_settings=settings or None,
-        target_session_attrs=target_session_attrs, krbsrvname=krbsrvname, gsslib=gsslib,
+        user=user,
+        password=password,
+        database=database,
+        ssl=ssl_ctx,
+        sslmode=sslmode,
+        direct_tls=bool(direct_tls),
+        server_settings=settings or None,
+        target_session_attrs=target_session_attrs,
+        krbsrvname=krbsrvname,
+        gsslib=gsslib,
         connect_timeout=connect_timeout,
     )
     config = ClientConfiguration(
-        command_timeout=command_timeout, statement_cache_size=statement_cache_size,
+        command_timeout=command_timeout,
+        statement_cache_size=statement_cache_size,
         max_cached_statement_lifetime=max_cached_statement_lifetime,
         max_cacheable_statement_size=max_cacheable_statement_size,
     )
@@ -622,18 +657,27 @@ class _SSLNegotiation(asyncio.Protocol):
             return
         if data[:1] == b"E":
             # An unauthenticated ErrorResponse: its text must not be trusted or waited for.
-            self.answer.set_exception(_SSLExchangeError(
-                f'PostgreSQL server at "{self.where}": server sent an error response during '
-                "SSL exchange; check the server logs for details"))
+            self.answer.set_exception(
+                _SSLExchangeError(
+                    f'PostgreSQL server at "{self.where}": server sent an error response during '
+                    "SSL exchange; check the server logs for details"
+                )
+            )
         elif data[:1] not in (b"S", b"N"):
-            self.answer.set_exception(_SSLExchangeError(
-                f'PostgreSQL server at "{self.where}": unexpected answer {data[:1]!r} to the '
-                "SSL request"))
+            self.answer.set_exception(
+                _SSLExchangeError(
+                    f'PostgreSQL server at "{self.where}": unexpected answer {data[:1]!r} to the '
+                    "SSL request"
+                )
+            )
         elif len(data) > 1:
             # bytes after the answer would be plaintext injected ahead of the TLS handshake
-            self.answer.set_exception(_SSLExchangeError(
-                f'PostgreSQL server at "{self.where}": unexpected data after the answer to '
-                "the SSL request"))
+            self.answer.set_exception(
+                _SSLExchangeError(
+                    f'PostgreSQL server at "{self.where}": unexpected data after the answer to '
+                    "the SSL request"
+                )
+            )
         else:
             self.answer.set_result(data)
 
@@ -641,7 +685,9 @@ class _SSLNegotiation(asyncio.Protocol):
         if not self.answer.done():
             self.answer.set_exception(
                 ConnectionError("the server closed the connection during SSL negotiation")
-                if exc is None else exc)
+                if exc is None
+                else exc
+            )
 
 
 async def _open_transport(loop, addr, params, use_ssl):
@@ -649,16 +695,21 @@ async def _open_transport(loop, addr, params, use_ssl):
     server_hostname = addr[0] if isinstance(addr, tuple) else None
     if isinstance(addr, str):
         tr, pr = await loop.create_unix_connection(
-            (lambda: _SSLNegotiation(loop, _addr_str(addr))) if use_ssl else asyncio.Protocol,
-            addr)
+            (lambda: _SSLNegotiation(loop, _addr_str(addr))) if use_ssl else asyncio.Protocol, addr
+        )
     elif use_ssl and params.direct_tls:
         tr, pr = await loop.create_connection(
-            asyncio.Protocol, addr[0], addr[1], ssl=params.ssl,
-            server_hostname=server_hostname if params.ssl.check_hostname else "")
+            asyncio.Protocol,
+            addr[0],
+            addr[1],
+            ssl=params.ssl,
+            server_hostname=server_hostname if params.ssl.check_hostname else "",
+        )
         return tr
     elif use_ssl:
         tr, pr = await loop.create_connection(
-            lambda: _SSLNegotiation(loop, _addr_str(addr)), addr[0], addr[1])
+            lambda: _SSLNegotiation(loop, _addr_str(addr)), addr[0], addr[1]
+        )
     else:
         tr, pr = await loop.create_connection(asyncio.Protocol, addr[0], addr[1])
         return tr
@@ -672,8 +723,11 @@ async def _open_transport(loop, addr, params, use_ssl):
     if answer == b"S":
         try:
             return await loop.start_tls(
-                tr, pr, params.ssl,
-                server_hostname=server_hostname if params.ssl.check_hostname else None)
+                tr,
+                pr,
+                params.ssl,
+                server_hostname=server_hostname if params.ssl.check_hostname else None,
+            )
         except BaseException:
             tr.close()
             raise
@@ -718,8 +772,9 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         try:
             transport = await _open_transport(loop, addr, params, use_ssl)
             tls = transport.get_extra_info("ssl_object") is not None
-            proto = _native.PGProtocol(loop, params.user, params.database, params.password,
-                                       params.server_settings or {})
+            proto = _native.PGProtocol(
+                loop, params.user, params.database, params.password, params.server_settings or {}
+            )
             watcher = _StartupWatcher(proto)
             transport.set_protocol(watcher)
             proto.connection_made(transport)
@@ -729,8 +784,11 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
                 # from here on the native protocol reads the socket with nothing in between
                 if not transport.is_closing():
                     transport.set_protocol(proto)
-        except (exceptions.InternalClientError, exceptions.CannotConnectNowError,
-                _SSLExchangeError) as e:
+        except (
+            exceptions.InternalClientError,
+            exceptions.CannotConnectNowError,
+            _SSLExchangeError,
+        ) as e:
             _abort(transport)
             if watcher is not None and watcher.authenticated:
                 e._asyncpg_rs_after_auth = True
@@ -773,8 +831,13 @@ def _hides_password_error(first, fallback):
     return (
         isinstance(first, exceptions.InvalidPasswordError)
         and not isinstance(fallback, exceptions.InvalidPasswordError)
-        and isinstance(fallback, (exceptions.InvalidAuthorizationSpecificationError,
-                                  exceptions.ConnectionDoesNotExistError))
+        and isinstance(
+            fallback,
+            (
+                exceptions.InvalidAuthorizationSpecificationError,
+                exceptions.ConnectionDoesNotExistError,
+            ),
+        )
     )
 
 
@@ -800,17 +863,17 @@ class _StartupWatcher(asyncio.Protocol):
             if len(data) <= self._skip:
                 self._skip -= len(data)
                 return
-            data = data[self._skip:]
+            data = data[self._skip :]
             self._skip = 0
         buf = self._buf + data if self._buf else data
         pos = 0
         # Backend messages: a type byte, an int32 length (counting itself), the body.
         while len(buf) - pos >= 5:
-            length = int.from_bytes(buf[pos + 1:pos + 5], "big")
+            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
             if buf[pos] == 0x52 and length == 8:  # 'R' with a 4-byte auth code
                 if len(buf) - pos < 9:
                     break
-                if buf[pos + 5:pos + 9] == b"\0\0\0\0":
+                if buf[pos + 5 : pos + 9] == b"\0\0\0\0":
                     self.authenticated = True
                     self._buf = b""
                     return
@@ -883,15 +946,21 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
             try:
                 # asyncio.timeout runs in this task, so a cancellation's cause survives
                 async with _timeout(remaining):
-                    con = await _connect_addr(addr=addr, loop=loop, params=params,
-                                              config=config, connection_class=connection_class,
-                                              record_class=record_class)
+                    con = await _connect_addr(
+                        addr=addr,
+                        loop=loop,
+                        params=params,
+                        config=config,
+                        connection_class=connection_class,
+                        record_class=record_class,
+                    )
             except asyncio.TimeoutError as e:
                 if not per_host_bounded:
                     raise
                 last_exc = e
                 reasons.append(
-                    f"{_addr_str(addr)}: timed out after {per_host:g}s (connect_timeout)")
+                    f"{_addr_str(addr)}: timed out after {per_host:g}s (connect_timeout)"
+                )
                 continue
             except _TERMINAL:
                 raise
@@ -904,7 +973,8 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
                 continue
             try:
                 usable = await _can_use_connection(
-                    con, "standby" if attrs == "prefer-standby" else attrs)
+                    con, "standby" if attrs == "prefer-standby" else attrs
+                )
             except BaseException:
                 con.terminate()
                 raise
@@ -919,7 +989,8 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
             reasons.append(f"{_addr_str(addr)}: does not match target_session_attrs={attrs}")
             last_exc = exceptions.TargetServerAttributeNotMatched(
                 "None of the hosts match the target attribute requirement "
-                f"{SessionAttribute(attrs)!r}")
+                f"{SessionAttribute(attrs)!r}"
+            )
         if candidate is not None:
             con, candidate = candidate, None
             return con
@@ -947,7 +1018,8 @@ class _TimeoutPre311:
         if self._delay is not None:
             task = asyncio.current_task()
             self._handle = asyncio.get_running_loop().call_later(
-                max(self._delay, 0), self._fire, task)
+                max(self._delay, 0), self._fire, task
+            )
         return self
 
     def _fire(self, task):

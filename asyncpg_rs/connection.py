@@ -56,7 +56,9 @@ WHERE t.oid::text = ANY($1::text[])
 _INTROSPECT_SQL_13 = _INTROSPECT_SQL.replace(
     """WHEN t.typtype = 'm' THEN
            (SELECT r.rngtypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)
-         """, "")
+         """,
+    "",
+)
 
 
 # SQL's names of builtin types, as set_type_codec(schema='pg_catalog') accepts them
@@ -260,9 +262,7 @@ class Connection(metaclass=ConnectionMeta):
     def __del__(self):
         if not self.is_closed() and self._protocol is not None:
             if self._source_traceback is not None or getattr(self._loop, "get_debug", bool)():
-                warnings.warn(
-                    f"unclosed connection {self!r}", ResourceWarning, stacklevel=2
-                )
+                warnings.warn(f"unclosed connection {self!r}", ResourceWarning, stacklevel=2)
             try:
                 if not self._loop.is_closed():
                     self._protocol.abort()
@@ -435,9 +435,9 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         if record_class is not None:
             _check_record_class(record_class)
-        return await self._executemany(query, args, timeout,
-                                       record_class=record_class or self._record_class,
-                                       want_rows=True)
+        return await self._executemany(
+            query, args, timeout, record_class=record_class or self._record_class, want_rows=True
+        )
 
     async def prepare(self, query, *, name=None, timeout=None, record_class=None):
         """Create a :class:`~asyncpg_rs.prepared_stmt.PreparedStatement` for ``query``."""
@@ -446,8 +446,7 @@ class Connection(metaclass=ConnectionMeta):
             query, name=name, timeout=timeout, use_cache=False, record_class=record_class
         )
 
-    async def _prepare(self, query, *, name=None, timeout=None, use_cache=False,
-                       record_class=None):
+    async def _prepare(self, query, *, name=None, timeout=None, use_cache=False, record_class=None):
         timeout = checked_timeout(timeout)
         if record_class is not None:
             _check_record_class(record_class)
@@ -466,60 +465,147 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         from . import cursor as _cursor
 
-        return _cursor.CursorFactory(
-            self, query, None, args, prefetch, timeout, record_class
-        )
+        return _cursor.CursorFactory(self, query, None, args, prefetch, timeout, record_class)
 
-    async def copy_from_table(self, table_name, *, output, columns=None, schema_name=None,
-                              timeout=None, format=None, oids=None, delimiter=None,
-                              null=None, header=None, quote=None, escape=None,
-                              force_quote=None, encoding=None):
+    async def copy_from_table(
+        self,
+        table_name,
+        *,
+        output,
+        columns=None,
+        schema_name=None,
+        timeout=None,
+        format=None,
+        oids=None,
+        delimiter=None,
+        null=None,
+        header=None,
+        quote=None,
+        escape=None,
+        force_quote=None,
+        encoding=None,
+    ):
         """Copy a table's contents to ``output`` (a path, a binary file object or a
         coroutine function called with each chunk); returns the COPY status."""
         return await _copy.copy_from_table(
-            self, table_name, output=output, columns=columns, schema_name=schema_name,
-            timeout=timeout, format=format, oids=oids, delimiter=delimiter, null=null,
-            header=header, quote=quote, escape=escape, force_quote=force_quote,
-            encoding=encoding)
+            self,
+            table_name,
+            output=output,
+            columns=columns,
+            schema_name=schema_name,
+            timeout=timeout,
+            format=format,
+            oids=oids,
+            delimiter=delimiter,
+            null=null,
+            header=header,
+            quote=quote,
+            escape=escape,
+            force_quote=force_quote,
+            encoding=encoding,
+        )
 
-    async def copy_from_query(self, query, *args, output, timeout=None, format=None,
-                              oids=None, delimiter=None, null=None, header=None, quote=None,
-                              escape=None, force_quote=None, encoding=None):
+    async def copy_from_query(
+        self,
+        query,
+        *args,
+        output,
+        timeout=None,
+        format=None,
+        oids=None,
+        delimiter=None,
+        null=None,
+        header=None,
+        quote=None,
+        escape=None,
+        force_quote=None,
+        encoding=None,
+    ):
         """Copy the results of ``query`` to ``output`` (see :meth:`copy_from_table`)."""
         return await _copy.copy_from_query(
-            self, query, *args, output=output, timeout=timeout, format=format, oids=oids,
-            delimiter=delimiter, null=null, header=header, quote=quote, escape=escape,
-            force_quote=force_quote, encoding=encoding)
+            self,
+            query,
+            *args,
+            output=output,
+            timeout=timeout,
+            format=format,
+            oids=oids,
+            delimiter=delimiter,
+            null=null,
+            header=header,
+            quote=quote,
+            escape=escape,
+            force_quote=force_quote,
+            encoding=encoding,
+        )
 
-    async def copy_to_table(self, table_name, *, source, columns=None, schema_name=None,
-                            timeout=None, format=None, oids=None, freeze=None,
-                            delimiter=None, null=None, header=None, quote=None, escape=None,
-                            force_quote=None, force_not_null=None, force_null=None,
-                            encoding=None, where=None):
+    async def copy_to_table(
+        self,
+        table_name,
+        *,
+        source,
+        columns=None,
+        schema_name=None,
+        timeout=None,
+        format=None,
+        oids=None,
+        freeze=None,
+        delimiter=None,
+        null=None,
+        header=None,
+        quote=None,
+        escape=None,
+        force_quote=None,
+        force_not_null=None,
+        force_null=None,
+        encoding=None,
+        where=None,
+    ):
         """Copy data from ``source`` (a path, a file object, an async iterable of bytes or
         a bytes-like object) into a table; returns the COPY status."""
         return await _copy.copy_to_table(
-            self, table_name, source=source, columns=columns, schema_name=schema_name,
-            timeout=timeout, format=format, oids=oids, freeze=freeze, delimiter=delimiter,
-            null=null, header=header, quote=quote, escape=escape, force_quote=force_quote,
-            force_not_null=force_not_null, force_null=force_null, encoding=encoding,
-            where=where)
+            self,
+            table_name,
+            source=source,
+            columns=columns,
+            schema_name=schema_name,
+            timeout=timeout,
+            format=format,
+            oids=oids,
+            freeze=freeze,
+            delimiter=delimiter,
+            null=null,
+            header=header,
+            quote=quote,
+            escape=escape,
+            force_quote=force_quote,
+            force_not_null=force_not_null,
+            force_null=force_null,
+            encoding=encoding,
+            where=where,
+        )
 
-    async def copy_records_to_table(self, table_name, *, records, columns=None,
-                                    schema_name=None, timeout=None, where=None):
+    async def copy_records_to_table(
+        self, table_name, *, records, columns=None, schema_name=None, timeout=None, where=None
+    ):
         """Copy ``records`` (a sync or async iterable of sequences) into a table using the
         binary COPY format; a bad record raises DataError and nothing is copied."""
         return await _copy.copy_records_to_table(
-            self, table_name, records=records, columns=columns, schema_name=schema_name,
-            timeout=timeout, where=where)
+            self,
+            table_name,
+            records=records,
+            columns=columns,
+            schema_name=schema_name,
+            timeout=timeout,
+            where=where,
+        )
 
     async def reload_schema_state(self):
         """Forget cached statements and introspected types (after ``ALTER TYPE`` and such)."""
         self._protocol.clear_types()
         self._drop_global_statement_cache()
 
-    async def set_type_codec(self, typename, *, schema="public", encoder, decoder,
-                             format="text"):
+    async def set_type_codec(self, typename, *, schema="public", encoder, decoder, format="text"):
         """Use ``encoder``/``decoder`` for values of ``schema.typename``.
 
         With ``format='text'`` they work on ``str`` in PostgreSQL's text form, with
@@ -534,26 +620,30 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         if format not in ("text", "binary", "tuple"):
             raise exceptions.InterfaceError(
-                f"invalid format {format!r}: expected 'text', 'binary' or 'tuple'")
+                f"invalid format {format!r}: expected 'text', 'binary' or 'tuple'"
+            )
         oid, kind, elem = await self._type_by_name(typename, schema)
         if kind == "c":
             if format != "tuple":
                 raise exceptions.UnsupportedClientFeatureError(
                     "only tuple-format codecs can be used on composite types",
                     hint="Use `set_type_codec(..., format='tuple')` and pass/interpret "
-                         "data as a Python tuple.")
+                    "data as a Python tuple.",
+                )
             # the attributes' codecs must be known to build the tuple
             await self._introspect_types([oid], None)
         elif kind not in ("b", "d", "e") or elem:
             raise exceptions.InterfaceError(
                 f"cannot use custom codec on type {schema}.{typename}: "
-                "it is neither a scalar type nor a composite type")
+                "it is neither a scalar type nor a composite type"
+            )
         if kind == "d":
             raise exceptions.UnsupportedClientFeatureError(
                 "custom codecs on domain types are not supported",
                 hint="Set the codec on the base type.",
                 detail="PostgreSQL does not distinguish domains from their base types in "
-                       "query results at the protocol level.")
+                "query results at the protocol level.",
+            )
         self._protocol.set_custom_codec(oid, typename, schema, encoder, decoder, format)
         self._codecs_changed()
 
@@ -564,8 +654,7 @@ class Connection(metaclass=ConnectionMeta):
         self._protocol.reset_custom_codec(oid)
         self._codecs_changed()
 
-    async def set_builtin_type_codec(self, typename, *, schema="public", codec_name,
-                                     format=None):
+    async def set_builtin_type_codec(self, typename, *, schema="public", codec_name, format=None):
         """Handle ``schema.typename`` with a builtin codec, e.g. an extension type like
         ``hstore`` (``codec_name='pg_contrib.hstore'``) or ``citext`` (``'text'``)."""
         self._check_open()
@@ -575,7 +664,8 @@ class Connection(metaclass=ConnectionMeta):
             pair = _TEXT_CODECS.get(name)
             if pair is None:
                 raise exceptions.UnsupportedClientFeatureError(
-                    f"the builtin codec {codec_name!r} has no text format here")
+                    f"the builtin codec {codec_name!r} has no text format here"
+                )
             self._protocol.set_custom_codec(oid, typename, schema, pair[0], pair[1], "text")
         elif not self._protocol.set_builtin_alias(oid, typename, name):
             raise exceptions.InterfaceError(f"unknown builtin codec: {codec_name!r}")
@@ -600,7 +690,10 @@ class Connection(metaclass=ConnectionMeta):
             "SELECT t.oid::text, t.typtype::text, t.typelem::text, t.typcategory::text "
             "FROM pg_catalog.pg_type t "
             "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
-            "WHERE t.typname = $1 AND n.nspname = $2", name, schema)
+            "WHERE t.typname = $1 AND n.nspname = $2",
+            name,
+            schema,
+        )
         if row is None:
             raise ValueError(f"unknown type: {schema}.{typename}")
         elem = int(row[2])
@@ -655,9 +748,11 @@ class Connection(metaclass=ConnectionMeta):
         if self._protocol.is_in_transaction() or self._top_xact is not None:
             if self._top_xact is None or not self._top_xact._managed:
                 # reported as asyncpg does: to the loop's exception handler, not as a warning
-                self._loop.call_exception_handler({
-                    "message": f"Resetting connection with an active transaction {self!r}",
-                })
+                self._loop.call_exception_handler(
+                    {
+                        "message": f"Resetting connection with an active transaction {self!r}",
+                    }
+                )
             self._top_xact = None
             reset_query = "ROLLBACK;\n" + reset_query
         return reset_query
@@ -878,8 +973,16 @@ class Connection(metaclass=ConnectionMeta):
             return ""
         return result
 
-    async def _get_statement(self, query, timeout, *, named=False, use_cache=True,
-                             ignore_custom_codec=False, record_class=None):
+    async def _get_statement(
+        self,
+        query,
+        timeout,
+        *,
+        named=False,
+        use_cache=True,
+        ignore_custom_codec=False,
+        record_class=None,
+    ):
         if use_cache:
             stmt = self._stmt_cache.get(query)
             if stmt is not None:
@@ -925,8 +1028,16 @@ class Connection(metaclass=ConnectionMeta):
         """Prepare (through the statement cache) and execute; returns (status, rows)."""
         if self._query_loggers:
             return await self._logged(
-                query, args, timeout, self._run_unlogged, query, args, limit, timeout,
-                record_class, want_rows,
+                query,
+                args,
+                timeout,
+                self._run_unlogged,
+                query,
+                args,
+                limit,
+                timeout,
+                record_class,
+                want_rows,
             )
         return await self._run_unlogged(query, args, limit, timeout, record_class, want_rows)
 
@@ -993,8 +1104,7 @@ class Connection(metaclass=ConnectionMeta):
             raise exc
         return True
 
-    async def _executemany(self, command, args, timeout, *, record_class=None,
-                           want_rows=False):
+    async def _executemany(self, command, args, timeout, *, record_class=None, want_rows=False):
         """Stream Bind/Execute for every argument sequence, in batches, with one Sync.
 
         The server starts working while later batches are still being encoded, and a huge
@@ -1056,8 +1166,7 @@ class Connection(metaclass=ConnectionMeta):
         if deadline is None:
             await self._protocol.drain()
         else:
-            await asyncio.wait_for(self._protocol.drain(),
-                                   max(deadline - self._loop.time(), 0))
+            await asyncio.wait_for(self._protocol.drain(), max(deadline - self._loop.time(), 0))
 
     async def _logged(self, query, args, timeout, func, *fargs):
         started = time.monotonic()
@@ -1069,8 +1178,13 @@ class Connection(metaclass=ConnectionMeta):
             raise
         finally:
             record = LoggedQuery(
-                query, args, timeout, time.monotonic() - started, exc,
-                self._addr, self._params,
+                query,
+                args,
+                timeout,
+                time.monotonic() - started,
+                exc,
+                self._addr,
+                self._params,
             )
             for cb in list(self._query_loggers):
                 cb.call(self._loop, record)
@@ -1193,35 +1307,38 @@ def _check_record_class(record_class):
         return
     if not (isinstance(record_class, type) and issubclass(record_class, Record)):
         raise exceptions.InterfaceError(
-            "record_class is expected to be a subclass of "
-            f"asyncpg.Record, got {record_class!r}"
+            f"record_class is expected to be a subclass of asyncpg.Record, got {record_class!r}"
         )
     if record_class.__new__ is not Record.__new__ or record_class.__init__ is not Record.__init__:
-        raise exceptions.InterfaceError(
-            "record_class must not redefine __new__ or __init__"
-        )
+        raise exceptions.InterfaceError("record_class must not redefine __new__ or __init__")
 
 
-async def connect(dsn=None, *,
-                  host=None, port=None,
-                  user=None, password=None, passfile=None,
-                  database=None,
-                  loop=None,
-                  timeout=60,
-                  statement_cache_size=100,
-                  max_cached_statement_lifetime=300,
-                  max_cacheable_statement_size=1024 * 15,
-                  command_timeout=None,
-                  ssl=None,
-                  direct_tls=None,
-                  connection_class=Connection,
-                  record_class=Record,
-                  server_settings=None,
-                  target_session_attrs=None,
-                  krbsrvname=None,
-                  gsslib=None,
-                  service=None,
-                  servicefile=None):
+async def connect(
+    dsn=None,
+    *,
+    host=None,
+    port=None,
+    user=None,
+    password=None,
+    passfile=None,
+    database=None,
+    loop=None,
+    timeout=60,
+    statement_cache_size=100,
+    max_cached_statement_lifetime=300,
+    max_cacheable_statement_size=1024 * 15,
+    command_timeout=None,
+    ssl=None,
+    direct_tls=None,
+    connection_class=Connection,
+    record_class=Record,
+    server_settings=None,
+    target_session_attrs=None,
+    krbsrvname=None,
+    gsslib=None,
+    service=None,
+    servicefile=None,
+):
     """Connect to a PostgreSQL server and return a :class:`Connection`.
 
     Accepts asyncpg's arguments with asyncpg's meaning: a ``postgres://`` DSN and/or keyword

@@ -26,8 +26,15 @@ def _check_positive(n, what):
 class CursorFactory:
     """What ``Connection.cursor()`` returns: iterate it, or ``await`` it for a Cursor."""
 
-    __slots__ = ("_connection", "_query", "_stmt", "_args", "_prefetch", "_timeout",
-                 "_record_class")
+    __slots__ = (
+        "_connection",
+        "_query",
+        "_stmt",
+        "_args",
+        "_prefetch",
+        "_timeout",
+        "_record_class",
+    )
 
     def __init__(self, connection, query, stmt, args, prefetch, timeout, record_class):
         self._connection = connection
@@ -40,21 +47,37 @@ class CursorFactory:
 
     def __aiter__(self):
         prefetch = 50 if self._prefetch is None else self._prefetch
-        return CursorIterator(self._connection, self._query, self._stmt, self._args,
-                              prefetch, self._timeout, self._record_class)
+        return CursorIterator(
+            self._connection,
+            self._query,
+            self._stmt,
+            self._args,
+            prefetch,
+            self._timeout,
+            self._record_class,
+        )
 
     def __await__(self):
         if self._prefetch is not None:
             raise exceptions.InterfaceError(
-                "prefetch argument can only be specified for iterable cursor")
-        cursor = Cursor(self._connection, self._query, self._stmt, self._args,
-                        self._record_class)
+                "prefetch argument can only be specified for iterable cursor"
+            )
+        cursor = Cursor(self._connection, self._query, self._stmt, self._args, self._record_class)
         return cursor._init(self._timeout).__await__()
 
 
 class _BaseCursor:
-    __slots__ = ("_connection", "_query", "_stmt", "_args", "_record_class", "_portal",
-                 "_exhausted", "_xact", "_release_ctr")
+    __slots__ = (
+        "_connection",
+        "_query",
+        "_stmt",
+        "_args",
+        "_record_class",
+        "_portal",
+        "_exhausted",
+        "_xact",
+        "_release_ctr",
+    )
 
     def __init__(self, connection, query, stmt, args, record_class):
         self._connection = connection
@@ -75,7 +98,8 @@ class _BaseCursor:
             raise exceptions.InterfaceError("cursor: the prepared statement is closed")
         if self._portal is not None and not con.is_in_transaction():
             raise exceptions.NoActiveSQLTransactionError(
-                "cursor cannot be used outside of the transaction it was created in")
+                "cursor cannot be used outside of the transaction it was created in"
+            )
 
     async def _bind(self, timeout):
         timeout = checked_timeout(timeout)
@@ -83,13 +107,13 @@ class _BaseCursor:
         self._check_ready()
         if not con.is_in_transaction():
             raise exceptions.NoActiveSQLTransactionError(
-                "cursor cannot be created outside of a transaction")
+                "cursor cannot be created outside of a transaction"
+            )
         if self._stmt is None:
             self._stmt = await con._get_statement(self._query, timeout)
         await con._ensure_idle()
         portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
-        await con._wait(con._protocol.bind_portal(self._stmt._state, self._args, portal),
-                        timeout)
+        await con._wait(con._protocol.bind_portal(self._stmt._state, self._args, portal), timeout)
         self._portal = portal
 
     async def _exec(self, n, timeout):
@@ -99,8 +123,8 @@ class _BaseCursor:
         await con._ensure_idle()
         record_class = self._record_class or con._record_class
         rows = await con._wait(
-            con._protocol.execute_portal(self._stmt._state, self._portal, n, record_class),
-            timeout)
+            con._protocol.execute_portal(self._stmt._state, self._portal, n, record_class), timeout
+        )
         if not con._protocol.portal_suspended():
             self._exhausted = True
             # the portal would keep its locks until the transaction ends
@@ -114,7 +138,8 @@ class _BaseCursor:
         attrs.append("")
         mod = "asyncpg" if type(self).__module__.startswith("asyncpg") else type(self).__module__
         return '<{}.{} "{!s:.30}" {}{:#x}>'.format(
-            mod, type(self).__name__, self._query, " ".join(attrs), id(self))
+            mod, type(self).__name__, self._query, " ".join(attrs), id(self)
+        )
 
 
 class CursorIterator(_BaseCursor):

@@ -28,7 +28,7 @@ def _public_name(cls):
     if module == "builtins":
         return cls.__qualname__
     if module == "asyncpg_rs" or module.startswith("asyncpg_rs."):
-        module = "asyncpg" + module[len("asyncpg_rs"):]
+        module = "asyncpg" + module[len("asyncpg_rs") :]
     return f"{module}.{cls.__qualname__}"
 
 
@@ -50,8 +50,7 @@ class PoolConnectionProxy(_connection._ConnectionProxy):
         con = object.__getattribute__(self, "_con")
         if con is None:
             raise exceptions.InterfaceError(
-                f"cannot call Connection.{attr}(): connection has been released back to the "
-                "pool"
+                f"cannot call Connection.{attr}(): connection has been released back to the pool"
             )
         return getattr(con, attr)
 
@@ -70,8 +69,16 @@ class PoolConnectionProxy(_connection._ConnectionProxy):
 class _Holder:
     """One of the pool's ``max_size`` places: maybe a connection, and its bookkeeping."""
 
-    __slots__ = ("_pool", "_con", "_in_use", "_queries", "_generation", "_idle_timer",
-                 "_released", "_timeout")
+    __slots__ = (
+        "_pool",
+        "_con",
+        "_in_use",
+        "_queries",
+        "_generation",
+        "_idle_timer",
+        "_released",
+        "_timeout",
+    )
 
     def __init__(self, pool):
         self._pool = pool
@@ -229,14 +236,22 @@ def _warn_dangling(con):
     """Warn about listeners a caller forgot: the reset drops them, which is surely a bug."""
     n = sum(len(v) for v in con._listeners.values())
     if n:
-        warnings.warn(exceptions.InterfaceWarning(
-            f"{con!r} is being released to the pool but has {n} active notification "
-            f"listener{'s' if n != 1 else ''}"), stacklevel=4)
+        warnings.warn(
+            exceptions.InterfaceWarning(
+                f"{con!r} is being released to the pool but has {n} active notification "
+                f"listener{'s' if n != 1 else ''}"
+            ),
+            stacklevel=4,
+        )
     if con._log_listeners:
         n = len(con._log_listeners)
-        warnings.warn(exceptions.InterfaceWarning(
-            f"{con!r} is being released to the pool but has {n} active log "
-            f"listener{'s' if n != 1 else ''}"), stacklevel=4)
+        warnings.warn(
+            exceptions.InterfaceWarning(
+                f"{con!r} is being released to the pool but has {n} active log "
+                f"listener{'s' if n != 1 else ''}"
+            ),
+            stacklevel=4,
+        )
 
 
 async def _bounded(aw, timeout):
@@ -286,10 +301,23 @@ class Pool:
     (:meth:`fetch`, :meth:`execute`, ...) borrow one for a single call.
     """
 
-    def __init__(self, *connect_args, min_size, max_size, max_queries,
-                 max_inactive_connection_lifetime, connect=None, setup=None, init=None,
-                 reset=None, loop=None, connection_class=_connection.Connection,
-                 record_class=Record, init_size=None, **connect_kwargs):
+    def __init__(
+        self,
+        *connect_args,
+        min_size,
+        max_size,
+        max_queries,
+        max_inactive_connection_lifetime,
+        connect=None,
+        setup=None,
+        init=None,
+        reset=None,
+        loop=None,
+        connection_class=_connection.Connection,
+        record_class=Record,
+        init_size=None,
+        **connect_kwargs,
+    ):
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -313,15 +341,17 @@ class Pool:
             raise ValueError("max_queries is expected to be greater than zero")
         if max_inactive_connection_lifetime < 0:
             raise ValueError(
-                "max_inactive_connection_lifetime is expected to be greater or equal to zero")
+                "max_inactive_connection_lifetime is expected to be greater or equal to zero"
+            )
         if not issubclass(connection_class, _connection.Connection):
             raise exceptions.InterfaceError(
                 "connection_class is expected to be a subclass of "
-                f"asyncpg.Connection, got {connection_class!r}")
+                f"asyncpg.Connection, got {connection_class!r}"
+            )
         if not issubclass(record_class, Record):
             raise exceptions.InterfaceError(
-                "record_class is expected to be a subclass of "
-                f"asyncpg.Record, got {record_class!r}")
+                f"record_class is expected to be a subclass of asyncpg.Record, got {record_class!r}"
+            )
         self._loop = loop
         self._min_size = min_size
         self._max_size = max_size
@@ -363,7 +393,7 @@ class Pool:
                 # the first connection alone, so a bad DSN fails once, not init_size times
                 first = self._holders[-1]
                 await self._connect_holder(first)
-                rest = self._holders[-self._init_size:-1]
+                rest = self._holders[-self._init_size : -1]
                 if rest:
                     await asyncio.gather(*(self._connect_holder(h) for h in rest))
             self._initialized = True
@@ -397,23 +427,29 @@ class Pool:
 
     async def _connect_new(self):
         if self._connect_fn is not None:
-            con = await self._connect_fn(*self._connect_args, loop=self._loop,
-                                         connection_class=self._connection_class,
-                                         record_class=self._record_class,
-                                         **self._connect_kwargs)
+            con = await self._connect_fn(
+                *self._connect_args,
+                loop=self._loop,
+                connection_class=self._connection_class,
+                record_class=self._record_class,
+                **self._connect_kwargs,
+            )
         else:
-            con = await _connection.connect(*self._connect_args, loop=self._loop,
-                                            connection_class=self._connection_class,
-                                            record_class=self._record_class,
-                                            **self._connect_kwargs)
+            con = await _connection.connect(
+                *self._connect_args,
+                loop=self._loop,
+                connection_class=self._connection_class,
+                record_class=self._record_class,
+                **self._connect_kwargs,
+            )
         if not isinstance(con, self._connection_class):
             good = _public_name(self._connection_class)
             bad = _public_name(type(con))
             if isinstance(con, _connection.Connection):
                 await _close_quietly(con)
             raise exceptions.InterfaceError(
-                f"expected pool connect callback to return an instance of '{good}', "
-                f"got '{bad}'")
+                f"expected pool connect callback to return an instance of '{good}', got '{bad}'"
+            )
         return con
 
     def _schedule_refill(self):
@@ -440,10 +476,12 @@ class Pool:
                     # init (or the server) closed it already: it does not restore the floor
                     await holder._discard()
                     raise exceptions.ConnectionDoesNotExistError(
-                        "the new connection was closed before it could join the pool")
+                        "the new connection was closed before it could join the pool"
+                    )
             except (Exception, asyncio.TimeoutError):
-                logger.warning("Failed to restore the pool connection floor; retrying",
-                               exc_info=True)
+                logger.warning(
+                    "Failed to restore the pool connection floor; retrying", exc_info=True
+                )
                 failed = True
             finally:
                 # back in the queue: only what is in the queue may be handed out, so a
@@ -490,8 +528,7 @@ class Pool:
             if deadline is None:
                 con = await holder.acquire()
             else:
-                con = await asyncio.wait_for(holder.acquire(),
-                                             max(deadline - self._loop.time(), 0))
+                con = await asyncio.wait_for(holder.acquire(), max(deadline - self._loop.time(), 0))
         except BaseException:
             # nothing may leak: the place goes back to the queue, a half-made
             # connection is dropped
@@ -522,7 +559,8 @@ class Pool:
         if type(connection) is not PoolConnectionProxy or connection._holder._pool is not self:
             raise exceptions.InterfaceError(
                 f"Pool.release() received invalid connection: {connection!r} is not a "
-                "member of this pool")
+                "member of this pool"
+            )
         holder = connection._holder
         if connection._con is None:
             return  # already released
@@ -637,8 +675,7 @@ class Pool:
                 await asyncio.gather(*pending, return_exceptions=True)
             for h in self._holders:
                 h._cancel_idle_timer()
-            await asyncio.gather(*(h._discard() for h in self._holders),
-                                 return_exceptions=True)
+            await asyncio.gather(*(h._discard() for h in self._holders), return_exceptions=True)
         except (Exception, asyncio.CancelledError):
             self.terminate()
             raise
@@ -652,7 +689,8 @@ class Pool:
         logger.warning(
             "Pool.close() is taking over 60 seconds to complete. Check if you have any "
             "unreleased connections left. Use asyncio.wait_for() to set a timeout for "
-            "Pool.close().")
+            "Pool.close()."
+        )
 
     def terminate(self):
         """Close every connection at once."""
@@ -670,7 +708,8 @@ class Pool:
             if self._initializing:
                 raise exceptions.InterfaceError(
                     "pool is being initialized, but not yet ready: likely there is a race "
-                    "between creating a pool and using it")
+                    "between creating a pool and using it"
+                )
             raise exceptions.InterfaceError("pool is not initialized")
         if self._closed:
             raise exceptions.InterfaceError("pool is closed")
@@ -681,19 +720,42 @@ class Pool:
             raise exceptions.InterfaceError("pool is closing")
 
 
-def create_pool(dsn=None, *, min_size=10, max_size=10, max_queries=50000,
-                max_inactive_connection_lifetime=300.0, connect=None, setup=None, init=None,
-                reset=None, loop=None, connection_class=_connection.Connection,
-                record_class=Record, init_size=None, **connect_kwargs):
+def create_pool(
+    dsn=None,
+    *,
+    min_size=10,
+    max_size=10,
+    max_queries=50000,
+    max_inactive_connection_lifetime=300.0,
+    connect=None,
+    setup=None,
+    init=None,
+    reset=None,
+    loop=None,
+    connection_class=_connection.Connection,
+    record_class=Record,
+    init_size=None,
+    **connect_kwargs,
+):
     """Create a :class:`Pool`; ``await`` it, or use it with ``async with``.
 
     ``connect_kwargs`` are :func:`asyncpg_rs.connect`'s arguments. ``setup`` runs on every
     acquire, ``init`` on every new connection, ``reset`` (default: reset what the session
     changed) on every release.
     """
-    return Pool(dsn, connection_class=connection_class, record_class=record_class,
-                min_size=min_size, max_size=max_size, max_queries=max_queries, loop=loop,
-                connect=connect, setup=setup, init=init, reset=reset,
-                max_inactive_connection_lifetime=max_inactive_connection_lifetime,
-                init_size=init_size, **connect_kwargs)
-
+    return Pool(
+        dsn,
+        connection_class=connection_class,
+        record_class=record_class,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=max_queries,
+        loop=loop,
+        connect=connect,
+        setup=setup,
+        init=init,
+        reset=reset,
+        max_inactive_connection_lifetime=max_inactive_connection_lifetime,
+        init_size=init_size,
+        **connect_kwargs,
+    )

@@ -24,7 +24,12 @@ class PreparedStatement:
     """
 
     __slots__ = (
-        "_connection", "_query", "_stmt", "_record_class", "_last_status", "_release_ctr",
+        "_connection",
+        "_query",
+        "_stmt",
+        "_record_class",
+        "_last_status",
+        "_release_ctr",
         "__weakref__",
     )
 
@@ -74,8 +79,7 @@ class PreparedStatement:
         from .types import Attribute
 
         return tuple(
-            Attribute(name, _type_of(info))
-            for name, info in self._stmt._state.column_type_infos()
+            Attribute(name, _type_of(info)) for name, info in self._stmt._state.column_type_infos()
         )
 
     @guarded
@@ -84,7 +88,12 @@ class PreparedStatement:
         from . import cursor as _cursor
 
         return _cursor.CursorFactory(
-            self._connection, self._query, self._stmt, args, prefetch, timeout,
+            self._connection,
+            self._query,
+            self._stmt,
+            args,
+            prefetch,
+            timeout,
             self._record_class,
         )
 
@@ -121,7 +130,8 @@ class PreparedStatement:
                 # behind the user's back, as the cache does for its own statements
                 raise exceptions.InvalidCachedStatementError(
                     "cached statement plan is invalid due to a database schema or "
-                    "configuration change") from e
+                    "configuration change"
+                ) from e
             raise
         finally:
             self._last_status = con._protocol.last_status()
@@ -149,7 +159,8 @@ class PreparedStatement:
         """Execute the statement for each argument sequence and return all rows."""
         con = self._connection
         return await con._executemany_on(
-            self._stmt, args, timeout, self._record_class or con._record_class, True)
+            self._stmt, args, timeout, self._record_class or con._record_class, True
+        )
 
     @guarded
     async def executemany(self, args, *, timeout=None):

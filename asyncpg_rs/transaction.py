@@ -105,9 +105,7 @@ class Transaction:
 
     def _refuse_unless_new(self, opname):
         if self._state is TransactionState.STARTED:
-            raise exceptions.InterfaceError(
-                f"cannot {opname}; the transaction is already started"
-            )
+            raise exceptions.InterfaceError(f"cannot {opname}; the transaction is already started")
         if self._state is not TransactionState.NEW:
             raise exceptions.InterfaceError(f"cannot {opname}; {_REFUSAL[self._state]}")
 

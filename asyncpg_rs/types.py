@@ -10,8 +10,18 @@ import typing
 from .serverversion import ServerVersion
 
 __all__ = (
-    "Type", "Attribute", "Range", "BitString", "Point", "Path", "Polygon", "Box", "Line",
-    "LineSegment", "Circle", "ServerVersion",
+    "Type",
+    "Attribute",
+    "Range",
+    "BitString",
+    "Point",
+    "Path",
+    "Polygon",
+    "Box",
+    "Line",
+    "LineSegment",
+    "Circle",
+    "ServerVersion",
 )
 
 
@@ -42,8 +52,7 @@ class Range:
 
     __slots__ = ("_lower", "_upper", "_lower_inc", "_upper_inc", "_empty")
 
-    def __init__(self, lower=None, upper=None, *, lower_inc=True, upper_inc=False,
-                 empty=False):
+    def __init__(self, lower=None, upper=None, *, lower_inc=True, upper_inc=False, empty=False):
         self._empty = empty
         if empty:
             self._lower = self._upper = None
@@ -150,7 +159,7 @@ class BitString:
             raise ValueError(f"invalid bit value in {bitstring!r}: only 0 and 1 allowed")
         self._bitlength = len(bits)
         padded = bits + "0" * (-len(bits) % 8)
-        self._bytes = bytes(int(padded[i:i + 8], 2) for i in range(0, len(padded), 8))
+        self._bytes = bytes(int(padded[i : i + 8], 2) for i in range(0, len(padded), 8))
 
     @classmethod
     def frombytes(cls, bytes_=b"", bitlength=None):
@@ -226,7 +235,7 @@ class BitString:
 
     def __repr__(self):
         bits = self.as_string()
-        groups = " ".join(bits[i:i + 4] for i in range(0, len(bits), 4))
+        groups = " ".join(bits[i : i + 4] for i in range(0, len(bits), 4))
         return f"<BitString {groups}>"
 
     __str__ = as_string

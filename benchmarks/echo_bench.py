@@ -218,11 +218,15 @@ def main():
                         med["uvloop"][2],
                     )
                 )
-    print("\nasyncpg_rs vs uvloop: throughput ratio, server CPU per request ratio (< 1 is better),"
-          " server user-space µs per request (asyncpg_rs / uvloop)")
+    print(
+        "\nasyncpg_rs vs uvloop: throughput ratio, server CPU per request ratio (< 1 is better),"
+        " server user-space µs per request (asyncpg_rs / uvloop)"
+    )
     for mode, size, tput, cpu, user_rs, user_uv in summary:
-        print(f"  {mode + ' ' + str(size // 1024) + 'KiB':18} {tput:6.2f}x  {cpu:6.2f}"
-              f"  {user_rs:5.2f} / {user_uv:5.2f}")
+        print(
+            f"  {mode + ' ' + str(size // 1024) + 'KiB':18} {tput:6.2f}x  {cpu:6.2f}"
+            f"  {user_rs:5.2f} / {user_uv:5.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ import asyncpg_rs
 async def main(dsn: str) -> None:
     con = await asyncpg_rs.connect(dsn)
     v = con.get_server_version()  # asyncpg's shape: 15.18 is (major=15, minor=0, micro=18)
-    print(f"connected to PostgreSQL {v.major}.{v.micro}" if v.major >= 10
-          else f"connected to PostgreSQL {v.major}.{v.minor}.{v.micro}")
+    print(
+        f"connected to PostgreSQL {v.major}.{v.micro}"
+        if v.major >= 10
+        else f"connected to PostgreSQL {v.major}.{v.minor}.{v.micro}"
+    )
     await con.execute(
         "CREATE TEMP TABLE books (id int4 PRIMARY KEY, title text NOT NULL, pages int4)"
     )

@@ -86,8 +86,7 @@ class ExternalServer:
         return self._dsn
 
     def connect_kwargs(self, **overrides):
-        kw = {"host": self.host, "port": self.port, "user": self.user,
-              "database": self.database}
+        kw = {"host": self.host, "port": self.port, "user": self.user, "database": self.database}
         if self.password:
             kw["password"] = self.password
         kw.update(overrides)

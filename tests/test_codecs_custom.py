@@ -48,8 +48,9 @@ async def test_tuple_format_codecs_on_datetime_types(con):
         return v[1] if isinstance(v, tuple) and v and v[0] == "decoded" else v
 
     for typ, tup, text in TUPLE_CASES:
-        await con.set_type_codec(typ, schema="pg_catalog", encoder=encoder, decoder=decoder,
-                                 format="tuple")
+        await con.set_type_codec(
+            typ, schema="pg_catalog", encoder=encoder, decoder=decoder, format="tuple"
+        )
         try:
             got, server_text = await con.fetchrow(f"SELECT $1::{typ}, $1::{typ}::text", tup)
             assert got == ("decoded", tup), typ
@@ -66,16 +67,20 @@ async def test_tuple_format_codecs_on_datetime_types(con):
 
 async def test_tuple_format_refused_where_there_is_no_tuple_form(con):
     for typ in ("numeric", "int8", "point", "uuid", "text"):
-        with pytest.raises(exceptions.InterfaceError,
-                           match=f"{typ} type does not support the 'tuple' exchange format"):
-            await con.set_type_codec(typ, schema="pg_catalog", encoder=str, decoder=str,
-                                     format="tuple")
+        with pytest.raises(
+            exceptions.InterfaceError,
+            match=f"{typ} type does not support the 'tuple' exchange format",
+        ):
+            await con.set_type_codec(
+                typ, schema="pg_catalog", encoder=str, decoder=str, format="tuple"
+            )
     assert await con.fetchval("SELECT 1.5::numeric") == decimal.Decimal("1.5")
 
 
 async def test_tuple_format_bad_encoder_output_is_a_data_error(con):
-    await con.set_type_codec("date", schema="pg_catalog", encoder=lambda v: v,
-                             decoder=lambda t: t, format="tuple")
+    await con.set_type_codec(
+        "date", schema="pg_catalog", encoder=lambda v: v, decoder=lambda t: t, format="tuple"
+    )
     try:
         with pytest.raises(exceptions.DataError, match=r"\$1"):
             await con.fetchval("SELECT $1::date", (1, 2))
@@ -89,14 +94,21 @@ async def test_tuple_format_bad_encoder_output_is_a_data_error(con):
 
 
 async def test_tuple_codec_on_a_composite(con):
-    await _fresh(con, "DROP TYPE IF EXISTS t_cplx CASCADE",
-                 "CREATE TYPE t_cplx AS (r float8, i float8)")
+    await _fresh(
+        con, "DROP TYPE IF EXISTS t_cplx CASCADE", "CREATE TYPE t_cplx AS (r float8, i float8)"
+    )
     try:
-        with pytest.raises(exceptions.UnsupportedClientFeatureError,
-                           match="only tuple-format codecs can be used on composite types"):
+        with pytest.raises(
+            exceptions.UnsupportedClientFeatureError,
+            match="only tuple-format codecs can be used on composite types",
+        ):
             await con.set_type_codec("t_cplx", encoder=str, decoder=str)
-        await con.set_type_codec("t_cplx", encoder=lambda c: (c.real, c.imag),
-                                 decoder=lambda t: complex(t[0], t[1]), format="tuple")
+        await con.set_type_codec(
+            "t_cplx",
+            encoder=lambda c: (c.real, c.imag),
+            decoder=lambda t: complex(t[0], t[1]),
+            format="tuple",
+        )
         assert await con.fetchval("SELECT $1::t_cplx", 1 + 2j) == 1 + 2j
         assert await con.fetchval("SELECT ROW(3, -4)::t_cplx") == 3 - 4j
         assert await con.fetchval("SELECT $1::t_cplx[]", [1j, None]) == [1j, None]
@@ -109,19 +121,29 @@ async def test_tuple_codec_on_a_composite(con):
 
 
 async def test_text_codec_on_enum_applies_to_enum_arrays(con):
-    await _fresh(con, "DROP TYPE IF EXISTS t_mood CASCADE",
-                 "CREATE TYPE t_mood AS ENUM ('happy', 'sad', 'so, so')")
+    await _fresh(
+        con,
+        "DROP TYPE IF EXISTS t_mood CASCADE",
+        "CREATE TYPE t_mood AS ENUM ('happy', 'sad', 'so, so')",
+    )
     try:
-        await con.set_type_codec("t_mood", encoder=lambda v: v.removeprefix("mood:"),
-                                 decoder=lambda v: "mood:" + v)
+        await con.set_type_codec(
+            "t_mood", encoder=lambda v: v.removeprefix("mood:"), decoder=lambda v: "mood:" + v
+        )
         assert await con.fetchval("SELECT 'sad'::t_mood") == "mood:sad"
         assert await con.fetchval("SELECT ARRAY['happy', 'so, so']::t_mood[]") == [
-            "mood:happy", "mood:so, so"]
-        assert await con.fetchval("SELECT $1::t_mood[]",
-                                  ["mood:sad", None, "happy"]) == [
-            "mood:sad", None, "mood:happy"]
+            "mood:happy",
+            "mood:so, so",
+        ]
+        assert await con.fetchval("SELECT $1::t_mood[]", ["mood:sad", None, "happy"]) == [
+            "mood:sad",
+            None,
+            "mood:happy",
+        ]
         assert await con.fetchval("SELECT ARRAY[['happy'], ['sad']]::t_mood[]") == [
-            ["mood:happy"], ["mood:sad"]]
+            ["mood:happy"],
+            ["mood:sad"],
+        ]
         stmt = await con.prepare("SELECT $1::t_mood[] AS m")
         (param,) = stmt.get_parameters()
         assert (param.name, param.kind, param.schema) == ("t_mood[]", "array", "public")
@@ -132,14 +154,12 @@ async def test_text_codec_on_enum_applies_to_enum_arrays(con):
 
 
 async def test_custom_json_codec_on_json_arrays(con):
-    await con.set_type_codec("json", schema="pg_catalog", encoder=json.dumps,
-                             decoder=json.loads)
+    await con.set_type_codec("json", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
     try:
         value = [{"a": [1, None]}, None, "null", 22, {"q": '"\\,{}'}]
         got = await con.fetchval("SELECT $1::json[]", value)
         assert got == value
-        assert await con.fetchval("""SELECT '{"{\\"x\\": 1}", "[2]"}'::json[]""") == [
-            {"x": 1}, [2]]
+        assert await con.fetchval("""SELECT '{"{\\"x\\": 1}", "[2]"}'::json[]""") == [{"x": 1}, [2]]
     finally:
         await con.reset_type_codec("json", schema="pg_catalog")
     assert await con.fetchval("SELECT $1::json[]", ['"null"']) == ['"null"']
@@ -152,12 +172,10 @@ async def test_binary_codec_applies_to_arrays(con):
     def dec(b):
         return f"int:{int.from_bytes(b, 'big', signed=True)}"
 
-    await con.set_type_codec("int4", schema="pg_catalog", encoder=enc, decoder=dec,
-                             format="binary")
+    await con.set_type_codec("int4", schema="pg_catalog", encoder=enc, decoder=dec, format="binary")
     try:
         assert await con.fetchval("SELECT $1::int4", 7) == "int:7"
-        assert await con.fetchval("SELECT $1::int4[]", [1, None, -2]) == [
-            "int:1", None, "int:-2"]
+        assert await con.fetchval("SELECT $1::int4[]", [1, None, -2]) == ["int:1", None, "int:-2"]
     finally:
         await con.reset_type_codec("int4", schema="pg_catalog")
     assert await con.fetchval("SELECT $1::int4[]", [1]) == [1]
@@ -166,38 +184,42 @@ async def test_binary_codec_applies_to_arrays(con):
 async def test_codec_is_refused_on_domains_and_arrays(con):
     await _fresh(con, "DROP DOMAIN IF EXISTS t_posint", "CREATE DOMAIN t_posint AS int4")
     try:
-        with pytest.raises(exceptions.UnsupportedClientFeatureError,
-                           match="custom codecs on domain types are not supported"):
+        with pytest.raises(
+            exceptions.UnsupportedClientFeatureError,
+            match="custom codecs on domain types are not supported",
+        ):
             await con.set_type_codec("t_posint", encoder=str, decoder=int)
     finally:
         await con.execute("DROP DOMAIN t_posint")
-    with pytest.raises(exceptions.InterfaceError,
-                       match="cannot use custom codec on type pg_catalog._int4"):
+    with pytest.raises(
+        exceptions.InterfaceError, match="cannot use custom codec on type pg_catalog._int4"
+    ):
         await con.set_type_codec("_int4", schema="pg_catalog", encoder=str, decoder=str)
     with pytest.raises(ValueError, match="unknown type: public.no_such_type"):
         await con.set_type_codec("no_such_type", encoder=str, decoder=str)
 
 
-@pytest.mark.parametrize("name,sql,text", [
-    ("smallint", "1::smallint", "1"),
-    ("int", "1::int", "1"),
-    ("integer", "1::integer", "1"),
-    ("bigint", "1::bigint", "1"),
-    ("decimal", "1.5::decimal", "1.5"),
-    ("real", "1.5::real", "1.5"),
-    ("double precision", "1.5::double precision", "1.5"),
-    ("timestamp with timezone", "'2020-01-01 00:00+00'::timestamptz",
-     "2020-01-01 00:00:00+00"),
-    ("time without timezone", "'01:02'::time", "01:02:00"),
-    ("character", "'x'::character", "x"),
-    ("CHARACTER VARYING", "'x'::varchar", "x"),
-    ("bit varying", "B'101'::varbit", "101"),
-    ("char", "'x'::\"char\"", "x"),
-])
+@pytest.mark.parametrize(
+    "name,sql,text",
+    [
+        ("smallint", "1::smallint", "1"),
+        ("int", "1::int", "1"),
+        ("integer", "1::integer", "1"),
+        ("bigint", "1::bigint", "1"),
+        ("decimal", "1.5::decimal", "1.5"),
+        ("real", "1.5::real", "1.5"),
+        ("double precision", "1.5::double precision", "1.5"),
+        ("timestamp with timezone", "'2020-01-01 00:00+00'::timestamptz", "2020-01-01 00:00:00+00"),
+        ("time without timezone", "'01:02'::time", "01:02:00"),
+        ("character", "'x'::character", "x"),
+        ("CHARACTER VARYING", "'x'::varchar", "x"),
+        ("bit varying", "B'101'::varbit", "101"),
+        ("char", "'x'::\"char\"", "x"),
+    ],
+)
 async def test_sql_standard_type_names_in_pg_catalog(con, name, sql, text):
     await con.execute("SET TIME ZONE 'UTC'")
-    await con.set_type_codec(name, schema="pg_catalog", encoder=str,
-                             decoder=lambda s: f"<{s}>")
+    await con.set_type_codec(name, schema="pg_catalog", encoder=str, decoder=lambda s: f"<{s}>")
     try:
         assert await con.fetchval(f"SELECT {sql}") == f"<{text}>"
     finally:
@@ -206,20 +228,27 @@ async def test_sql_standard_type_names_in_pg_catalog(con, name, sql, text):
 
 
 async def test_set_builtin_type_codec_on_a_domain_and_in_composites(con):
-    await _fresh(con, "DROP TYPE IF EXISTS t_rec CASCADE",
-                 "DROP DOMAIN IF EXISTS t_dec", "CREATE DOMAIN t_dec AS numeric",
-                 "CREATE TYPE t_rec AS (i t_dec, j int4)")
+    await _fresh(
+        con,
+        "DROP TYPE IF EXISTS t_rec CASCADE",
+        "DROP DOMAIN IF EXISTS t_dec",
+        "CREATE DOMAIN t_dec AS numeric",
+        "CREATE TYPE t_rec AS (i t_dec, j int4)",
+    )
     try:
         await con.set_builtin_type_codec("t_dec", codec_name="decimal")
         assert await con.fetchval("SELECT $1::t_dec", 44) == 44
         assert await con.fetchval("SELECT ($1::t_dec, 2)::t_rec", 44) == (44, 2)
         await con.reset_type_codec("t_dec")
         await con.set_builtin_type_codec("t_dec", codec_name="numeric", format="text")
-        assert await con.fetchval("SELECT $1::t_dec", decimal.Decimal("1.50")) == \
-            decimal.Decimal("1.50")
+        assert await con.fetchval("SELECT $1::t_dec", decimal.Decimal("1.50")) == decimal.Decimal(
+            "1.50"
+        )
         # a composite with a text-only attribute cannot be read, as in asyncpg
-        with pytest.raises(exceptions.UnsupportedClientFeatureError,
-                           match="text encoding of composite types is not supported"):
+        with pytest.raises(
+            exceptions.UnsupportedClientFeatureError,
+            match="text encoding of composite types is not supported",
+        ):
             await con.fetchval("SELECT ($1::t_dec, 2)::t_rec", 44)
         assert await con.fetchval("SELECT 1") == 1
     finally:
@@ -232,23 +261,32 @@ async def test_set_builtin_type_codec_on_a_domain_and_in_composites(con):
 async def test_arrays_of_text_only_types_are_lists(con):
     acl = await con.fetchval("SELECT ARRAY['postgres=r/postgres'::aclitem, NULL]")
     assert acl == ["postgres=r/postgres", None]
-    got = await con.fetchval(
-        "SELECT relacl FROM pg_class WHERE relname = 'pg_class'")
+    got = await con.fetchval("SELECT relacl FROM pg_class WHERE relname = 'pg_class'")
     assert got is None or all(isinstance(x, str) for x in got)
     # explicit lower bounds and nested levels
     assert await con.fetchval(
-        "SELECT '[0:1]={postgres=r/postgres,postgres=w/postgres}'::aclitem[]") == [
-        "postgres=r/postgres", "postgres=w/postgres"]
-    await _fresh(con, "DROP TYPE IF EXISTS t_txt CASCADE",
-                 "CREATE TYPE t_txt", "CREATE FUNCTION t_txt_in(cstring) RETURNS t_txt "
-                 "AS 'textin' LANGUAGE internal IMMUTABLE STRICT",
-                 "CREATE FUNCTION t_txt_out(t_txt) RETURNS cstring AS 'textout' "
-                 "LANGUAGE internal IMMUTABLE STRICT",
-                 "CREATE TYPE t_txt (INPUT = t_txt_in, OUTPUT = t_txt_out, "
-                 "LIKE = text)")
+        "SELECT '[0:1]={postgres=r/postgres,postgres=w/postgres}'::aclitem[]"
+    ) == ["postgres=r/postgres", "postgres=w/postgres"]
+    await _fresh(
+        con,
+        "DROP TYPE IF EXISTS t_txt CASCADE",
+        "CREATE TYPE t_txt",
+        "CREATE FUNCTION t_txt_in(cstring) RETURNS t_txt "
+        "AS 'textin' LANGUAGE internal IMMUTABLE STRICT",
+        "CREATE FUNCTION t_txt_out(t_txt) RETURNS cstring AS 'textout' "
+        "LANGUAGE internal IMMUTABLE STRICT",
+        "CREATE TYPE t_txt (INPUT = t_txt_in, OUTPUT = t_txt_out, LIKE = text)",
+    )
     try:
-        cases = [["a", "b"], [None, "b"], [], ["  a", "  b"], ['"a', r'\""'],
-                 [['"a', r'\""'], [",", '",']], ["NULL", "null", "{}", ""]]
+        cases = [
+            ["a", "b"],
+            [None, "b"],
+            [],
+            ["  a", "  b"],
+            ['"a', r'\""'],
+            [['"a', r'\""'], [",", '",']],
+            ["NULL", "null", "{}", ""],
+        ]
         for case in cases:
             assert await con.fetchval("SELECT $1::t_txt[]", case) == case
         assert await con.fetchval("SELECT $1::t_txt", "plain") == "plain"
@@ -262,11 +300,14 @@ async def test_arrays_of_text_only_types_are_lists(con):
 
 
 async def test_text_only_composites_and_ranges_are_refused_to_send(con):
-    await _fresh(con, "DROP TYPE IF EXISTS t_acomp CASCADE",
-                 "CREATE TYPE t_acomp AS (a aclitem, b int4)")
+    await _fresh(
+        con, "DROP TYPE IF EXISTS t_acomp CASCADE", "CREATE TYPE t_acomp AS (a aclitem, b int4)"
+    )
     try:
-        with pytest.raises(exceptions.UnsupportedClientFeatureError,
-                           match=r"query argument \$1: text encoding of composite types"):
+        with pytest.raises(
+            exceptions.UnsupportedClientFeatureError,
+            match=r"query argument \$1: text encoding of composite types",
+        ):
             await con.fetchval("SELECT $1::t_acomp", ("postgres=r/postgres", 1))
         assert await con.fetchval("SELECT 3") == 3
     finally:
@@ -277,14 +318,13 @@ async def test_text_only_composites_and_ranges_are_refused_to_send(con):
 
 
 async def test_type_metadata_names_kinds_and_schemas(con):
-    await _fresh(con, "DROP TYPE IF EXISTS t_meta CASCADE",
-                 "CREATE TYPE t_meta AS (a int4)")
+    await _fresh(con, "DROP TYPE IF EXISTS t_meta CASCADE", "CREATE TYPE t_meta AS (a int4)")
     try:
         stmt = await con.prepare(
             "SELECT $1::uuid[] a, $2::t_meta b, $3::t_meta[] c, $4::int4range d, "
-            "NULL::int8multirange e, NULL::aclitem f, NULL::varchar[] g, 1::int4 h")
-        types = {a.name: (a.type.name, a.type.kind, a.type.schema)
-                 for a in stmt.get_attributes()}
+            "NULL::int8multirange e, NULL::aclitem f, NULL::varchar[] g, 1::int4 h"
+        )
+        types = {a.name: (a.type.name, a.type.kind, a.type.schema) for a in stmt.get_attributes()}
         assert types == {
             "a": ("uuid[]", "array", "pg_catalog"),
             "b": ("t_meta", "composite", "public"),
@@ -296,7 +336,11 @@ async def test_type_metadata_names_kinds_and_schemas(con):
             "h": ("int4", "scalar", "pg_catalog"),
         }
         assert [p.name for p in stmt.get_parameters()] == [
-            "uuid[]", "t_meta", "t_meta[]", "int4range"]
+            "uuid[]",
+            "t_meta",
+            "t_meta[]",
+            "int4range",
+        ]
     finally:
         await con.execute("DROP TYPE t_meta CASCADE")
 
@@ -316,11 +360,13 @@ async def test_xid_and_snapshot_types(con):
 
 
 async def test_tid_errors_name_the_fault(con):
-    for value, msg in [(b"foo", "list or tuple expected"),
-                       ((), "invalid number of elements in tid tuple"),
-                       ([1, 2, 3], "invalid number of elements in tid tuple"),
-                       ((2**32, 0), "tuple id block value out of uint32 range"),
-                       ((0, 2**16), "tuple id offset value out of uint16 range")]:
+    for value, msg in [
+        (b"foo", "list or tuple expected"),
+        ((), "invalid number of elements in tid tuple"),
+        ([1, 2, 3], "invalid number of elements in tid tuple"),
+        ((2**32, 0), "tuple id block value out of uint32 range"),
+        ((0, 2**16), "tuple id offset value out of uint16 range"),
+    ]:
         with pytest.raises(exceptions.DataError, match=msg):
             await con.fetchval("SELECT $1::tid", value)
     assert await con.fetchval("SELECT $1::tid", [5, 6]) == (5, 6)
@@ -336,17 +382,21 @@ async def test_path_from_tuple_is_closed_and_varbit_from_bytes(con):
 
 
 async def test_composite_input_faults(con):
-    await _fresh(con, "DROP TYPE IF EXISTS t_pair CASCADE",
-                 "CREATE TYPE t_pair AS (a text, b int4)")
+    await _fresh(
+        con, "DROP TYPE IF EXISTS t_pair CASCADE", "CREATE TYPE t_pair AS (a text, b int4)"
+    )
     try:
-        with pytest.raises(exceptions.DataError,
-                           match="'bad' is not a valid element of composite type t_pair"):
+        with pytest.raises(
+            exceptions.DataError, match="'bad' is not a valid element of composite type t_pair"
+        ):
             await con.fetchval("SELECT $1::t_pair", {"bad": 1})
         assert await con.fetchval("SELECT $1::t_pair", {"b": 2}) == (None, 2)
         # tuples inside an array of composites are elements, not a dimension
         assert await con.fetchval("SELECT $1::t_pair[]", [("a", 1), None]) == [("a", 1), None]
-        with pytest.raises(exceptions.UnsupportedClientFeatureError,
-                           match=r"query argument \$1: input of anonymous composite types"):
+        with pytest.raises(
+            exceptions.UnsupportedClientFeatureError,
+            match=r"query argument \$1: input of anonymous composite types",
+        ):
             await con.fetchval("SELECT (1, 'foo') = $1", (1, "foo"))
         assert await con.fetchval("SELECT 4") == 4
     finally:
@@ -354,8 +404,15 @@ async def test_composite_input_faults(con):
 
 
 async def test_numeric_decodes_as_asyncpg_does(con):
-    cases = {"10000": "1E+4", "120000": "1.2E+5", "10000.00": "10000.00", "100": "100",
-             "0.0001": "0.0001", "-2e7": "-2.000E+7", "0": "0"}
+    cases = {
+        "10000": "1E+4",
+        "120000": "1.2E+5",
+        "10000.00": "10000.00",
+        "100": "100",
+        "0.0001": "0.0001",
+        "-2e7": "-2.000E+7",
+        "0": "0",
+    }
     for sql, want in cases.items():
         got = await con.fetchval(f"SELECT {sql}::numeric")
         assert str(got) == want, sql

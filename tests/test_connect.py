@@ -16,8 +16,9 @@ from asyncpg_rs import connect_utils, exceptions
 @pytest.mark.parametrize("method", ["trust", "password", "md5", "scram"])
 async def test_auth_methods(pg, pg_roles, method):
     user, password = pg_roles[method]
-    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
-                                   database="postgres", ssl="disable")
+    con = await asyncpg_rs.connect(
+        host=pg.host, port=pg.port, user=user, password=password, database="postgres", ssl="disable"
+    )
     try:
         assert await con.fetchval("SELECT current_user") == user
     finally:
@@ -28,8 +29,9 @@ async def test_auth_methods(pg, pg_roles, method):
 async def test_wrong_password(pg, pg_roles, method):
     user, _ = pg_roles[method]
     with pytest.raises(exceptions.InvalidPasswordError):
-        await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password="wrong",
-                                 database="postgres")
+        await asyncpg_rs.connect(
+            host=pg.host, port=pg.port, user=user, password="wrong", database="postgres"
+        )
 
 
 async def test_async_callable_password(pg, pg_roles):
@@ -38,19 +40,25 @@ async def test_async_callable_password(pg, pg_roles):
     async def get_password():
         return password
 
-    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user,
-                                   password=get_password, database="postgres")
+    con = await asyncpg_rs.connect(
+        host=pg.host, port=pg.port, user=user, password=get_password, database="postgres"
+    )
     await con.close()
 
 
-@pytest.mark.parametrize("sslmode, expect_ssl", [
-    ("disable", False), ("allow", False), ("prefer", True), ("require", True),
-])
+@pytest.mark.parametrize(
+    "sslmode, expect_ssl",
+    [
+        ("disable", False),
+        ("allow", False),
+        ("prefer", True),
+        ("require", True),
+    ],
+)
 async def test_sslmodes(pg, pg_roles, sslmode, expect_ssl):
     con = await asyncpg_rs.connect(**pg.connect_kwargs(), ssl=sslmode)
     try:
-        in_ssl = await con.fetchval(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        in_ssl = await con.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         assert in_ssl is expect_ssl
     finally:
         await con.close()
@@ -60,12 +68,15 @@ async def test_verify_full_with_the_server_ca(pg, pg_roles):
     ctx = ssl.create_default_context(cafile=pg.ssl_cert)
     con = await asyncpg_rs.connect(**pg.connect_kwargs(host="localhost"), ssl=ctx)
     try:
-        assert await con.fetchval(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+        assert (
+            await con.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+        )
     finally:
         await con.close()
-    dsn = f"postgresql://postgres@localhost:{pg.port}/postgres?sslmode=verify-full" \
-          f"&sslrootcert={pg.ssl_cert}"
+    dsn = (
+        f"postgresql://postgres@localhost:{pg.port}/postgres?sslmode=verify-full"
+        f"&sslrootcert={pg.ssl_cert}"
+    )
     con = await asyncpg_rs.connect(dsn)
     await con.close()
 
@@ -78,44 +89,62 @@ async def test_verification_failure(pg, pg_roles):
 
 async def test_prefer_falls_back_to_plaintext_for_hostnossl(pg, pg_roles):
     user, password = pg_roles["nossl"]
-    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
-                                   database="postgres", ssl="prefer")
+    con = await asyncpg_rs.connect(
+        host=pg.host, port=pg.port, user=user, password=password, database="postgres", ssl="prefer"
+    )
     try:
-        assert await con.fetchval(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is False
+        assert (
+            await con.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is False
+        )
     finally:
         await con.close()
     with pytest.raises(exceptions.InvalidAuthorizationSpecificationError):
-        await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
-                                 database="postgres", ssl="require")
+        await asyncpg_rs.connect(
+            host=pg.host,
+            port=pg.port,
+            user=user,
+            password=password,
+            database="postgres",
+            ssl="require",
+        )
 
 
 async def test_allow_upgrades_to_tls_for_hostssl(pg, pg_roles):
     user, password = pg_roles["ssl_only"]
-    con = await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password=password,
-                                   database="postgres", ssl="allow")
+    con = await asyncpg_rs.connect(
+        host=pg.host, port=pg.port, user=user, password=password, database="postgres", ssl="allow"
+    )
     try:
-        assert await con.fetchval(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+        assert (
+            await con.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+        )
     finally:
         await con.close()
 
 
 @pytest.mark.parametrize("role, sslmode", [("ssl_only", "prefer"), ("nossl", "allow")])
 async def test_wrong_password_is_retried_over_the_other_transport_and_reported(
-        pg, pg_roles, role, sslmode):
+    pg, pg_roles, role, sslmode
+):
     # As libpq: a wrong password on the first transport is retried on the other one (its
     # pg_hba.conf line may authenticate differently); when the other one has no line at
     # all, the password error is what the caller sees, not "no pg_hba.conf entry".
     user, _ = pg_roles[role]
     with pytest.raises(exceptions.InvalidPasswordError, match="password authentication failed"):
-        await asyncpg_rs.connect(host=pg.host, port=pg.port, user=user, password="wrong",
-                                 database="postgres", ssl=sslmode)
+        await asyncpg_rs.connect(
+            host=pg.host,
+            port=pg.port,
+            user=user,
+            password="wrong",
+            database="postgres",
+            ssl=sslmode,
+        )
 
 
 async def test_unix_socket(pg, pg_roles):
-    con = await asyncpg_rs.connect(host=pg.sockdir, port=pg.port, user="postgres",
-                                   database="postgres")
+    con = await asyncpg_rs.connect(
+        host=pg.sockdir, port=pg.port, user="postgres", database="postgres"
+    )
     try:
         assert await con.fetchval("SELECT 1") == 1
     finally:
@@ -150,8 +179,9 @@ async def test_unreachable_host_fails_within_timeout():
 
 
 async def test_server_settings_and_connect_kwargs(pg):
-    con = await asyncpg_rs.connect(**pg.connect_kwargs(),
-                                   server_settings={"application_name": "rs-test"})
+    con = await asyncpg_rs.connect(
+        **pg.connect_kwargs(), server_settings={"application_name": "rs-test"}
+    )
     try:
         assert await con.fetchval("SHOW application_name") == "rs-test"
     finally:
@@ -170,17 +200,21 @@ async def test_cancel_request_stops_a_running_query(pg, sslmode):
         try:
             for _ in range(500):
                 if await other.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 "
-                        "AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
-                        con.get_server_pid()):
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 "
+                    "AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                    con.get_server_pid(),
+                ):
                     break
                 await asyncio.sleep(0.01)
         finally:
             await other.close()
         await connect_utils._cancel(
-            loop=asyncio.get_running_loop(), addr=con._addr, params=con._params,
+            loop=asyncio.get_running_loop(),
+            addr=con._addr,
+            params=con._params,
             backend_pid=con._protocol.get_server_pid(),
-            backend_secret=con._protocol.get_backend_secret())
+            backend_secret=con._protocol.get_backend_secret(),
+        )
         with pytest.raises(exceptions.QueryCanceledError):
             await query
         assert await con.fetchval("SELECT 2") == 2
@@ -191,12 +225,14 @@ async def test_cancel_request_stops_a_running_query(pg, sslmode):
 async def test_pgpass_supplies_the_password(pg, pg_roles, tmp_path):
     user, password = pg_roles["scram"]
     pgpass = tmp_path / "pgpass"
-    pgpass.write_text(f"{pg.host}:{pg.port}:postgres:{user}:{password}\n"
-                      f"localhost:{pg.port}:*:{user}:{password}\n")
+    pgpass.write_text(
+        f"{pg.host}:{pg.port}:postgres:{user}:{password}\nlocalhost:{pg.port}:*:{user}:{password}\n"
+    )
     os.chmod(pgpass, 0o600)
     for host in (pg.host, pg.sockdir):
-        con = await asyncpg_rs.connect(host=host, port=pg.port, user=user, database="postgres",
-                                       passfile=str(pgpass))
+        con = await asyncpg_rs.connect(
+            host=host, port=pg.port, user=user, database="postgres", passfile=str(pgpass)
+        )
         try:
             assert await con.fetchval("SELECT current_user") == user
         finally:
@@ -210,11 +246,13 @@ async def test_timeout_covers_a_server_that_never_answers():
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(asyncio.TimeoutError):
-            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="disable",
-                                     timeout=0.5)
+            await asyncpg_rs.connect(
+                host="127.0.0.1", port=port, user="x", ssl="disable", timeout=0.5
+            )
         with pytest.raises(asyncio.TimeoutError):
-            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="prefer",
-                                     timeout=0.5)
+            await asyncpg_rs.connect(
+                host="127.0.0.1", port=port, user="x", ssl="prefer", timeout=0.5
+            )
     finally:
         server.close()
 
@@ -222,9 +260,13 @@ async def test_timeout_covers_a_server_that_never_answers():
 async def test_every_failed_host_is_named(pg, pg_roles):
     user, _ = pg_roles["scram"]
     with pytest.raises(exceptions.TargetServerAttributeNotMatched) as ei:
-        await asyncpg_rs.connect(host=["127.0.0.1", pg.host], port=[1, pg.port],
-                                 user="postgres", database="postgres",
-                                 target_session_attrs="standby")
+        await asyncpg_rs.connect(
+            host=["127.0.0.1", pg.host],
+            port=[1, pg.port],
+            user="postgres",
+            database="postgres",
+            target_session_attrs="standby",
+        )
     notes = "\n".join(getattr(ei.value, "__notes__", []))
     assert "127.0.0.1:1" in notes and f"{pg.host}:{pg.port}" in notes
 
@@ -250,8 +292,9 @@ async def test_require_fails_when_the_server_refuses_tls(answer):
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(ConnectionError) as ei:
-            await asyncpg_rs.connect(host="127.0.0.1", port=port, user="x", ssl="require",
-                                     timeout=5)
+            await asyncpg_rs.connect(
+                host="127.0.0.1", port=port, user="x", ssl="require", timeout=5
+            )
         assert f"127.0.0.1:{port}" in str(ei.value)
     finally:
         server.close()

@@ -11,9 +11,25 @@ import pytest
 
 from asyncpg_rs import connect_utils, exceptions
 
-_PG_ENV = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGDATABASE", "PGSSLMODE",
-           "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL", "PGTARGETSESSIONATTRS",
-           "PGSSLNEGOTIATION", "PGSERVICE", "PGSERVICEFILE", "PGKRBSRVNAME", "PGGSSLIB")
+_PG_ENV = (
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCRL",
+    "PGTARGETSESSIONATTRS",
+    "PGSSLNEGOTIATION",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGKRBSRVNAME",
+    "PGGSSLIB",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -26,11 +42,25 @@ def _clean_env(monkeypatch, tmp_path):
 
 
 def _parse(**kw):
-    args = dict(dsn=None, host=None, port=None, user=None, password=None, passfile=None,
-                database=None, ssl=None, direct_tls=None, server_settings=None,
-                target_session_attrs=None, krbsrvname=None, gsslib=None, command_timeout=None,
-                statement_cache_size=100, max_cached_statement_lifetime=300,
-                max_cacheable_statement_size=15360)
+    args = dict(
+        dsn=None,
+        host=None,
+        port=None,
+        user=None,
+        password=None,
+        passfile=None,
+        database=None,
+        ssl=None,
+        direct_tls=None,
+        server_settings=None,
+        target_session_attrs=None,
+        krbsrvname=None,
+        gsslib=None,
+        command_timeout=None,
+        statement_cache_size=100,
+        max_cached_statement_lifetime=300,
+        max_cacheable_statement_size=15360,
+    )
     args.update(kw)
     return connect_utils._parse_connect_arguments(**args)
 
@@ -43,7 +73,8 @@ def test_dsn_multiple_hosts_ipv6_unix_and_query(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     addrs, params, _ = _parse(
         dsn="postgresql://us%40er:p%3Aw@h1:5433,[::1]:5434,h3/my%2Fdb"
-            "?sslmode=disable&application_name=app&search_path=s1")
+        "?sslmode=disable&application_name=app&search_path=s1"
+    )
     assert addrs == [("h1", 5433), ("::1", 5434), ("h3", 5432)]
     assert params.user == "us@er" and params.password == "p:w" and params.database == "my/db"
     assert params.sslmode == connect_utils.SSLMode.disable
@@ -68,15 +99,18 @@ def test_environment_variables(monkeypatch):
     assert addrs == [("k", 5)] and params.user == "ku"
 
 
-@pytest.mark.parametrize("kw, culprit", [
-    (dict(dsn="mysql://x"), "scheme"),
-    (dict(dsn="postgres://h:notaport/db"), "port"),
-    (dict(host="h", port=70000), "port"),
-    (dict(host="a,b,c", port="1,2"), "port"),
-    (dict(host="h", ssl="sometimes"), "sslmode"),
-    (dict(host="h", target_session_attrs="primaryish"), "target_session_attrs"),
-    (dict(dsn="postgres://[::1/db"), "IPv6"),
-])
+@pytest.mark.parametrize(
+    "kw, culprit",
+    [
+        (dict(dsn="mysql://x"), "scheme"),
+        (dict(dsn="postgres://h:notaport/db"), "port"),
+        (dict(host="h", port=70000), "port"),
+        (dict(host="a,b,c", port="1,2"), "port"),
+        (dict(host="h", ssl="sometimes"), "sslmode"),
+        (dict(host="h", target_session_attrs="primaryish"), "target_session_attrs"),
+        (dict(dsn="postgres://[::1/db"), "IPv6"),
+    ],
+)
 def test_bad_configuration_is_reported_before_io(kw, culprit):
     with pytest.raises(exceptions.ClientConfigurationError) as ei:
         _parse(**kw)
@@ -88,10 +122,7 @@ def test_pgpass_wildcards_and_escapes(tmp_path, monkeypatch):
     monkeypatch.delenv("PGPASSWORD", raising=False)
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(
-        "# comment\n"
-        "otherhost:*:*:*:nope\n"
-        "h\\:x:5432:db:u:p\\:w\\\\1\n"
-        "*:*:*:wild:wildpw\n"
+        "# comment\notherhost:*:*:*:nope\nh\\:x:5432:db:u:p\\:w\\\\1\n*:*:*:wild:wildpw\n"
     )
     os.chmod(pgpass, 0o600)
     _, params, _ = _parse(host="h:x", port=5432, database="db", user="u", passfile=str(pgpass))
@@ -142,10 +173,23 @@ def _ours(**kw):
 
 def _reference(**kw):
     ref = pytest.importorskip("asyncpg.connect_utils")
-    args = dict(dsn=None, host=None, port=None, user=None, password=None, passfile=None,
-                database=None, ssl=None, direct_tls=None, server_settings=None,
-                target_session_attrs=None, krbsrvname=None, gsslib=None, service=None,
-                servicefile=None)
+    args = dict(
+        dsn=None,
+        host=None,
+        port=None,
+        user=None,
+        password=None,
+        passfile=None,
+        database=None,
+        ssl=None,
+        direct_tls=None,
+        server_settings=None,
+        target_session_attrs=None,
+        krbsrvname=None,
+        gsslib=None,
+        service=None,
+        servicefile=None,
+    )
     args.update(kw)
     addrs, params = ref._parse_connect_dsn_and_args(**args)
     return addrs, params
@@ -153,8 +197,15 @@ def _reference(**kw):
 
 def _summary(addrs, params):
     attrs = params.target_session_attrs
-    return (list(addrs), params.user, params.password, params.database, int(params.sslmode),
-            getattr(attrs, "value", attrs), params.server_settings or None)
+    return (
+        list(addrs),
+        params.user,
+        params.password,
+        params.database,
+        int(params.sslmode),
+        getattr(attrs, "value", attrs),
+        params.server_settings or None,
+    )
 
 
 @pytest.mark.parametrize("kw", _SAME_AS_ASYNCPG, ids=repr)
@@ -187,10 +238,12 @@ def test_pgpass_matches_asyncpg(tmp_path):
     pgpass = tmp_path / "pgpass"
     pgpass.write_text("h1:5432:db:u:first\n*:5433:*:u:second\nlocalhost:*:*:*:sock\n")
     os.chmod(pgpass, 0o600)
-    for kw in (dict(host="h1", database="db", user="u"),
-               dict(host=["nope", "h2"], port=[5432, 5433], user="u"),
-               dict(host="/tmp", user="x"),
-               dict(host="h1", database="other", user="u")):
+    for kw in (
+        dict(host="h1", database="db", user="u"),
+        dict(host=["nope", "h2"], port=[5432, 5433], user="u"),
+        dict(host="/tmp", user="x"),
+        dict(host="h1", database="other", user="u"),
+    ):
         kw["passfile"] = str(pgpass)
         addrs, params = _reference(**kw)
         ours, our_params, _ = _ours(**kw)
@@ -216,25 +269,36 @@ def test_missing_root_certificate_is_a_configuration_error(tmp_path):
         _parse(host="h", ssl="verify-ca")
 
 
-@pytest.mark.parametrize("kw, culprit", [
-    (dict(dsn="postgres://h:0/db"), "port"),
-    (dict(host="h", port="x"), "port"),
-    (dict(host="h", ssl=42), "ssl"),
-    (dict(host="h", direct_tls=True, ssl="prefer"), "direct_tls"),
-    (dict(dsn="postgres://h/d?ssl_min_protocol_version=SSLv3", ssl="require"),
-     "ssl_minimum_protocol_version"),
-    (dict(host="h", server_settings={"a": 1}), "server_settings"),
-])
+@pytest.mark.parametrize(
+    "kw, culprit",
+    [
+        (dict(dsn="postgres://h:0/db"), "port"),
+        (dict(host="h", port="x"), "port"),
+        (dict(host="h", ssl=42), "ssl"),
+        (dict(host="h", direct_tls=True, ssl="prefer"), "direct_tls"),
+        (
+            dict(dsn="postgres://h/d?ssl_min_protocol_version=SSLv3", ssl="require"),
+            "ssl_minimum_protocol_version",
+        ),
+        (dict(host="h", server_settings={"a": 1}), "server_settings"),
+    ],
+)
 def test_more_bad_configuration(kw, culprit):
     with pytest.raises(exceptions.ClientConfigurationError) as ei:
         _parse(**kw)
     assert culprit in str(ei.value)
 
 
-@pytest.mark.parametrize("name, value", [
-    ("command_timeout", -1), ("command_timeout", "x"), ("statement_cache_size", -1),
-    ("max_cached_statement_lifetime", "x"), ("max_cacheable_statement_size", -5),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("command_timeout", -1),
+        ("command_timeout", "x"),
+        ("statement_cache_size", -1),
+        ("max_cached_statement_lifetime", "x"),
+        ("max_cacheable_statement_size", -5),
+    ],
+)
 def test_bad_client_configuration(name, value):
     with pytest.raises(ValueError, match=name):
         _parse(host="h", **{name: value})
@@ -264,9 +328,11 @@ def test_direct_tls_from_environment(monkeypatch):
 
 def test_service_file(tmp_path, monkeypatch):
     conf = tmp_path / "services.conf"
-    conf.write_text("[svc]\nhost=sh1,sh2\nport=7001,7002\ndbname=sdb\nuser=su\n"
-                    "sslmode=disable\napplication_name=from%service\n"
-                    "target_session_attrs=read-only\n")
+    conf.write_text(
+        "[svc]\nhost=sh1,sh2\nport=7001,7002\ndbname=sdb\nuser=su\n"
+        "sslmode=disable\napplication_name=from%service\n"
+        "target_session_attrs=read-only\n"
+    )
     addrs, params, _ = _parse(service="svc", servicefile=str(conf))
     assert addrs == [("sh1", 7001), ("sh2", 7002)]
     assert (params.user, params.database) == ("su", "sdb")

@@ -13,20 +13,24 @@ from asyncpg_rs import exceptions
 
 @pytest.fixture
 def table_sql():
-    return ("CREATE TEMP TABLE cp (a int4, b text, c float8, d numeric, e timestamptz, "
-            "f uuid, g bytea, h int4[], i bool, j date)")
+    return (
+        "CREATE TEMP TABLE cp (a int4, b text, c float8, d numeric, e timestamptz, "
+        "f uuid, g bytea, h int4[], i bool, j date)"
+    )
 
 
 async def test_copy_out_to_file_object_path_and_coroutine(con, tmp_path):
-    await con.execute("CREATE TEMP TABLE co AS SELECT g AS a, 'v' || g AS b "
-                      "FROM generate_series(1, 1000) g")
+    await con.execute(
+        "CREATE TEMP TABLE co AS SELECT g AS a, 'v' || g AS b FROM generate_series(1, 1000) g"
+    )
     buf = io.BytesIO()
     assert await con.copy_from_table("co", output=buf) == "COPY 1000"
     lines = buf.getvalue().decode().splitlines()
     assert lines[0] == "1\tv1" and len(lines) == 1000
     path = tmp_path / "out.csv"
-    status = await con.copy_from_query("SELECT * FROM co WHERE a <= $1", 3, output=str(path),
-                                       format="csv", header=True)
+    status = await con.copy_from_query(
+        "SELECT * FROM co WHERE a <= $1", 3, output=str(path), format="csv", header=True
+    )
     assert status == "COPY 3"
     assert path.read_text().splitlines() == ["a,b", "1,v1", "2,v2", "3,v3"]
     got = []
@@ -47,7 +51,8 @@ async def test_copy_out_slow_consumer_and_sink_failure(con):
         await asyncio.sleep(0)
 
     status = await con.copy_from_query(
-        "SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g", output=slow)
+        "SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g", output=slow
+    )
     assert status == "COPY 100000" and seen > 100000 * 100
 
     async def failing(chunk):
@@ -96,8 +101,18 @@ async def test_copy_records_every_type_and_nulls(con, table_sql):
     now = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc)
     u = uuid.uuid4()
     recs = [
-        (1, "one", 1.5, decimal.Decimal("1.25"), now, u, b"\x00\x01", [1, None, 3], True,
-         datetime.date(2024, 1, 2)),
+        (
+            1,
+            "one",
+            1.5,
+            decimal.Decimal("1.25"),
+            now,
+            u,
+            b"\x00\x01",
+            [1, None, 3],
+            True,
+            datetime.date(2024, 1, 2),
+        ),
         (None,) * 10,
     ]
     assert await con.copy_records_to_table("cp", records=recs) == "COPY 2"
@@ -157,8 +172,10 @@ async def test_copy_timeout_bounds_the_whole_operation(con):
 
     with pytest.raises(asyncio.TimeoutError):
         await con.copy_from_query(
-            "SELECT repeat('a', 500) FROM generate_series(1, 200000)", output=slow_writer,
-            timeout=0.1)
+            "SELECT repeat('a', 500) FROM generate_series(1, 200000)",
+            output=slow_writer,
+            timeout=0.1,
+        )
     assert await asyncio.wait_for(con.fetchval("SELECT 1"), 10) == 1
 
 
@@ -172,8 +189,9 @@ async def test_copy_out_data_that_arrives_while_the_sink_is_busy_is_kept(con):
         if len(got) == 1:
             await asyncio.sleep(0.3)
 
-    status = await con.copy_from_query("SELECT g FROM generate_series(1, 50000) g",
-                                       output=busy_first)
+    status = await con.copy_from_query(
+        "SELECT g FROM generate_series(1, 50000) g", output=busy_first
+    )
     assert status == "COPY 50000"
     assert b"".join(got).decode().splitlines() == [str(i) for i in range(1, 50001)]
 
@@ -183,11 +201,11 @@ async def test_copy_records_bad_values_name_record_and_column(con):
     ts = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
     good = (1, ts, decimal.Decimal("1.5"), [1, 2])
     cases = [
-        ((1, ts, decimal.Decimal("1"), ["x"]), '"d"'),       # bad array element
-        ((2**31, ts, decimal.Decimal("1"), None), '"a"'),    # int4 out of range
-        ((1, "2024-01-01", None, None), '"b"'),              # str for timestamptz
-        ((1, ts, "not a number", None), '"c"'),              # bad numeric
-        ((1, ts, None, 5), '"d"'),                           # scalar for an array
+        ((1, ts, decimal.Decimal("1"), ["x"]), '"d"'),  # bad array element
+        ((2**31, ts, decimal.Decimal("1"), None), '"a"'),  # int4 out of range
+        ((1, "2024-01-01", None, None), '"b"'),  # str for timestamptz
+        ((1, ts, "not a number", None), '"c"'),  # bad numeric
+        ((1, ts, None, 5), '"d"'),  # scalar for an array
     ]
     for bad, column in cases:
         records = [good] * 1500 + [bad] + [good] * 10
@@ -263,8 +281,11 @@ async def test_cancel_mid_copy_out_and_mid_copy_in(con):
         started.set()
         await asyncio.sleep(0.01)
 
-    task = asyncio.ensure_future(con.copy_from_query(
-        "SELECT g, repeat('x', 200) FROM generate_series(1, 2000000) g", output=slow))
+    task = asyncio.ensure_future(
+        con.copy_from_query(
+            "SELECT g, repeat('x', 200) FROM generate_series(1, 2000000) g", output=slow
+        )
+    )
     await asyncio.wait_for(started.wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -296,13 +317,17 @@ async def test_copy_records_one_million_rows(con):
 
     def records():
         for i in range(1_000_000):
-            yield (i, None if i % 7 == 0 else f"r{i}",
-                   base + datetime.timedelta(seconds=i) if i % 5 else None,
-                   decimal.Decimal(i) / 4 if i % 3 else None)
+            yield (
+                i,
+                None if i % 7 == 0 else f"r{i}",
+                base + datetime.timedelta(seconds=i) if i % 5 else None,
+                decimal.Decimal(i) / 4 if i % 3 else None,
+            )
 
     assert await con.copy_records_to_table("cmil", records=records()) == "COPY 1000000"
     row = await con.fetchrow(
-        "SELECT count(*), sum(a::int8), count(b), count(c), sum(d), max(c) FROM cmil")
+        "SELECT count(*), sum(a::int8), count(b), count(c), sum(d), max(c) FROM cmil"
+    )
     assert row[0] == 1_000_000
     assert row[1] == sum(range(1_000_000))
     assert row[2] == 1_000_000 - len(range(0, 1_000_000, 7))

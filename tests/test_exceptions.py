@@ -23,9 +23,20 @@ def test_top_level_reexports():
 
 
 def test_new_maps_sqlstate_and_fields():
-    fields = {"S": "ERROR", "V": "ERROR", "C": "23505", "M": "duplicate key",
-              "D": "Key (a)=(1) already exists.", "H": "try another", "s": "public",
-              "t": "tbl", "n": "tbl_pkey", "F": "nbtinsert.c", "L": "664", "R": "_bt_check"}
+    fields = {
+        "S": "ERROR",
+        "V": "ERROR",
+        "C": "23505",
+        "M": "duplicate key",
+        "D": "Key (a)=(1) already exists.",
+        "H": "try another",
+        "s": "public",
+        "t": "tbl",
+        "n": "tbl_pkey",
+        "F": "nbtinsert.c",
+        "L": "664",
+        "R": "_bt_check",
+    }
     e = exceptions.PostgresError.new(fields, query="INSERT ...")
     assert type(e) is exceptions.UniqueViolationError
     assert isinstance(e, exceptions.IntegrityConstraintViolationError)
@@ -41,7 +52,8 @@ def test_new_maps_sqlstate_and_fields():
 
 def test_unknown_and_fatal_codes():
     assert type(exceptions.PostgresError.new({"C": "ZZ999", "M": "x"})) is (
-        exceptions.UnknownPostgresError)
+        exceptions.UnknownPostgresError
+    )
     assert issubclass(exceptions.UnknownPostgresError, exceptions.FatalPostgresError)
     e = exceptions.PostgresError.new({"C": "57P01", "M": "terminating", "S": "FATAL"})
     assert type(e) is exceptions.AdminShutdownError

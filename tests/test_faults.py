@@ -31,9 +31,9 @@ async def test_invalid_timeout_is_refused_before_anything_is_sent(con):
         "stmt.fetch": lambda t: stmt.fetch(1, timeout=t),
         "stmt.executemany": lambda t: stmt.executemany([(1,)], timeout=t),
         "copy_from_query": lambda t: con.copy_from_query(
-            "SELECT $1::int", 1, output=io.BytesIO(), timeout=t),
-        "copy_to_table": lambda t: con.copy_to_table(
-            "nowhere", source=io.BytesIO(b""), timeout=t),
+            "SELECT $1::int", 1, output=io.BytesIO(), timeout=t
+        ),
+        "copy_to_table": lambda t: con.copy_to_table("nowhere", source=io.BytesIO(b""), timeout=t),
     }
     for name, call in calls.items():
         for bad in ("a", False, [1]):

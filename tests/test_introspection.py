@@ -29,8 +29,12 @@ async def test_enum_domain_composite_range_and_arrays(con):
     assert tuple(pairs[0]) == (1, "a", "ok") and pairs[1] is None
     r = await con.fetchval("SELECT '[1.5,2.5)'::pg_temp.floatrange")
     assert r == types.Range(1.5, 2.5)
-    assert await con.fetchval("SELECT $1::pg_temp.floatrange::text",
-                              types.Range(1, None, lower_inc=False)) == "(1,)"
+    assert (
+        await con.fetchval(
+            "SELECT $1::pg_temp.floatrange::text", types.Range(1, None, lower_inc=False)
+        )
+        == "(1,)"
+    )
 
 
 async def test_builtin_ranges_and_multiranges(con):
@@ -43,17 +47,20 @@ async def test_builtin_ranges_and_multiranges(con):
 
 
 async def test_set_type_codec_json(con):
-    await con.set_type_codec("json", schema="pg_catalog", encoder=json.dumps,
-                             decoder=json.loads)
+    await con.set_type_codec("json", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
     assert await con.fetchval("SELECT $1::json", {"a": [1, 2]}) == {"a": [1, 2]}
     await con.reset_type_codec("json", schema="pg_catalog")
     assert await con.fetchval("SELECT '{}'::json") == "{}"
 
 
 async def test_set_type_codec_binary_and_unknown_type(con):
-    await con.set_type_codec("int4", schema="pg_catalog", format="binary",
-                             encoder=lambda v: int(v).to_bytes(4, "big"),
-                             decoder=lambda b: f"int:{int.from_bytes(b, 'big')}")
+    await con.set_type_codec(
+        "int4",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda v: int(v).to_bytes(4, "big"),
+        decoder=lambda b: f"int:{int.from_bytes(b, 'big')}",
+    )
     assert await con.fetchval("SELECT 7::int4") == "int:7"
     await con.reset_type_codec("int4", schema="pg_catalog")
     with pytest.raises(ValueError, match="unknown type: public.nosuchtype"):
@@ -97,8 +104,9 @@ async def test_types_forgotten_during_introspection_are_introspected_again(pg):
 
     con = await asyncpg_rs.connect(**pg.connect_kwargs(), connection_class=Forgetful)
     try:
-        await con.execute("CREATE DOMAIN pg_temp.d_one AS int4; "
-                          "CREATE DOMAIN pg_temp.d_two AS int4")
+        await con.execute(
+            "CREATE DOMAIN pg_temp.d_one AS int4; CREATE DOMAIN pg_temp.d_two AS int4"
+        )
         assert await con.fetchval("SELECT $1::pg_temp.d_one", 10) == 10
         con.forget_once = True
         before = con.introspections

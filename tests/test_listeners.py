@@ -55,6 +55,7 @@ async def test_notifications_delivered_while_queries_run(con, connect):
     await con.add_listener("busy", listener)
     other = await connect()
     try:
+
         async def notify():
             for i in range(100):
                 await other.execute(f"NOTIFY busy, '{i}'")
@@ -112,8 +113,10 @@ async def test_listener_that_raises_goes_to_the_exception_handler(con):
         await con.execute("NOTIFY boom")
         contexts = [await asyncio.wait_for(reported.get(), WAIT) for _ in range(2)]
         excs = sorted((type(c["exception"]).__name__, str(c["exception"])) for c in contexts)
-        assert excs == [("KeyError", "'async listener broke'"),
-                        ("ZeroDivisionError", "sync listener broke")]
+        assert excs == [
+            ("KeyError", "'async listener broke'"),
+            ("ZeroDivisionError", "sync listener broke"),
+        ]
         assert all("message" in c for c in contexts)
         # the connection is unharmed and keeps delivering
         assert await con.fetchval("SELECT 41 + 1") == 42
@@ -141,14 +144,12 @@ async def test_log_listener_gets_notices_and_warnings(con):
     connection, notice = await asyncio.wait_for(got.get(), WAIT)
     assert connection is con
     assert isinstance(notice, exceptions.PostgresLogMessage)
-    assert (notice.severity, notice.sqlstate, notice.message) == ("NOTICE", "00000",
-                                                                  "a notice 1")
+    assert (notice.severity, notice.sqlstate, notice.message) == ("NOTICE", "00000", "a notice 1")
     _, warning = await asyncio.wait_for(got.get(), WAIT)
     assert isinstance(warning, exceptions.PostgresLogMessage)
     assert isinstance(warning, exceptions.PostgresWarning)
     assert (warning.severity, warning.sqlstate) == ("WARNING", "01000")
-    assert (warning.message, warning.detail, warning.hint) == ("a warning", "some detail",
-                                                               "a hint")
+    assert (warning.message, warning.detail, warning.hint) == ("a warning", "some detail", "a hint")
     # a notice from a query run with arguments (the extended protocol) arrives as well
     await con.fetchval("""
         SELECT 1 FROM (SELECT set_config('client_min_messages', 'notice', false)) s
@@ -168,6 +169,7 @@ async def test_log_listener_that_raises_is_reported(con):
     reported = asyncio.Queue()
     loop.set_exception_handler(lambda lp, ctx: reported.put_nowait(ctx))
     try:
+
         def bad(connection, message):
             raise RuntimeError(f"cannot log {message.message}")
 
@@ -232,13 +234,13 @@ async def test_termination_listener_on_close_and_on_kill_during_a_query(connect)
         for _ in range(500):
             running = await killer.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
-                con.get_server_pid())
+                con.get_server_pid(),
+            )
             if running:
                 break
             await asyncio.sleep(0.01)
         await killer.fetchval("SELECT pg_terminate_backend($1)", con.get_server_pid())
-        with pytest.raises(exceptions.ConnectionDoesNotExistError,
-                           match="administrator command"):
+        with pytest.raises(exceptions.ConnectionDoesNotExistError, match="administrator command"):
             await asyncio.wait_for(query, WAIT)
     finally:
         await killer.close()

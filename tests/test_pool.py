@@ -79,8 +79,9 @@ async def test_fifo_fairness_and_timeouts_leave_nothing_behind(pg):
 
 
 async def test_broken_and_expired_connections_are_replaced(pg):
-    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
-                                      max_queries=3) as pool:
+    async with asyncpg_rs.create_pool(
+        **pg.connect_kwargs(), min_size=1, max_size=1, max_queries=3
+    ) as pool:
         pids = set()
         for _ in range(7):
             async with pool.acquire() as con:
@@ -119,16 +120,21 @@ async def test_release_resets_every_session(pg):
             loop.set_exception_handler(None)
         # as asyncpg: the open transaction is reported to the loop's exception handler
         assert [m.split(" <")[0] for m in reported] == [
-            "Resetting connection with an active transaction"]
+            "Resetting connection with an active transaction"
+        ]
         logged = []
         async with pool.acquire() as con:
             assert con.get_server_pid() == pid
             assert not con.is_in_transaction()
             assert await con.fetchval("SHOW search_path") == '"$user", public'
             assert await con.fetchval("SHOW work_mem") != "7MB"
-            assert await con.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND pid = pg_backend_pid()") == 0
+            assert (
+                await con.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid()"
+                )
+                == 0
+            )
             reset_query = con.get_reset_query()
             con.add_query_logger(logged.append)
         assert [q.query for q in logged] == [reset_query]
@@ -142,9 +148,13 @@ async def test_reset_rides_ahead_of_the_next_query(pg):
             async with pool.acquire() as con:
                 assert not con.is_in_transaction()
                 assert await con.fetchval("SHOW statement_timeout") == "0"
-                assert await con.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND pid = pg_backend_pid()") == 0
+                assert (
+                    await con.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND pid = pg_backend_pid()"
+                    )
+                    == 0
+                )
                 await con.execute("SET statement_timeout = '5min'")
                 await con.fetchval("SELECT pg_advisory_lock(7)")
         # released with a reset in flight, then closed: no error, nothing left behind
@@ -176,8 +186,7 @@ async def test_server_closing_during_an_unawaited_query_is_reported(pg):
         query = asyncio.ensure_future(con.fetchval("SELECT 1"))
         await asyncio.sleep(0.2)
         assert await killer.fetchval("SELECT pg_terminate_backend($1)", con.get_server_pid())
-        with pytest.raises(asyncpg_rs.ConnectionDoesNotExistError,
-                           match="administrator command"):
+        with pytest.raises(asyncpg_rs.ConnectionDoesNotExistError, match="administrator command"):
             await asyncio.wait_for(query, 10)
         assert con.is_closed()
     finally:
@@ -197,8 +206,9 @@ async def test_custom_reset_setup_init(pg):
     async def reset(con):
         calls.append("reset")
 
-    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
-                                      init=init, setup=setup, reset=reset) as pool:
+    async with asyncpg_rs.create_pool(
+        **pg.connect_kwargs(), min_size=1, max_size=1, init=init, setup=setup, reset=reset
+    ) as pool:
         async with pool.acquire():
             pass
     assert calls == ["init", "setup", "reset"]
@@ -217,11 +227,11 @@ async def test_bad_arguments(pg):
     with pytest.raises(ValueError, match="min_size is greater than max_size"):
         await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=5, max_size=2)
     with pytest.raises(exceptions.InterfaceError, match="asyncpg.connection.Connection"):
+
         async def connect(*args, **kwargs):
             return 42
 
-        await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
-                                     connect=connect)
+        await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1, connect=connect)
 
 
 @pytest.mark.loops("asyncio", "uvloop")
@@ -229,8 +239,9 @@ async def test_load_with_backends_killed(pg):
     """64 tasks x 2000 operations on a pool of 10 while backends are terminated."""
     tasks_n, ops = 64, 2000
     app = "pool-load-test"
-    pool = await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=10, max_size=10,
-                                        server_settings={"application_name": app})
+    pool = await asyncpg_rs.create_pool(
+        **pg.connect_kwargs(), min_size=10, max_size=10, server_settings={"application_name": app}
+    )
     killer = await asyncpg_rs.connect(**pg.connect_kwargs())
     done = 0
     failures = 0
@@ -241,8 +252,12 @@ async def test_load_with_backends_killed(pg):
             try:
                 async with pool.acquire(timeout=10) as con:
                     assert await con.fetchval("SELECT 1") == 1
-            except (exceptions.PostgresError, exceptions.InterfaceError,
-                    exceptions.ConnectionDoesNotExistError, OSError):
+            except (
+                exceptions.PostgresError,
+                exceptions.InterfaceError,
+                exceptions.ConnectionDoesNotExistError,
+                OSError,
+            ):
                 failures += 1
             done += 1
 
@@ -250,10 +265,10 @@ async def test_load_with_backends_killed(pg):
         while done < tasks_n * ops:
             await asyncio.sleep(0.05)
             pids = await killer.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = $1", app)
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1", app
+            )
             if pids:
-                await killer.fetchval("SELECT pg_terminate_backend($1)",
-                                      random.choice(pids)[0])
+                await killer.fetchval("SELECT pg_terminate_backend($1)", random.choice(pids)[0])
 
     side = asyncio.ensure_future(kill_some())
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(tasks_n))), 240)
@@ -265,7 +280,8 @@ async def test_load_with_backends_killed(pg):
     # backends exit asynchronously after Terminate: give them a moment
     for _ in range(100):
         left = await killer.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app)
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app
+        )
         if left == 0:
             break
         await asyncio.sleep(0.05)
@@ -374,14 +390,26 @@ async def test_acquire_reports_why_a_lost_floor_cannot_be_restored(own_cluster, 
     # holding the only place, so the caller's acquire connects and gets the reason.
     cluster = own_cluster
     loop = asyncio.get_running_loop()
-    pool = await asyncpg_rs.create_pool(**cluster.connect_kwargs(), min_size=1, max_size=1,
-                                        target_session_attrs="primary")
+    pool = await asyncpg_rs.create_pool(
+        **cluster.connect_kwargs(), min_size=1, max_size=1, target_session_attrs="primary"
+    )
     try:
         assert await pool.fetchval("SELECT 1") == 1
 
         def to_standby():
-            cluster._run([os.path.join(cluster.bindir, "pg_ctl"), "-D", cluster.data_dir,
-                          "-m", "fast", "-w", "-t", "30", "stop"])
+            cluster._run(
+                [
+                    os.path.join(cluster.bindir, "pg_ctl"),
+                    "-D",
+                    cluster.data_dir,
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ]
+            )
             open(os.path.join(cluster.data_dir, "standby.signal"), "w").close()
             cluster._start()
 
@@ -389,14 +417,18 @@ async def test_acquire_reports_why_a_lost_floor_cannot_be_restored(own_cluster, 
         for _ in range(2):
             with pytest.raises(exceptions.TargetServerAttributeNotMatched) as e:
                 await asyncio.wait_for(pool.execute("SELECT 1"), 15)
-            assert str(e.value) == ("None of the hosts match the target attribute "
-                                    "requirement <SessionAttribute.primary: 'primary'>")
+            assert str(e.value) == (
+                "None of the hosts match the target attribute "
+                "requirement <SessionAttribute.primary: 'primary'>"
+            )
     finally:
         await asyncio.wait_for(pool.close(), 15)
     retries = [r for r in caplog.records if r.name == "asyncpg.pool"]
     assert retries, "the lost floor should have been noticed"
-    assert all(r.getMessage() == "Failed to restore the pool connection floor; retrying"
-               and r.exc_info for r in retries), [r.getMessage() for r in retries]
+    assert all(
+        r.getMessage() == "Failed to restore the pool connection floor; retrying" and r.exc_info
+        for r in retries
+    ), [r.getMessage() for r in retries]
 
 
 async def test_resources_of_a_released_connection_refuse_at_call_time(pg):
@@ -418,8 +450,10 @@ async def test_resources_of_a_released_connection_refuse_at_call_time(pg):
             "Transaction.rollback": lambda: txn.rollback(),
         }
         for name, call in calls.items():
-            with pytest.raises(exceptions.InterfaceError,
-                               match=rf"cannot call {name}\(\): .*released back to the pool"):
+            with pytest.raises(
+                exceptions.InterfaceError,
+                match=rf"cannot call {name}\(\): .*released back to the pool",
+            ):
                 call()
 
 
@@ -432,8 +466,9 @@ async def test_release_timeout_bounds_the_reset_and_drops_the_connection(pg):
         def get_reset_query(self):
             return "SELECT pg_sleep(5)" if self.slow else super().get_reset_query()
 
-    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
-                                      connection_class=SlowReset) as pool:
+    async with asyncpg_rs.create_pool(
+        **pg.connect_kwargs(), min_size=1, max_size=1, connection_class=SlowReset
+    ) as pool:
         con = await pool.acquire(timeout=5)
         pid = con.get_server_pid()
         with pytest.raises(asyncio.TimeoutError):
@@ -456,8 +491,9 @@ async def test_floor_restore_backs_off_exponentially(pg, monkeypatch):
             raise exceptions.TargetServerAttributeNotMatched("primary away")
         return await asyncpg_rs.connect(*args, **kwargs)
 
-    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1,
-                                      connect=connect) as pool:
+    async with asyncpg_rs.create_pool(
+        **pg.connect_kwargs(), min_size=1, max_size=1, connect=connect
+    ) as pool:
 
         async def recording_sleep(delay, *args):
             if asyncio.current_task() is pool._maintenance_task:
@@ -484,8 +520,9 @@ async def test_floor_restore_backs_off_exponentially(pg, monkeypatch):
 
 
 async def test_floor_restored_after_a_connection_is_dropped_on_release(pg):
-    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=2,
-                                      max_queries=1) as pool:
+    async with asyncpg_rs.create_pool(
+        **pg.connect_kwargs(), min_size=1, max_size=2, max_queries=1
+    ) as pool:
         async with pool.acquire() as con:
             first = con.get_server_pid()
             await con.fetchval("SELECT 1")

@@ -87,10 +87,12 @@ async def test_nested_isolation_is_checked_against_the_session_default(con):
         async with con.transaction():
             async with con.transaction(isolation="serializable"):
                 assert await con.fetchval("SHOW transaction_isolation") == "serializable"
-            with pytest.raises(exceptions.InterfaceError,
-                               match="current 'read_committed' != outer 'serializable'"):
+            with pytest.raises(
+                exceptions.InterfaceError, match="current 'read_committed' != outer 'serializable'"
+            ):
                 async with con.transaction(isolation="read_committed"):
                     pass
     finally:
-        await con.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
-                          "READ COMMITTED")
+        await con.execute(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+        )

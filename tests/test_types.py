@@ -29,8 +29,11 @@ ROUND_TRIPS = [
     ("numeric", decimal.Decimal("0"), "0"),
     ("numeric", decimal.Decimal("-123.4500"), "-123.4500"),
     ("numeric", decimal.Decimal("0.000012300"), "0.000012300"),
-    ("numeric", decimal.Decimal("12345678901234567890.123456789"),
-     "12345678901234567890.123456789"),
+    (
+        "numeric",
+        decimal.Decimal("12345678901234567890.123456789"),
+        "12345678901234567890.123456789",
+    ),
     # an integer with trailing zero digit groups comes back with an exponent, as in asyncpg
     ("numeric", decimal.Decimal("1E+60"), "1" + "0" * 60),
     ("numeric", decimal.Decimal("1.2E+5"), "120000"),
@@ -43,15 +46,20 @@ ROUND_TRIPS = [
     ("name", "nm", "nm"),
     ("bpchar", "abc", "abc"),
     ("bytea", b"\x00\x01\xff", "\\x0001ff"),
-    ("uuid", uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
-     "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    (
+        "uuid",
+        uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    ),
     ("date", datetime.date(2024, 2, 29), "2024-02-29"),
     ("date", datetime.date(1, 1, 2), "0001-01-02"),
     ("date", datetime.date(1999, 12, 31), "1999-12-31"),
     ("time", datetime.time(23, 59, 59, 999999), "23:59:59.999999"),
-    ("timetz", datetime.time(1, 2, 3, tzinfo=datetime.timezone(datetime.timedelta(hours=5,
-                                                                                    minutes=30))),
-     "01:02:03+05:30"),
+    (
+        "timetz",
+        datetime.time(1, 2, 3, tzinfo=datetime.timezone(datetime.timedelta(hours=5, minutes=30))),
+        "01:02:03+05:30",
+    ),
     ("timestamp", datetime.datetime(1970, 1, 1, 0, 0, 0, 1), "1970-01-01 00:00:00.000001"),
     ("timestamp", datetime.datetime(1850, 6, 15, 12, 30), "1850-06-15 12:30:00"),
     ("timestamptz", datetime.datetime(2000, 1, 1, tzinfo=UTC), "2000-01-01 00:00:00+00"),
@@ -105,7 +113,8 @@ async def test_infinity_and_timezones(con):
     assert await con.fetchval("SELECT $1::timestamptz", aware) == aware
     # interval months and years count 30 and 365 days, as asyncpg reports them
     assert await con.fetchval("SELECT '1 year 2 mons 3 days'::interval") == (
-        datetime.timedelta(days=365 + 60 + 3))
+        datetime.timedelta(days=365 + 60 + 3)
+    )
 
 
 async def test_large_values(con):
@@ -123,22 +132,25 @@ async def test_uuid_accepts_str_and_returns_uuid(con):
     assert u.version == 4 and hash(u) == hash(uuid.UUID(str(u)))
 
 
-@pytest.mark.parametrize("typ, value, reason", [
-    ("int2", 40000, "value out of int16 range"),
-    ("int4", 2**31, "value out of int32 range"),
-    ("int4", "5", "cannot be interpreted as an integer"),
-    ("float4", 1e40, "value out of float32 range"),
-    ("float8", "1.0", "must be real number, not str"),
-    ("bool", 1, "a boolean is required"),
-    ("text", 5, "expected str, got int"),
-    ("bytea", "abc", "a bytes-like object is required"),
-    ("uuid", 5, "has no attribute 'bytes'"),
-    ("timestamp", datetime.datetime(2020, 1, 1, tzinfo=UTC), "offset-naive and offset-aware"),
-    ("int4[]", "abc", "a sized iterable container expected"),
-    ("int4[]", [[1, 2], [3]], "non-homogeneous array"),
-    ("int4[]", [1, [2]], "non-homogeneous array"),
-    ("numeric", "abc", "invalid numeric value"),
-])
+@pytest.mark.parametrize(
+    "typ, value, reason",
+    [
+        ("int2", 40000, "value out of int16 range"),
+        ("int4", 2**31, "value out of int32 range"),
+        ("int4", "5", "cannot be interpreted as an integer"),
+        ("float4", 1e40, "value out of float32 range"),
+        ("float8", "1.0", "must be real number, not str"),
+        ("bool", 1, "a boolean is required"),
+        ("text", 5, "expected str, got int"),
+        ("bytea", "abc", "a bytes-like object is required"),
+        ("uuid", 5, "has no attribute 'bytes'"),
+        ("timestamp", datetime.datetime(2020, 1, 1, tzinfo=UTC), "offset-naive and offset-aware"),
+        ("int4[]", "abc", "a sized iterable container expected"),
+        ("int4[]", [[1, 2], [3]], "non-homogeneous array"),
+        ("int4[]", [1, [2]], "non-homogeneous array"),
+        ("numeric", "abc", "invalid numeric value"),
+    ],
+)
 async def test_bad_values_name_the_argument(con, typ, value, reason):
     with pytest.raises(exceptions.DataError) as ei:
         await con.fetchval(f"SELECT 1 WHERE $1::{typ} IS NULL", value)

@@ -25,9 +25,12 @@ from hypothesis import strategies as st  # noqa: E402
 import asyncpg_rs  # noqa: E402
 from asyncpg_rs import types as rs_types  # noqa: E402
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 class Pair:
@@ -83,8 +86,13 @@ def normal(value, exact=True):
     if isinstance(value, (asyncpg.Range, rs_types.Range)):
         if value.isempty:
             return ("Range", "empty")
-        return ("Range", normal(value.lower, exact), normal(value.upper, exact),
-                value.lower_inc, value.upper_inc)
+        return (
+            "Range",
+            normal(value.lower, exact),
+            normal(value.upper, exact),
+            value.lower_inc,
+            value.upper_inc,
+        )
     if isinstance(value, list):
         return ("list", [normal(v, exact) for v in value])
     if isinstance(value, datetime.datetime):
@@ -101,8 +109,7 @@ def check(pair, sqltype, value, ref_value=None, roundtrip=True):
     results = []
     for con, v in ((pair.rs, value), (pair.ref, ref_value)):
         try:
-            got = pair.run(con.fetchrow(f"SELECT $1::{sqltype} AS v, $1::{sqltype}::text AS t",
-                                        v))
+            got = pair.run(con.fetchrow(f"SELECT $1::{sqltype} AS v, $1::{sqltype}::text AS t", v))
             results.append(("ok", normal(got["v"]), got["t"], normal(got["v"], False)))
         except Exception as e:  # noqa: BLE001 - the class is what is compared
             results.append(("err", type(e).__name__, str(e)))
@@ -121,16 +128,20 @@ def check(pair, sqltype, value, ref_value=None, roundtrip=True):
 # ---------------------------------------------------------------- strategies
 
 OFFSETS = st.integers(-15 * 60, 15 * 60).map(
-    lambda m: datetime.timezone(datetime.timedelta(minutes=m)))
+    lambda m: datetime.timezone(datetime.timedelta(minutes=m))
+)
 TZ = st.one_of(st.just(datetime.timezone.utc), OFFSETS)
 TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=60)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True)
 DECIMALS = st.one_of(
     st.decimals(allow_nan=True, allow_infinity=True).filter(lambda d: not d.is_snan()),
     # huge and tiny scales, both signs
-    st.builds(lambda digits, exp, neg: decimal.Decimal((int(neg), tuple(digits), exp)),
-              st.lists(st.integers(0, 9), min_size=1, max_size=40),
-              st.integers(-2000, 2000), st.booleans()),
+    st.builds(
+        lambda digits, exp, neg: decimal.Decimal((int(neg), tuple(digits), exp)),
+        st.lists(st.integers(0, 9), min_size=1, max_size=40),
+        st.integers(-2000, 2000),
+        st.booleans(),
+    ),
 )
 
 SCALARS = {
@@ -170,13 +181,26 @@ def test_scalar_round_trip_matches_asyncpg(pair, sqltype):
     run()
 
 
-@pytest.mark.parametrize("sqltype,value", [
-    ("int2", 2**15), ("int4", -(2**31) - 1), ("int8", 2**63), ("int4", "1"), ("int4", 1.5),
-    ("float8", "x"), ("numeric", "abc"),
-    ("text", 5), ("bytea", "str"), ("date", datetime.datetime(2020, 1, 1, 1)),
-    ("date", "2020-01-01"), ("timestamp", datetime.date(2020, 1, 1)), ("uuid", "nope"),
-    ("interval", 5), ("timetz", datetime.time(1, 2)),
-])
+@pytest.mark.parametrize(
+    "sqltype,value",
+    [
+        ("int2", 2**15),
+        ("int4", -(2**31) - 1),
+        ("int8", 2**63),
+        ("int4", "1"),
+        ("int4", 1.5),
+        ("float8", "x"),
+        ("numeric", "abc"),
+        ("text", 5),
+        ("bytea", "str"),
+        ("date", datetime.datetime(2020, 1, 1, 1)),
+        ("date", "2020-01-01"),
+        ("timestamp", datetime.date(2020, 1, 1)),
+        ("uuid", "nope"),
+        ("interval", 5),
+        ("timetz", datetime.time(1, 2)),
+    ],
+)
 def test_bad_input_fails_as_in_asyncpg(pair, sqltype, value):
     # some of it asyncpg takes after all (1.5 for int4, a datetime for a date): then the
     # two must agree on what was stored
@@ -196,6 +220,7 @@ def test_numeric_beyond_the_wire_format_is_refused(pair):
 
 def _rectangular(elems, max_dims=3):
     """Nested lists of a regular shape: 1 to ``max_dims`` dimensions."""
+
     def build(shape):
         n = 1
         for d in shape:
@@ -209,11 +234,22 @@ def _reshape(flat, shape):
     if len(shape) == 1:
         return list(flat)
     step = len(flat) // shape[0]
-    return [_reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    return [_reshape(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
-ARRAY_TYPES = ["int2", "int4", "int8", "float8", "numeric", "text", "bytea", "timestamptz",
-               "date", "interval", "uuid"]
+ARRAY_TYPES = [
+    "int2",
+    "int4",
+    "int8",
+    "float8",
+    "numeric",
+    "text",
+    "bytea",
+    "timestamptz",
+    "date",
+    "interval",
+    "uuid",
+]
 
 
 @pytest.mark.parametrize("elemtype", ARRAY_TYPES)
@@ -231,10 +267,17 @@ def test_array_round_trip_matches_asyncpg(pair, elemtype):
 
 def test_array_edge_cases_match_asyncpg(pair):
     for sqltype, value in [
-        ("int4[]", []), ("int4[]", [[]]), ("int4[]", [None]), ("int4[]", [[1, 2], [3]]),
-        ("int4[]", [[1, 2], 3]), ("int4[]", [1, [2]]), ("int4[]", "not a list"),
-        ("int4[]", (1, 2, 3)), ("text[]", ["a", None, "", "NULL", '"', "\\", "{,}"]),
-        ("int4[]", [[[[[[[1]]]]]]]), ("int4[]", [[[[[[1]]]]]]),
+        ("int4[]", []),
+        ("int4[]", [[]]),
+        ("int4[]", [None]),
+        ("int4[]", [[1, 2], [3]]),
+        ("int4[]", [[1, 2], 3]),
+        ("int4[]", [1, [2]]),
+        ("int4[]", "not a list"),
+        ("int4[]", (1, 2, 3)),
+        ("text[]", ["a", None, "", "NULL", '"', "\\", "{,}"]),
+        ("int4[]", [[[[[[[1]]]]]]]),
+        ("int4[]", [[[[[[1]]]]]]),
     ]:
         check(pair, sqltype, value, roundtrip=False)
 
@@ -258,10 +301,14 @@ def _range_values(bound):
 RANGES = {
     "int4range": _range_values(st.integers(-(2**31) + 1, 2**31 - 2)),
     "int8range": _range_values(st.integers(-(2**63) + 1, 2**63 - 2)),
-    "numrange": _range_values(st.decimals(allow_nan=False, allow_infinity=False,
-                                          places=3, min_value=-10**6, max_value=10**6)),
-    "daterange": _range_values(st.dates(min_value=datetime.date(1, 1, 2),
-                                        max_value=datetime.date(9999, 12, 30))),
+    "numrange": _range_values(
+        st.decimals(
+            allow_nan=False, allow_infinity=False, places=3, min_value=-(10**6), max_value=10**6
+        )
+    ),
+    "daterange": _range_values(
+        st.dates(min_value=datetime.date(1, 1, 2), max_value=datetime.date(9999, 12, 30))
+    ),
     "tstzrange": _range_values(st.datetimes(timezones=st.just(datetime.timezone.utc))),
 }
 
@@ -290,8 +337,7 @@ def test_range_from_a_tuple_matches_asyncpg(pair, value):
 
 # no empty strings: asyncpg 0.32 crashes on an empty element of a text-format array (it
 # comes back as a NULL pointer); tests/test_codecs_custom.py covers them for asyncpg_rs
-TRICKY_TEXT = st.text(st.sampled_from(list('ab ,{}"\\\'\tNULnul\u00e9')), min_size=1,
-                      max_size=8)
+TRICKY_TEXT = st.text(st.sampled_from(list("ab ,{}\"\\'\tNULnul\u00e9")), min_size=1, max_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -328,8 +374,9 @@ def test_text_format_arrays_match_asyncpg(pair, text_only_type):
     run()
 
 
-@pytest.mark.parametrize("sqltype,rangetype", [("int4multirange", "int4range"),
-                                               ("datemultirange", "daterange")])
+@pytest.mark.parametrize(
+    "sqltype,rangetype", [("int4multirange", "int4range"), ("datemultirange", "daterange")]
+)
 def test_multirange_round_trip_matches_asyncpg(pair, sqltype, rangetype):
     @SETTINGS
     @given(st.lists(RANGES[rangetype], max_size=4))

@@ -113,7 +113,7 @@ def main(path):
         names.append(name)
         out.append("")
         out.append(f"class {name}({base_of(code, kind, by_code)}):")
-        out.append(f"    \"\"\"SQLSTATE {code}: {condition.replace('_', ' ')}.\"\"\"")
+        out.append(f'    """SQLSTATE {code}: {condition.replace("_", " ")}."""')
         out.append("")
         out.append(f"    sqlstate = {code!r}")
         out.append("")

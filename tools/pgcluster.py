@@ -56,14 +56,17 @@ def find_bindir() -> str:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            d = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                               check=True).stdout.strip()
+            d = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True
+            ).stdout.strip()
             if os.path.exists(os.path.join(d, "initdb")):
                 return d
         except subprocess.CalledProcessError:
             pass
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     if found:
         return os.path.dirname(found[-1])
     initdb = shutil.which("initdb")
@@ -113,19 +116,35 @@ class Cluster:
         auth = user if password is None else f"{user}:{password}"
         query = "&".join(f"{k}={v}" for k, v in params.items())
         return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}" + (
-            f"?{query}" if query else "")
+            f"?{query}" if query else ""
+        )
 
     def connect_kwargs(self, **overrides) -> dict:
-        kw = {"host": self.host, "port": self.port, "user": self.user,
-              "database": self.database}
+        kw = {"host": self.host, "port": self.port, "user": self.user, "database": self.database}
         kw.update(overrides)
         return kw
 
     def psql(self, sql: str, user: str = "postgres") -> str:
         out = subprocess.run(
-            [os.path.join(self.bindir, "psql"), "-X", "-At", "-h", self.sockdir, "-p",
-             str(self.port), "-U", user, "-d", self.database, "-c", sql],
-            check=True, capture_output=True, text=True)
+            [
+                os.path.join(self.bindir, "psql"),
+                "-X",
+                "-At",
+                "-h",
+                self.sockdir,
+                "-p",
+                str(self.port),
+                "-U",
+                user,
+                "-d",
+                self.database,
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.strip()
 
     @property
@@ -156,13 +175,28 @@ class Cluster:
             try:
                 pw = pwd.getpwnam("postgres")
             except KeyError as e:
-                raise RuntimeError("running as root needs the 'postgres' OS user "
-                                   "(created by Debian's postgresql package)") from e
+                raise RuntimeError(
+                    "running as root needs the 'postgres' OS user "
+                    "(created by Debian's postgresql package)"
+                ) from e
             os.chmod(self.base_dir, 0o755)
             for d in (self.base_dir, self.sockdir):
                 os.chown(d, pw.pw_uid, pw.pw_gid)
-        self._run([os.path.join(self.bindir, "initdb"), "-D", self.data_dir, "-U", "postgres",
-                   "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+        self._run(
+            [
+                os.path.join(self.bindir, "initdb"),
+                "-D",
+                self.data_dir,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         self._make_certificate()
         conf = os.path.join(self.data_dir, "postgresql.conf")
         with open(conf, "a") as f:
@@ -196,16 +230,44 @@ class Cluster:
         if openssl is None:
             raise RuntimeError("openssl is needed to make the test server's certificate")
         subprocess.run(
-            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-             "-keyout", self.ssl_key, "-out", self.ssl_cert],
-            check=True, capture_output=True)
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout",
+                self.ssl_key,
+                "-out",
+                self.ssl_cert,
+            ],
+            check=True,
+            capture_output=True,
+        )
         os.chmod(self.ssl_key, 0o600)
         os.chmod(self.ssl_cert, 0o644)
 
     def _start(self):
-        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-l",
-                   os.path.join(self.base_dir, "server.log"), "-w", "-t", "60", "start"])
+        self._run(
+            [
+                os.path.join(self.bindir, "pg_ctl"),
+                "-D",
+                self.data_dir,
+                "-l",
+                os.path.join(self.base_dir, "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         deadline = time.monotonic() + 30
         while True:
             try:

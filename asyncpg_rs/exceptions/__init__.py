@@ -10,1573 +10,1573 @@ from ._base import *  # noqa: F401,F403
 class PostgresWarning(_base.PostgresLogMessage, Warning):
     """SQLSTATE 01000: warning."""
 
-    sqlstate = '01000'
+    sqlstate = "01000"
 
 
 class NullValueEliminatedInSetFunction(PostgresWarning):
     """SQLSTATE 01003: null value eliminated in set function."""
 
-    sqlstate = '01003'
+    sqlstate = "01003"
 
 
 class StringDataRightTruncation(PostgresWarning):
     """SQLSTATE 01004: string data right truncation."""
 
-    sqlstate = '01004'
+    sqlstate = "01004"
 
 
 class PrivilegeNotRevoked(PostgresWarning):
     """SQLSTATE 01006: privilege not revoked."""
 
-    sqlstate = '01006'
+    sqlstate = "01006"
 
 
 class PrivilegeNotGranted(PostgresWarning):
     """SQLSTATE 01007: privilege not granted."""
 
-    sqlstate = '01007'
+    sqlstate = "01007"
 
 
 class ImplicitZeroBitPadding(PostgresWarning):
     """SQLSTATE 01008: implicit zero bit padding."""
 
-    sqlstate = '01008'
+    sqlstate = "01008"
 
 
 class DynamicResultSetsReturned(PostgresWarning):
     """SQLSTATE 0100C: dynamic result sets returned."""
 
-    sqlstate = '0100C'
+    sqlstate = "0100C"
 
 
 class DeprecatedFeature(PostgresWarning):
     """SQLSTATE 01P01: deprecated feature."""
 
-    sqlstate = '01P01'
+    sqlstate = "01P01"
 
 
 class NoData(PostgresWarning):
     """SQLSTATE 02000: no data."""
 
-    sqlstate = '02000'
+    sqlstate = "02000"
 
 
 class NoAdditionalDynamicResultSetsReturned(NoData):
     """SQLSTATE 02001: no additional dynamic result sets returned."""
 
-    sqlstate = '02001'
+    sqlstate = "02001"
 
 
 class SQLStatementNotYetCompleteError(_base.PostgresError):
     """SQLSTATE 03000: sql statement not yet complete."""
 
-    sqlstate = '03000'
+    sqlstate = "03000"
 
 
 class PostgresConnectionError(_base.PostgresError):
     """SQLSTATE 08000: connection exception."""
 
-    sqlstate = '08000'
+    sqlstate = "08000"
 
 
 class ClientCannotConnectError(PostgresConnectionError):
     """SQLSTATE 08001: sqlclient unable to establish sqlconnection."""
 
-    sqlstate = '08001'
+    sqlstate = "08001"
 
 
 class ConnectionDoesNotExistError(PostgresConnectionError):
     """SQLSTATE 08003: connection does not exist."""
 
-    sqlstate = '08003'
+    sqlstate = "08003"
 
 
 class ConnectionRejectionError(PostgresConnectionError):
     """SQLSTATE 08004: sqlserver rejected establishment of sqlconnection."""
 
-    sqlstate = '08004'
+    sqlstate = "08004"
 
 
 class ConnectionFailureError(PostgresConnectionError):
     """SQLSTATE 08006: connection failure."""
 
-    sqlstate = '08006'
+    sqlstate = "08006"
 
 
 class TransactionResolutionUnknownError(PostgresConnectionError):
     """SQLSTATE 08007: transaction resolution unknown."""
 
-    sqlstate = '08007'
+    sqlstate = "08007"
 
 
 class ProtocolViolationError(PostgresConnectionError):
     """SQLSTATE 08P01: protocol violation."""
 
-    sqlstate = '08P01'
+    sqlstate = "08P01"
 
 
 class TriggeredActionError(_base.PostgresError):
     """SQLSTATE 09000: triggered action exception."""
 
-    sqlstate = '09000'
+    sqlstate = "09000"
 
 
 class FeatureNotSupportedError(_base.PostgresError):
     """SQLSTATE 0A000: feature not supported."""
 
-    sqlstate = '0A000'
+    sqlstate = "0A000"
 
 
 class InvalidTransactionInitiationError(_base.PostgresError):
     """SQLSTATE 0B000: invalid transaction initiation."""
 
-    sqlstate = '0B000'
+    sqlstate = "0B000"
 
 
 class LocatorError(_base.PostgresError):
     """SQLSTATE 0F000: locator exception."""
 
-    sqlstate = '0F000'
+    sqlstate = "0F000"
 
 
 class InvalidLocatorSpecificationError(LocatorError):
     """SQLSTATE 0F001: invalid locator specification."""
 
-    sqlstate = '0F001'
+    sqlstate = "0F001"
 
 
 class InvalidGrantorError(_base.PostgresError):
     """SQLSTATE 0L000: invalid grantor."""
 
-    sqlstate = '0L000'
+    sqlstate = "0L000"
 
 
 class InvalidGrantOperationError(InvalidGrantorError):
     """SQLSTATE 0LP01: invalid grant operation."""
 
-    sqlstate = '0LP01'
+    sqlstate = "0LP01"
 
 
 class InvalidRoleSpecificationError(_base.PostgresError):
     """SQLSTATE 0P000: invalid role specification."""
 
-    sqlstate = '0P000'
+    sqlstate = "0P000"
 
 
 class DiagnosticsError(_base.PostgresError):
     """SQLSTATE 0Z000: diagnostics exception."""
 
-    sqlstate = '0Z000'
+    sqlstate = "0Z000"
 
 
 class StackedDiagnosticsAccessedWithoutActiveHandlerError(DiagnosticsError):
     """SQLSTATE 0Z002: stacked diagnostics accessed without active handler."""
 
-    sqlstate = '0Z002'
+    sqlstate = "0Z002"
 
 
 class InvalidArgumentForXqueryError(_base.PostgresError):
     """SQLSTATE 10608: invalid argument for xquery."""
 
-    sqlstate = '10608'
+    sqlstate = "10608"
 
 
 class CaseNotFoundError(_base.PostgresError):
     """SQLSTATE 20000: case not found."""
 
-    sqlstate = '20000'
+    sqlstate = "20000"
 
 
 class CardinalityViolationError(_base.PostgresError):
     """SQLSTATE 21000: cardinality violation."""
 
-    sqlstate = '21000'
+    sqlstate = "21000"
 
 
 class DataError(_base.PostgresError):
     """SQLSTATE 22000: data exception."""
 
-    sqlstate = '22000'
+    sqlstate = "22000"
 
 
 class StringDataRightTruncationError(DataError):
     """SQLSTATE 22001: string data right truncation."""
 
-    sqlstate = '22001'
+    sqlstate = "22001"
 
 
 class NullValueNoIndicatorParameterError(DataError):
     """SQLSTATE 22002: null value no indicator parameter."""
 
-    sqlstate = '22002'
+    sqlstate = "22002"
 
 
 class NumericValueOutOfRangeError(DataError):
     """SQLSTATE 22003: numeric value out of range."""
 
-    sqlstate = '22003'
+    sqlstate = "22003"
 
 
 class NullValueNotAllowedError(DataError):
     """SQLSTATE 22004: null value not allowed."""
 
-    sqlstate = '22004'
+    sqlstate = "22004"
 
 
 class ErrorInAssignmentError(DataError):
     """SQLSTATE 22005: error in assignment."""
 
-    sqlstate = '22005'
+    sqlstate = "22005"
 
 
 class InvalidDatetimeFormatError(DataError):
     """SQLSTATE 22007: invalid datetime format."""
 
-    sqlstate = '22007'
+    sqlstate = "22007"
 
 
 class DatetimeFieldOverflowError(DataError):
     """SQLSTATE 22008: datetime field overflow."""
 
-    sqlstate = '22008'
+    sqlstate = "22008"
 
 
 class InvalidTimeZoneDisplacementValueError(DataError):
     """SQLSTATE 22009: invalid time zone displacement value."""
 
-    sqlstate = '22009'
+    sqlstate = "22009"
 
 
 class EscapeCharacterConflictError(DataError):
     """SQLSTATE 2200B: escape character conflict."""
 
-    sqlstate = '2200B'
+    sqlstate = "2200B"
 
 
 class InvalidUseOfEscapeCharacterError(DataError):
     """SQLSTATE 2200C: invalid use of escape character."""
 
-    sqlstate = '2200C'
+    sqlstate = "2200C"
 
 
 class InvalidEscapeOctetError(DataError):
     """SQLSTATE 2200D: invalid escape octet."""
 
-    sqlstate = '2200D'
+    sqlstate = "2200D"
 
 
 class ZeroLengthCharacterStringError(DataError):
     """SQLSTATE 2200F: zero length character string."""
 
-    sqlstate = '2200F'
+    sqlstate = "2200F"
 
 
 class MostSpecificTypeMismatchError(DataError):
     """SQLSTATE 2200G: most specific type mismatch."""
 
-    sqlstate = '2200G'
+    sqlstate = "2200G"
 
 
 class SequenceGeneratorLimitExceededError(DataError):
     """SQLSTATE 2200H: sequence generator limit exceeded."""
 
-    sqlstate = '2200H'
+    sqlstate = "2200H"
 
 
 class NotAnXmlDocumentError(DataError):
     """SQLSTATE 2200L: not an xml document."""
 
-    sqlstate = '2200L'
+    sqlstate = "2200L"
 
 
 class InvalidXmlDocumentError(DataError):
     """SQLSTATE 2200M: invalid xml document."""
 
-    sqlstate = '2200M'
+    sqlstate = "2200M"
 
 
 class InvalidXmlContentError(DataError):
     """SQLSTATE 2200N: invalid xml content."""
 
-    sqlstate = '2200N'
+    sqlstate = "2200N"
 
 
 class InvalidXmlCommentError(DataError):
     """SQLSTATE 2200S: invalid xml comment."""
 
-    sqlstate = '2200S'
+    sqlstate = "2200S"
 
 
 class InvalidXmlProcessingInstructionError(DataError):
     """SQLSTATE 2200T: invalid xml processing instruction."""
 
-    sqlstate = '2200T'
+    sqlstate = "2200T"
 
 
 class InvalidIndicatorParameterValueError(DataError):
     """SQLSTATE 22010: invalid indicator parameter value."""
 
-    sqlstate = '22010'
+    sqlstate = "22010"
 
 
 class SubstringError(DataError):
     """SQLSTATE 22011: substring error."""
 
-    sqlstate = '22011'
+    sqlstate = "22011"
 
 
 class DivisionByZeroError(DataError):
     """SQLSTATE 22012: division by zero."""
 
-    sqlstate = '22012'
+    sqlstate = "22012"
 
 
 class InvalidPrecedingOrFollowingSizeError(DataError):
     """SQLSTATE 22013: invalid preceding or following size."""
 
-    sqlstate = '22013'
+    sqlstate = "22013"
 
 
 class InvalidArgumentForNtileFunctionError(DataError):
     """SQLSTATE 22014: invalid argument for ntile function."""
 
-    sqlstate = '22014'
+    sqlstate = "22014"
 
 
 class IntervalFieldOverflowError(DataError):
     """SQLSTATE 22015: interval field overflow."""
 
-    sqlstate = '22015'
+    sqlstate = "22015"
 
 
 class InvalidArgumentForNthValueFunctionError(DataError):
     """SQLSTATE 22016: invalid argument for nth value function."""
 
-    sqlstate = '22016'
+    sqlstate = "22016"
 
 
 class InvalidCharacterValueForCastError(DataError):
     """SQLSTATE 22018: invalid character value for cast."""
 
-    sqlstate = '22018'
+    sqlstate = "22018"
 
 
 class InvalidEscapeCharacterError(DataError):
     """SQLSTATE 22019: invalid escape character."""
 
-    sqlstate = '22019'
+    sqlstate = "22019"
 
 
 class InvalidRegularExpressionError(DataError):
     """SQLSTATE 2201B: invalid regular expression."""
 
-    sqlstate = '2201B'
+    sqlstate = "2201B"
 
 
 class InvalidArgumentForLogarithmError(DataError):
     """SQLSTATE 2201E: invalid argument for logarithm."""
 
-    sqlstate = '2201E'
+    sqlstate = "2201E"
 
 
 class InvalidArgumentForPowerFunctionError(DataError):
     """SQLSTATE 2201F: invalid argument for power function."""
 
-    sqlstate = '2201F'
+    sqlstate = "2201F"
 
 
 class InvalidArgumentForWidthBucketFunctionError(DataError):
     """SQLSTATE 2201G: invalid argument for width bucket function."""
 
-    sqlstate = '2201G'
+    sqlstate = "2201G"
 
 
 class InvalidRowCountInLimitClauseError(DataError):
     """SQLSTATE 2201W: invalid row count in limit clause."""
 
-    sqlstate = '2201W'
+    sqlstate = "2201W"
 
 
 class InvalidRowCountInResultOffsetClauseError(DataError):
     """SQLSTATE 2201X: invalid row count in result offset clause."""
 
-    sqlstate = '2201X'
+    sqlstate = "2201X"
 
 
 class CharacterNotInRepertoireError(DataError):
     """SQLSTATE 22021: character not in repertoire."""
 
-    sqlstate = '22021'
+    sqlstate = "22021"
 
 
 class IndicatorOverflowError(DataError):
     """SQLSTATE 22022: indicator overflow."""
 
-    sqlstate = '22022'
+    sqlstate = "22022"
 
 
 class InvalidParameterValueError(DataError):
     """SQLSTATE 22023: invalid parameter value."""
 
-    sqlstate = '22023'
+    sqlstate = "22023"
 
 
 class UnterminatedCStringError(DataError):
     """SQLSTATE 22024: unterminated c string."""
 
-    sqlstate = '22024'
+    sqlstate = "22024"
 
 
 class InvalidEscapeSequenceError(DataError):
     """SQLSTATE 22025: invalid escape sequence."""
 
-    sqlstate = '22025'
+    sqlstate = "22025"
 
 
 class StringDataLengthMismatchError(DataError):
     """SQLSTATE 22026: string data length mismatch."""
 
-    sqlstate = '22026'
+    sqlstate = "22026"
 
 
 class TrimError(DataError):
     """SQLSTATE 22027: trim error."""
 
-    sqlstate = '22027'
+    sqlstate = "22027"
 
 
 class ArraySubscriptError(DataError):
     """SQLSTATE 2202E: array subscript error."""
 
-    sqlstate = '2202E'
+    sqlstate = "2202E"
 
 
 class InvalidTablesampleRepeatError(DataError):
     """SQLSTATE 2202G: invalid tablesample repeat."""
 
-    sqlstate = '2202G'
+    sqlstate = "2202G"
 
 
 class InvalidTablesampleArgumentError(DataError):
     """SQLSTATE 2202H: invalid tablesample argument."""
 
-    sqlstate = '2202H'
+    sqlstate = "2202H"
 
 
 class DuplicateJsonObjectKeyValueError(DataError):
     """SQLSTATE 22030: duplicate json object key value."""
 
-    sqlstate = '22030'
+    sqlstate = "22030"
 
 
 class InvalidArgumentForSQLJsonDatetimeFunctionError(DataError):
     """SQLSTATE 22031: invalid argument for sql json datetime function."""
 
-    sqlstate = '22031'
+    sqlstate = "22031"
 
 
 class InvalidJsonTextError(DataError):
     """SQLSTATE 22032: invalid json text."""
 
-    sqlstate = '22032'
+    sqlstate = "22032"
 
 
 class InvalidSQLJsonSubscriptError(DataError):
     """SQLSTATE 22033: invalid sql json subscript."""
 
-    sqlstate = '22033'
+    sqlstate = "22033"
 
 
 class MoreThanOneSQLJsonItemError(DataError):
     """SQLSTATE 22034: more than one sql json item."""
 
-    sqlstate = '22034'
+    sqlstate = "22034"
 
 
 class NoSQLJsonItemError(DataError):
     """SQLSTATE 22035: no sql json item."""
 
-    sqlstate = '22035'
+    sqlstate = "22035"
 
 
 class NonNumericSQLJsonItemError(DataError):
     """SQLSTATE 22036: non numeric sql json item."""
 
-    sqlstate = '22036'
+    sqlstate = "22036"
 
 
 class NonUniqueKeysInAJsonObjectError(DataError):
     """SQLSTATE 22037: non unique keys in a json object."""
 
-    sqlstate = '22037'
+    sqlstate = "22037"
 
 
 class SingletonSQLJsonItemRequiredError(DataError):
     """SQLSTATE 22038: singleton sql json item required."""
 
-    sqlstate = '22038'
+    sqlstate = "22038"
 
 
 class SQLJsonArrayNotFoundError(DataError):
     """SQLSTATE 22039: sql json array not found."""
 
-    sqlstate = '22039'
+    sqlstate = "22039"
 
 
 class SQLJsonMemberNotFoundError(DataError):
     """SQLSTATE 2203A: sql json member not found."""
 
-    sqlstate = '2203A'
+    sqlstate = "2203A"
 
 
 class SQLJsonNumberNotFoundError(DataError):
     """SQLSTATE 2203B: sql json number not found."""
 
-    sqlstate = '2203B'
+    sqlstate = "2203B"
 
 
 class SQLJsonObjectNotFoundError(DataError):
     """SQLSTATE 2203C: sql json object not found."""
 
-    sqlstate = '2203C'
+    sqlstate = "2203C"
 
 
 class TooManyJsonArrayElementsError(DataError):
     """SQLSTATE 2203D: too many json array elements."""
 
-    sqlstate = '2203D'
+    sqlstate = "2203D"
 
 
 class TooManyJsonObjectMembersError(DataError):
     """SQLSTATE 2203E: too many json object members."""
 
-    sqlstate = '2203E'
+    sqlstate = "2203E"
 
 
 class SQLJsonScalarRequiredError(DataError):
     """SQLSTATE 2203F: sql json scalar required."""
 
-    sqlstate = '2203F'
+    sqlstate = "2203F"
 
 
 class SQLJsonItemCannotBeCastToTargetTypeError(DataError):
     """SQLSTATE 2203G: sql json item cannot be cast to target type."""
 
-    sqlstate = '2203G'
+    sqlstate = "2203G"
 
 
 class PostgresFloatingPointError(DataError):
     """SQLSTATE 22P01: floating point exception."""
 
-    sqlstate = '22P01'
+    sqlstate = "22P01"
 
 
 class InvalidTextRepresentationError(DataError):
     """SQLSTATE 22P02: invalid text representation."""
 
-    sqlstate = '22P02'
+    sqlstate = "22P02"
 
 
 class InvalidBinaryRepresentationError(DataError):
     """SQLSTATE 22P03: invalid binary representation."""
 
-    sqlstate = '22P03'
+    sqlstate = "22P03"
 
 
 class BadCopyFileFormatError(DataError):
     """SQLSTATE 22P04: bad copy file format."""
 
-    sqlstate = '22P04'
+    sqlstate = "22P04"
 
 
 class UntranslatableCharacterError(DataError):
     """SQLSTATE 22P05: untranslatable character."""
 
-    sqlstate = '22P05'
+    sqlstate = "22P05"
 
 
 class NonstandardUseOfEscapeCharacterError(DataError):
     """SQLSTATE 22P06: nonstandard use of escape character."""
 
-    sqlstate = '22P06'
+    sqlstate = "22P06"
 
 
 class IntegrityConstraintViolationError(_base.PostgresError):
     """SQLSTATE 23000: integrity constraint violation."""
 
-    sqlstate = '23000'
+    sqlstate = "23000"
 
 
 class RestrictViolationError(IntegrityConstraintViolationError):
     """SQLSTATE 23001: restrict violation."""
 
-    sqlstate = '23001'
+    sqlstate = "23001"
 
 
 class NotNullViolationError(IntegrityConstraintViolationError):
     """SQLSTATE 23502: not null violation."""
 
-    sqlstate = '23502'
+    sqlstate = "23502"
 
 
 class ForeignKeyViolationError(IntegrityConstraintViolationError):
     """SQLSTATE 23503: foreign key violation."""
 
-    sqlstate = '23503'
+    sqlstate = "23503"
 
 
 class UniqueViolationError(IntegrityConstraintViolationError):
     """SQLSTATE 23505: unique violation."""
 
-    sqlstate = '23505'
+    sqlstate = "23505"
 
 
 class CheckViolationError(IntegrityConstraintViolationError):
     """SQLSTATE 23514: check violation."""
 
-    sqlstate = '23514'
+    sqlstate = "23514"
 
 
 class ExclusionViolationError(IntegrityConstraintViolationError):
     """SQLSTATE 23P01: exclusion violation."""
 
-    sqlstate = '23P01'
+    sqlstate = "23P01"
 
 
 class InvalidCursorStateError(_base.PostgresError):
     """SQLSTATE 24000: invalid cursor state."""
 
-    sqlstate = '24000'
+    sqlstate = "24000"
 
 
 class InvalidTransactionStateError(_base.PostgresError):
     """SQLSTATE 25000: invalid transaction state."""
 
-    sqlstate = '25000'
+    sqlstate = "25000"
 
 
 class ActiveSQLTransactionError(InvalidTransactionStateError):
     """SQLSTATE 25001: active sql transaction."""
 
-    sqlstate = '25001'
+    sqlstate = "25001"
 
 
 class BranchTransactionAlreadyActiveError(InvalidTransactionStateError):
     """SQLSTATE 25002: branch transaction already active."""
 
-    sqlstate = '25002'
+    sqlstate = "25002"
 
 
 class InappropriateAccessModeForBranchTransactionError(InvalidTransactionStateError):
     """SQLSTATE 25003: inappropriate access mode for branch transaction."""
 
-    sqlstate = '25003'
+    sqlstate = "25003"
 
 
 class InappropriateIsolationLevelForBranchTransactionError(InvalidTransactionStateError):
     """SQLSTATE 25004: inappropriate isolation level for branch transaction."""
 
-    sqlstate = '25004'
+    sqlstate = "25004"
 
 
 class NoActiveSQLTransactionForBranchTransactionError(InvalidTransactionStateError):
     """SQLSTATE 25005: no active sql transaction for branch transaction."""
 
-    sqlstate = '25005'
+    sqlstate = "25005"
 
 
 class ReadOnlySQLTransactionError(InvalidTransactionStateError):
     """SQLSTATE 25006: read only sql transaction."""
 
-    sqlstate = '25006'
+    sqlstate = "25006"
 
 
 class SchemaAndDataStatementMixingNotSupportedError(InvalidTransactionStateError):
     """SQLSTATE 25007: schema and data statement mixing not supported."""
 
-    sqlstate = '25007'
+    sqlstate = "25007"
 
 
 class HeldCursorRequiresSameIsolationLevelError(InvalidTransactionStateError):
     """SQLSTATE 25008: held cursor requires same isolation level."""
 
-    sqlstate = '25008'
+    sqlstate = "25008"
 
 
 class NoActiveSQLTransactionError(InvalidTransactionStateError):
     """SQLSTATE 25P01: no active sql transaction."""
 
-    sqlstate = '25P01'
+    sqlstate = "25P01"
 
 
 class InFailedSQLTransactionError(InvalidTransactionStateError):
     """SQLSTATE 25P02: in failed sql transaction."""
 
-    sqlstate = '25P02'
+    sqlstate = "25P02"
 
 
 class IdleInTransactionSessionTimeoutError(InvalidTransactionStateError):
     """SQLSTATE 25P03: idle in transaction session timeout."""
 
-    sqlstate = '25P03'
+    sqlstate = "25P03"
 
 
 class TransactionTimeoutError(InvalidTransactionStateError):
     """SQLSTATE 25P04: transaction timeout."""
 
-    sqlstate = '25P04'
+    sqlstate = "25P04"
 
 
 class InvalidSQLStatementNameError(_base.PostgresError):
     """SQLSTATE 26000: invalid sql statement name."""
 
-    sqlstate = '26000'
+    sqlstate = "26000"
 
 
 class TriggeredDataChangeViolationError(_base.PostgresError):
     """SQLSTATE 27000: triggered data change violation."""
 
-    sqlstate = '27000'
+    sqlstate = "27000"
 
 
 class InvalidAuthorizationSpecificationError(_base.PostgresError):
     """SQLSTATE 28000: invalid authorization specification."""
 
-    sqlstate = '28000'
+    sqlstate = "28000"
 
 
 class InvalidPasswordError(InvalidAuthorizationSpecificationError):
     """SQLSTATE 28P01: invalid password."""
 
-    sqlstate = '28P01'
+    sqlstate = "28P01"
 
 
 class DependentPrivilegeDescriptorsStillExistError(_base.PostgresError):
     """SQLSTATE 2B000: dependent privilege descriptors still exist."""
 
-    sqlstate = '2B000'
+    sqlstate = "2B000"
 
 
 class DependentObjectsStillExistError(DependentPrivilegeDescriptorsStillExistError):
     """SQLSTATE 2BP01: dependent objects still exist."""
 
-    sqlstate = '2BP01'
+    sqlstate = "2BP01"
 
 
 class InvalidTransactionTerminationError(_base.PostgresError):
     """SQLSTATE 2D000: invalid transaction termination."""
 
-    sqlstate = '2D000'
+    sqlstate = "2D000"
 
 
 class SQLRoutineError(_base.PostgresError):
     """SQLSTATE 2F000: sql routine exception."""
 
-    sqlstate = '2F000'
+    sqlstate = "2F000"
 
 
 class ModifyingSQLDataNotPermittedError(SQLRoutineError):
     """SQLSTATE 2F002: modifying sql data not permitted."""
 
-    sqlstate = '2F002'
+    sqlstate = "2F002"
 
 
 class ProhibitedSQLStatementAttemptedError(SQLRoutineError):
     """SQLSTATE 2F003: prohibited sql statement attempted."""
 
-    sqlstate = '2F003'
+    sqlstate = "2F003"
 
 
 class ReadingSQLDataNotPermittedError(SQLRoutineError):
     """SQLSTATE 2F004: reading sql data not permitted."""
 
-    sqlstate = '2F004'
+    sqlstate = "2F004"
 
 
 class FunctionExecutedNoReturnStatementError(SQLRoutineError):
     """SQLSTATE 2F005: function executed no return statement."""
 
-    sqlstate = '2F005'
+    sqlstate = "2F005"
 
 
 class InvalidCursorNameError(_base.PostgresError):
     """SQLSTATE 34000: invalid cursor name."""
 
-    sqlstate = '34000'
+    sqlstate = "34000"
 
 
 class ExternalRoutineError(_base.PostgresError):
     """SQLSTATE 38000: external routine exception."""
 
-    sqlstate = '38000'
+    sqlstate = "38000"
 
 
 class ContainingSQLNotPermittedError(ExternalRoutineError):
     """SQLSTATE 38001: containing sql not permitted."""
 
-    sqlstate = '38001'
+    sqlstate = "38001"
 
 
 class ModifyingExternalRoutineSQLDataNotPermittedError(ExternalRoutineError):
     """SQLSTATE 38002: modifying sql data not permitted."""
 
-    sqlstate = '38002'
+    sqlstate = "38002"
 
 
 class ProhibitedExternalRoutineSQLStatementAttemptedError(ExternalRoutineError):
     """SQLSTATE 38003: prohibited sql statement attempted."""
 
-    sqlstate = '38003'
+    sqlstate = "38003"
 
 
 class ReadingExternalRoutineSQLDataNotPermittedError(ExternalRoutineError):
     """SQLSTATE 38004: reading sql data not permitted."""
 
-    sqlstate = '38004'
+    sqlstate = "38004"
 
 
 class ExternalRoutineInvocationError(_base.PostgresError):
     """SQLSTATE 39000: external routine invocation exception."""
 
-    sqlstate = '39000'
+    sqlstate = "39000"
 
 
 class InvalidSqlstateReturnedError(ExternalRoutineInvocationError):
     """SQLSTATE 39001: invalid sqlstate returned."""
 
-    sqlstate = '39001'
+    sqlstate = "39001"
 
 
 class NullValueInExternalRoutineNotAllowedError(ExternalRoutineInvocationError):
     """SQLSTATE 39004: null value not allowed."""
 
-    sqlstate = '39004'
+    sqlstate = "39004"
 
 
 class TriggerProtocolViolatedError(ExternalRoutineInvocationError):
     """SQLSTATE 39P01: trigger protocol violated."""
 
-    sqlstate = '39P01'
+    sqlstate = "39P01"
 
 
 class SrfProtocolViolatedError(ExternalRoutineInvocationError):
     """SQLSTATE 39P02: srf protocol violated."""
 
-    sqlstate = '39P02'
+    sqlstate = "39P02"
 
 
 class EventTriggerProtocolViolatedError(ExternalRoutineInvocationError):
     """SQLSTATE 39P03: event trigger protocol violated."""
 
-    sqlstate = '39P03'
+    sqlstate = "39P03"
 
 
 class SavepointError(_base.PostgresError):
     """SQLSTATE 3B000: savepoint exception."""
 
-    sqlstate = '3B000'
+    sqlstate = "3B000"
 
 
 class InvalidSavepointSpecificationError(SavepointError):
     """SQLSTATE 3B001: invalid savepoint specification."""
 
-    sqlstate = '3B001'
+    sqlstate = "3B001"
 
 
 class InvalidCatalogNameError(_base.PostgresError):
     """SQLSTATE 3D000: invalid catalog name."""
 
-    sqlstate = '3D000'
+    sqlstate = "3D000"
 
 
 class InvalidSchemaNameError(_base.PostgresError):
     """SQLSTATE 3F000: invalid schema name."""
 
-    sqlstate = '3F000'
+    sqlstate = "3F000"
 
 
 class TransactionRollbackError(_base.PostgresError):
     """SQLSTATE 40000: transaction rollback."""
 
-    sqlstate = '40000'
+    sqlstate = "40000"
 
 
 class SerializationError(TransactionRollbackError):
     """SQLSTATE 40001: serialization failure."""
 
-    sqlstate = '40001'
+    sqlstate = "40001"
 
 
 class TransactionIntegrityConstraintViolationError(TransactionRollbackError):
     """SQLSTATE 40002: transaction integrity constraint violation."""
 
-    sqlstate = '40002'
+    sqlstate = "40002"
 
 
 class StatementCompletionUnknownError(TransactionRollbackError):
     """SQLSTATE 40003: statement completion unknown."""
 
-    sqlstate = '40003'
+    sqlstate = "40003"
 
 
 class DeadlockDetectedError(TransactionRollbackError):
     """SQLSTATE 40P01: deadlock detected."""
 
-    sqlstate = '40P01'
+    sqlstate = "40P01"
 
 
 class SyntaxOrAccessError(_base.PostgresError):
     """SQLSTATE 42000: syntax error or access rule violation."""
 
-    sqlstate = '42000'
+    sqlstate = "42000"
 
 
 class InsufficientPrivilegeError(SyntaxOrAccessError):
     """SQLSTATE 42501: insufficient privilege."""
 
-    sqlstate = '42501'
+    sqlstate = "42501"
 
 
 class PostgresSyntaxError(SyntaxOrAccessError):
     """SQLSTATE 42601: syntax error."""
 
-    sqlstate = '42601'
+    sqlstate = "42601"
 
 
 class InvalidNameError(SyntaxOrAccessError):
     """SQLSTATE 42602: invalid name."""
 
-    sqlstate = '42602'
+    sqlstate = "42602"
 
 
 class InvalidColumnDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42611: invalid column definition."""
 
-    sqlstate = '42611'
+    sqlstate = "42611"
 
 
 class NameTooLongError(SyntaxOrAccessError):
     """SQLSTATE 42622: name too long."""
 
-    sqlstate = '42622'
+    sqlstate = "42622"
 
 
 class DuplicateColumnError(SyntaxOrAccessError):
     """SQLSTATE 42701: duplicate column."""
 
-    sqlstate = '42701'
+    sqlstate = "42701"
 
 
 class AmbiguousColumnError(SyntaxOrAccessError):
     """SQLSTATE 42702: ambiguous column."""
 
-    sqlstate = '42702'
+    sqlstate = "42702"
 
 
 class UndefinedColumnError(SyntaxOrAccessError):
     """SQLSTATE 42703: undefined column."""
 
-    sqlstate = '42703'
+    sqlstate = "42703"
 
 
 class UndefinedObjectError(SyntaxOrAccessError):
     """SQLSTATE 42704: undefined object."""
 
-    sqlstate = '42704'
+    sqlstate = "42704"
 
 
 class DuplicateObjectError(SyntaxOrAccessError):
     """SQLSTATE 42710: duplicate object."""
 
-    sqlstate = '42710'
+    sqlstate = "42710"
 
 
 class DuplicateAliasError(SyntaxOrAccessError):
     """SQLSTATE 42712: duplicate alias."""
 
-    sqlstate = '42712'
+    sqlstate = "42712"
 
 
 class DuplicateFunctionError(SyntaxOrAccessError):
     """SQLSTATE 42723: duplicate function."""
 
-    sqlstate = '42723'
+    sqlstate = "42723"
 
 
 class AmbiguousFunctionError(SyntaxOrAccessError):
     """SQLSTATE 42725: ambiguous function."""
 
-    sqlstate = '42725'
+    sqlstate = "42725"
 
 
 class GroupingError(SyntaxOrAccessError):
     """SQLSTATE 42803: grouping error."""
 
-    sqlstate = '42803'
+    sqlstate = "42803"
 
 
 class DatatypeMismatchError(SyntaxOrAccessError):
     """SQLSTATE 42804: datatype mismatch."""
 
-    sqlstate = '42804'
+    sqlstate = "42804"
 
 
 class WrongObjectTypeError(SyntaxOrAccessError):
     """SQLSTATE 42809: wrong object type."""
 
-    sqlstate = '42809'
+    sqlstate = "42809"
 
 
 class InvalidForeignKeyError(SyntaxOrAccessError):
     """SQLSTATE 42830: invalid foreign key."""
 
-    sqlstate = '42830'
+    sqlstate = "42830"
 
 
 class CannotCoerceError(SyntaxOrAccessError):
     """SQLSTATE 42846: cannot coerce."""
 
-    sqlstate = '42846'
+    sqlstate = "42846"
 
 
 class UndefinedFunctionError(SyntaxOrAccessError):
     """SQLSTATE 42883: undefined function."""
 
-    sqlstate = '42883'
+    sqlstate = "42883"
 
 
 class GeneratedAlwaysError(SyntaxOrAccessError):
     """SQLSTATE 428C9: generated always."""
 
-    sqlstate = '428C9'
+    sqlstate = "428C9"
 
 
 class ReservedNameError(SyntaxOrAccessError):
     """SQLSTATE 42939: reserved name."""
 
-    sqlstate = '42939'
+    sqlstate = "42939"
 
 
 class UndefinedTableError(SyntaxOrAccessError):
     """SQLSTATE 42P01: undefined table."""
 
-    sqlstate = '42P01'
+    sqlstate = "42P01"
 
 
 class UndefinedParameterError(SyntaxOrAccessError):
     """SQLSTATE 42P02: undefined parameter."""
 
-    sqlstate = '42P02'
+    sqlstate = "42P02"
 
 
 class DuplicateCursorError(SyntaxOrAccessError):
     """SQLSTATE 42P03: duplicate cursor."""
 
-    sqlstate = '42P03'
+    sqlstate = "42P03"
 
 
 class DuplicateDatabaseError(SyntaxOrAccessError):
     """SQLSTATE 42P04: duplicate database."""
 
-    sqlstate = '42P04'
+    sqlstate = "42P04"
 
 
 class DuplicatePreparedStatementError(SyntaxOrAccessError):
     """SQLSTATE 42P05: duplicate prepared statement."""
 
-    sqlstate = '42P05'
+    sqlstate = "42P05"
 
 
 class DuplicateSchemaError(SyntaxOrAccessError):
     """SQLSTATE 42P06: duplicate schema."""
 
-    sqlstate = '42P06'
+    sqlstate = "42P06"
 
 
 class DuplicateTableError(SyntaxOrAccessError):
     """SQLSTATE 42P07: duplicate table."""
 
-    sqlstate = '42P07'
+    sqlstate = "42P07"
 
 
 class AmbiguousParameterError(SyntaxOrAccessError):
     """SQLSTATE 42P08: ambiguous parameter."""
 
-    sqlstate = '42P08'
+    sqlstate = "42P08"
 
 
 class AmbiguousAliasError(SyntaxOrAccessError):
     """SQLSTATE 42P09: ambiguous alias."""
 
-    sqlstate = '42P09'
+    sqlstate = "42P09"
 
 
 class InvalidColumnReferenceError(SyntaxOrAccessError):
     """SQLSTATE 42P10: invalid column reference."""
 
-    sqlstate = '42P10'
+    sqlstate = "42P10"
 
 
 class InvalidCursorDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42P11: invalid cursor definition."""
 
-    sqlstate = '42P11'
+    sqlstate = "42P11"
 
 
 class InvalidDatabaseDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42P12: invalid database definition."""
 
-    sqlstate = '42P12'
+    sqlstate = "42P12"
 
 
 class InvalidFunctionDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42P13: invalid function definition."""
 
-    sqlstate = '42P13'
+    sqlstate = "42P13"
 
 
 class InvalidPreparedStatementDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42P14: invalid prepared statement definition."""
 
-    sqlstate = '42P14'
+    sqlstate = "42P14"
 
 
 class InvalidSchemaDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42P15: invalid schema definition."""
 
-    sqlstate = '42P15'
+    sqlstate = "42P15"
 
 
 class InvalidTableDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42P16: invalid table definition."""
 
-    sqlstate = '42P16'
+    sqlstate = "42P16"
 
 
 class InvalidObjectDefinitionError(SyntaxOrAccessError):
     """SQLSTATE 42P17: invalid object definition."""
 
-    sqlstate = '42P17'
+    sqlstate = "42P17"
 
 
 class IndeterminateDatatypeError(SyntaxOrAccessError):
     """SQLSTATE 42P18: indeterminate datatype."""
 
-    sqlstate = '42P18'
+    sqlstate = "42P18"
 
 
 class InvalidRecursionError(SyntaxOrAccessError):
     """SQLSTATE 42P19: invalid recursion."""
 
-    sqlstate = '42P19'
+    sqlstate = "42P19"
 
 
 class WindowingError(SyntaxOrAccessError):
     """SQLSTATE 42P20: windowing error."""
 
-    sqlstate = '42P20'
+    sqlstate = "42P20"
 
 
 class CollationMismatchError(SyntaxOrAccessError):
     """SQLSTATE 42P21: collation mismatch."""
 
-    sqlstate = '42P21'
+    sqlstate = "42P21"
 
 
 class IndeterminateCollationError(SyntaxOrAccessError):
     """SQLSTATE 42P22: indeterminate collation."""
 
-    sqlstate = '42P22'
+    sqlstate = "42P22"
 
 
 class WithCheckOptionViolationError(_base.PostgresError):
     """SQLSTATE 44000: with check option violation."""
 
-    sqlstate = '44000'
+    sqlstate = "44000"
 
 
 class InsufficientResourcesError(_base.PostgresError):
     """SQLSTATE 53000: insufficient resources."""
 
-    sqlstate = '53000'
+    sqlstate = "53000"
 
 
 class DiskFullError(InsufficientResourcesError):
     """SQLSTATE 53100: disk full."""
 
-    sqlstate = '53100'
+    sqlstate = "53100"
 
 
 class OutOfMemoryError(InsufficientResourcesError):
     """SQLSTATE 53200: out of memory."""
 
-    sqlstate = '53200'
+    sqlstate = "53200"
 
 
 class TooManyConnectionsError(InsufficientResourcesError):
     """SQLSTATE 53300: too many connections."""
 
-    sqlstate = '53300'
+    sqlstate = "53300"
 
 
 class ConfigurationLimitExceededError(InsufficientResourcesError):
     """SQLSTATE 53400: configuration limit exceeded."""
 
-    sqlstate = '53400'
+    sqlstate = "53400"
 
 
 class ProgramLimitExceededError(_base.PostgresError):
     """SQLSTATE 54000: program limit exceeded."""
 
-    sqlstate = '54000'
+    sqlstate = "54000"
 
 
 class StatementTooComplexError(ProgramLimitExceededError):
     """SQLSTATE 54001: statement too complex."""
 
-    sqlstate = '54001'
+    sqlstate = "54001"
 
 
 class TooManyColumnsError(ProgramLimitExceededError):
     """SQLSTATE 54011: too many columns."""
 
-    sqlstate = '54011'
+    sqlstate = "54011"
 
 
 class TooManyArgumentsError(ProgramLimitExceededError):
     """SQLSTATE 54023: too many arguments."""
 
-    sqlstate = '54023'
+    sqlstate = "54023"
 
 
 class ObjectNotInPrerequisiteStateError(_base.PostgresError):
     """SQLSTATE 55000: object not in prerequisite state."""
 
-    sqlstate = '55000'
+    sqlstate = "55000"
 
 
 class ObjectInUseError(ObjectNotInPrerequisiteStateError):
     """SQLSTATE 55006: object in use."""
 
-    sqlstate = '55006'
+    sqlstate = "55006"
 
 
 class CantChangeRuntimeParamError(ObjectNotInPrerequisiteStateError):
     """SQLSTATE 55P02: cant change runtime param."""
 
-    sqlstate = '55P02'
+    sqlstate = "55P02"
 
 
 class LockNotAvailableError(ObjectNotInPrerequisiteStateError):
     """SQLSTATE 55P03: lock not available."""
 
-    sqlstate = '55P03'
+    sqlstate = "55P03"
 
 
 class UnsafeNewEnumValueUsageError(ObjectNotInPrerequisiteStateError):
     """SQLSTATE 55P04: unsafe new enum value usage."""
 
-    sqlstate = '55P04'
+    sqlstate = "55P04"
 
 
 class OperatorInterventionError(_base.PostgresError):
     """SQLSTATE 57000: operator intervention."""
 
-    sqlstate = '57000'
+    sqlstate = "57000"
 
 
 class QueryCanceledError(OperatorInterventionError):
     """SQLSTATE 57014: query canceled."""
 
-    sqlstate = '57014'
+    sqlstate = "57014"
 
 
 class AdminShutdownError(OperatorInterventionError):
     """SQLSTATE 57P01: admin shutdown."""
 
-    sqlstate = '57P01'
+    sqlstate = "57P01"
 
 
 class CrashShutdownError(OperatorInterventionError):
     """SQLSTATE 57P02: crash shutdown."""
 
-    sqlstate = '57P02'
+    sqlstate = "57P02"
 
 
 class CannotConnectNowError(OperatorInterventionError):
     """SQLSTATE 57P03: cannot connect now."""
 
-    sqlstate = '57P03'
+    sqlstate = "57P03"
 
 
 class DatabaseDroppedError(OperatorInterventionError):
     """SQLSTATE 57P04: database dropped."""
 
-    sqlstate = '57P04'
+    sqlstate = "57P04"
 
 
 class IdleSessionTimeoutError(OperatorInterventionError):
     """SQLSTATE 57P05: idle session timeout."""
 
-    sqlstate = '57P05'
+    sqlstate = "57P05"
 
 
 class PostgresSystemError(_base.PostgresError):
     """SQLSTATE 58000: system error."""
 
-    sqlstate = '58000'
+    sqlstate = "58000"
 
 
 class PostgresIOError(PostgresSystemError):
     """SQLSTATE 58030: io error."""
 
-    sqlstate = '58030'
+    sqlstate = "58030"
 
 
 class UndefinedFileError(PostgresSystemError):
     """SQLSTATE 58P01: undefined file."""
 
-    sqlstate = '58P01'
+    sqlstate = "58P01"
 
 
 class DuplicateFileError(PostgresSystemError):
     """SQLSTATE 58P02: duplicate file."""
 
-    sqlstate = '58P02'
+    sqlstate = "58P02"
 
 
 class FileNameTooLongError(PostgresSystemError):
     """SQLSTATE 58P03: file name too long."""
 
-    sqlstate = '58P03'
+    sqlstate = "58P03"
 
 
 class SnapshotTooOldError(_base.PostgresError):
     """SQLSTATE 72000: snapshot too old."""
 
-    sqlstate = '72000'
+    sqlstate = "72000"
 
 
 class ConfigFileError(_base.PostgresError):
     """SQLSTATE F0000: config file error."""
 
-    sqlstate = 'F0000'
+    sqlstate = "F0000"
 
 
 class LockFileExistsError(ConfigFileError):
     """SQLSTATE F0001: lock file exists."""
 
-    sqlstate = 'F0001'
+    sqlstate = "F0001"
 
 
 class FDWError(_base.PostgresError):
     """SQLSTATE HV000: fdw error."""
 
-    sqlstate = 'HV000'
+    sqlstate = "HV000"
 
 
 class FDWOutOfMemoryError(FDWError):
     """SQLSTATE HV001: fdw out of memory."""
 
-    sqlstate = 'HV001'
+    sqlstate = "HV001"
 
 
 class FDWDynamicParameterValueNeededError(FDWError):
     """SQLSTATE HV002: fdw dynamic parameter value needed."""
 
-    sqlstate = 'HV002'
+    sqlstate = "HV002"
 
 
 class FDWInvalidDataTypeError(FDWError):
     """SQLSTATE HV004: fdw invalid data type."""
 
-    sqlstate = 'HV004'
+    sqlstate = "HV004"
 
 
 class FDWColumnNameNotFoundError(FDWError):
     """SQLSTATE HV005: fdw column name not found."""
 
-    sqlstate = 'HV005'
+    sqlstate = "HV005"
 
 
 class FDWInvalidDataTypeDescriptorsError(FDWError):
     """SQLSTATE HV006: fdw invalid data type descriptors."""
 
-    sqlstate = 'HV006'
+    sqlstate = "HV006"
 
 
 class FDWInvalidColumnNameError(FDWError):
     """SQLSTATE HV007: fdw invalid column name."""
 
-    sqlstate = 'HV007'
+    sqlstate = "HV007"
 
 
 class FDWInvalidColumnNumberError(FDWError):
     """SQLSTATE HV008: fdw invalid column number."""
 
-    sqlstate = 'HV008'
+    sqlstate = "HV008"
 
 
 class FDWInvalidUseOfNullPointerError(FDWError):
     """SQLSTATE HV009: fdw invalid use of null pointer."""
 
-    sqlstate = 'HV009'
+    sqlstate = "HV009"
 
 
 class FDWInvalidStringFormatError(FDWError):
     """SQLSTATE HV00A: fdw invalid string format."""
 
-    sqlstate = 'HV00A'
+    sqlstate = "HV00A"
 
 
 class FDWInvalidHandleError(FDWError):
     """SQLSTATE HV00B: fdw invalid handle."""
 
-    sqlstate = 'HV00B'
+    sqlstate = "HV00B"
 
 
 class FDWInvalidOptionIndexError(FDWError):
     """SQLSTATE HV00C: fdw invalid option index."""
 
-    sqlstate = 'HV00C'
+    sqlstate = "HV00C"
 
 
 class FDWInvalidOptionNameError(FDWError):
     """SQLSTATE HV00D: fdw invalid option name."""
 
-    sqlstate = 'HV00D'
+    sqlstate = "HV00D"
 
 
 class FDWOptionNameNotFoundError(FDWError):
     """SQLSTATE HV00J: fdw option name not found."""
 
-    sqlstate = 'HV00J'
+    sqlstate = "HV00J"
 
 
 class FDWReplyHandleError(FDWError):
     """SQLSTATE HV00K: fdw reply handle."""
 
-    sqlstate = 'HV00K'
+    sqlstate = "HV00K"
 
 
 class FDWUnableToCreateExecutionError(FDWError):
     """SQLSTATE HV00L: fdw unable to create execution."""
 
-    sqlstate = 'HV00L'
+    sqlstate = "HV00L"
 
 
 class FDWUnableToCreateReplyError(FDWError):
     """SQLSTATE HV00M: fdw unable to create reply."""
 
-    sqlstate = 'HV00M'
+    sqlstate = "HV00M"
 
 
 class FDWUnableToEstablishConnectionError(FDWError):
     """SQLSTATE HV00N: fdw unable to establish connection."""
 
-    sqlstate = 'HV00N'
+    sqlstate = "HV00N"
 
 
 class FDWNoSchemasError(FDWError):
     """SQLSTATE HV00P: fdw no schemas."""
 
-    sqlstate = 'HV00P'
+    sqlstate = "HV00P"
 
 
 class FDWSchemaNotFoundError(FDWError):
     """SQLSTATE HV00Q: fdw schema not found."""
 
-    sqlstate = 'HV00Q'
+    sqlstate = "HV00Q"
 
 
 class FDWTableNotFoundError(FDWError):
     """SQLSTATE HV00R: fdw table not found."""
 
-    sqlstate = 'HV00R'
+    sqlstate = "HV00R"
 
 
 class FDWFunctionSequenceError(FDWError):
     """SQLSTATE HV010: fdw function sequence error."""
 
-    sqlstate = 'HV010'
+    sqlstate = "HV010"
 
 
 class FDWTooManyHandlesError(FDWError):
     """SQLSTATE HV014: fdw too many handles."""
 
-    sqlstate = 'HV014'
+    sqlstate = "HV014"
 
 
 class FDWInconsistentDescriptorInformationError(FDWError):
     """SQLSTATE HV021: fdw inconsistent descriptor information."""
 
-    sqlstate = 'HV021'
+    sqlstate = "HV021"
 
 
 class FDWInvalidAttributeValueError(FDWError):
     """SQLSTATE HV024: fdw invalid attribute value."""
 
-    sqlstate = 'HV024'
+    sqlstate = "HV024"
 
 
 class FDWInvalidStringLengthOrBufferLengthError(FDWError):
     """SQLSTATE HV090: fdw invalid string length or buffer length."""
 
-    sqlstate = 'HV090'
+    sqlstate = "HV090"
 
 
 class FDWInvalidDescriptorFieldIdentifierError(FDWError):
     """SQLSTATE HV091: fdw invalid descriptor field identifier."""
 
-    sqlstate = 'HV091'
+    sqlstate = "HV091"
 
 
 class PLPGSQLError(_base.PostgresError):
     """SQLSTATE P0000: plpgsql error."""
 
-    sqlstate = 'P0000'
+    sqlstate = "P0000"
 
 
 class RaiseError(PLPGSQLError):
     """SQLSTATE P0001: raise exception."""
 
-    sqlstate = 'P0001'
+    sqlstate = "P0001"
 
 
 class NoDataFoundError(PLPGSQLError):
     """SQLSTATE P0002: no data found."""
 
-    sqlstate = 'P0002'
+    sqlstate = "P0002"
 
 
 class TooManyRowsError(PLPGSQLError):
     """SQLSTATE P0003: too many rows."""
 
-    sqlstate = 'P0003'
+    sqlstate = "P0003"
 
 
 class AssertError(PLPGSQLError):
     """SQLSTATE P0004: assert failure."""
 
-    sqlstate = 'P0004'
+    sqlstate = "P0004"
 
 
 class InternalServerError(_base.PostgresError):
     """SQLSTATE XX000: internal error."""
 
-    sqlstate = 'XX000'
+    sqlstate = "XX000"
 
 
 class DataCorruptedError(InternalServerError):
     """SQLSTATE XX001: data corrupted."""
 
-    sqlstate = 'XX001'
+    sqlstate = "XX001"
 
 
 class IndexCorruptedError(InternalServerError):
     """SQLSTATE XX002: index corrupted."""
 
-    sqlstate = 'XX002'
+    sqlstate = "XX002"
 
 
 class InvalidCachedStatementError(FeatureNotSupportedError):
@@ -1584,267 +1584,267 @@ class InvalidCachedStatementError(FeatureNotSupportedError):
 
 
 __all__ = (
-    'ActiveSQLTransactionError',
-    'AdminShutdownError',
-    'AmbiguousAliasError',
-    'AmbiguousColumnError',
-    'AmbiguousFunctionError',
-    'AmbiguousParameterError',
-    'ArraySubscriptError',
-    'AssertError',
-    'BadCopyFileFormatError',
-    'BranchTransactionAlreadyActiveError',
-    'CannotCoerceError',
-    'CannotConnectNowError',
-    'CantChangeRuntimeParamError',
-    'CardinalityViolationError',
-    'CaseNotFoundError',
-    'CharacterNotInRepertoireError',
-    'CheckViolationError',
-    'ClientCannotConnectError',
-    'CollationMismatchError',
-    'ConfigFileError',
-    'ConfigurationLimitExceededError',
-    'ConnectionDoesNotExistError',
-    'ConnectionFailureError',
-    'ConnectionRejectionError',
-    'ContainingSQLNotPermittedError',
-    'CrashShutdownError',
-    'DataCorruptedError',
-    'DataError',
-    'DatabaseDroppedError',
-    'DatatypeMismatchError',
-    'DatetimeFieldOverflowError',
-    'DeadlockDetectedError',
-    'DependentObjectsStillExistError',
-    'DependentPrivilegeDescriptorsStillExistError',
-    'DeprecatedFeature',
-    'DiagnosticsError',
-    'DiskFullError',
-    'DivisionByZeroError',
-    'DuplicateAliasError',
-    'DuplicateColumnError',
-    'DuplicateCursorError',
-    'DuplicateDatabaseError',
-    'DuplicateFileError',
-    'DuplicateFunctionError',
-    'DuplicateJsonObjectKeyValueError',
-    'DuplicateObjectError',
-    'DuplicatePreparedStatementError',
-    'DuplicateSchemaError',
-    'DuplicateTableError',
-    'DynamicResultSetsReturned',
-    'ErrorInAssignmentError',
-    'EscapeCharacterConflictError',
-    'EventTriggerProtocolViolatedError',
-    'ExclusionViolationError',
-    'ExternalRoutineError',
-    'ExternalRoutineInvocationError',
-    'FDWColumnNameNotFoundError',
-    'FDWDynamicParameterValueNeededError',
-    'FDWError',
-    'FDWFunctionSequenceError',
-    'FDWInconsistentDescriptorInformationError',
-    'FDWInvalidAttributeValueError',
-    'FDWInvalidColumnNameError',
-    'FDWInvalidColumnNumberError',
-    'FDWInvalidDataTypeDescriptorsError',
-    'FDWInvalidDataTypeError',
-    'FDWInvalidDescriptorFieldIdentifierError',
-    'FDWInvalidHandleError',
-    'FDWInvalidOptionIndexError',
-    'FDWInvalidOptionNameError',
-    'FDWInvalidStringFormatError',
-    'FDWInvalidStringLengthOrBufferLengthError',
-    'FDWInvalidUseOfNullPointerError',
-    'FDWNoSchemasError',
-    'FDWOptionNameNotFoundError',
-    'FDWOutOfMemoryError',
-    'FDWReplyHandleError',
-    'FDWSchemaNotFoundError',
-    'FDWTableNotFoundError',
-    'FDWTooManyHandlesError',
-    'FDWUnableToCreateExecutionError',
-    'FDWUnableToCreateReplyError',
-    'FDWUnableToEstablishConnectionError',
-    'FeatureNotSupportedError',
-    'FileNameTooLongError',
-    'ForeignKeyViolationError',
-    'FunctionExecutedNoReturnStatementError',
-    'GeneratedAlwaysError',
-    'GroupingError',
-    'HeldCursorRequiresSameIsolationLevelError',
-    'IdleInTransactionSessionTimeoutError',
-    'IdleSessionTimeoutError',
-    'ImplicitZeroBitPadding',
-    'InFailedSQLTransactionError',
-    'InappropriateAccessModeForBranchTransactionError',
-    'InappropriateIsolationLevelForBranchTransactionError',
-    'IndeterminateCollationError',
-    'IndeterminateDatatypeError',
-    'IndexCorruptedError',
-    'IndicatorOverflowError',
-    'InsufficientPrivilegeError',
-    'InsufficientResourcesError',
-    'IntegrityConstraintViolationError',
-    'InternalServerError',
-    'IntervalFieldOverflowError',
-    'InvalidArgumentForLogarithmError',
-    'InvalidArgumentForNthValueFunctionError',
-    'InvalidArgumentForNtileFunctionError',
-    'InvalidArgumentForPowerFunctionError',
-    'InvalidArgumentForSQLJsonDatetimeFunctionError',
-    'InvalidArgumentForWidthBucketFunctionError',
-    'InvalidArgumentForXqueryError',
-    'InvalidAuthorizationSpecificationError',
-    'InvalidBinaryRepresentationError',
-    'InvalidCachedStatementError',
-    'InvalidCatalogNameError',
-    'InvalidCharacterValueForCastError',
-    'InvalidColumnDefinitionError',
-    'InvalidColumnReferenceError',
-    'InvalidCursorDefinitionError',
-    'InvalidCursorNameError',
-    'InvalidCursorStateError',
-    'InvalidDatabaseDefinitionError',
-    'InvalidDatetimeFormatError',
-    'InvalidEscapeCharacterError',
-    'InvalidEscapeOctetError',
-    'InvalidEscapeSequenceError',
-    'InvalidForeignKeyError',
-    'InvalidFunctionDefinitionError',
-    'InvalidGrantOperationError',
-    'InvalidGrantorError',
-    'InvalidIndicatorParameterValueError',
-    'InvalidJsonTextError',
-    'InvalidLocatorSpecificationError',
-    'InvalidNameError',
-    'InvalidObjectDefinitionError',
-    'InvalidParameterValueError',
-    'InvalidPasswordError',
-    'InvalidPrecedingOrFollowingSizeError',
-    'InvalidPreparedStatementDefinitionError',
-    'InvalidRecursionError',
-    'InvalidRegularExpressionError',
-    'InvalidRoleSpecificationError',
-    'InvalidRowCountInLimitClauseError',
-    'InvalidRowCountInResultOffsetClauseError',
-    'InvalidSQLJsonSubscriptError',
-    'InvalidSQLStatementNameError',
-    'InvalidSavepointSpecificationError',
-    'InvalidSchemaDefinitionError',
-    'InvalidSchemaNameError',
-    'InvalidSqlstateReturnedError',
-    'InvalidTableDefinitionError',
-    'InvalidTablesampleArgumentError',
-    'InvalidTablesampleRepeatError',
-    'InvalidTextRepresentationError',
-    'InvalidTimeZoneDisplacementValueError',
-    'InvalidTransactionInitiationError',
-    'InvalidTransactionStateError',
-    'InvalidTransactionTerminationError',
-    'InvalidUseOfEscapeCharacterError',
-    'InvalidXmlCommentError',
-    'InvalidXmlContentError',
-    'InvalidXmlDocumentError',
-    'InvalidXmlProcessingInstructionError',
-    'LocatorError',
-    'LockFileExistsError',
-    'LockNotAvailableError',
-    'ModifyingExternalRoutineSQLDataNotPermittedError',
-    'ModifyingSQLDataNotPermittedError',
-    'MoreThanOneSQLJsonItemError',
-    'MostSpecificTypeMismatchError',
-    'NameTooLongError',
-    'NoActiveSQLTransactionError',
-    'NoActiveSQLTransactionForBranchTransactionError',
-    'NoAdditionalDynamicResultSetsReturned',
-    'NoData',
-    'NoDataFoundError',
-    'NoSQLJsonItemError',
-    'NonNumericSQLJsonItemError',
-    'NonUniqueKeysInAJsonObjectError',
-    'NonstandardUseOfEscapeCharacterError',
-    'NotAnXmlDocumentError',
-    'NotNullViolationError',
-    'NullValueEliminatedInSetFunction',
-    'NullValueInExternalRoutineNotAllowedError',
-    'NullValueNoIndicatorParameterError',
-    'NullValueNotAllowedError',
-    'NumericValueOutOfRangeError',
-    'ObjectInUseError',
-    'ObjectNotInPrerequisiteStateError',
-    'OperatorInterventionError',
-    'OutOfMemoryError',
-    'PLPGSQLError',
-    'PostgresConnectionError',
-    'PostgresFloatingPointError',
-    'PostgresIOError',
-    'PostgresSyntaxError',
-    'PostgresSystemError',
-    'PostgresWarning',
-    'PrivilegeNotGranted',
-    'PrivilegeNotRevoked',
-    'ProgramLimitExceededError',
-    'ProhibitedExternalRoutineSQLStatementAttemptedError',
-    'ProhibitedSQLStatementAttemptedError',
-    'ProtocolViolationError',
-    'QueryCanceledError',
-    'RaiseError',
-    'ReadOnlySQLTransactionError',
-    'ReadingExternalRoutineSQLDataNotPermittedError',
-    'ReadingSQLDataNotPermittedError',
-    'ReservedNameError',
-    'RestrictViolationError',
-    'SQLJsonArrayNotFoundError',
-    'SQLJsonItemCannotBeCastToTargetTypeError',
-    'SQLJsonMemberNotFoundError',
-    'SQLJsonNumberNotFoundError',
-    'SQLJsonObjectNotFoundError',
-    'SQLJsonScalarRequiredError',
-    'SQLRoutineError',
-    'SQLStatementNotYetCompleteError',
-    'SavepointError',
-    'SchemaAndDataStatementMixingNotSupportedError',
-    'SequenceGeneratorLimitExceededError',
-    'SerializationError',
-    'SingletonSQLJsonItemRequiredError',
-    'SnapshotTooOldError',
-    'SrfProtocolViolatedError',
-    'StackedDiagnosticsAccessedWithoutActiveHandlerError',
-    'StatementCompletionUnknownError',
-    'StatementTooComplexError',
-    'StringDataLengthMismatchError',
-    'StringDataRightTruncation',
-    'StringDataRightTruncationError',
-    'SubstringError',
-    'SyntaxOrAccessError',
-    'TooManyArgumentsError',
-    'TooManyColumnsError',
-    'TooManyConnectionsError',
-    'TooManyJsonArrayElementsError',
-    'TooManyJsonObjectMembersError',
-    'TooManyRowsError',
-    'TransactionIntegrityConstraintViolationError',
-    'TransactionResolutionUnknownError',
-    'TransactionRollbackError',
-    'TransactionTimeoutError',
-    'TriggerProtocolViolatedError',
-    'TriggeredActionError',
-    'TriggeredDataChangeViolationError',
-    'TrimError',
-    'UndefinedColumnError',
-    'UndefinedFileError',
-    'UndefinedFunctionError',
-    'UndefinedObjectError',
-    'UndefinedParameterError',
-    'UndefinedTableError',
-    'UniqueViolationError',
-    'UnsafeNewEnumValueUsageError',
-    'UnterminatedCStringError',
-    'UntranslatableCharacterError',
-    'WindowingError',
-    'WithCheckOptionViolationError',
-    'WrongObjectTypeError',
-    'ZeroLengthCharacterStringError',
+    "ActiveSQLTransactionError",
+    "AdminShutdownError",
+    "AmbiguousAliasError",
+    "AmbiguousColumnError",
+    "AmbiguousFunctionError",
+    "AmbiguousParameterError",
+    "ArraySubscriptError",
+    "AssertError",
+    "BadCopyFileFormatError",
+    "BranchTransactionAlreadyActiveError",
+    "CannotCoerceError",
+    "CannotConnectNowError",
+    "CantChangeRuntimeParamError",
+    "CardinalityViolationError",
+    "CaseNotFoundError",
+    "CharacterNotInRepertoireError",
+    "CheckViolationError",
+    "ClientCannotConnectError",
+    "CollationMismatchError",
+    "ConfigFileError",
+    "ConfigurationLimitExceededError",
+    "ConnectionDoesNotExistError",
+    "ConnectionFailureError",
+    "ConnectionRejectionError",
+    "ContainingSQLNotPermittedError",
+    "CrashShutdownError",
+    "DataCorruptedError",
+    "DataError",
+    "DatabaseDroppedError",
+    "DatatypeMismatchError",
+    "DatetimeFieldOverflowError",
+    "DeadlockDetectedError",
+    "DependentObjectsStillExistError",
+    "DependentPrivilegeDescriptorsStillExistError",
+    "DeprecatedFeature",
+    "DiagnosticsError",
+    "DiskFullError",
+    "DivisionByZeroError",
+    "DuplicateAliasError",
+    "DuplicateColumnError",
+    "DuplicateCursorError",
+    "DuplicateDatabaseError",
+    "DuplicateFileError",
+    "DuplicateFunctionError",
+    "DuplicateJsonObjectKeyValueError",
+    "DuplicateObjectError",
+    "DuplicatePreparedStatementError",
+    "DuplicateSchemaError",
+    "DuplicateTableError",
+    "DynamicResultSetsReturned",
+    "ErrorInAssignmentError",
+    "EscapeCharacterConflictError",
+    "EventTriggerProtocolViolatedError",
+    "ExclusionViolationError",
+    "ExternalRoutineError",
+    "ExternalRoutineInvocationError",
+    "FDWColumnNameNotFoundError",
+    "FDWDynamicParameterValueNeededError",
+    "FDWError",
+    "FDWFunctionSequenceError",
+    "FDWInconsistentDescriptorInformationError",
+    "FDWInvalidAttributeValueError",
+    "FDWInvalidColumnNameError",
+    "FDWInvalidColumnNumberError",
+    "FDWInvalidDataTypeDescriptorsError",
+    "FDWInvalidDataTypeError",
+    "FDWInvalidDescriptorFieldIdentifierError",
+    "FDWInvalidHandleError",
+    "FDWInvalidOptionIndexError",
+    "FDWInvalidOptionNameError",
+    "FDWInvalidStringFormatError",
+    "FDWInvalidStringLengthOrBufferLengthError",
+    "FDWInvalidUseOfNullPointerError",
+    "FDWNoSchemasError",
+    "FDWOptionNameNotFoundError",
+    "FDWOutOfMemoryError",
+    "FDWReplyHandleError",
+    "FDWSchemaNotFoundError",
+    "FDWTableNotFoundError",
+    "FDWTooManyHandlesError",
+    "FDWUnableToCreateExecutionError",
+    "FDWUnableToCreateReplyError",
+    "FDWUnableToEstablishConnectionError",
+    "FeatureNotSupportedError",
+    "FileNameTooLongError",
+    "ForeignKeyViolationError",
+    "FunctionExecutedNoReturnStatementError",
+    "GeneratedAlwaysError",
+    "GroupingError",
+    "HeldCursorRequiresSameIsolationLevelError",
+    "IdleInTransactionSessionTimeoutError",
+    "IdleSessionTimeoutError",
+    "ImplicitZeroBitPadding",
+    "InFailedSQLTransactionError",
+    "InappropriateAccessModeForBranchTransactionError",
+    "InappropriateIsolationLevelForBranchTransactionError",
+    "IndeterminateCollationError",
+    "IndeterminateDatatypeError",
+    "IndexCorruptedError",
+    "IndicatorOverflowError",
+    "InsufficientPrivilegeError",
+    "InsufficientResourcesError",
+    "IntegrityConstraintViolationError",
+    "InternalServerError",
+    "IntervalFieldOverflowError",
+    "InvalidArgumentForLogarithmError",
+    "InvalidArgumentForNthValueFunctionError",
+    "InvalidArgumentForNtileFunctionError",
+    "InvalidArgumentForPowerFunctionError",
+    "InvalidArgumentForSQLJsonDatetimeFunctionError",
+    "InvalidArgumentForWidthBucketFunctionError",
+    "InvalidArgumentForXqueryError",
+    "InvalidAuthorizationSpecificationError",
+    "InvalidBinaryRepresentationError",
+    "InvalidCachedStatementError",
+    "InvalidCatalogNameError",
+    "InvalidCharacterValueForCastError",
+    "InvalidColumnDefinitionError",
+    "InvalidColumnReferenceError",
+    "InvalidCursorDefinitionError",
+    "InvalidCursorNameError",
+    "InvalidCursorStateError",
+    "InvalidDatabaseDefinitionError",
+    "InvalidDatetimeFormatError",
+    "InvalidEscapeCharacterError",
+    "InvalidEscapeOctetError",
+    "InvalidEscapeSequenceError",
+    "InvalidForeignKeyError",
+    "InvalidFunctionDefinitionError",
+    "InvalidGrantOperationError",
+    "InvalidGrantorError",
+    "InvalidIndicatorParameterValueError",
+    "InvalidJsonTextError",
+    "InvalidLocatorSpecificationError",
+    "InvalidNameError",
+    "InvalidObjectDefinitionError",
+    "InvalidParameterValueError",
+    "InvalidPasswordError",
+    "InvalidPrecedingOrFollowingSizeError",
+    "InvalidPreparedStatementDefinitionError",
+    "InvalidRecursionError",
+    "InvalidRegularExpressionError",
+    "InvalidRoleSpecificationError",
+    "InvalidRowCountInLimitClauseError",
+    "InvalidRowCountInResultOffsetClauseError",
+    "InvalidSQLJsonSubscriptError",
+    "InvalidSQLStatementNameError",
+    "InvalidSavepointSpecificationError",
+    "InvalidSchemaDefinitionError",
+    "InvalidSchemaNameError",
+    "InvalidSqlstateReturnedError",
+    "InvalidTableDefinitionError",
+    "InvalidTablesampleArgumentError",
+    "InvalidTablesampleRepeatError",
+    "InvalidTextRepresentationError",
+    "InvalidTimeZoneDisplacementValueError",
+    "InvalidTransactionInitiationError",
+    "InvalidTransactionStateError",
+    "InvalidTransactionTerminationError",
+    "InvalidUseOfEscapeCharacterError",
+    "InvalidXmlCommentError",
+    "InvalidXmlContentError",
+    "InvalidXmlDocumentError",
+    "InvalidXmlProcessingInstructionError",
+    "LocatorError",
+    "LockFileExistsError",
+    "LockNotAvailableError",
+    "ModifyingExternalRoutineSQLDataNotPermittedError",
+    "ModifyingSQLDataNotPermittedError",
+    "MoreThanOneSQLJsonItemError",
+    "MostSpecificTypeMismatchError",
+    "NameTooLongError",
+    "NoActiveSQLTransactionError",
+    "NoActiveSQLTransactionForBranchTransactionError",
+    "NoAdditionalDynamicResultSetsReturned",
+    "NoData",
+    "NoDataFoundError",
+    "NoSQLJsonItemError",
+    "NonNumericSQLJsonItemError",
+    "NonUniqueKeysInAJsonObjectError",
+    "NonstandardUseOfEscapeCharacterError",
+    "NotAnXmlDocumentError",
+    "NotNullViolationError",
+    "NullValueEliminatedInSetFunction",
+    "NullValueInExternalRoutineNotAllowedError",
+    "NullValueNoIndicatorParameterError",
+    "NullValueNotAllowedError",
+    "NumericValueOutOfRangeError",
+    "ObjectInUseError",
+    "ObjectNotInPrerequisiteStateError",
+    "OperatorInterventionError",
+    "OutOfMemoryError",
+    "PLPGSQLError",
+    "PostgresConnectionError",
+    "PostgresFloatingPointError",
+    "PostgresIOError",
+    "PostgresSyntaxError",
+    "PostgresSystemError",
+    "PostgresWarning",
+    "PrivilegeNotGranted",
+    "PrivilegeNotRevoked",
+    "ProgramLimitExceededError",
+    "ProhibitedExternalRoutineSQLStatementAttemptedError",
+    "ProhibitedSQLStatementAttemptedError",
+    "ProtocolViolationError",
+    "QueryCanceledError",
+    "RaiseError",
+    "ReadOnlySQLTransactionError",
+    "ReadingExternalRoutineSQLDataNotPermittedError",
+    "ReadingSQLDataNotPermittedError",
+    "ReservedNameError",
+    "RestrictViolationError",
+    "SQLJsonArrayNotFoundError",
+    "SQLJsonItemCannotBeCastToTargetTypeError",
+    "SQLJsonMemberNotFoundError",
+    "SQLJsonNumberNotFoundError",
+    "SQLJsonObjectNotFoundError",
+    "SQLJsonScalarRequiredError",
+    "SQLRoutineError",
+    "SQLStatementNotYetCompleteError",
+    "SavepointError",
+    "SchemaAndDataStatementMixingNotSupportedError",
+    "SequenceGeneratorLimitExceededError",
+    "SerializationError",
+    "SingletonSQLJsonItemRequiredError",
+    "SnapshotTooOldError",
+    "SrfProtocolViolatedError",
+    "StackedDiagnosticsAccessedWithoutActiveHandlerError",
+    "StatementCompletionUnknownError",
+    "StatementTooComplexError",
+    "StringDataLengthMismatchError",
+    "StringDataRightTruncation",
+    "StringDataRightTruncationError",
+    "SubstringError",
+    "SyntaxOrAccessError",
+    "TooManyArgumentsError",
+    "TooManyColumnsError",
+    "TooManyConnectionsError",
+    "TooManyJsonArrayElementsError",
+    "TooManyJsonObjectMembersError",
+    "TooManyRowsError",
+    "TransactionIntegrityConstraintViolationError",
+    "TransactionResolutionUnknownError",
+    "TransactionRollbackError",
+    "TransactionTimeoutError",
+    "TriggerProtocolViolatedError",
+    "TriggeredActionError",
+    "TriggeredDataChangeViolationError",
+    "TrimError",
+    "UndefinedColumnError",
+    "UndefinedFileError",
+    "UndefinedFunctionError",
+    "UndefinedObjectError",
+    "UndefinedParameterError",
+    "UndefinedTableError",
+    "UniqueViolationError",
+    "UnsafeNewEnumValueUsageError",
+    "UnterminatedCStringError",
+    "UntranslatableCharacterError",
+    "WindowingError",
+    "WithCheckOptionViolationError",
+    "WrongObjectTypeError",
+    "ZeroLengthCharacterStringError",
 ) + _base.__all__

@@ -17,8 +17,7 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCENARIOS = sorted(f[:-3] for f in os.listdir(os.path.join(HERE, "scenarios"))
-                   if f.endswith(".py"))
+SCENARIOS = sorted(f[:-3] for f in os.listdir(os.path.join(HERE, "scenarios")) if f.endswith(".py"))
 LOOPS = ("asyncio", "uvloop", "asyncpg_rs")
 
 _reference: dict[str, object] = {}
@@ -33,7 +32,10 @@ def _run(scenario, pg, loop, driver):
     dsn = pg.dsn()
     proc = subprocess.run(
         [sys.executable, os.path.join(HERE, "run_scenario.py"), scenario, dsn, loop, driver],
-        capture_output=True, text=True, timeout=240, env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
     )
     if proc.returncode:
         pytest.fail(f"{scenario} with {driver} on {loop} failed:\n{proc.stderr[-4000:]}")

@@ -48,12 +48,14 @@ def aiohttp_app():
         return ws
 
     app = web.Application(client_max_size=8 * 1024 * 1024)
-    app.add_routes([
-        web.get("/hello/{name}", hello),
-        web.post("/digest", digest),
-        web.get("/stream", stream),
-        web.get("/ws", websocket),
-    ])
+    app.add_routes(
+        [
+            web.get("/hello/{name}", hello),
+            web.post("/digest", digest),
+            web.get("/stream", stream),
+            web.get("/ws", websocket),
+        ]
+    )
     return app
 
 
@@ -77,7 +79,8 @@ async def exercise_aiohttp(base, client_ssl=None):
                 return await r.text()
 
         assert await asyncio.gather(*(one(i) for i in range(40))) == [
-            f"hello {i}" for i in range(40)]
+            f"hello {i}" for i in range(40)
+        ]
         async with session.ws_connect(f"{base}/ws") as ws:
             await ws.send_str("abc")
             assert (await ws.receive()).data == "ABC"
@@ -131,14 +134,19 @@ def starlette_app():
     async def streamed(request):
         return StreamingResponse(chunks(), media_type="text/plain")
 
-    return Starlette(routes=[
-        Route("/", home), Route("/upload", upload, methods=["POST"]), Route("/stream", streamed),
-    ])
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/upload", upload, methods=["POST"]),
+            Route("/stream", streamed),
+        ]
+    )
 
 
 async def test_uvicorn_serves_starlette_to_httpx():
-    config = uvicorn.Config(starlette_app(), host="127.0.0.1", port=0, loop="none",
-                            lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        starlette_app(), host="127.0.0.1", port=0, loop="none", lifespan="off", log_level="warning"
+    )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     for _ in range(500):

@@ -8,6 +8,8 @@ import socket
 import pytest
 from looptools import LOOP_TEST_MARKS
 
+import asyncpg_rs
+
 pytestmark = LOOP_TEST_MARKS
 
 
@@ -128,6 +130,10 @@ async def test_datagram_transport_api():
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
     assert transport.get_protocol() is proto
+    assert isinstance(transport, asyncio.BaseTransport)
+    if isinstance(loop, asyncpg_rs.Loop):
+        # the documented class (the stdlib's own is a stream-style Transport before 3.12)
+        assert isinstance(transport, asyncio.DatagramTransport)
     assert transport.get_write_buffer_size() == 0
     transport.set_write_buffer_limits(high=1000, low=100)
     assert transport.get_write_buffer_limits() == (100, 1000)

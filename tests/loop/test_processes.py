@@ -25,6 +25,7 @@ async def test_exec_communicate_and_returncode():
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    assert isinstance(proc._transport, asyncio.SubprocessTransport)
     data = os.urandom(300_000)  # more than a pipe buffer: both directions must stream
     out, err = await proc.communicate(data)
     assert out == data[::-1]
@@ -97,6 +98,8 @@ async def test_read_and_write_pipes():
     rt, _ = await loop.connect_read_pipe(Reader, rfile)
     assert rt.get_extra_info("pipe") is rfile
     wt, _ = await loop.connect_write_pipe(asyncio.Protocol, wfile)
+    assert isinstance(rt, asyncio.ReadTransport) and not isinstance(rt, asyncio.WriteTransport)
+    assert isinstance(wt, asyncio.WriteTransport)  # (the stdlib's is a full Transport)
     payload = os.urandom(1 << 20)
     wt.write(payload)
     wt.write_eof()

@@ -78,6 +78,11 @@ async def test_extra_info_and_transport_api():
     async with server:
         transport, proto = await loop.create_connection(Collect, "127.0.0.1", port)
         try:
+            # isinstance holds as on the stdlib loop; a stream socket is not a datagram one
+            assert isinstance(transport, asyncio.Transport)
+            assert isinstance(transport, asyncio.ReadTransport)
+            assert isinstance(transport, asyncio.WriteTransport)
+            assert not isinstance(transport, asyncio.DatagramTransport)
             assert transport.get_extra_info("peername") == ("127.0.0.1", port)
             assert transport.get_extra_info("sockname")[0] == "127.0.0.1"
             sock = transport.get_extra_info("socket")
@@ -369,6 +374,7 @@ async def test_tls_client_and_server(certs):
             "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
         )
         assert writer.get_extra_info("ssl_object") is not None
+        assert isinstance(writer.transport, asyncio.Transport)
         assert writer.get_extra_info("peercert")["subject"]
         assert writer.get_extra_info("cipher")
         assert writer.get_extra_info("sslcontext") is client_ctx

@@ -4,6 +4,7 @@
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
 /// `KeyboardInterrupt` and `SystemExit` propagate; nothing reports and swallows them.
@@ -88,4 +89,19 @@ pub fn release_descriptor(
         let _ = loop_obj.call_method1(py, intern!(py, "_detach_transport"), (fd,));
     }
     let _ = sock.call_method0(py, intern!(py, "close"));
+}
+
+/// The asyncio transport class a transport of ours answers `__class__` with, so that
+/// `isinstance(transport, asyncio.Transport)` (and its read/write/datagram kin) holds.
+pub fn presented_class(
+    py: Python<'_>,
+    cell: &'static GILOnceCell<Py<PyAny>>,
+    name: &str,
+) -> PyResult<Py<PyAny>> {
+    cell.get_or_try_init(py, || {
+        py.import("asyncpg_rs.eventloop._transport_kinds")?
+            .getattr(name)
+            .map(Bound::unbind)
+    })
+    .map(|class| class.clone_ref(py))
 }

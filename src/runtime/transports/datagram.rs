@@ -13,10 +13,12 @@ use pyo3::exceptions::{
 };
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::common::{
-    extra_info, is_interrupt, release_descriptor, report, schedule_connection_lost, water_marks,
+    extra_info, is_interrupt, presented_class, release_descriptor, report,
+    schedule_connection_lost, water_marks,
 };
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
@@ -500,6 +502,13 @@ impl DatagramTransport {
     /// The protocol receiving datagrams.
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
         self.protocol(py).unwrap_or_else(|| py.None())
+    }
+
+    /// What `isinstance` sees: asyncio's `DatagramTransport`.
+    #[getter(__class__)]
+    fn presented_class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        static DATAGRAM: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        presented_class(py, &DATAGRAM, "DatagramTransport")
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

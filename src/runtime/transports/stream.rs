@@ -18,10 +18,12 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::common::{
-    extra_info, is_interrupt, release_descriptor, report, schedule_connection_lost, water_marks,
+    extra_info, is_interrupt, presented_class, release_descriptor, report,
+    schedule_connection_lost, water_marks,
 };
 use crate::pg::protocol::PGProtocol;
 use crate::runtime::cell::GilCell;
@@ -957,6 +959,19 @@ impl StreamTransport {
     /// The loop this transport runs on.
     fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
         self.loop_obj.clone_ref(py)
+    }
+
+    /// What `isinstance` sees: asyncio's `Transport`, `ReadTransport` or `WriteTransport`.
+    #[getter(__class__)]
+    fn presented_class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        static SOCKET: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        static READ_PIPE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        static WRITE_PIPE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+        match self.endpoint {
+            Endpoint::Socket => presented_class(py, &SOCKET, "SocketTransport"),
+            Endpoint::ReadPipe => presented_class(py, &READ_PIPE, "ReadPipeTransport"),
+            Endpoint::WritePipe => presented_class(py, &WRITE_PIPE, "WritePipeTransport"),
+        }
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

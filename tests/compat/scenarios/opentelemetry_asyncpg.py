@@ -36,12 +36,19 @@ async def run(dsn):
         cur = await con.cursor("SELECT generate_series(1, 10)")
         assert len(await cur.fetch(3)) == 3
     await con.close()
-    spans = [(s.name, s.status.status_code.name,
-              {k: v for k, v in s.attributes.items() if k in KEPT})
-             for s in EXPORTER.get_finished_spans()]
+    spans = [
+        (s.name, s.status.status_code.name, {k: v for k, v in s.attributes.items() if k in KEPT})
+        for s in EXPORTER.get_finished_spans()
+    ]
     statements = [s[2].get("db.statement") for s in spans]
-    for query in ("SELECT 1", "SELECT $1::int AS v", "SELECT 2", "SELECT no_such_column",
-                  "SELECT 3", "SELECT generate_series(1, 10)"):
+    for query in (
+        "SELECT 1",
+        "SELECT $1::int AS v",
+        "SELECT 2",
+        "SELECT no_such_column",
+        "SELECT 3",
+        "SELECT generate_series(1, 10)",
+    ):
         assert query in statements, (query, statements)
-    assert ("ERROR" in [s[1] for s in spans if s[2].get("db.statement") == "SELECT no_such_column"])
+    assert "ERROR" in [s[1] for s in spans if s[2].get("db.statement") == "SELECT no_such_column"]
     return spans

@@ -13,8 +13,12 @@ from piccolo.table import Table
 
 def _config(dsn):
     u = urllib.parse.urlparse(dsn)
-    config = {"host": u.hostname, "port": u.port, "user": urllib.parse.unquote(u.username),
-              "database": u.path.lstrip("/")}
+    config = {
+        "host": u.hostname,
+        "port": u.port,
+        "user": urllib.parse.unquote(u.username),
+        "database": u.path.lstrip("/"),
+    }
     if u.password:
         config["password"] = urllib.parse.unquote(u.password)
     return config
@@ -43,10 +47,23 @@ async def run(dsn):
     await Band.alter().drop_table(if_exists=True)
     await Band.create_table()
     await Concert.create_table()
-    await Band.insert(*[Band(name=f"b{i}", popularity=i * 10, rating=decimal.Decimal(f"{i}.5"),
-                             info={"i": i}, tags=["x", str(i)]) for i in range(5)])
-    rows = await Band.select(Band.name, Band.rating, Band.info, Band.tags).where(
-        Band.popularity > 15).order_by(Band.id)
+    await Band.insert(
+        *[
+            Band(
+                name=f"b{i}",
+                popularity=i * 10,
+                rating=decimal.Decimal(f"{i}.5"),
+                info={"i": i},
+                tags=["x", str(i)],
+            )
+            for i in range(5)
+        ]
+    )
+    rows = (
+        await Band.select(Band.name, Band.rating, Band.info, Band.tags)
+        .where(Band.popularity > 15)
+        .order_by(Band.id)
+    )
     assert [r["name"] for r in rows] == ["b2", "b3", "b4"]
     out.append(rows)
     b1 = await Band.objects().get(Band.name == "b1")
@@ -61,8 +78,9 @@ async def run(dsn):
         out.append(type(e).__name__)
     assert await Band.count() == 5
     await ENGINE.start_connection_pool(min_size=1, max_size=3)
-    firsts = await asyncio.gather(*(Band.select(Band.name).where(Band.popularity == i * 10)
-                                    .first() for i in range(5)))
+    firsts = await asyncio.gather(
+        *(Band.select(Band.name).where(Band.popularity == i * 10).first() for i in range(5))
+    )
     out.append(firsts)
     await Band.update({Band.popularity: Band.popularity + 1}).where(Band.name == "b0")
     out.append(await Band.select(Band.popularity).where(Band.name == "b0").first())

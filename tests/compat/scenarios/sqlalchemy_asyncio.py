@@ -32,26 +32,42 @@ class Account(Base):
 
 async def run(dsn):
     out = []
-    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"),
-                                 pool_size=3, pool_pre_ping=True)
+    engine = create_async_engine(
+        dsn.replace("postgresql://", "postgresql+asyncpg://"), pool_size=3, pool_pre_ping=True
+    )
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.drop_all)
         await conn.run_sync(Base.metadata.create_all)
 
     async with AsyncSession(engine, expire_on_commit=False) as session:
         async with session.begin():
-            session.add_all([
-                Account(name=f"a{i}", balance=decimal.Decimal("10.25") * i, opened=WHEN,
-                        profile={"n": i, "nested": [i, None]}, tags=["t", str(i)],
-                        key=uuid.UUID(int=i))
-                for i in range(8)
-            ])
-        rows = (await session.execute(
-            sa.select(Account).where(Account.balance > 40).order_by(Account.id))).scalars().all()
+            session.add_all(
+                [
+                    Account(
+                        name=f"a{i}",
+                        balance=decimal.Decimal("10.25") * i,
+                        opened=WHEN,
+                        profile={"n": i, "nested": [i, None]},
+                        tags=["t", str(i)],
+                        key=uuid.UUID(int=i),
+                    )
+                    for i in range(8)
+                ]
+            )
+        rows = (
+            (
+                await session.execute(
+                    sa.select(Account).where(Account.balance > 40).order_by(Account.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
         assert [a.name for a in rows] == ["a4", "a5", "a6", "a7"]
         assert rows[0].opened == WHEN and rows[0].key == uuid.UUID(int=4)
-        out.append([(a.name, a.balance, a.opened.isoformat(), a.profile, a.tags, str(a.key))
-                    for a in rows])
+        out.append(
+            [(a.name, a.balance, a.opened.isoformat(), a.profile, a.tags, str(a.key)) for a in rows]
+        )
         await session.commit()
         try:
             async with session.begin():
@@ -63,15 +79,17 @@ async def run(dsn):
             raise AssertionError("duplicate name accepted")
 
     async with engine.connect() as conn:
-        one = await conn.execute(sa.text("SELECT CAST(:x AS int) + 1 AS y, :s AS s"),
-                                 {"x": 41, "s": "text"})
+        one = await conn.execute(
+            sa.text("SELECT CAST(:x AS int) + 1 AS y, :s AS s"), {"x": 41, "s": "text"}
+        )
         out.append(list(one.one()))
         stream = await conn.stream(sa.select(Account.name).order_by(Account.id))
         names = [row.name async for row in stream]
         assert names == [f"a{i}" for i in range(8)]
         out.append(names)
-        await conn.execute(pg_insert(Account.__table__)
-                           .values(id=1, name="a0").on_conflict_do_nothing())
+        await conn.execute(
+            pg_insert(Account.__table__).values(id=1, name="a0").on_conflict_do_nothing()
+        )
         await conn.execute(sa.insert(Account.__table__), [{"name": f"m{i}"} for i in range(5)])
         count = (await conn.execute(sa.select(sa.func.count()).select_from(Account))).scalar()
         assert count == 13

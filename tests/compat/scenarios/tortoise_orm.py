@@ -30,16 +30,21 @@ class Book(Model):
 
 async def run(dsn):
     out = []
-    await Tortoise.init(db_url=dsn.replace("postgresql://", "asyncpg://"),
-                        modules={"models": [__name__]})
+    await Tortoise.init(
+        db_url=dsn.replace("postgresql://", "asyncpg://"), modules={"models": [__name__]}
+    )
     conn = Tortoise.get_connection("default")
-    await conn.execute_script("DROP TABLE IF EXISTS compat_tortoise_book; "
-                              "DROP TABLE IF EXISTS compat_tortoise_author;")
+    await conn.execute_script(
+        "DROP TABLE IF EXISTS compat_tortoise_book; DROP TABLE IF EXISTS compat_tortoise_author;"
+    )
     await Tortoise.generate_schemas()
     ann = await Author.create(name="ann", meta={"k": [1, 2]})
     await Book.bulk_create([Book(title=f"t{i}", price=f"{i}.25", author=ann) for i in range(5)])
-    books = await Book.filter(author__name="ann", price__gt=1).order_by("id").values_list(
-        "title", "price")
+    books = (
+        await Book.filter(author__name="ann", price__gt=1)
+        .order_by("id")
+        .values_list("title", "price")
+    )
     assert [b[0] for b in books] == ["t1", "t2", "t3", "t4"]
     out.append(books)
     try:
