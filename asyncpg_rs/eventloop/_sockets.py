@@ -1,8 +1,11 @@
 """``loop.sock_*``: awaitable operations on non-blocking sockets.
 
-Each tries the operation at once and, only when the socket would block, waits for readiness
-with the reactor's reader/writer watch on the descriptor; the watch is removed when the
-operation completes or its future is cancelled.
+``sock_recv``, ``sock_recv_into`` and ``sock_sendall`` on a plain ``socket.socket`` run in
+Rust (``src/runtime/sockets.rs``): the socket stays registered between operations and the
+receive runs when the reactor reports it, with no Python callback. Everything else (and
+those three for socket subclasses or odd buffers) tries the operation at once and, only when
+the socket would block, waits for readiness with the reactor's reader/writer watch on the
+descriptor; the watch is removed when the operation completes or its future is cancelled.
 """
 
 from __future__ import annotations
@@ -156,6 +159,11 @@ class SocketMethods:
 
     async def sock_recv(self, sock, n):
         """Receive up to ``n`` bytes from ``sock``."""
+        result = self._sock_recv(sock, n)
+        if type(result) is bytes:
+            return result
+        if result is not NotImplemented:
+            return await result
         _check_socket(sock)
         try:
             return sock.recv(n)
@@ -165,6 +173,11 @@ class SocketMethods:
 
     async def sock_recv_into(self, sock, buf):
         """Receive into ``buf``; returns the number of bytes received."""
+        result = self._sock_recv_into(sock, buf)
+        if type(result) is int:
+            return result
+        if result is not NotImplemented:
+            return await result
         _check_socket(sock)
         try:
             return sock.recv_into(buf)
@@ -196,6 +209,11 @@ class SocketMethods:
 
     async def sock_sendall(self, sock, data):
         """Send all of ``data``; returns None once the kernel has taken every byte."""
+        result = self._sock_sendall(sock, data)
+        if result is None:
+            return None
+        if result is not NotImplemented:
+            return await result
         _check_socket(sock)
         try:
             sent = sock.send(data)

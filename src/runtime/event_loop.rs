@@ -24,6 +24,7 @@ use super::cell::GilCell;
 use super::clock::{monotonic, thread_ident};
 use super::handle::{Handle, TimerHandle};
 use super::reactor::{Direction, Reactor};
+use super::sockets;
 use super::timers::TimerHeap;
 use super::transports::Owner;
 
@@ -94,6 +95,10 @@ pub fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 impl LoopCore {
+    pub(crate) fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
     /// A transport's buffer filled (or drained): watch (or stop watching) writability.
     pub(crate) fn set_transport_writing(
         &self,
@@ -342,9 +347,10 @@ impl LoopCore {
             if !events.is_empty() {
                 let mut due = Vec::with_capacity(events.len());
                 let mut transports = Vec::new();
+                let mut sock_due = Vec::new();
                 for ready in &events {
                     me.reactor
-                        .handles_for(py, ready, &mut due, &mut transports)?;
+                        .handles_for(py, ready, &mut due, &mut transports, &mut sock_due)?;
                 }
                 me.ready
                     .borrow_mut(py)?
@@ -354,6 +360,11 @@ impl LoopCore {
                     let outcome =
                         guard_panic(|| transport.on_ready(py, readable, writable, read_closed));
                     Self::report_panic(slf, outcome, || transport.object(py).unbind())?;
+                }
+                // So do socket operations: the read, then the future's result.
+                for (fd, direction, op) in sock_due {
+                    let outcome = guard_panic(|| sockets::run_due(slf, fd, direction, op));
+                    Self::report_panic(slf, outcome, || py.None())?;
                 }
             }
         }
@@ -766,9 +777,41 @@ impl LoopCore {
         Ok(slf.get().reactor.transport_of(py, fd).map(|t| t.object(py)))
     }
 
+    /// ``sock_recv`` on a plain socket: the bytes, a future for them, or ``NotImplemented``
+    /// (then ``Loop.sock_recv`` goes asyncio's way).
+    fn _sock_recv(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, n: isize) -> PyResult<Py<PyAny>> {
+        slf.get().check_closed()?;
+        sockets::sock_recv(slf, sock, n)
+    }
+
+    /// ``sock_recv_into``: the count, a future for it, or ``NotImplemented``.
+    fn _sock_recv_into(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        buf: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        slf.get().check_closed()?;
+        sockets::sock_recv_into(slf, sock, buf)
+    }
+
+    /// ``sock_sendall``: ``None`` once all is sent now, else a future, or ``NotImplemented``.
+    fn _sock_sendall(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        slf.get().check_closed()?;
+        sockets::sock_sendall(slf, sock, data)
+    }
+
     /// Number of timers in the heap, cancelled ones included (for tests and monitoring).
     fn _timer_count(slf: &Bound<'_, Self>) -> PyResult<usize> {
         Ok(slf.get().timers.borrow_mut(slf.py())?.len())
+    }
+
+    /// Number of descriptors the reactor keeps a record of (for tests and monitoring).
+    fn _watch_count(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        slf.get().reactor.watch_count(slf.py())
     }
 
     /// Number of callbacks waiting in the ready queue.

@@ -9,6 +9,8 @@ mod clock;
 pub mod event_loop;
 pub mod handle;
 mod reactor;
+mod read_buffer;
+mod sockets;
 mod timers;
 pub mod transports;
 

@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 
 use super::cell::GilCell;
 use super::handle::Handle;
+use super::sockets::{SockOp, SockWatch};
 use super::transports::Owner;
 
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -39,7 +40,12 @@ struct Watch {
     /// The transport has buffered data and waits for the socket to turn writable; without
     /// buffered data it does not listen for writability (each ACK would wake the loop).
     transport_writing: bool,
+    /// A socket used through `sock_recv`/`sock_sendall` (`sockets.rs`): it stays registered
+    /// between operations, reading interest always, writing while a send waits.
+    sock: Option<SockWatch>,
     registered: bool,
+    /// The interest epoll has for the descriptor, as far as we know.
+    armed: Option<Interest>,
     /// The loop's own (signal wake-up socket): not a reason to poll between callbacks.
     internal: bool,
 }
@@ -53,12 +59,27 @@ impl Watch {
                 Interest::READABLE
             });
         }
-        match (self.reader.is_some(), self.writer.is_some()) {
+        let sock_read = self.sock.is_some();
+        let sock_write = self.sock.as_ref().is_some_and(|s| s.writer.is_some());
+        match (
+            self.reader.is_some() || sock_read,
+            self.writer.is_some() || sock_write,
+        ) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
             (false, true) => Some(Interest::WRITABLE),
             (false, false) => None,
         }
+    }
+
+    /// Whether the loop has a reason to look at this descriptor between callbacks: something
+    /// waits on it. (A socket parked between `sock_*` operations does not count.)
+    fn counted(&self) -> bool {
+        !self.internal
+            && (self.reader.is_some()
+                || self.writer.is_some()
+                || self.transport.is_some()
+                || self.sock.as_ref().is_some_and(SockWatch::busy))
     }
 }
 
@@ -79,6 +100,9 @@ pub struct Reactor {
     /// Descriptors whose callbacks were queued since the last poll, to re-arm.
     fired: GilCell<Vec<RawFd>>,
     user_watches: AtomicUsize,
+    /// Socket records made since the last sweep of stale ones, and how many the sweep kept.
+    socks_made: AtomicUsize,
+    socks_kept: AtomicUsize,
     /// The loop thread is (about to be) blocked in poll: a thread-safe call must wake it.
     sleeping: AtomicBool,
 }
@@ -99,6 +123,8 @@ impl Reactor {
             watches: GilCell::new(HashMap::new()),
             fired: GilCell::new(Vec::new()),
             user_watches: AtomicUsize::new(0),
+            socks_made: AtomicUsize::new(0),
+            socks_kept: AtomicUsize::new(0),
             sleeping: AtomicBool::new(false),
         })
     }
@@ -114,6 +140,46 @@ impl Reactor {
         } else {
             self.registry.register(&mut SourceFd(&fd), token, interest)
         }
+    }
+
+    /// Bring epoll's interest for `fd` in line with the watch (`force`: even when we believe it
+    /// is already, as for a socket new to us under a number epoll may know from before).
+    fn arm(&self, fd: RawFd, watch: &mut Watch, force: bool) -> io::Result<()> {
+        let wanted = watch.interest();
+        if !force && watch.registered && watch.armed == wanted {
+            return Ok(());
+        }
+        match wanted {
+            Some(interest) => {
+                self.watch_fd(fd, watch.registered, interest)?;
+                watch.registered = true;
+                watch.armed = Some(interest);
+            }
+            None => {
+                if watch.registered {
+                    let _ = self.registry.deregister(&mut SourceFd(&fd));
+                }
+                watch.registered = false;
+                watch.armed = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn count_change(&self, before: bool, after: bool) {
+        match (before, after) {
+            (false, true) => {
+                self.user_watches.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.user_watches.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn watch_count(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.watches.borrow_mut(py)?.len())
     }
 
     /// Whether any descriptor other than the loop's own is watched.
@@ -148,62 +214,38 @@ impl Reactor {
             return Ok(None);
         }
         let watch = watches.entry(fd).or_default();
+        if !existed {
+            watch.internal = internal;
+        }
+        let before = existed && watch.counted();
         let slot = match direction {
             Direction::Read => &mut watch.reader,
             Direction::Write => &mut watch.writer,
         };
         let old = std::mem::replace(slot, handle);
-        if !existed {
-            watch.internal = internal;
-            if !internal {
-                self.user_watches.fetch_add(1, Ordering::Relaxed);
+        // Python callbacks are re-armed after they fire, so always tell epoll (a descriptor
+        // closed and reopened under the same number is new to it).
+        if let Err(e) = self.arm(fd, watch, true) {
+            // Leave things as they were: restore the old callback.
+            let slot = match direction {
+                Direction::Read => &mut watch.reader,
+                Direction::Write => &mut watch.writer,
+            };
+            let rejected = std::mem::replace(slot, old);
+            if watch.interest().is_none() {
+                watches.remove(&fd);
             }
+            drop(watches);
+            drop(rejected);
+            return register_result(Err(e)).map(|_| None);
         }
-        let outcome = match watch.interest() {
-            None => {
-                // The descriptor may be closed already (then the kernel forgot it).
-                if watch.registered {
-                    let _ = self.registry.deregister(&mut SourceFd(&fd));
-                }
-                let gone = watches.remove(&fd);
-                if let Some(gone) = &gone {
-                    if !gone.internal {
-                        self.user_watches.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(())
-            }
-            Some(interest) => {
-                let res = self.watch_fd(fd, watch.registered, interest);
-                match res {
-                    Ok(()) => {
-                        watch.registered = true;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // Leave things as they were: restore the old callback.
-                        let slot = match direction {
-                            Direction::Read => &mut watch.reader,
-                            Direction::Write => &mut watch.writer,
-                        };
-                        let rejected = std::mem::replace(slot, old);
-                        let now_empty = watch.interest().is_none();
-                        let internal = watch.internal;
-                        if now_empty {
-                            watches.remove(&fd);
-                            if !internal {
-                                self.user_watches.fetch_sub(1, Ordering::Relaxed);
-                            }
-                        }
-                        drop(watches);
-                        drop(rejected);
-                        return register_result(Err(e)).map(|_| None);
-                    }
-                }
-            }
-        };
+        let after = watch.counted();
+        if watch.interest().is_none() {
+            watches.remove(&fd);
+        }
+        self.count_change(before, after);
         drop(watches);
-        outcome.map(|_| old)
+        Ok(old)
     }
 
     /// Hand `fd` to a transport (or with `None`, take it back and stop watching it).
@@ -224,34 +266,39 @@ impl Reactor {
                         "File descriptor {fd} is used by add_reader/add_writer"
                     )));
                 }
-                let interest = Interest::READABLE;
                 let existed = watches.contains_key(&fd);
                 let watch = watches.entry(fd).or_default();
-                let res = self.watch_fd(fd, watch.registered, interest);
-                if let Err(e) = res {
+                let before = existed && watch.counted();
+                // a socket once used with sock_* operations is the transport's now
+                let parked = watch.sock.take();
+                let previous = watch.transport.replace(t);
+                let was_writing = std::mem::replace(&mut watch.transport_writing, false);
+                if let Err(e) = self.arm(fd, watch, true) {
+                    let ours = std::mem::replace(&mut watch.transport, previous);
+                    watch.transport_writing = was_writing;
+                    watch.sock = parked;
                     if !existed {
                         watches.remove(&fd);
                     }
+                    drop(watches);
+                    drop(ours);
                     return Err(e.into());
                 }
-                watch.registered = true;
-                if !existed {
-                    self.user_watches.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(watch.transport.replace(t))
+                self.count_change(before, watch.counted());
+                drop(watches);
+                drop(parked);
+                Ok(previous)
             }
             None => {
-                let Some(watch) = watches.remove(&fd) else {
+                let Some(mut watch) = watches.remove(&fd) else {
                     return Ok(None);
                 };
+                self.count_change(watch.counted(), false);
                 if watch.registered {
                     let _ = self.registry.deregister(&mut SourceFd(&fd));
                 }
-                if !watch.internal {
-                    self.user_watches.fetch_sub(1, Ordering::Relaxed);
-                }
                 drop(watches);
-                Ok(watch.transport)
+                Ok(watch.transport.take())
             }
         }
     }
@@ -269,8 +316,200 @@ impl Reactor {
         if let (true, Some(interest)) = (watch.registered, watch.interest()) {
             self.registry
                 .reregister(&mut SourceFd(&fd), Token(fd as usize), interest)?;
+            watch.armed = Some(interest);
         }
         Ok(())
+    }
+
+    // ------------------------------------------------------------ sock_* operations
+
+    /// Whether a read on `sock` may find data: false only when the kernel said there was
+    /// none and no readiness edge came since.
+    pub fn sock_readable(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        sock: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let watches = self.watches.borrow_mut(py)?;
+        Ok(match watches.get(&fd).and_then(|w| w.sock.as_ref()) {
+            Some(record) if record.is_for(sock) => record.readable,
+            _ => true,
+        })
+    }
+
+    /// An immediate read on `sock` got `got` bytes of `asked`.
+    pub fn sock_note_read(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        sock: &Bound<'_, PyAny>,
+        got: usize,
+        asked: usize,
+    ) -> PyResult<()> {
+        let mut watches = self.watches.borrow_mut(py)?;
+        if let Some(record) = watches.get_mut(&fd).and_then(|w| w.sock.as_mut()) {
+            if record.is_for(sock) {
+                record.note_read(got, asked);
+            }
+        }
+        Ok(())
+    }
+
+    /// Park `op` until `fd` is ready for `direction`. `tried`: the kernel just said EAGAIN.
+    pub fn sock_wait(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        sock: &Bound<'_, PyAny>,
+        direction: Direction,
+        op: SockOp,
+        tried: bool,
+    ) -> PyResult<()> {
+        let mut fresh_record = false;
+        let mut watches = self.watches.borrow_mut(py)?;
+        let existed = watches.contains_key(&fd);
+        let watch = watches.entry(fd).or_default();
+        let before = existed && watch.counted();
+        if !watch.sock.as_ref().is_some_and(|r| r.is_for(sock)) {
+            // new to us, or a record of a socket closed since: epoll may not know this one
+            match SockWatch::new(sock, fd) {
+                Ok(record) => watch.sock = Some(record),
+                Err(e) => {
+                    if !existed {
+                        watches.remove(&fd);
+                    }
+                    return Err(e);
+                }
+            }
+            fresh_record = true;
+        }
+        let Some(record) = watch.sock.as_mut() else {
+            return Ok(());
+        };
+        if tried && direction == Direction::Read {
+            record.readable = false;
+        }
+        // a second operation in the same direction replaces the first, as in asyncio
+        let replaced = match direction {
+            Direction::Read => record.reader.replace(op),
+            Direction::Write => record.writer.replace(op),
+        };
+        if let Err(e) = self.arm(fd, watch, fresh_record) {
+            let record = watch.sock.as_mut();
+            let ours = record.and_then(|r| match direction {
+                Direction::Read => r.reader.take(),
+                Direction::Write => r.writer.take(),
+            });
+            if watch.interest().is_none() || !existed {
+                watches.remove(&fd);
+            }
+            drop(watches);
+            drop((ours, replaced));
+            return Err(e.into());
+        }
+        self.count_change(before, watch.counted());
+        drop(watches);
+        drop(replaced);
+        if fresh_record {
+            self.sweep_sockets(py);
+        }
+        Ok(())
+    }
+
+    /// A due operation found nothing after all: wait again (unless replaced meanwhile).
+    pub fn sock_retry(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        direction: Direction,
+        op: SockOp,
+    ) -> PyResult<()> {
+        let mut watches = self.watches.borrow_mut(py)?;
+        let mut leftover = Some(op);
+        if let Some(watch) = watches.get_mut(&fd) {
+            let before = watch.counted();
+            if let Some(record) = watch.sock.as_mut() {
+                let slot = match direction {
+                    Direction::Read => {
+                        record.readable = false;
+                        &mut record.reader
+                    }
+                    Direction::Write => &mut record.writer,
+                };
+                if slot.is_none() {
+                    *slot = leftover.take();
+                }
+            }
+            self.count_change(before, watch.counted());
+        }
+        drop(watches);
+        if leftover.is_some() {
+            drop(leftover);
+            return self.sock_finished(py, fd);
+        }
+        Ok(())
+    }
+
+    /// A due operation completed, having read `got` bytes of `asked`.
+    pub fn sock_done(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        direction: Direction,
+        got: usize,
+        asked: usize,
+    ) -> PyResult<()> {
+        if direction == Direction::Read {
+            let mut watches = self.watches.borrow_mut(py)?;
+            if let Some(record) = watches.get_mut(&fd).and_then(|w| w.sock.as_mut()) {
+                record.note_read(got, asked);
+            }
+        }
+        self.sock_finished(py, fd)
+    }
+
+    /// An operation left the watch (done or abandoned): stop listening for writability if no
+    /// send waits any more, and stop counting the socket as busy.
+    pub fn sock_finished(&self, py: Python<'_>, fd: RawFd) -> PyResult<()> {
+        let mut watches = self.watches.borrow_mut(py)?;
+        let Some(watch) = watches.get_mut(&fd) else {
+            return Ok(());
+        };
+        let was = watch.counted();
+        let _ = self.arm(fd, watch, false);
+        self.count_change(was, watch.counted());
+        Ok(())
+    }
+
+    /// Forget the records of sockets closed or gone since, once their number has doubled
+    /// since the last look (so the cost per operation stays constant).
+    fn sweep_sockets(&self, py: Python<'_>) {
+        let made = self.socks_made.fetch_add(1, Ordering::Relaxed) + 1;
+        if made < self.socks_kept.load(Ordering::Relaxed).max(64) {
+            return;
+        }
+        let Ok(mut watches) = self.watches.borrow_mut(py) else {
+            return;
+        };
+        let mut kept = 0;
+        let mut dropped = Vec::new();
+        watches.retain(|fd, watch| {
+            let Some(record) = &watch.sock else {
+                return true;
+            };
+            if record.busy() || !record.is_stale(py, *fd) {
+                kept += 1;
+                return true;
+            }
+            dropped.extend(watch.sock.take());
+            let _ = self.arm(*fd, watch, false);
+            watch.interest().is_some()
+        });
+        drop(watches);
+        drop(dropped);
+        self.socks_made.store(0, Ordering::Relaxed);
+        self.socks_kept.store(kept, Ordering::Relaxed);
     }
 
     /// The transport that owns `fd`, if any.
@@ -303,13 +542,14 @@ impl Reactor {
             }
             std::mem::take(&mut *slot)
         };
-        let watches = self.watches.borrow_mut(py)?;
+        let mut watches = self.watches.borrow_mut(py)?;
         for fd in &fired {
-            if let Some(watch) = watches.get(fd) {
+            if let Some(watch) = watches.get_mut(fd) {
                 if let (true, Some(interest)) = (watch.registered, watch.interest()) {
                     let _ =
                         self.registry
                             .reregister(&mut SourceFd(fd), Token(*fd as usize), interest);
+                    watch.armed = Some(interest);
                 }
             }
         }
@@ -367,9 +607,10 @@ impl Reactor {
         ready: &Ready,
         out: &mut Vec<Py<Handle>>,
         transports: &mut Vec<(Owner, bool, bool, bool)>,
+        sock_due: &mut Vec<(RawFd, Direction, SockOp)>,
     ) -> PyResult<()> {
-        let watches = self.watches.borrow_mut(py)?;
-        let Some(watch) = watches.get(&ready.fd) else {
+        let mut watches = self.watches.borrow_mut(py)?;
+        let Some(watch) = watches.get_mut(&ready.fd) else {
             return Ok(());
         };
         if let Some(t) = &watch.transport {
@@ -380,6 +621,25 @@ impl Reactor {
                 ready.read_closed,
             ));
             return Ok(());
+        }
+        let before = watch.counted();
+        if let Some(record) = watch.sock.as_mut() {
+            if ready.readable {
+                record.readable = true;
+                if let Some(op) = record.reader.take() {
+                    sock_due.push((ready.fd, Direction::Read, op));
+                }
+            }
+            if ready.writable {
+                if let Some(op) = record.writer.take() {
+                    sock_due.push((ready.fd, Direction::Write, op));
+                }
+            }
+            self.count_change(before, watch.counted());
+            if watch.reader.is_none() && watch.writer.is_none() {
+                // edge-triggered: nothing to re-arm
+                return Ok(());
+            }
         }
         if ready.readable {
             if let Some(h) = &watch.reader {
@@ -406,6 +666,7 @@ impl Reactor {
             if watch.registered {
                 let _ = self.registry.deregister(&mut SourceFd(&fd));
             }
+            drop(watch.sock);
             handles.extend(watch.reader);
             handles.extend(watch.writer);
         }

@@ -244,3 +244,222 @@ async def test_run_in_executor():
         loop.set_default_executor(concurrent.futures.ProcessPoolExecutor())
     with pytest.raises(ZeroDivisionError):
         await loop.run_in_executor(None, divmod, 1, 0)
+
+
+# ---------------------------------------------------------------- sock_recv / sock_sendall
+# On our loop these run in Rust and keep the socket registered between operations; the
+# cases below are the ones that design must get right, run on both loops alike.
+
+
+async def test_partial_reads_lose_nothing():
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    try:
+        client.send(bytes(range(100)))
+        await asyncio.sleep(0.01)
+        parts = [await loop.sock_recv(server, 30) for _ in range(3)]
+        parts.append(await loop.sock_recv(server, 30))  # a short read: the last 10
+        assert b"".join(parts) == bytes(range(100))
+        assert [len(p) for p in parts] == [30, 30, 30, 10]
+        # nothing left: the next one waits for the next send
+        loop.call_later(0.02, client.send, b"more")
+        assert await asyncio.wait_for(loop.sock_recv(server, 30), 5) == b"more"
+        assert await loop.sock_recv(server, 0) == b""
+    finally:
+        client.close()
+        server.close()
+
+
+async def test_recv_into_cancelled_leaves_the_buffer_alone():
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    try:
+        buf = bytearray(b"." * 8)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recv_into(server, buf), 0.02)
+        client.send(b"payload!")
+        await asyncio.sleep(0.05)  # data arrives; nobody may write it into `buf` now
+        assert buf == bytearray(b"." * 8)
+        other = bytearray(8)
+        assert await asyncio.wait_for(loop.sock_recv_into(server, other), 5) == 8
+        assert other == bytearray(b"payload!")
+    finally:
+        client.close()
+        server.close()
+
+
+async def test_eof_and_reset():
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    reader = asyncio.ensure_future(loop.sock_recv(server, 10))
+    await asyncio.sleep(0.01)
+    client.close()
+    assert await asyncio.wait_for(reader, 5) == b""
+    assert await loop.sock_recv(server, 10) == b""  # EOF stays EOF
+    server.close()
+
+    client, server = await tcp_pair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    reader = asyncio.ensure_future(loop.sock_recv(server, 10))
+    await asyncio.sleep(0.01)
+    client.close()  # linger 0: the peer sees RST
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reader, 5)
+    server.close()
+
+
+async def test_sendall_to_a_slow_reader_and_full_duplex():
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    try:
+        payload = os.urandom(8 * 1024 * 1024)
+        view = memoryview(bytearray(payload))
+
+        async def slow_read(n):
+            got = bytearray()
+            while len(got) < n:
+                got += await loop.sock_recv(server, 100_000)
+                await asyncio.sleep(0)
+            return bytes(got)
+
+        async def echo_back():
+            # the other direction at the same time, on the same sockets
+            await loop.sock_sendall(server, b"pong" * 1000)
+
+        sent, got, _ = await asyncio.gather(
+            loop.sock_sendall(client, view), slow_read(len(payload)), echo_back()
+        )
+        assert sent is None and got == payload
+        back = bytearray()
+        while len(back) < 4000:
+            back += await loop.sock_recv(client, 4000)
+        assert back == b"pong" * 1000
+    finally:
+        client.close()
+        server.close()
+
+
+async def test_closed_socket_number_reused():
+    loop = asyncio.get_running_loop()
+    for _ in range(3):
+        client, server = await tcp_pair()
+        fd = server.fileno()
+        loop.call_later(0.01, client.send, b"x")
+        assert await asyncio.wait_for(loop.sock_recv(server, 1), 5) == b"x"
+        server.close()
+        client.close()
+        # the next pair likely gets the same numbers: it must not inherit anything
+        client, server = await tcp_pair()
+        if server.fileno() != fd:
+            server, client = client, server
+        loop.call_later(0.01, client.send, b"y")
+        assert await asyncio.wait_for(loop.sock_recv(server, 1), 5) == b"y"
+        client.close()
+        server.close()
+
+
+async def test_many_sockets_opened_used_and_closed():
+    loop = asyncio.get_running_loop()
+    for _ in range(300):
+        client, server = await tcp_pair()
+        loop.call_soon(client.send, b"z")
+        assert await asyncio.wait_for(loop.sock_recv(server, 1), 5) == b"z"
+        client.close()
+        server.close()
+    if hasattr(loop, "_watch_count"):
+        # the records of closed sockets are swept: the loop's table stays small
+        assert loop._watch_count() < 200
+
+
+async def test_socket_subclass_and_datagrams_go_through():
+    loop = asyncio.get_running_loop()
+
+    class Counting(socket.socket):
+        recvs = 0
+
+        def recv(self, n, *args):
+            type(self).recvs += 1
+            return super().recv(n, *args)
+
+    a, b = socket.socketpair()
+    sub = Counting(fileno=b.detach())
+    sub.setblocking(False)
+    a.setblocking(False)
+    try:
+        loop.call_later(0.01, a.send, b"sub")
+        assert await asyncio.wait_for(loop.sock_recv(sub, 10), 5) == b"sub"
+        assert Counting.recvs >= 1  # its recv was honoured
+    finally:
+        a.close()
+        sub.close()
+
+    x = nb(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    y = nb(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    x.bind(("127.0.0.1", 0))
+    y.connect(x.getsockname())
+    try:
+        loop.call_later(0.01, y.send, b"one")
+        loop.call_later(0.02, y.send, b"two")
+        # a datagram shorter than asked says nothing about what else is queued
+        assert await asyncio.wait_for(loop.sock_recv(x, 100), 5) == b"one"
+        assert await asyncio.wait_for(loop.sock_recv(x, 100), 5) == b"two"
+    finally:
+        x.close()
+        y.close()
+
+
+async def test_bad_arguments():
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    try:
+        with pytest.raises(ValueError, match="negative buffersize"):
+            await loop.sock_recv(server, -1)
+        with pytest.raises(TypeError):
+            await loop.sock_sendall(client, "text")
+        with pytest.raises(TypeError):
+            await loop.sock_recv_into(server, b"read-only")
+        # the socket is still fine
+        await loop.sock_sendall(client, b"ok")
+        assert await asyncio.wait_for(loop.sock_recv(server, 2), 5) == b"ok"
+    finally:
+        client.close()
+        server.close()
+    closed = nb(socket.socket())
+    closed.close()
+    with pytest.raises(OSError):
+        await loop.sock_recv(closed, 1)
+
+
+async def test_transport_socket_refused():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    async with server:
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, *server.sockets[0].getsockname()
+        )
+        # a socket object over the transport's own descriptor
+        sock = nb(socket.socket(fileno=transport.get_extra_info("socket").fileno()))
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv(sock, 1)
+        finally:
+            sock.detach()
+        transport.close()
+
+
+async def test_add_reader_beside_sock_operations():
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    try:
+        loop.call_later(0.01, client.send, b"a")
+        assert await asyncio.wait_for(loop.sock_recv(server, 1), 5) == b"a"
+        seen = loop.create_future()
+        loop.add_reader(server, lambda: seen.done() or seen.set_result(server.recv(1)))
+        client.send(b"b")
+        assert await asyncio.wait_for(seen, 5) == b"b"
+        assert loop.remove_reader(server)
+        loop.call_later(0.01, client.send, b"c")
+        assert await asyncio.wait_for(loop.sock_recv(server, 1), 5) == b"c"
+    finally:
+        client.close()
+        server.close()

@@ -28,8 +28,8 @@ use super::common::{
 use crate::pg::protocol::PGProtocol;
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
+use crate::runtime::read_buffer::{give_back_read_buffer, take_read_buffer};
 
-const READ_CHUNK: usize = 256 * 1024;
 /// Reads per readiness event before yielding to other work for an iteration.
 const READS_PER_EVENT: usize = 4;
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -76,22 +76,6 @@ pub struct StreamTransport {
     server: Option<Py<PyAny>>,
     endpoint: Endpoint,
     state: GilCell<State>,
-}
-
-thread_local! {
-    /// One receive buffer per loop thread, shared by its transports: a read is handed to the
-    /// protocol before the next one starts, and a new connection costs no 256 KiB allocation.
-    static READ_BUFFER: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
-}
-
-fn take_read_buffer() -> Vec<u8> {
-    READ_BUFFER
-        .with(|cell| cell.take())
-        .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
-}
-
-fn give_back_read_buffer(buf: Vec<u8>) {
-    READ_BUFFER.with(|cell| cell.set(Some(buf)));
 }
 
 fn receiver_for(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> Receiver {
