@@ -2,10 +2,10 @@
 
 ``sock_recv``, ``sock_recv_into`` and ``sock_sendall`` on a plain ``socket.socket`` run in
 Rust (``src/runtime/sockets.rs``): the socket stays registered between operations and the
-receive runs when the reactor reports it, with no Python callback. Everything else (and
-those three for socket subclasses or odd buffers) tries the operation at once and, only when
-the socket would block, waits for readiness with the reactor's reader/writer watch on the
-descriptor; the watch is removed when the operation completes or its future is cancelled.
+receive runs when the reactor reports it, with no Python callback. The others (and those
+three for socket subclasses or odd buffers) try the operation at once and, only when the
+socket would block, hand the reactor an attempt to retry at each readiness of the same
+persistent registration (``_sock_wait``).
 """
 
 from __future__ import annotations
@@ -112,9 +112,14 @@ class SocketMethods:
         return self._wait_ready(sock, True, attempt, *args)
 
     def _wait_ready(self, sock, write, attempt, *args):
-        fut = self.create_future()
         fd = sock.fileno()
         self._ensure_fd_no_transport(fd)
+        # the reactor keeps the socket registered between operations and retries `attempt`
+        # itself; the add_reader recipe below is for objects it cannot track
+        fut = self._sock_wait(sock, write, attempt, *args)
+        if fut is not NotImplemented:
+            return fut
+        fut = self.create_future()
 
         def on_ready():
             if fut.done():

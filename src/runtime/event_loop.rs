@@ -804,6 +804,21 @@ impl LoopCore {
         sockets::sock_sendall(slf, sock, data)
     }
 
+    /// A future for ``attempt(*args)``, retried each time ``sock`` is readable (``write``:
+    /// writable) until it stops raising ``BlockingIOError``; ``NotImplemented`` when the
+    /// socket cannot be tracked.
+    #[pyo3(signature = (sock, write, attempt, *args))]
+    fn _sock_wait(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        write: bool,
+        attempt: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<PyAny>> {
+        slf.get().check_closed()?;
+        sockets::sock_wait(slf, sock, write, attempt, args)
+    }
+
     /// Number of timers in the heap, cancelled ones included (for tests and monitoring).
     fn _timer_count(slf: &Bound<'_, Self>) -> PyResult<usize> {
         Ok(slf.get().timers.borrow_mut(slf.py())?.len())

@@ -15,16 +15,17 @@ use std::io;
 use std::os::fd::RawFd;
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyTuple, PyWeakrefReference};
 use pyo3::IntoPyObjectExt;
 
 use super::event_loop::LoopCore;
 use super::reactor::{Direction, Reactor};
 use super::read_buffer::{give_back_read_buffer, take_read_buffer, READ_CHUNK};
+use super::transports::is_interrupt;
 
 /// A socket operation waiting for readiness.
 pub enum SockOp {
@@ -41,6 +42,13 @@ pub enum SockOp {
         data: Py<PyAny>,
         sent: usize,
     },
+    /// Any other operation, as a Python callable retried at each readiness until it stops
+    /// raising `BlockingIOError` (or returning the `_AGAIN` sentinel of `_sockets.py`).
+    Call {
+        future: Py<PyAny>,
+        attempt: Py<PyAny>,
+        args: Py<PyTuple>,
+    },
 }
 
 impl SockOp {
@@ -48,7 +56,8 @@ impl SockOp {
         match self {
             SockOp::Recv { future, .. }
             | SockOp::RecvInto { future, .. }
-            | SockOp::SendAll { future, .. } => future,
+            | SockOp::SendAll { future, .. }
+            | SockOp::Call { future, .. } => future,
         }
     }
 }
@@ -88,6 +97,8 @@ impl SockWatch {
     pub fn is_stale(&self, py: Python<'_>, fd: RawFd) -> bool {
         match self.socket.bind(py).upgrade() {
             None => true,
+            // a subclass's `fileno` could run any code; only a plain socket's is asked
+            Some(sock) if !socket_class(py).is_ok_and(|c| sock.get_type().is(c)) => false,
             Some(sock) => sock
                 .call_method0(intern!(py, "fileno"))
                 .and_then(|n| n.extract::<i64>())
@@ -250,6 +261,17 @@ fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
                 ),
             }
         }
+        SockOp::Call { attempt, args, .. } => match attempt.bind(py).call1(args.bind(py)) {
+            Ok(result) if again_sentinel(py).is_ok_and(|again| result.is(again)) => Attempt::Again,
+            Ok(result) => Attempt::Done(Ok(result.unbind()), 0, 0),
+            Err(err)
+                if err.is_instance_of::<PyBlockingIOError>(py)
+                    || err.is_instance_of::<PyInterruptedError>(py) =>
+            {
+                Attempt::Again
+            }
+            Err(err) => Attempt::Done(Err(err), 0, 0),
+        },
         SockOp::SendAll { data, sent, .. } => {
             let data = data.bind(py);
             let view = match PyBuffer::<u8>::get(data) {
@@ -278,6 +300,18 @@ fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
             }
         }
     }
+}
+
+/// `_sockets._AGAIN`: what an attempt returns to say "not yet" without raising.
+fn again_sentinel(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static AGAIN: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    AGAIN
+        .get_or_try_init(py, || {
+            py.import("asyncpg_rs.eventloop._sockets")?
+                .getattr("_AGAIN")
+                .map(Bound::unbind)
+        })
+        .map(|again| again.bind(py))
 }
 
 fn socket_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -495,9 +529,47 @@ pub fn run_due(
     }
     match attempt(py, fd, &mut op) {
         Attempt::Again => reactor.sock_retry(py, fd, direction, op),
+        // as from any callback of the loop, Ctrl-C and exit() end the loop; the operation
+        // stays pending, to be retried if the loop runs again
+        Attempt::Done(Err(err), _, _) if is_interrupt(py, &err) => {
+            reactor.sock_retry(py, fd, direction, op)?;
+            Err(err)
+        }
         Attempt::Done(result, got, asked) => {
             reactor.sock_done(py, fd, direction, got, asked)?;
             settle(py, op.future(), result)
         }
     }
+}
+
+/// Wait for `sock` to be readable (or writable), then retry `attempt(*args)` at each
+/// readiness until it stops saying "not yet"; its result or error settles the future.
+/// `NotImplemented` when the socket cannot be tracked (then asyncio's way, in Python).
+pub fn sock_wait(
+    core: &Bound<'_, LoopCore>,
+    sock: &Bound<'_, PyAny>,
+    write: bool,
+    attempt: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> PyResult<Py<PyAny>> {
+    let py = core.py();
+    let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+    if fd < 0 || PyWeakrefReference::new(sock).is_err() {
+        return Ok(py.NotImplemented());
+    }
+    let future = core.call_method0(intern!(py, "create_future"))?.unbind();
+    let op = SockOp::Call {
+        future: future.clone_ref(py),
+        attempt: attempt.clone().unbind(),
+        args: args.clone().unbind(),
+    };
+    let direction = if write {
+        Direction::Write
+    } else {
+        Direction::Read
+    };
+    core.get()
+        .reactor()
+        .sock_wait(py, fd, sock, direction, op, true)?;
+    Ok(future)
 }

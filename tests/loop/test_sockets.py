@@ -463,3 +463,71 @@ async def test_add_reader_beside_sock_operations():
     finally:
         client.close()
         server.close()
+
+
+async def test_socket_like_object_without_weak_references():
+    # asyncio takes any object with the socket methods it calls
+    loop = asyncio.get_running_loop()
+
+    class Duck:
+        __slots__ = ("_sock",)
+
+        def __init__(self, sock):
+            self._sock = sock
+
+        def fileno(self):
+            return self._sock.fileno()
+
+        def gettimeout(self):
+            return self._sock.gettimeout()
+
+        def recv(self, n):
+            return self._sock.recv(n)
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        loop.call_later(0.01, a.send, b"quack")
+        assert await asyncio.wait_for(loop.sock_recv(Duck(b), 10), 5) == b"quack"
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_accept_recvfrom_sendto_keep_working_in_turn():
+    # the reactor keeps a socket registered between operations: many waits in a row on one
+    # socket, in both directions and of several kinds, must each see their own readiness
+    loop = asyncio.get_running_loop()
+    listener = nb(socket.socket())
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    clients = []
+    try:
+        for _ in range(5):
+            client = nb(socket.socket())
+            clients.append(client)
+            _, (conn, _) = await asyncio.gather(
+                loop.sock_connect(client, listener.getsockname()), loop.sock_accept(listener)
+            )
+            assert conn.gettimeout() == 0
+            conn.close()
+    finally:
+        listener.close()
+        for c in clients:
+            c.close()
+
+    x = nb(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    y = nb(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    x.bind(("127.0.0.1", 0))
+    y.bind(("127.0.0.1", 0))
+    try:
+        for i in range(20):
+            waiter = asyncio.ensure_future(loop.sock_recvfrom(x, 100))
+            await asyncio.sleep(0)
+            await loop.sock_sendto(y, b"d%d" % i, x.getsockname())
+            data, addr = await asyncio.wait_for(waiter, 5)
+            assert data == b"d%d" % i and addr == y.getsockname()
+    finally:
+        x.close()
+        y.close()

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod common;
+pub use common::is_interrupt;
 pub mod datagram;
 pub mod stream;
 
