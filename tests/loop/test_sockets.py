@@ -531,3 +531,24 @@ async def test_accept_recvfrom_sendto_keep_working_in_turn():
     finally:
         x.close()
         y.close()
+
+
+async def test_sendall_to_a_peer_that_resets():
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    try:
+        sending = asyncio.ensure_future(loop.sock_sendall(client, b"\0" * (32 * 1024 * 1024)))
+        await asyncio.sleep(0.05)  # the kernel buffers fill; the send waits for room
+        assert not sending.done()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        server.close()  # unread data and linger 0: the client sees RST
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            await asyncio.wait_for(sending, 5)
+        # the loop and other sockets are unaffected
+        a, b = await tcp_pair()
+        await loop.sock_sendall(a, b"fine")
+        assert await asyncio.wait_for(loop.sock_recv(b, 4), 5) == b"fine"
+        a.close()
+        b.close()
+    finally:
+        client.close()
