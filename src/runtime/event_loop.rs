@@ -409,6 +409,26 @@ impl LoopCore {
         Ok(())
     }
 
+    /// A new handle for `callback(*args)` at the end of the ready queue.
+    fn enqueue<'py>(
+        slf: &Bound<'py, Self>,
+        callback: Bound<'py, PyAny>,
+        args: Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+        method: &str,
+        threadsafe: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let me = slf.get();
+        me.check_closed()?;
+        let handle = Py::new(
+            py,
+            me.new_handle(py, callback, args, context, method, threadsafe)?,
+        )?;
+        me.ready.borrow_mut(py)?.push_back(handle.clone_ref(py));
+        Ok(handle)
+    }
+
     fn watch(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
@@ -514,15 +534,7 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let me = slf.get();
-        me.check_closed()?;
-        let handle = Py::new(
-            py,
-            me.new_handle(py, callback, args, context, "call_soon", false)?,
-        )?;
-        me.ready.borrow_mut(py)?.push_back(handle.clone_ref(py));
-        Ok(handle)
+        Self::enqueue(slf, callback, args, context, "call_soon", false)
     }
 
     /// :meth:`call_soon` from any thread: wakes the loop if it is waiting.
@@ -533,15 +545,8 @@ impl LoopCore {
         args: Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let me = slf.get();
-        me.check_closed()?;
-        let handle = Py::new(
-            py,
-            me.new_handle(py, callback, args, context, "call_soon_threadsafe", true)?,
-        )?;
-        me.ready.borrow_mut(py)?.push_back(handle.clone_ref(py));
-        me.reactor.wake()?;
+        let handle = Self::enqueue(slf, callback, args, context, "call_soon_threadsafe", true)?;
+        slf.get().reactor.wake()?;
         Ok(handle)
     }
 
