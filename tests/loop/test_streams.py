@@ -172,6 +172,73 @@ async def test_flow_control_pauses_writer_with_slow_reader():
         transport.close()
 
 
+async def test_writelines_in_order_whatever_the_kernel_takes():
+    loop = asyncio.get_running_loop()
+    got = bytearray()
+    done = loop.create_future()
+    total = 0
+
+    class Sink(asyncio.Protocol):
+        def data_received(self, data):
+            got.extend(data)
+            if len(got) >= total and not done.done():
+                done.set_result(None)
+
+    server = await loop.create_server(Sink, "127.0.0.1", 0)
+    async with server:
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, *server.sockets[0].getsockname()
+        )
+        big = os.urandom(3 * 1024 * 1024)  # more than the kernel takes at once
+        parts = [
+            b"head",
+            bytearray(b"-bytearray-"),
+            memoryview(big),
+            b"",
+            *(b"%d," % i for i in range(2000)),  # more slices than one writev takes
+            b"tail",
+        ]
+        if isinstance(loop, asyncpg_rs.Loop):
+            # the stdlib joins with bytes.join, which refuses a non-contiguous view; ours
+            # copies such a view, and sends the rest in place
+            parts.insert(2, memoryview(b"0123456789")[::2])
+        expected = b"".join(bytes(p) for p in parts)
+        total = len(expected)
+        transport.writelines(parts)
+        transport.writelines(iter([b"+", b"gen"]))  # any iterable, queued behind
+        expected += b"+gen"
+        total = len(expected)
+        await asyncio.wait_for(done, 20)
+        assert bytes(got) == expected
+        with pytest.raises(TypeError):
+            transport.writelines([b"ok", "text"])
+        transport.close()
+
+
+async def test_written_bytearray_is_free_during_pause_writing():
+    # the transport must not hold a buffer export of the caller's object while it calls the
+    # protocol back: pause_writing may reuse (resize) the very bytearray it just wrote
+    loop = asyncio.get_running_loop()
+    data = bytearray(b"z" * (8 * 1024 * 1024))
+    resized = []
+
+    class Writer(asyncio.Protocol):
+        def pause_writing(self):
+            data.extend(b"!")  # raises BufferError if an export is still held
+            resized.append(len(data))
+
+    class Stalled(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.pause_reading()
+
+    server = await loop.create_server(Stalled, "127.0.0.1", 0)
+    async with server:
+        transport, _ = await loop.create_connection(Writer, *server.sockets[0].getsockname())
+        transport.write(data)
+        assert resized == [8 * 1024 * 1024 + 1]
+        transport.abort()
+
+
 async def test_buffered_protocol():
     loop = asyncio.get_running_loop()
     server, port = await echo_server()

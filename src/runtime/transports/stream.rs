@@ -142,24 +142,102 @@ fn send(endpoint: Endpoint, fd: RawFd, data: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// Copy a bytes-like object's contents (bytes without a copy of the Python object).
-fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
-    if let Ok(b) = data.downcast::<PyBytes>() {
-        return Ok(f(b.as_bytes()));
-    }
-    match PyBuffer::<u8>::get(data) {
-        Ok(buf) => {
-            let bytes = buf.to_vec(data.py())?;
-            Ok(f(&bytes))
+/// Most slices one vectored write hands the kernel (Linux's IOV_MAX); the rest is buffered.
+const MAX_IOVECS: usize = 1024;
+
+/// `sendmsg`/`writev` of the parts in order; returns how many bytes the kernel took.
+fn send_vectored(endpoint: Endpoint, fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .take(MAX_IOVECS)
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    loop {
+        // SAFETY: every iovec points into a slice borrowed for the whole call; the kernel
+        // only reads from them. MSG_NOSIGNAL as in `send`.
+        let n = unsafe {
+            if endpoint == Endpoint::Socket {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = iov.len() as _;
+                libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+            } else {
+                libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int)
+            }
+        };
+        if n >= 0 {
+            return Ok(n as usize);
         }
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "data argument must be a bytes-like object, not {:?}",
-            data.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))),
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
+}
+
+/// What a write did with its data.
+enum Pushed {
+    /// All of it went to the kernel (or nowhere: the connection is lost).
+    Sent,
+    /// Some waits in the buffer.
+    Buffered,
+    Failed(io::Error),
+}
+
+/// A bytes-like object's contents, borrowed in place for a write (copied only when the
+/// buffer is not contiguous).
+enum HeldBytes<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    View(PyBuffer<u8>),
+    Copied(Vec<u8>),
+}
+
+impl<'py> HeldBytes<'py> {
+    fn of(data: &Bound<'py, PyAny>) -> PyResult<HeldBytes<'py>> {
+        if let Ok(b) = data.downcast::<PyBytes>() {
+            return Ok(HeldBytes::Bytes(b.clone()));
+        }
+        match PyBuffer::<u8>::get(data) {
+            Ok(view) if view.is_c_contiguous() => Ok(HeldBytes::View(view)),
+            Ok(view) => {
+                let copy = view.to_vec(data.py());
+                view.release(data.py());
+                copy.map(HeldBytes::Copied)
+            }
+            Err(_) => Err(not_bytes_like(data)),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            HeldBytes::Bytes(b) => b.as_bytes(),
+            // SAFETY: the view pins a contiguous buffer of `len_bytes` bytes until released.
+            HeldBytes::View(v) => unsafe {
+                std::slice::from_raw_parts(v.buf_ptr() as *const u8, v.len_bytes())
+            },
+            HeldBytes::Copied(c) => c,
+        }
+    }
+
+    fn release(self, py: Python<'py>) {
+        if let HeldBytes::View(v) = self {
+            v.release(py);
+        }
+    }
+}
+
+fn not_bytes_like(data: &Bound<'_, PyAny>) -> PyErr {
+    PyTypeError::new_err(format!(
+        "data argument must be a bytes-like object, not {:?}",
+        data.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    ))
 }
 
 impl StreamTransport {
@@ -539,43 +617,83 @@ impl StreamTransport {
 
     /// Write from Rust: the driver's fast path and `write()` both end here.
     pub fn write_slice(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
+        Self::write_parts(slf, &[data])
+    }
+
+    /// Write the parts in order: at once with one vectored system call when nothing is
+    /// buffered, and what the kernel does not take into the buffer.
+    pub fn write_parts(slf: &Bound<'_, Self>, parts: &[&[u8]]) -> PyResult<()> {
+        let pushed = Self::push_parts(slf, parts)?;
+        Self::finish_write(slf, pushed)
+    }
+
+    /// The part of a write that reads the data (callers lending Python buffers release them
+    /// before `finish_write` runs protocol callbacks, which might resize those objects).
+    fn push_parts(slf: &Bound<'_, Self>, parts: &[&[u8]]) -> PyResult<Pushed> {
         let py = slf.py();
         let me = slf.get();
-        if data.is_empty() {
-            return Ok(());
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total == 0 {
+            return Ok(Pushed::Sent);
         }
-        let failure = {
-            let mut st = me.state.borrow_mut(py)?;
-            if st.eof_written {
-                return Err(PyRuntimeError::new_err(
-                    "Cannot call write() after write_eof()",
-                ));
-            }
-            if st.lost {
-                st.writes_after_lost += 1;
-                return Ok(());
-            }
-            let mut failure = None;
-            let mut rest = data;
-            if st.write_buf.is_empty() {
-                match send(me.endpoint, me.fd, data) {
-                    Ok(n) => rest = &data[n..],
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => failure = Some(e),
-                }
-                if rest.is_empty() && failure.is_none() {
-                    return Ok(());
-                }
-            }
-            if failure.is_none() {
-                st.write_buf.extend_from_slice(rest);
-            }
-            failure
-        };
-        if let Some(e) = failure {
-            return Self::fatal_error(slf, e.into(), "Fatal write error on socket transport");
+        let mut st = me.state.borrow_mut(py)?;
+        if st.eof_written {
+            return Err(PyRuntimeError::new_err(
+                "Cannot call write() after write_eof()",
+            ));
         }
-        Self::after_write(slf)
+        if st.lost {
+            st.writes_after_lost += 1;
+            return Ok(Pushed::Sent);
+        }
+        let mut sent = 0;
+        if st.write_buf.is_empty() {
+            let result = match parts {
+                [one] => send(me.endpoint, me.fd, one),
+                _ => send_vectored(me.endpoint, me.fd, parts),
+            };
+            match result {
+                Ok(n) => sent = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Ok(Pushed::Failed(e)),
+            }
+            if sent == total {
+                return Ok(Pushed::Sent);
+            }
+        }
+        // keep what the kernel did not take, in order
+        let mut skip = sent;
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            st.write_buf.extend_from_slice(&part[skip..]);
+            skip = 0;
+        }
+        Ok(Pushed::Buffered)
+    }
+
+    fn finish_write(slf: &Bound<'_, Self>, pushed: Pushed) -> PyResult<()> {
+        match pushed {
+            Pushed::Sent => Ok(()),
+            Pushed::Buffered => Self::after_write(slf),
+            Pushed::Failed(e) => {
+                Self::fatal_error(slf, e.into(), "Fatal write error on socket transport")
+            }
+        }
+    }
+
+    /// `write`/`writelines` of Python objects, borrowed in place for the system call.
+    fn write_objects(slf: &Bound<'_, Self>, held: Vec<HeldBytes<'_>>) -> PyResult<()> {
+        let py = slf.py();
+        let parts: Vec<&[u8]> = held.iter().map(HeldBytes::as_slice).collect();
+        let pushed = Self::push_parts(slf, &parts);
+        drop(parts);
+        for h in held {
+            h.release(py);
+        }
+        Self::finish_write(slf, pushed?)
     }
 
     fn close_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -780,16 +898,20 @@ impl StreamTransport {
                 "data argument must be a bytes-like object, not 'str'",
             ));
         }
-        with_bytes(data, |bytes| Self::write_slice(slf, bytes))?
+        let held = HeldBytes::of(data)?;
+        let pushed = Self::push_parts(slf, &[held.as_slice()]);
+        held.release(slf.py());
+        Self::finish_write(slf, pushed?)
     }
 
     /// Write each item of ``list_of_data`` in order.
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut joined = Vec::new();
+        // every item's buffer held while the kernel reads it: one vectored write, no join
+        let mut held = Vec::new();
         for item in list_of_data.try_iter()? {
-            with_bytes(&item?, |b| joined.extend_from_slice(b))?;
+            held.push(HeldBytes::of(&item?)?);
         }
-        Self::write_slice(slf, &joined)
+        Self::write_objects(slf, held)
     }
 
     /// Close the write side once the buffer is flushed.
@@ -1004,8 +1126,7 @@ pub fn transport_write_parts(
 ) -> PyResult<()> {
     let bound = transport.bind(py);
     if let Ok(ours) = bound.downcast::<StreamTransport>() {
-        StreamTransport::write_slice(ours, head)?;
-        return StreamTransport::write_slice(ours, body.as_bytes());
+        return StreamTransport::write_parts(ours, &[head, body.as_bytes()]);
     }
     let parts = pyo3::types::PyList::new(
         py,
