@@ -15,7 +15,9 @@ use std::io;
 use std::os::fd::RawFd;
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyBlockingIOError, PyInterruptedError, PyMemoryError, PyRuntimeError, PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -201,7 +203,12 @@ fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize) -> io::Result<Py<PyAny>> {
     let mut buf = if n <= READ_CHUNK {
         take_read_buffer()
     } else {
-        Vec::with_capacity(n)
+        // a size the caller chose: failing to get it is a MemoryError, as in socket.recv,
+        // not an abort
+        let mut own = Vec::new();
+        own.try_reserve_exact(n)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        own
     };
     let result = recv(fd, buf.as_mut_ptr(), n);
     let out = result.map(|got| {
@@ -213,6 +220,16 @@ fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize) -> io::Result<Py<PyAny>> {
         give_back_read_buffer(buf);
     }
     out
+}
+
+/// An I/O error as the exception `socket` would raise (`MemoryError` for a failed
+/// allocation, the errno's `OSError` subclass otherwise).
+fn io_error(err: io::Error) -> PyErr {
+    if err.kind() == io::ErrorKind::OutOfMemory {
+        PyMemoryError::new_err("cannot allocate the receive buffer")
+    } else {
+        err.into()
+    }
 }
 
 /// `recv_into(buffer)`, or `None` when `buffer` is not a writable, contiguous byte buffer.
@@ -243,7 +260,7 @@ fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
                 Attempt::Done(Ok(bytes), got, *n)
             }
             Err(e) if would_block(&e) => Attempt::Again,
-            Err(e) => Attempt::Done(Err(e.into()), 0, 0),
+            Err(e) => Attempt::Done(Err(io_error(e)), 0, 0),
         },
         SockOp::RecvInto { buffer, .. } => {
             let buffer = buffer.bind(py);

@@ -414,6 +414,11 @@ async def test_bad_arguments():
     try:
         with pytest.raises(ValueError, match="negative buffersize"):
             await loop.sock_recv(server, -1)
+        await loop.sock_sendall(client, b"kept")
+        await asyncio.sleep(0.01)
+        with pytest.raises(MemoryError):
+            await loop.sock_recv(server, 2**44)  # a 16 TiB buffer: refused, not a crash
+        assert await loop.sock_recv(server, 4) == b"kept"
         with pytest.raises(TypeError):
             await loop.sock_sendall(client, "text")
         with pytest.raises(TypeError):
