@@ -136,7 +136,9 @@ pub fn decode_record(
     };
     let n = read_i32(0)?;
     let mut at = 4;
-    let mut values = Vec::with_capacity(n.max(0) as usize);
+    // each field takes at least 8 bytes (oid, length): a count the data cannot hold is not
+    // believed (a corrupt count must not reserve gigabytes)
+    let mut values = Vec::with_capacity((n.max(0) as usize).min(data.len() / 8));
     for _ in 0..n.max(0) {
         let oid = read_i32(at)? as u32;
         let len = read_i32(at + 4)?;

@@ -125,7 +125,9 @@ pub fn decode_multi(py: Python<'_>, data: &[u8], sub: &Codec) -> PyResult<PyObje
     }
     let n = i32::from_be_bytes([data[0], data[1], data[2], data[3]]);
     let mut at = 4;
-    let mut items = Vec::with_capacity(n.max(0) as usize);
+    // each item takes at least its 4-byte length: a count the data cannot hold is not
+    // believed (a corrupt count must not reserve gigabytes)
+    let mut items = Vec::with_capacity((n.max(0) as usize).min(data.len() / 4));
     for _ in 0..n {
         let s = data.get(at..at + 4).ok_or_else(bad)?;
         let len = i32::from_be_bytes([s[0], s[1], s[2], s[3]]);
