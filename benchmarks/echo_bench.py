@@ -1,14 +1,20 @@
 """Echo server benchmark: asyncpg_rs's loop against uvloop, the stdlib loop and rloop.
 
-For each loop and server style (asyncio streams, a Protocol, sock_recv + sock_sendall) an echo
-server runs in its own process; a separate client process (uvloop, fixed for every run) keeps
-C connections busy with request/response round trips of 1 KiB and 64 KiB for a few seconds.
+For each loop and server style (asyncio streams, a Protocol, sock_recv + sock_sendall, and a
+Protocol over TLS) an echo server runs in its own process; separate client processes (uvloop,
+fixed for every run) keep C connections busy with request/response round trips of 1 KiB and
+64 KiB for a few seconds.
 Reported: requests/s and the server's CPU time per request (from /proc), medians of
 interleaved repetitions, and asyncpg_rs's ratios (> 1: better). The CPU time is also split
 into user time (the loop, the protocol, Python) and system time (the kernel's TCP work,
 which no loop can avoid): only the first is the loop's to win.
 
-    python benchmarks/echo_bench.py [--repeat 3] [--duration 3] [--conns 10]
+    python benchmarks/echo_bench.py [--repeat 3] [--duration 3] [--conns 10] [--clients 1]
+
+One client process saturates one core before a good server does, so its throughput measures
+the client; the server's CPU per request is the server's own figure. With ``--clients 2`` the
+clients and the server share the machine's cores, and a server that needs less CPU per
+request leaves more of them to the clients: the throughput then reflects the server's cost.
 
 A benchmark, not a test: it asserts nothing and prints numbers.
 """
@@ -18,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -26,7 +34,7 @@ import time
 
 from _harness import new_loop
 
-MODES = ("streams", "protocol", "sock")
+MODES = ("streams", "protocol", "sock", "tls")
 SIZES = (1024, 65536)
 
 
@@ -62,10 +70,26 @@ async def sock_handler(loop, conn):
         conn.close()
 
 
-async def serve(mode):
+def make_certificate(directory):
+    """A throwaway self-signed certificate for the TLS mode: (certfile, keyfile)."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        [shutil.which("openssl") or "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"]
+        + ["-days", "2", "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def serve(mode, certdir=None):
     loop = asyncio.get_running_loop()
-    if mode == "protocol":
-        server = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
+    if mode in ("protocol", "tls"):
+        context = None
+        if mode == "tls":
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*make_certificate(certdir))
+        server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, ssl=context)
         port = server.sockets[0].getsockname()[1]
     elif mode == "streams":
         server = await asyncio.start_server(stream_handler, "127.0.0.1", 0)
@@ -93,13 +117,18 @@ async def serve(mode):
 # ---------------------------------------------------------------- client
 
 
-async def client(port, size, conns, duration):
+async def client(port, size, conns, duration, tls):
     payload = b"x" * size
     stop = time.perf_counter() + duration
     counts = []
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
 
     async def one():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
         n = 0
         while time.perf_counter() < stop:
             writer.write(payload)
@@ -121,35 +150,48 @@ def cpu_seconds(pid):
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def one_run(loop_name, mode, size, conns, duration):
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", loop_name, mode],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(server.stdout.readline())
-        cpu0 = cpu_seconds(server.pid)
-        out = subprocess.run(
-            [sys.executable, __file__, "--client", str(port), str(size), str(conns), str(duration)],
-            capture_output=True,
+def one_run(loop_name, mode, size, conns, duration, clients=1):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as certdir:
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", loop_name, mode, certdir],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
         )
-        cpu1 = cpu_seconds(server.pid)
-        rps = float(out.stdout.strip())
-        total = rps * duration
-        user = (cpu1[0] - cpu0[0]) / total * 1e6
-        system = (cpu1[1] - cpu0[1]) / total * 1e6
-        return rps, user + system, user
-    finally:
-        server.stdin.close()
         try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            port = int(server.stdout.readline())
+            cpu0 = cpu_seconds(server.pid)
+            tls = "1" if mode == "tls" else "0"
+            per_client = max(1, conns // clients)
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, __file__, "--client", str(port), str(size)]
+                    + [str(per_client), str(duration), tls],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(clients)
+            ]
+            rps = 0.0
+            for proc in procs:
+                out, _ = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"client failed ({proc.returncode})")
+                rps += float(out.strip())
+            cpu1 = cpu_seconds(server.pid)
+            total = rps * duration
+            user = (cpu1[0] - cpu0[0]) / total * 1e6
+            system = (cpu1[1] - cpu0[1]) / total * 1e6
+            return rps, user + system, user
+        finally:
+            server.stdin.close()
+            try:
+                server.wait(5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 def main():
@@ -157,18 +199,20 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--conns", type=int, default=10)
-    ap.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
-    ap.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--clients", type=int, default=1, help="client processes sharing --conns")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         loop = new_loop(args.serve[0])
-        loop.run_until_complete(serve(args.serve[1]))
+        loop.run_until_complete(serve(args.serve[1], args.serve[2]))
         return
     if args.client:
         import uvloop
 
-        port, size, conns, duration = args.client
-        rps = uvloop.run(client(int(port), int(size), int(conns), float(duration)))
+        port, size, conns, duration, tls = args.client
+        rps = uvloop.run(client(int(port), int(size), int(conns), float(duration), tls == "1"))
         print(rps)
         return
     loops = ["asyncio", "uvloop"]
@@ -179,23 +223,27 @@ def main():
     except ImportError:
         pass
     loops.append("asyncpg_rs")
+    modes = [m for m in args.modes.split(",") if m in MODES]
     results = {}
     for rep in range(args.repeat):
         order = loops if rep % 2 == 0 else list(reversed(loops))
-        for mode in MODES:
+        for mode in modes:
             for size in SIZES:
                 for loop in order:
                     try:
-                        r = one_run(loop, mode, size, args.conns, args.duration)
+                        r = one_run(loop, mode, size, args.conns, args.duration, args.clients)
                     except Exception as exc:  # a loop that cannot serve this mode
                         print(f"{loop} {mode} {size}: {exc}", file=sys.stderr)
                         continue
                     results.setdefault((loop, mode, size), []).append(r)
         print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
-    print(f"echo, {args.conns} connections, median of {args.repeat} ({sys.version.split()[0]})")
+    print(
+        f"echo, {args.conns} connections from {args.clients} client process(es),"
+        f" median of {args.repeat} ({sys.version.split()[0]})"
+    )
     print(f"{'mode':18}" + "".join(f"{lp + ' req/s':>18}{'µs CPU':>8}" for lp in loops))
     summary = []
-    for mode in MODES:
+    for mode in modes:
         for size in SIZES:
             row = f"{mode + ' ' + str(size // 1024) + 'KiB':18}"
             med = {}
