@@ -8,8 +8,10 @@
 //! no system call at all until data arrives, and the receive itself runs in Rust when the
 //! reactor reports it, completing the future with no Python callback in between.
 //!
-//! Only exact `socket.socket` objects with a plain buffer take this path; anything else (a
-//! subclass that may override `recv`, an odd buffer format) goes the asyncio way in Python.
+//! Only exact `socket.socket` objects with a plain buffer take this path. The other `sock_*`
+//! operations, and these for a subclass that may override `recv` or an odd buffer format,
+//! try once in Python and then wait here too, as a Python attempt (`SockOp::Call`) retried
+//! at each readiness of the same persistent registration.
 
 use std::io;
 use std::os::fd::RawFd;
