@@ -323,18 +323,19 @@ impl Reactor {
 
     // ------------------------------------------------------------ sock_* operations
 
-    /// Whether a read on `sock` may find data: false only when the kernel said there was
-    /// none and no readiness edge came since.
-    pub fn sock_readable(
+    /// What the record of `sock` knows: whether a read may find data (false only when the
+    /// kernel said there was none and no readiness edge came since), and whether reads have
+    /// been large.
+    pub fn sock_read_hints(
         &self,
         py: Python<'_>,
         fd: RawFd,
         sock: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<(bool, bool)> {
         let watches = self.watches.borrow_mut(py)?;
         Ok(match watches.get(&fd).and_then(|w| w.sock.as_ref()) {
-            Some(record) if record.is_for(sock) => record.readable,
-            _ => true,
+            Some(record) if record.is_for(sock) => (record.readable, record.large_reads),
+            _ => (true, false),
         })
     }
 

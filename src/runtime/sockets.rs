@@ -20,6 +20,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{
     PyBlockingIOError, PyInterruptedError, PyMemoryError, PyRuntimeError, PyValueError,
 };
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -36,6 +37,8 @@ pub enum SockOp {
     Recv {
         future: Py<PyAny>,
         n: usize,
+        /// Reads on this socket have been large: size the bytes object by what is there.
+        large: bool,
     },
     RecvInto {
         future: Py<PyAny>,
@@ -74,6 +77,8 @@ pub struct SockWatch {
     pub readable: bool,
     /// A TCP stream: a short read drains it (as tokio relies on), so no EAGAIN round trip.
     pub tcp: bool,
+    /// The last read brought at least `LARGE_READ` bytes.
+    pub large_reads: bool,
     pub reader: Option<SockOp>,
     pub writer: Option<SockOp>,
 }
@@ -84,6 +89,7 @@ impl SockWatch {
             socket: PyWeakrefReference::new(sock)?.unbind(),
             readable: true,
             tcp: is_tcp(fd),
+            large_reads: false,
             reader: None,
             writer: None,
         })
@@ -118,6 +124,9 @@ impl SockWatch {
     pub fn note_read(&mut self, got: usize, asked: usize) {
         if self.tcp && got > 0 && got < asked {
             self.readable = false;
+        }
+        if got > 0 {
+            self.large_reads = got >= LARGE_READ;
         }
     }
 }
@@ -199,9 +208,52 @@ fn would_block(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock
 }
 
-/// `recv(n)` into bytes: through the thread's shared buffer, or a buffer of its own when `n`
-/// is larger than that.
-fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize) -> io::Result<Py<PyAny>> {
+/// A read this large is worth an `ioctl(FIONREAD)` to receive it in place.
+const LARGE_READ: usize = 16 * 1024;
+
+/// `recv` of up to `n` bytes straight into a new bytes object of `n` bytes.
+fn recv_exact(py: Python<'_>, fd: RawFd, n: usize) -> io::Result<Py<PyAny>> {
+    // SAFETY: a new bytes object is ours alone until returned: we fill its `n` bytes, then
+    // shrink it if fewer came (the resize frees it and nulls the pointer on failure).
+    unsafe {
+        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), n as isize);
+        if obj.is_null() {
+            drop(PyErr::take(py));
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        match recv(fd, ffi::PyBytes_AsString(obj).cast(), n) {
+            Ok(got) => {
+                if got != n && ffi::_PyBytes_Resize(&mut obj, got as isize) != 0 {
+                    drop(PyErr::take(py));
+                    return Err(io::ErrorKind::OutOfMemory.into());
+                }
+                Ok(Py::from_owned_ptr(py, obj))
+            }
+            Err(e) => {
+                ffi::Py_DECREF(obj);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `recv(n)` into bytes: in place when reads have been `large`, else through the thread's
+/// shared buffer (or a buffer of its own when `n` is larger than that).
+fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize, large: bool) -> io::Result<Py<PyAny>> {
+    if large && n >= LARGE_READ {
+        // Ask the kernel how much is there and receive it straight into a bytes object of
+        // that size: a large read is cheaper to size than to copy out of the shared buffer
+        // (and sizing it by `n`, as socket.recv does, then shrinking it churns the allocator).
+        let mut avail: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let ok = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) } == 0;
+        if let Some(there) = usize::try_from(avail)
+            .ok()
+            .filter(|&a| ok && a >= LARGE_READ)
+        {
+            return recv_exact(py, fd, there.min(n));
+        }
+    }
     let mut buf = if n <= READ_CHUNK {
         take_read_buffer()
     } else {
@@ -256,7 +308,7 @@ enum Attempt {
 
 fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
     match op {
-        SockOp::Recv { n, .. } => match recv_bytes(py, fd, *n) {
+        SockOp::Recv { n, large, .. } => match recv_bytes(py, fd, *n, *large) {
             Ok(bytes) => {
                 let got = bytes.bind(py).len().unwrap_or(0);
                 Attempt::Done(Ok(bytes), got, *n)
@@ -391,17 +443,18 @@ fn start(
     core: &Bound<'_, LoopCore>,
     sock: &Bound<'_, PyAny>,
     direction: Direction,
-    mut op_for: impl FnMut(Py<PyAny>) -> SockOp,
-    mut now: impl FnMut(RawFd) -> Attempt,
+    mut op_for: impl FnMut(Py<PyAny>, bool) -> SockOp,
+    mut now: impl FnMut(RawFd, bool) -> Attempt,
 ) -> PyResult<Py<PyAny>> {
     let py = core.py();
     let reactor = core.get().reactor();
     let Some(fd) = plain_socket_fd(reactor, sock)? else {
         return Ok(py.NotImplemented());
     };
-    let try_now = direction == Direction::Write || reactor.sock_readable(py, fd, sock)?;
+    let (readable, large_reads) = reactor.sock_read_hints(py, fd, sock)?;
+    let try_now = direction == Direction::Write || readable;
     if try_now {
-        match now(fd) {
+        match now(fd, large_reads) {
             Attempt::Done(result, got, asked) => {
                 if direction == Direction::Read {
                     reactor.sock_note_read(py, fd, sock, got, asked)?;
@@ -412,7 +465,7 @@ fn start(
         }
     }
     let future = core.call_method0(intern!(py, "create_future"))?.unbind();
-    let op = op_for(future.clone_ref(py));
+    let op = op_for(future.clone_ref(py), large_reads);
     reactor.sock_wait(py, fd, sock, direction, op, try_now)?;
     Ok(future)
 }
@@ -447,14 +500,15 @@ pub fn sock_recv(
         core,
         sock,
         Direction::Read,
-        |future| SockOp::Recv { future, n },
-        |fd| {
+        |future, large| SockOp::Recv { future, n, large },
+        |fd, large| {
             attempt(
                 py,
                 fd,
                 &mut SockOp::Recv {
                     future: py.None(),
                     n,
+                    large,
                 },
             )
         },
@@ -483,16 +537,16 @@ pub fn sock_recv_into(
     if !plain_buffer(buffer, true) {
         return Ok(py.NotImplemented());
     }
-    let op_for = |future| SockOp::RecvInto {
+    let op_for = |future, _| SockOp::RecvInto {
         future,
         buffer: buffer.clone().unbind(),
     };
-    let mut op = op_for(py.None());
+    let mut op = op_for(py.None(), false);
     if buffer.len().is_ok_and(|n| n == 0) {
         // as socket.recv_into: nothing asked, nothing to wait for (the kernel would say EAGAIN)
         return nothing_asked(core, sock, || 0usize.into_py_any(py));
     }
-    start(core, sock, Direction::Read, op_for, |fd| {
+    start(core, sock, Direction::Read, op_for, |fd, _| {
         attempt(py, fd, &mut op)
     })
 }
@@ -518,12 +572,12 @@ pub fn sock_sendall(
         core,
         sock,
         Direction::Write,
-        |future| SockOp::SendAll {
+        |future, _| SockOp::SendAll {
             future,
             data: data.clone().unbind(),
             sent: sent_now.get(),
         },
-        |fd| {
+        |fd, _| {
             let outcome = attempt(py, fd, &mut op);
             if let SockOp::SendAll { sent, .. } = &op {
                 sent_now.set(*sent);

@@ -557,3 +557,24 @@ async def test_sendall_to_a_peer_that_resets():
         b.close()
     finally:
         client.close()
+
+
+async def test_large_reads_keep_message_boundaries():
+    # after large reads a receive is sized by what the kernel holds: for datagrams that is the
+    # next datagram, never a truncated or merged one
+    loop = asyncio.get_running_loop()
+    x = nb(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    y = nb(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    with tempfile.TemporaryDirectory() as d:
+        x.bind(os.path.join(d, "x"))
+        y.connect(os.path.join(d, "x"))
+        try:
+            sizes = [20000, 30000, 17000, 100, 40000]
+            for i, size in enumerate(sizes):
+                y.send(bytes([i]) * size)
+            for i, size in enumerate(sizes):
+                data = await asyncio.wait_for(loop.sock_recv(x, 65536), 5)
+                assert data == bytes([i]) * size
+        finally:
+            x.close()
+            y.close()
