@@ -2,7 +2,17 @@
 
 import asyncio
 import contextvars
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 # ---------------------------------------------------------------- protocol
 
@@ -152,6 +162,15 @@ class LoopCore:
 
     slow_callback_duration: float
     def create_future(self) -> asyncio.Future[Any]: ...
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: Optional[str] = None,
+        context: Optional[contextvars.Context] = None,
+    ) -> asyncio.Task[Any]: ...
+    def set_task_factory(self, factory: Optional[Callable[..., Any]]) -> None: ...
+    def get_task_factory(self) -> Optional[Callable[..., Any]]: ...
     def time(self) -> float: ...
     def call_soon(
         self,

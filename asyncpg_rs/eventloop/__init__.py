@@ -78,7 +78,6 @@ class Loop(
         self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_shutdown_called = False
         self._exception_handler: Callable[..., Any] | None = None
-        self._task_factory: Callable[..., Any] | None = None
         self._asyncgens: weakref.WeakSet = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._init_signals()
@@ -174,40 +173,6 @@ class Loop(
                 self.close()
 
     # ---------------------------------------------------------------- futures and tasks
-
-    def create_task(
-        self, coro: Coroutine[Any, Any, _T], *, name: str | None = None, context=None
-    ) -> asyncio.Task[_T]:
-        """Schedule ``coro`` as an ``asyncio.Task`` (or what the task factory makes)."""
-        self._check_closed()
-        if self._task_factory is None:
-            if context is None:
-                task = asyncio.Task(coro, loop=self, name=name)
-            else:
-                task = asyncio.Task(coro, loop=self, name=name, context=context)
-            if task._source_traceback:
-                del task._source_traceback[-1]
-            return task
-        if context is None:
-            task = self._task_factory(self, coro)
-        else:
-            task = self._task_factory(self, coro, context=context)
-        if name is not None:
-            try:
-                task.set_name(name)
-            except AttributeError:
-                pass
-        return task
-
-    def set_task_factory(self, factory: Callable[..., Any] | None) -> None:
-        """Use ``factory(loop, coro, **kwargs)`` to make tasks; None restores the default."""
-        if factory is not None and not callable(factory):
-            raise TypeError("task factory must be a callable or None")
-        self._task_factory = factory
-
-    def get_task_factory(self) -> Callable[..., Any] | None:
-        """The task factory, or None for the default."""
-        return self._task_factory
 
     # ---------------------------------------------------------------- async generators
 

@@ -50,6 +50,8 @@ pub struct LoopCore {
     /// `threading.get_ident()` of the thread running the loop, 0 when not running.
     thread_id: AtomicU64,
     skipped_polls: AtomicU32,
+    /// `set_task_factory`'s callable; None: `asyncio.Task`.
+    task_factory: GilCell<Option<Py<PyAny>>>,
 }
 
 /// Run `f`, turning a panic into its message instead of unwinding further.
@@ -65,6 +67,65 @@ fn guard_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
+}
+
+/// `asyncio.Task(coro, loop=loop[, name=...][, context=...])`, as one vectorcall with keyword
+/// names (no kwargs dict): every `create_task` comes through here.
+fn new_task<'py>(
+    core: &Bound<'py, LoopCore>,
+    coro: &Bound<'py, PyAny>,
+    name: Option<&Bound<'py, PyAny>>,
+    context: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = core.py();
+    static TASK: pyo3::sync::GILOnceCell<(Py<PyAny>, [Py<PyTuple>; 4])> =
+        pyo3::sync::GILOnceCell::new();
+    let (task, kwnames) = TASK.get_or_try_init(py, || {
+        let class = py
+            .import(intern!(py, "asyncio"))?
+            .getattr(intern!(py, "Task"))?
+            .unbind();
+        let names = [
+            PyTuple::new(py, ["loop"])?.unbind(),
+            PyTuple::new(py, ["loop", "name"])?.unbind(),
+            PyTuple::new(py, ["loop", "context"])?.unbind(),
+            PyTuple::new(py, ["loop", "name", "context"])?.unbind(),
+        ];
+        Ok::<_, PyErr>((class, names))
+    })?;
+    let mut args = [
+        coro.as_ptr(),
+        core.as_ptr(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    ];
+    let which = match (name, context) {
+        (None, None) => 0,
+        (Some(n), None) => {
+            args[2] = n.as_ptr();
+            1
+        }
+        (None, Some(c)) => {
+            args[2] = c.as_ptr();
+            2
+        }
+        (Some(n), Some(c)) => {
+            args[2] = n.as_ptr();
+            args[3] = c.as_ptr();
+            3
+        }
+    };
+    // SAFETY: every pointer in `args` is a borrowed reference kept alive by the caller's
+    // `Bound`s for the whole call; one positional argument, then the named ones.
+    unsafe {
+        let result = pyo3::ffi::PyObject_Vectorcall(
+            task.as_ptr(),
+            args.as_ptr(),
+            1,
+            kwnames[which].as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(py, result)
+    }
 }
 
 /// A descriptor from an int or an object with `fileno()`, as asyncio's selectors accept.
@@ -504,6 +565,7 @@ impl LoopCore {
             slow_callback_bits: AtomicU64::new(0.1f64.to_bits()),
             thread_id: AtomicU64::new(0),
             skipped_polls: AtomicU32::new(0),
+            task_factory: GilCell::new(None),
         })
     }
 
@@ -658,6 +720,73 @@ impl LoopCore {
             Direction::Read
         };
         Ok(slf.get().reactor.is_watched(slf.py(), fd, direction))
+    }
+
+    /// Schedule ``coro`` as an ``asyncio.Task`` (or what the task factory makes).
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        me.check_closed()?;
+        let factory = me
+            .task_factory
+            .borrow_mut(py)?
+            .as_ref()
+            .map(|f| f.clone_ref(py));
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        let Some(factory) = factory else {
+            // (asyncio drops the last frame of a debug-mode task's source traceback: its own
+            // create_task; called natively, there is no such frame to drop)
+            return new_task(slf, coro, name, context);
+        };
+        let task = match context {
+            None => factory.bind(py).call1((slf, coro))?,
+            Some(ctx) => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "context"), ctx)?;
+                factory.bind(py).call((slf, coro), Some(&kwargs))?
+            }
+        };
+        if let Some(name) = name {
+            match task.call_method1(intern!(py, "set_name"), (name,)) {
+                Err(e) if !e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {
+                    return Err(e)
+                }
+                _ => {}
+            }
+        }
+        Ok(task)
+    }
+
+    /// Use ``factory(loop, coro, **kwargs)`` to make tasks; None restores the default.
+    fn set_task_factory(&self, py: Python<'_>, factory: Bound<'_, PyAny>) -> PyResult<()> {
+        let factory = if factory.is_none() {
+            None
+        } else if factory.is_callable() {
+            Some(factory.unbind())
+        } else {
+            return Err(PyTypeError::new_err(
+                "task factory must be a callable or None",
+            ));
+        };
+        let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py)?, factory);
+        drop(old);
+        Ok(())
+    }
+
+    /// The task factory, or None for the default.
+    fn get_task_factory(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        Ok(self
+            .task_factory
+            .borrow_mut(py)?
+            .as_ref()
+            .map(|f| f.clone_ref(py)))
     }
 
     /// Whether debug mode is on.

@@ -122,6 +122,17 @@ def test_debug_source_traceback(loop):
     assert h._source_traceback
     h.cancel()
 
+    async def nothing():
+        pass
+
+    async def main():
+        task = loop.create_task(nothing())  # the traceback must end on this line
+        await task
+        return task._source_traceback[-1]
+
+    last = loop.run_until_complete(main())
+    assert last.name == "main" and "create_task(nothing())" in last.line
+
 
 def test_debug_detects_call_from_wrong_thread(loop):
     loop.set_debug(True)
