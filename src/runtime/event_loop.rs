@@ -722,13 +722,15 @@ impl LoopCore {
         Ok(slf.get().reactor.is_watched(slf.py(), fd, direction))
     }
 
-    /// Schedule ``coro`` as an ``asyncio.Task`` (or what the task factory makes).
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    /// Schedule ``coro`` as an ``asyncio.Task`` (or what the task factory makes). Keywords
+    /// beyond ``name`` and ``context`` (Python 3.14's ``eager_start``, say) go to the task.
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: &Bound<'py, PyAny>,
         name: Option<&Bound<'py, PyAny>>,
         context: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let me = slf.get();
@@ -740,6 +742,25 @@ impl LoopCore {
             .map(|f| f.clone_ref(py));
         let name = name.filter(|n| !n.is_none());
         let context = context.filter(|c| !c.is_none());
+        if let Some(extra) = kwargs.filter(|k| !k.is_empty()) {
+            // the 3.14 way: every keyword goes to the factory or the task as given
+            let all = extra.copy()?;
+            if let Some(name) = name {
+                all.set_item(intern!(py, "name"), name)?;
+            }
+            if let Some(ctx) = context {
+                all.set_item(intern!(py, "context"), ctx)?;
+            }
+            return match factory {
+                Some(factory) => factory.bind(py).call((slf, coro), Some(&all)),
+                None => {
+                    all.set_item(intern!(py, "loop"), slf)?;
+                    py.import(intern!(py, "asyncio"))?
+                        .getattr(intern!(py, "Task"))?
+                        .call((coro,), Some(&all))
+                }
+            };
+        }
         let Some(factory) = factory else {
             // (asyncio drops the last frame of a debug-mode task's source traceback: its own
             // create_task; called natively, there is no such frame to drop)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 import time
 
 import pytest
 from looptools import LOOP_TEST_MARKS, timer_count
+
+import asyncpg_rs
 
 pytestmark = LOOP_TEST_MARKS
 
@@ -271,3 +274,32 @@ def test_handle_cancel_from_inside_own_callback(loop):
     holder["h"] = loop.call_soon(cb)
     run_briefly(loop)
     assert calls == [1]
+
+
+def test_create_task_passes_other_keywords_on(loop):
+    # Python 3.14's create_task(coro, **kwargs) hands every keyword to the task factory (or
+    # the task: eager_start=...); ours does on every Python, the stdlib's from 3.14
+    if not isinstance(loop, asyncpg_rs.Loop) and sys.version_info < (3, 14):
+        coro = asyncio.sleep(0)
+        with pytest.raises(TypeError):  # the stdlib loop takes only name= and context=
+            loop.create_task(coro, flavour="x")
+        coro.close()
+        return
+    seen = {}
+
+    def factory(lp, coro, **kwargs):
+        seen.update(kwargs)
+        return asyncio.Task(coro, loop=lp, name=kwargs.get("name"))
+
+    loop.set_task_factory(factory)
+
+    async def main():
+        return await loop.create_task(asyncio.sleep(0, 7), name="n", flavour="x")
+
+    assert loop.run_until_complete(main()) == 7
+    assert seen == {"name": "n", "flavour": "x"}
+    loop.set_task_factory(None)
+    coro = asyncio.sleep(0)
+    with pytest.raises(TypeError):
+        loop.create_task(coro, flavour="x")  # asyncio.Task takes no such keyword
+    coro.close()
