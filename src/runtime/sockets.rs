@@ -20,7 +20,6 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{
     PyBlockingIOError, PyInterruptedError, PyMemoryError, PyRuntimeError, PyValueError,
 };
-use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -29,7 +28,9 @@ use pyo3::IntoPyObjectExt;
 
 use super::event_loop::LoopCore;
 use super::reactor::{Direction, Reactor};
-use super::read_buffer::{give_back_read_buffer, take_read_buffer, READ_CHUNK};
+use super::read_buffer::{
+    bytes_filled_by, give_back_read_buffer, large_backlog, take_read_buffer, LARGE_READ, READ_CHUNK,
+};
 use super::transports::is_interrupt;
 
 /// A socket operation waiting for readiness.
@@ -208,50 +209,15 @@ fn would_block(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::WouldBlock
 }
 
-/// A read this large is worth an `ioctl(FIONREAD)` to receive it in place.
-const LARGE_READ: usize = 16 * 1024;
-
-/// `recv` of up to `n` bytes straight into a new bytes object of `n` bytes.
-fn recv_exact(py: Python<'_>, fd: RawFd, n: usize) -> io::Result<Py<PyAny>> {
-    // SAFETY: a new bytes object is ours alone until returned: we fill its `n` bytes, then
-    // shrink it if fewer came (the resize frees it and nulls the pointer on failure).
-    unsafe {
-        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), n as isize);
-        if obj.is_null() {
-            drop(PyErr::take(py));
-            return Err(io::ErrorKind::OutOfMemory.into());
-        }
-        match recv(fd, ffi::PyBytes_AsString(obj).cast(), n) {
-            Ok(got) => {
-                if got != n && ffi::_PyBytes_Resize(&mut obj, got as isize) != 0 {
-                    drop(PyErr::take(py));
-                    return Err(io::ErrorKind::OutOfMemory.into());
-                }
-                Ok(Py::from_owned_ptr(py, obj))
-            }
-            Err(e) => {
-                ffi::Py_DECREF(obj);
-                Err(e)
-            }
-        }
-    }
-}
-
 /// `recv(n)` into bytes: in place when reads have been `large`, else through the thread's
 /// shared buffer (or a buffer of its own when `n` is larger than that).
 fn recv_bytes(py: Python<'_>, fd: RawFd, n: usize, large: bool) -> io::Result<Py<PyAny>> {
     if large && n >= LARGE_READ {
-        // Ask the kernel how much is there and receive it straight into a bytes object of
-        // that size: a large read is cheaper to size than to copy out of the shared buffer
-        // (and sizing it by `n`, as socket.recv does, then shrinking it churns the allocator).
-        let mut avail: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        let ok = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut avail) } == 0;
-        if let Some(there) = usize::try_from(avail)
-            .ok()
-            .filter(|&a| ok && a >= LARGE_READ)
-        {
-            return recv_exact(py, fd, there.min(n));
+        // a large read is cheaper to size by what is there than to copy out of the shared
+        // buffer (and sizing it by `n`, as socket.recv does, then shrinking churns malloc)
+        if let Some(there) = large_backlog(fd) {
+            return bytes_filled_by(py, there.min(n), |at, len| recv(fd, at, len))
+                .map(|b| b.into_any().unbind());
         }
     }
     let mut buf = if n <= READ_CHUNK {

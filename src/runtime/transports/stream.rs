@@ -28,7 +28,9 @@ use super::common::{
 use crate::pg::protocol::PGProtocol;
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
-use crate::runtime::read_buffer::{give_back_read_buffer, take_read_buffer};
+use crate::runtime::read_buffer::{
+    bytes_filled_by, give_back_read_buffer, large_backlog, take_read_buffer, LARGE_READ, READ_CHUNK,
+};
 
 /// Reads per readiness event before yielding to other work for an iteration.
 const READS_PER_EVENT: usize = 4;
@@ -57,6 +59,9 @@ struct State {
     read_pending: bool,
     /// The peer hung up (EPOLLHUP/RDHUP): read until EOF, a short read proves nothing.
     peer_closed: bool,
+    /// The last read brought at least `LARGE_READ` bytes: for a `data_received` protocol,
+    /// receive the next one in place (see `read_buffer`).
+    large_reads: bool,
     protocol_paused: bool,
     high_water: usize,
     low_water: usize,
@@ -388,6 +393,14 @@ impl StreamTransport {
     ) -> PyResult<bool> {
         let py = slf.py();
         let me = slf.get();
+        if pg.is_none() {
+            let large = me.state.borrow_mut(py).is_ok_and(|st| st.large_reads);
+            if let Some(waiting) = large.then(|| large_backlog(me.fd)).flatten() {
+                if let Some(drained) = Self::read_in_place(slf, protocol, waiting)? {
+                    return Ok(drained);
+                }
+            }
+        }
         let mut buf = take_read_buffer();
         let result = recv(me.endpoint, me.fd, buf.as_mut_ptr(), buf.capacity());
         let capacity = buf.capacity();
@@ -396,13 +409,52 @@ impl StreamTransport {
             let data = unsafe { std::slice::from_raw_parts(buf.as_ptr(), n) };
             match &pg {
                 Some(pg) => PGProtocol::receive(pg.bind(py), data),
-                None => protocol
-                    .call_method1(intern!(py, "data_received"), (PyBytes::new(py, data),))
-                    .map(drop),
+                None => {
+                    if let Ok(mut st) = me.state.borrow_mut(py) {
+                        st.large_reads = n >= LARGE_READ;
+                    }
+                    protocol
+                        .call_method1(intern!(py, "data_received"), (PyBytes::new(py, data),))
+                        .map(drop)
+                }
             }
         });
         give_back_read_buffer(buf);
         outcome
+    }
+
+    /// A large read for `data_received`: the `waiting` bytes (at most `READ_CHUNK` of them, as
+    /// any read) straight into their bytes object. Reading all that was there drains the
+    /// socket (what arrives later raises a new edge); reading part of it does not.
+    /// `None` when that object could not be allocated (then the shared buffer serves).
+    fn read_in_place(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        waiting: usize,
+    ) -> PyResult<Option<bool>> {
+        let py = slf.py();
+        let me = slf.get();
+        let wanted = waiting.min(READ_CHUNK);
+        // `after_recv` counts a read short of its capacity as draining the socket
+        let capacity = if waiting > wanted { wanted } else { usize::MAX };
+        let result = bytes_filled_by(py, wanted, |at, len| recv(me.endpoint, me.fd, at, len));
+        let (result, data) = match result {
+            Ok(bytes) => (Ok(bytes.len()?), Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Ok(None),
+            Err(e) => (Err(e), None),
+        };
+        Self::after_recv(slf, protocol, result, capacity, "data_received", |n| {
+            if let Ok(mut st) = me.state.borrow_mut(py) {
+                st.large_reads = n >= LARGE_READ;
+            }
+            match data {
+                Some(bytes) => protocol
+                    .call_method1(intern!(py, "data_received"), (bytes,))
+                    .map(drop),
+                None => Ok(()),
+            }
+        })
+        .map(Some)
     }
 
     fn read_into_protocol_buffer(
@@ -776,6 +828,7 @@ impl StreamTransport {
                 reading_paused: false,
                 read_pending: false,
                 peer_closed: false,
+                large_reads: false,
                 protocol_paused: false,
                 high_water: DEFAULT_HIGH_WATER,
                 low_water: DEFAULT_HIGH_WATER / 4,
