@@ -95,3 +95,32 @@ def interleaved(repeat, cells, loops, measure, width=16):
                         f"  rep {rep + 1} {cell:{width}} {loop:10} {driver:10} {r}", file=sys.stderr
                     )
     return results
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+@contextlib.contextmanager
+def server_process(script, *args):
+    """Run ``script --serve *args`` (a server that prints its port, then serves until its
+    stdin closes); yields ``(process, port)`` and ends it afterwards."""
+    server = subprocess.Popen(
+        [sys.executable, script, "--serve", *map(str, args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield server, int(server.stdout.readline())
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

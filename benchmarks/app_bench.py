@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import socket
@@ -25,7 +24,7 @@ import statistics
 import subprocess
 import sys
 
-from _harness import new_loop
+from _harness import cpu_seconds, new_loop, server_process
 
 LOOPS = ("asyncio", "uvloop", "asyncpg_rs")
 
@@ -51,41 +50,21 @@ async def serve():
     await runner.cleanup()
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def one_run(wrk, loop_name, conns, duration):
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", loop_name],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(server.stdout.readline())
-        cpu0 = cpu_seconds(server.pid)
+    with server_process(__file__, loop_name) as (server, port):
+        cpu0 = sum(cpu_seconds(server.pid))
         out = subprocess.run(
             [wrk, "-t1", f"-c{conns}", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        cpu1 = cpu_seconds(server.pid)
-        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if not found:
-            raise RuntimeError(f"wrk printed no rate: {out!r}")
-        rps = float(found.group(1))
-        return rps, (cpu1 - cpu0) / (rps * duration) * 1e6
-    finally:
-        server.stdin.close()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        cpu1 = sum(cpu_seconds(server.pid))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not found:
+        raise RuntimeError(f"wrk printed no rate: {out!r}")
+    rps = float(found.group(1))
+    return rps, (cpu1 - cpu0) / (rps * duration) * 1e6
 
 
 def main():

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-from _harness import new_loop
+from _harness import cpu_seconds, new_loop, server_process
 
 MODES = ("streams", "protocol", "sock", "tls")
 SIZES = (1024, 65536)
@@ -142,56 +142,36 @@ async def client(port, size, conns, duration, tls):
     return sum(counts) / (time.perf_counter() - started)
 
 
-def cpu_seconds(pid):
-    """(user, system) CPU seconds of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
 def one_run(loop_name, mode, size, conns, duration, clients=1):
     import tempfile
 
-    with tempfile.TemporaryDirectory() as certdir:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", loop_name, mode, certdir],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            port = int(server.stdout.readline())
-            cpu0 = cpu_seconds(server.pid)
-            tls = "1" if mode == "tls" else "0"
-            per_client = max(1, conns // clients)
-            procs = [
-                subprocess.Popen(
-                    [sys.executable, __file__, "--client", str(port), str(size)]
-                    + [str(per_client), str(duration), tls],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                for _ in range(clients)
-            ]
-            rps = 0.0
-            for proc in procs:
-                out, _ = proc.communicate()
-                if proc.returncode != 0:
-                    raise RuntimeError(f"client failed ({proc.returncode})")
-                rps += float(out.strip())
-            cpu1 = cpu_seconds(server.pid)
-            total = rps * duration
-            user = (cpu1[0] - cpu0[0]) / total * 1e6
-            system = (cpu1[1] - cpu0[1]) / total * 1e6
-            return rps, user + system, user
-        finally:
-            server.stdin.close()
-            try:
-                server.wait(5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    with (
+        tempfile.TemporaryDirectory() as certdir,
+        server_process(__file__, loop_name, mode, certdir) as (server, port),
+    ):
+        cpu0 = cpu_seconds(server.pid)
+        tls = "1" if mode == "tls" else "0"
+        per_client = max(1, conns // clients)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--client", str(port), str(size)]
+                + [str(per_client), str(duration), tls],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(clients)
+        ]
+        rps = 0.0
+        for proc in procs:
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"client failed ({proc.returncode})")
+            rps += float(out.strip())
+        cpu1 = cpu_seconds(server.pid)
+        total = rps * duration
+        user = (cpu1[0] - cpu0[0]) / total * 1e6
+        system = (cpu1[1] - cpu0[1]) / total * 1e6
+        return rps, user + system, user
 
 
 def main():
