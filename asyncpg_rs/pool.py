@@ -499,17 +499,34 @@ class Pool:
 
     def _take_unconnected(self):
         """Take an idle holder without a connection out of the queue, or None."""
+        return self._take_first(lambda h: h._con is None)
+
+    def _take_first(self, wanted):
+        """Take the first queued holder for which ``wanted(holder)`` holds, or None; the
+        others keep their places."""
         taken = []
         found = None
         while not self._queue.empty():
             h = self._queue.get_nowait()
-            if found is None and h._con is None:
+            if wanted(h):
                 found = h
-            else:
-                taken.append(h)
+                break
+            taken.append(h)
         for h in reversed(taken):
             self._queue.put_nowait(h)
         return found
+
+    def _prefer_connected(self, holder):
+        """A holder without a connection came off the queue: hand out an idle connection
+        instead if one is queued, so one that outlived an idle shrink is reused rather than
+        a new one opened beside it."""
+        if holder._con is not None:
+            return holder
+        connected = self._take_first(_Holder.is_connected)
+        if connected is None:
+            return holder
+        self._queue.put_nowait(holder)
+        return connected
 
     # -------------------------------------------------------------- acquire/release
 
@@ -524,6 +541,7 @@ class Pool:
             holder = await self._queue.get()
         else:
             holder = await asyncio.wait_for(self._queue.get(), timeout)
+        holder = self._prefer_connected(holder)
         try:
             if deadline is None:
                 con = await holder.acquire()

@@ -535,3 +535,29 @@ async def test_floor_restored_after_a_connection_is_dropped_on_release(pg):
         assert pool.get_size() == 1
         async with pool.acquire() as con:
             assert con.get_server_pid() != first
+
+
+async def test_connection_kept_through_idle_shrink_is_reused(pg):
+    # init_size 3 shrinks to min_size 1 once idle: the survivor must serve the next
+    # acquires rather than a new connection being opened beside it
+    async with asyncpg_rs.create_pool(
+        **pg.connect_kwargs(),
+        init_size=3,
+        min_size=1,
+        max_size=3,
+        max_inactive_connection_lifetime=0.05,
+    ) as pool:
+        for _ in range(100):
+            if pool.get_size() == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert pool.get_size() == 1
+        async with pool.acquire() as con:
+            survivor = con.get_server_pid()
+        pids = []
+        for _ in range(3):
+            await asyncio.sleep(0.1)
+            async with pool.acquire() as con:
+                pids.append(con.get_server_pid())
+        assert pids == [survivor] * 3
+        assert pool.get_size() == 1
