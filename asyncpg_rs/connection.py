@@ -11,7 +11,9 @@ import collections
 import decimal
 import functools
 import itertools
+import os
 import time
+import traceback
 import typing
 import warnings
 import weakref
@@ -233,7 +235,9 @@ class Connection(metaclass=ConnectionMeta):
         self._stmt_cache = _StatementCache(
             config.statement_cache_size,
             config.max_cached_statement_lifetime,
-            self._stmts_to_close_add,
+            # the set's own method, not a bound method of self: a connection dropped without
+            # close() must be freed by its refcount (and warn) without waiting for the GC
+            self._stmts_to_close.add,
         )
         self._listeners = {}
         self._log_listeners = set()
@@ -247,7 +251,9 @@ class Connection(metaclass=ConnectionMeta):
         self._cancel_tasks = set()
         self._record_class = getattr(config, "record_class", None) or Record
         self._closed_fired = False
-        self._source_traceback = None
+        # where a connection was made, for the unclosed-connection warning (debug mode only:
+        # extracting the stack costs more than the rest of __init__)
+        self._source_traceback = _origin() if loop.get_debug() else None
         self._pool_release_ctr = 0
         # the hot path reads the statement cache itself unless a subclass wraps
         # _get_statement (instrumentation, tests), which must then see every query
@@ -261,8 +267,14 @@ class Connection(metaclass=ConnectionMeta):
 
     def __del__(self):
         if not self.is_closed() and self._protocol is not None:
-            if self._source_traceback is not None or getattr(self._loop, "get_debug", bool)():
-                warnings.warn(f"unclosed connection {self!r}", ResourceWarning, stacklevel=2)
+            if self._source_traceback is not None:
+                msg = f"unclosed connection {self!r}; created at:\n {self._source_traceback}"
+            else:
+                msg = (
+                    f"unclosed connection {self!r}; run in asyncio debug mode to show "
+                    "the traceback of connection origin"
+                )
+            warnings.warn(msg, ResourceWarning, stacklevel=2)
             try:
                 if not self._loop.is_closed():
                     self._protocol.abort()
@@ -1279,6 +1291,17 @@ class _QueryLoggerContext:
 
     def __exit__(self, *exc):
         self._conn.remove_query_logger(self._cb)
+
+
+def _origin():
+    """The caller's stack, outside asyncpg_rs and asyncio, formatted for a warning."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = [
+        f
+        for f in traceback.extract_stack()
+        if not f.filename.startswith(here) and "/asyncio/" not in f.filename
+    ]
+    return "".join(traceback.format_list(frames))
 
 
 def _dispatch(ref, method, *args):

@@ -1,9 +1,11 @@
 """Connecting: auth methods, sslmodes, DSNs, multiple hosts, .pgpass, target_session_attrs."""
 
 import asyncio
+import gc
 import os
 import ssl
 import time
+import weakref
 
 import pytest
 
@@ -298,3 +300,46 @@ async def test_require_fails_when_the_server_refuses_tls(answer):
         assert f"127.0.0.1:{port}" in str(ei.value)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+async def test_unclosed_connection_is_freed_and_warns(pg, debug):
+    # dropped without close(): freed by its refcount alone (no cycle keeps it for the GC),
+    # aborted, with asyncpg's ResourceWarning; in debug mode it names where it was made
+    loop = asyncio.get_running_loop()
+    old_debug = loop.get_debug()
+    loop.set_debug(debug)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        con = await asyncpg_rs.connect(**pg.connect_kwargs())
+        assert await con.fetchval("SELECT 123") == 123
+        pid = con.get_server_pid()
+        ref = weakref.ref(con)
+        with pytest.warns(ResourceWarning, match="unclosed connection") as record:
+            del con
+        assert ref() is None
+    finally:
+        loop.set_debug(old_debug)
+        if gc_was_enabled:
+            gc.enable()
+    message = str(record[0].message)
+    if debug:
+        assert (
+            "created at:\n" in message and "test_unclosed_connection_is_freed_and_warns" in message
+        )
+    else:
+        assert "run in asyncio debug mode" in message
+    # the server sees the session end
+    other = await asyncpg_rs.connect(**pg.connect_kwargs())
+    try:
+        for _ in range(100):
+            if not await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the dropped connection's backend is still there")
+    finally:
+        await other.close()
