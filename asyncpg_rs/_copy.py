@@ -162,6 +162,8 @@ async def _copy_out(con, sql, output):
         status = await con._wait(done, timeout)
         return status or ""
     finally:
+        # a failed future holds the error, whose traceback holds this frame: no cycle
+        done = None
         sink.close()
 
 
@@ -262,28 +264,32 @@ async def _copy_in(con, sql, chunks):
     proto = con._protocol
     ready, done = proto.copy_in(sql)
     try:
-        await con._wait(ready, timeout)
-    except BaseException:
-        if not done.done():
-            done.cancel()
-        raise
-    try:
-        async for chunk in chunks:
-            if not await _send(con, proto, done, chunk):
-                break
-    except BaseException as e:
-        # abort the COPY so nothing of it is committed, and let the server confirm
-        if not done.done():
-            proto.copy_in_end(f"aborted by the client: {type(e).__name__}")
-            try:
-                await asyncio.shield(done)
-            except (exceptions.QueryCanceledError, asyncio.CancelledError):
-                pass
-            except exceptions.PostgresError:
-                pass
-        raise
-    proto.copy_in_end()
-    status = await con._wait(done, timeout)
+        try:
+            await con._wait(ready, timeout)
+        except BaseException:
+            if not done.done():
+                done.cancel()
+            raise
+        try:
+            async for chunk in chunks:
+                if not await _send(con, proto, done, chunk):
+                    break
+        except BaseException as e:
+            # abort the COPY so nothing of it is committed, and let the server confirm
+            if not done.done():
+                proto.copy_in_end(f"aborted by the client: {type(e).__name__}")
+                try:
+                    await asyncio.shield(done)
+                except (exceptions.QueryCanceledError, asyncio.CancelledError):
+                    pass
+                except exceptions.PostgresError:
+                    pass
+            raise
+        proto.copy_in_end()
+        status = await con._wait(done, timeout)
+    finally:
+        # a failed future holds the error, whose traceback holds this frame: no cycle
+        ready = done = None
     return status or ""
 
 

@@ -891,12 +891,16 @@ class Connection(metaclass=ConnectionMeta):
         """Await a protocol future; on timeout or cancellation cancel the query server-side."""
         if timeout is None:
             timeout = self._config.command_timeout
+        # `del fut` on the way out: a failed future holds the error, whose traceback holds
+        # this frame; with fut still a local that is a cycle only the GC would free
         if timeout is None:
             try:
                 return await fut
             except asyncio.CancelledError:
                 self._cancel_current_command()
                 raise
+            finally:
+                del fut
         if timeout <= 0:
             self._cancel_current_command()
             raise asyncio.TimeoutError
@@ -908,6 +912,7 @@ class Connection(metaclass=ConnectionMeta):
             raise
         finally:
             handle.cancel()
+            del fut
 
     def _cancel_current_command(self):
         if not self._protocol.is_busy() or self.is_closed():
@@ -959,7 +964,9 @@ class Connection(metaclass=ConnectionMeta):
         # A cancelled or timed-out query may still be draining, and its CancelRequest may
         # still be on its way: wait for both, or the late cancel could hit the next query.
         if self._cancel_tasks:
-            await asyncio.gather(*list(self._cancel_tasks), return_exceptions=True)
+            # asyncio.wait, not gather: if this caller is cancelled meanwhile, the
+            # cancellations it waits for must go on, or the connection stays busy
+            await asyncio.wait(list(self._cancel_tasks))
             if self._protocol.is_busy() and not self.is_closed():
                 await self._protocol.wait_idle()
         if self._stmts_to_close:
@@ -1031,10 +1038,12 @@ class Connection(metaclass=ConnectionMeta):
     async def _bind_execute(self, stmt, args, limit, timeout, record_class, want_rows):
         timeout = checked_timeout(timeout)
         await self._ensure_idle()
-        fut = self._protocol.bind_execute(
-            stmt._state, args, "", limit, record_class or self._record_class, want_rows
+        return await self._wait(
+            self._protocol.bind_execute(
+                stmt._state, args, "", limit, record_class or self._record_class, want_rows
+            ),
+            timeout,
         )
-        return await self._wait(fut, timeout)
 
     async def _run(self, query, args, limit, timeout, record_class=None, want_rows=True):
         """Prepare (through the statement cache) and execute; returns (status, rows)."""
@@ -1093,6 +1102,8 @@ class Connection(metaclass=ConnectionMeta):
                 if attempt == 0 and self._stale_statement(e, query):
                     continue
                 raise
+            finally:
+                del fut  # see _wait
             return proto.last_status() or "", rows
         raise exceptions.InternalClientError("unreachable: statement retry loop")
 
@@ -1138,39 +1149,42 @@ class Connection(metaclass=ConnectionMeta):
             timeout = self._config.command_timeout
         deadline = None if timeout is None else self._loop.time() + timeout
         try:
-            add = proto.executemany_add
-            if hasattr(args, "__aiter__"):
-                async for a in args:
-                    state = add(a)
-                    if state == 2:
-                        break  # the server already failed the batch: stop sending
-                    if state:
-                        await self._drain_until(deadline)
-            else:
-                for a in args:
-                    state = add(a)
-                    if state == 2:
-                        break
-                    if state:
-                        await self._drain_until(deadline)
-        except BaseException as e:
-            if not self.is_closed():
-                proto.executemany_end(failed=True, rollback=not proto.is_in_transaction())
-                if isinstance(e, (asyncio.TimeoutError, asyncio.CancelledError)):
-                    # the server may be stuck (a lock): cancel it rather than wait; the next
-                    # operation waits for the cancellation to land
-                    fut.add_done_callback(_consume_outcome)
-                    self._cancel_current_command()
+            try:
+                add = proto.executemany_add
+                if hasattr(args, "__aiter__"):
+                    async for a in args:
+                        state = add(a)
+                        if state == 2:
+                            break  # the server already failed the batch: stop sending
+                        if state:
+                            await self._drain_until(deadline)
                 else:
-                    try:
-                        await asyncio.shield(fut)
-                    except (exceptions.PostgresError, asyncio.CancelledError):
-                        pass
-            raise
-        proto.executemany_end()
-        if deadline is not None:
-            timeout = max(deadline - self._loop.time(), 0.001)
-        rows = await self._wait(fut, timeout)
+                    for a in args:
+                        state = add(a)
+                        if state == 2:
+                            break
+                        if state:
+                            await self._drain_until(deadline)
+            except BaseException as e:
+                if not self.is_closed():
+                    proto.executemany_end(failed=True, rollback=not proto.is_in_transaction())
+                    if isinstance(e, (asyncio.TimeoutError, asyncio.CancelledError)):
+                        # the server may be stuck (a lock): cancel it rather than wait; the
+                        # next operation waits for the cancellation to land
+                        fut.add_done_callback(_consume_outcome)
+                        self._cancel_current_command()
+                    else:
+                        try:
+                            await asyncio.shield(fut)
+                        except (exceptions.PostgresError, asyncio.CancelledError):
+                            pass
+                raise
+            proto.executemany_end()
+            if deadline is not None:
+                timeout = max(deadline - self._loop.time(), 0.001)
+            rows = await self._wait(fut, timeout)
+        finally:
+            del fut  # see _wait
         return rows if want_rows else None
 
     async def _drain_until(self, deadline):

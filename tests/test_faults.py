@@ -74,6 +74,19 @@ async def test_task_cancel_leaves_connection_usable(con):
     assert not con.is_in_transaction()
 
 
+async def test_cancel_while_waiting_for_an_earlier_cancellation(con):
+    # the next query waits for a timed-out one's cancellation to land; cancelling that
+    # waiting query must not cancel the cancellation, or the connection stays busy
+    with pytest.raises(asyncio.TimeoutError):
+        await con.fetchval("SELECT pg_sleep(10)", timeout=0.05)
+    waiting = asyncio.ensure_future(con.fetchval("SELECT 1"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await asyncio.wait_for(con.fetchval("SELECT 2"), 5) == 2
+
+
 async def test_cancel_inside_transaction(con):
     tr = con.transaction()
     await tr.start()
@@ -119,3 +132,41 @@ async def test_backend_terminated_while_idle(pg):
     finally:
         await other.close()
         con.terminate()
+
+
+async def test_failed_operations_leave_no_reference_cycles(con):
+    # a failed operation's error must be freed by its refcount: a cycle through the error's
+    # traceback (a frame holding the failed future) would keep every frame and row of the
+    # failure alive until the cyclic GC runs
+    import gc
+    import io
+    import weakref
+
+    await con.execute("CREATE TEMP TABLE cyc (a int PRIMARY KEY)")
+    await con.execute("INSERT INTO cyc VALUES (1)")
+    stmt = await con.prepare("SELECT 1 / $1::int4")
+    failing = {
+        "execute": lambda: con.execute("SELECT 1/0"),
+        "fetch": lambda: con.fetch("SELECT 1 / $1::int4", 0),
+        "fetchval timeout": lambda: con.fetchval("SELECT 1 / $1::int4", 0, timeout=5),
+        "prepared": lambda: stmt.fetchval(0),
+        "executemany": lambda: con.executemany("INSERT INTO cyc VALUES ($1)", [(1,)]),
+        "copy in": lambda: con.copy_records_to_table("cyc", records=[(1,)]),
+        "copy out": lambda: con.copy_from_query("SELECT 1/0", output=io.BytesIO()),
+    }
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name, op in failing.items():
+            try:
+                await op()
+            except exceptions.PostgresError as e:
+                ref = weakref.ref(e)
+            else:
+                raise AssertionError(f"{name} did not fail")
+            await asyncio.sleep(0)  # the loop's handle of this step holds the future till now
+            assert ref() is None, f"{name}: the error is kept alive by a reference cycle"
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    assert await con.fetchval("SELECT 3") == 3
