@@ -146,4 +146,7 @@ class DatagramMethods:
         except BaseException:
             transport.close()
             raise
+        finally:
+            # a failed waiter holds the error, whose traceback holds this frame
+            del waiter
         return transport, protocol

@@ -77,6 +77,9 @@ class ProcessMethods:
         except BaseException:
             transport.close()
             raise
+        finally:
+            # a failed waiter holds the error, whose traceback holds this frame
+            del waiter
         return transport, protocol
 
     # ---------------------------------------------------------------- subprocesses
@@ -161,6 +164,9 @@ class ProcessMethods:
             transport.close()
             await transport._wait()
             raise
+        finally:
+            # a failed waiter holds the error, whose traceback holds this frame
+            del waiter
         return transport
 
     def _watch_child(self, pid, transport):

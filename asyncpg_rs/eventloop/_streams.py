@@ -124,6 +124,9 @@ class StreamMethods:
         except BaseException:
             transport.close()
             raise
+        finally:
+            # a failed waiter holds the error, whose traceback holds this frame
+            del waiter
         return app_transport, protocol
 
     # ---------------------------------------------------------------- client side
@@ -134,25 +137,28 @@ class StreamMethods:
         try:
             sock.setblocking(False)
             if local_infos is not None:
-                for _, _, _, _, laddr in local_infos:
-                    if _ != 0 and False:
-                        continue
-                    try:
-                        sock.bind(laddr)
-                        break
-                    except OSError as exc:
-                        msg = (
-                            f"error while attempting to bind on address {laddr!r}: "
-                            f"{exc.strerror.lower()}"
-                        )
-                        last = OSError(exc.errno, msg)
-                else:
-                    raise last if local_infos else OSError("no matching local address")
+                self._bind_local(sock, local_infos)
             await self.sock_connect(sock, address)
             return sock
         except BaseException:
             sock.close()
             raise
+
+    @staticmethod
+    def _bind_local(sock, local_infos):
+        last = None
+        for _, _, _, _, laddr in local_infos:
+            try:
+                sock.bind(laddr)
+                return
+            except OSError as exc:
+                msg = f"error while attempting to bind on address {laddr!r}: {exc.strerror.lower()}"
+                last = (exc.errno, msg)
+        # made here, not kept from the loop: a kept exception raised from this frame would
+        # hold the frame through its traceback, a cycle only the GC frees
+        if last is None:
+            raise OSError("no matching local address")
+        raise OSError(*last)
 
     async def create_connection(
         self,
@@ -202,7 +208,24 @@ class StreamMethods:
                     raise OSError("getaddrinfo() returned empty list")
             if interleave:
                 infos = _interleave_families(infos, interleave)
-            exceptions = []
+            sock = await self._connect_first(infos, local_infos, happy_eyeballs_delay, all_errors)
+        elif sock is None:
+            raise ValueError("host and port was not specified and no sock specified")
+        return await self._create_connection_transport(
+            sock,
+            protocol_factory,
+            ssl,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+
+    async def _connect_first(self, infos, local_infos, happy_eyeballs_delay, all_errors):
+        """A socket connected to the first of ``infos`` that answers (one after another, or
+        raced with ``happy_eyeballs_delay``), or the error(s) as asyncio reports them."""
+        sock = None
+        exceptions = []
+        try:
             if happy_eyeballs_delay is None:
                 for info in infos:
                     try:
@@ -221,25 +244,20 @@ class StreamMethods:
                     happy_eyeballs_delay,
                     loop=self,
                 )
-            if sock is None:
-                if all_errors:
-                    raise ExceptionGroup("create_connection failed", exceptions)  # noqa: F821
-                if len(exceptions) == 1:
-                    raise exceptions[0]
-                model = str(exceptions[0])
-                if all(str(exc) == model for exc in exceptions):
-                    raise exceptions[0]
-                raise OSError("Multiple exceptions: {}".format(", ".join(map(str, exceptions))))
-        elif sock is None:
-            raise ValueError("host and port was not specified and no sock specified")
-        return await self._create_connection_transport(
-            sock,
-            protocol_factory,
-            ssl,
-            server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout,
-        )
+            if sock is not None:
+                return sock
+            if all_errors:
+                raise ExceptionGroup("create_connection failed", exceptions)  # noqa: F821
+            if len(exceptions) == 1:
+                raise exceptions[0]
+            model = str(exceptions[0])
+            if all(str(exc) == model for exc in exceptions):
+                raise exceptions[0]
+            raise OSError("Multiple exceptions: {}".format(", ".join(map(str, exceptions))))
+        finally:
+            # the errors' tracebacks hold the frames that hold this list: empty it, or
+            # each failed connect leaves a cycle only the GC frees
+            exceptions.clear()
 
     async def _connect_and_record(self, info, local_infos, exceptions):
         try:
@@ -358,6 +376,9 @@ class StreamMethods:
             made.cancel()
             resumed.cancel()
             raise
+        finally:
+            # a failed waiter holds the error, whose traceback holds this frame
+            del waiter
         return ssl_protocol._app_transport
 
     # ---------------------------------------------------------------- sendfile
@@ -747,6 +768,9 @@ class Server(asyncio.AbstractServer):
             except BaseException:
                 transport.close()
                 raise
+            finally:
+                # a failed waiter holds the error, whose traceback holds this frame
+                del waiter
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -659,3 +659,51 @@ def test_connections_and_loops_do_not_leak(kind):
     gc.collect()
     # a leak here costs hundreds of objects per round (a loop, its protocols, sockets)
     assert len(gc.get_objects()) - before < 300
+
+
+async def test_failed_connects_leave_no_reference_cycles(certs):
+    # every failed connect (refused; TLS handshake refused by the peer) must leave its error
+    # to the refcount: a cycle through the traceback (a frame holding the failed waiter or
+    # the list of errors) would keep sockets and protocols alive until the GC runs; the
+    # stdlib's loop leaves one on a failed handshake, so the strict check is on ours only
+    import gc
+
+    loop = asyncio.get_running_loop()
+    _, client_ctx = certs
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead_port = probe.getsockname()[1]
+    probe.close()
+
+    async def close_at_once(reader, writer):
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    plain_port = server.sockets[0].getsockname()[1]
+    attempts = {
+        "refused": lambda: loop.create_connection(asyncio.Protocol, "127.0.0.1", dead_port),
+        "tls to a plain server": lambda: loop.create_connection(
+            asyncio.Protocol, "127.0.0.1", plain_port, ssl=client_ctx, server_hostname="localhost"
+        ),
+    }
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name, attempt in attempts.items():
+            gc.collect()
+            try:
+                await attempt()
+            except OSError:  # ssl.SSLError and ConnectionError are OSErrors
+                pass
+            else:
+                raise AssertionError(f"{name}: connected")
+            for _ in range(3):
+                await asyncio.sleep(0)
+            garbage = gc.collect()
+            if isinstance(loop, asyncpg_rs.Loop) or name == "refused":
+                assert garbage == 0, f"{name}: {garbage} objects were left in reference cycles"
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        server.close()
+        await server.wait_closed()
