@@ -147,7 +147,9 @@ class StreamMethods:
     @staticmethod
     def _bind_local(sock, local_infos):
         last = None
-        for _, _, _, _, laddr in local_infos:
+        for lfamily, _, _, _, laddr in local_infos:
+            if lfamily != sock.family:
+                continue  # an IPv6 local address cannot serve an IPv4 connect, nor the reverse
             try:
                 sock.bind(laddr)
                 return
@@ -157,7 +159,7 @@ class StreamMethods:
         # made here, not kept from the loop: a kept exception raised from this frame would
         # hold the frame through its traceback, a cycle only the GC frees
         if last is None:
-            raise OSError("no matching local address")
+            raise OSError(f"no matching local address with family={sock.family!r} found")
         raise OSError(*last)
 
     async def create_connection(

@@ -37,7 +37,11 @@ class WritePipeTransport(asyncio.Transport):
     __slots__ = ()
 
 
-class DatagramTransport(asyncio.DatagramTransport):
-    """A UDP or Unix datagram socket (``asyncpg_rs._native.DatagramTransport``)."""
+class DatagramTransport(asyncio.DatagramTransport, asyncio.Transport):
+    """A UDP or Unix datagram socket (``asyncpg_rs._native.DatagramTransport``).
+
+    Also a ``Transport``, as the stdlib's datagram transport is (it shares the selector
+    transports' base class), and CPython's own tests check that.
+    """
 
     __slots__ = ()

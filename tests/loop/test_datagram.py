@@ -131,6 +131,8 @@ async def test_datagram_transport_api():
     transport, proto = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
     assert transport.get_protocol() is proto
     assert isinstance(transport, asyncio.BaseTransport)
+    # the stdlib's datagram transport shares its selector transports' Transport base
+    assert isinstance(transport, asyncio.Transport)
     if isinstance(loop, asyncpg_rs.Loop):
         # the documented class (the stdlib's own is a stream-style Transport before 3.12)
         assert isinstance(transport, asyncio.DatagramTransport)

@@ -124,6 +124,47 @@ async def test_write_pipe_reader_gone():
     wt.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+async def test_terminal_write_pipe_survives_input():
+    # a write end on a terminal (stdout on a tty, say) turns readable when someone types:
+    # that is input, not the reader going away, and must not close the transport
+    import tty
+
+    loop = asyncio.get_running_loop()
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    lost = loop.create_future()
+
+    class Writer(asyncio.Protocol):
+        def connection_lost(self, exc):
+            lost.set_result(exc)
+
+    slave_file = os.fdopen(slave, "wb", 0)
+    try:
+        wt, _ = await loop.connect_write_pipe(Writer, slave_file)
+        os.write(master, b"typed")
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert not lost.done() and not wt.is_closing()
+        wt.write(b"out")
+        received = b""
+        for _ in range(100):
+            try:
+                received += os.read(master, 100)
+            except BlockingIOError:
+                pass
+            if received == b"out":
+                break
+            await asyncio.sleep(0.01)
+        assert received == b"out"
+        wt.close()
+        assert await asyncio.wait_for(lost, 10) is None
+    finally:
+        slave_file.close()
+        os.close(master)
+
+
 async def test_regular_file_is_not_a_pipe(tmp_path):
     loop = asyncio.get_running_loop()
     with open(tmp_path / "f", "wb") as f:

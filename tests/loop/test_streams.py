@@ -707,3 +707,17 @@ async def test_failed_connects_leave_no_reference_cycles(certs):
             gc.enable()
         server.close()
         await server.wait_closed()
+
+
+async def test_local_addr_of_another_family_is_skipped():
+    # an IPv6 local address cannot be bound for an IPv4 connect: skipped, and with nothing
+    # left the error says so (an OSError, as the stdlib's since 3.11, not a TypeError)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(OSError, match="no matching local address"):
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", port, local_addr=("::1", 0))
+    finally:
+        server.close()
+        await server.wait_closed()

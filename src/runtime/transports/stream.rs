@@ -80,6 +80,9 @@ pub struct StreamTransport {
     extra: Py<PyDict>,
     server: Option<Py<PyAny>>,
     endpoint: Endpoint,
+    /// A write pipe's descriptor turns readable when its reader goes away: true for pipes
+    /// and sockets only; a terminal turns readable when someone types.
+    readable_means_hangup: bool,
     state: GilCell<State>,
 }
 
@@ -104,6 +107,16 @@ enum Endpoint {
     Socket,
     ReadPipe,
     WritePipe,
+}
+
+fn is_pipe_or_socket(fd: RawFd) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open (the caller got it from the object's fileno) and `st` is writable.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
 }
 
 fn recv(endpoint: Endpoint, fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
@@ -320,7 +333,7 @@ impl StreamTransport {
     ) -> PyResult<()> {
         let endpoint = slf.get().endpoint;
         if endpoint == Endpoint::WritePipe {
-            if readable {
+            if readable && slf.get().readable_means_hangup {
                 // A write end turns "readable" when the reader went away.
                 let unsent = slf.get().state.borrow_mut(slf.py())?.write_buf.len();
                 if unsent > 0 {
@@ -809,6 +822,7 @@ impl StreamTransport {
             return Err(PyValueError::new_err("the socket is closed"));
         }
         let receiver = receiver_for(py, &protocol);
+        let readable_means_hangup = endpoint == Endpoint::WritePipe && is_pipe_or_socket(fd);
         Ok(StreamTransport {
             loop_obj: event_loop.unbind(),
             sock: sock.unbind(),
@@ -816,6 +830,7 @@ impl StreamTransport {
             extra: extra.unbind(),
             server: server.filter(|s| !s.is_none()).map(Bound::unbind),
             endpoint,
+            readable_means_hangup,
             state: GilCell::new(State {
                 protocol: Some(protocol.unbind()),
                 receiver,
