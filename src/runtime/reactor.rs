@@ -625,6 +625,9 @@ impl Reactor {
         }
         let before = watch.counted();
         if let Some(record) = watch.sock.as_mut() {
+            if ready.read_closed {
+                record.peer_closed = true;
+            }
             if ready.readable {
                 record.readable = true;
                 if let Some(op) = record.reader.take() {

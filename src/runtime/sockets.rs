@@ -78,6 +78,9 @@ pub struct SockWatch {
     pub readable: bool,
     /// A TCP stream: a short read drains it (as tokio relies on), so no EAGAIN round trip.
     pub tcp: bool,
+    /// The peer hung up (EPOLLRDHUP): its FIN came with an edge already spent, so a short
+    /// read no longer proves the socket drained; the EOF is still to be read.
+    pub peer_closed: bool,
     /// The last read brought at least `LARGE_READ` bytes.
     pub large_reads: bool,
     pub reader: Option<SockOp>,
@@ -90,6 +93,7 @@ impl SockWatch {
             socket: PyWeakrefReference::new(sock)?.unbind(),
             readable: true,
             tcp: is_tcp(fd),
+            peer_closed: false,
             large_reads: false,
             reader: None,
             writer: None,
@@ -123,7 +127,7 @@ impl SockWatch {
 
     /// After `got` bytes from a read of at most `asked`: what we now know of readability.
     pub fn note_read(&mut self, got: usize, asked: usize) {
-        if self.tcp && got > 0 && got < asked {
+        if self.tcp && got > 0 && got < asked && !self.peer_closed {
             self.readable = false;
         }
         if got > 0 {

@@ -578,3 +578,33 @@ async def test_large_reads_keep_message_boundaries():
         finally:
             x.close()
             y.close()
+
+
+@pytest.mark.parametrize("into", [False, True])
+async def test_recv_sees_the_eof_that_came_with_the_last_data(into):
+    # data and the peer's FIN in one readiness edge: the read of the data is short, yet the
+    # EOF is still to be read, and no further edge will announce it
+    loop = asyncio.get_running_loop()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.socket()
+        client.setblocking(False)
+        await loop.sock_connect(client, listener.getsockname())
+        server_side, _ = listener.accept()
+    buf = bytearray(1000)
+
+    async def recv():
+        if into:
+            n = await loop.sock_recv_into(client, buf)
+            return bytes(buf[:n])
+        return await loop.sock_recv(client, 1000)
+
+    with client, server_side:
+        pending = asyncio.ensure_future(recv())
+        await asyncio.sleep(0.01)  # the read is waiting for the socket
+        # both before the loop polls again, so they arrive as one edge
+        server_side.sendall(b"x" * 100)
+        server_side.shutdown(socket.SHUT_WR)
+        assert await asyncio.wait_for(pending, 5) == b"x" * 100
+        assert await asyncio.wait_for(recv(), 5) == b""
