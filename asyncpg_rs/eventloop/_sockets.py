@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from operator import methodcaller
 from typing import Any
 
 try:
@@ -174,7 +175,7 @@ class SocketMethods:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_readable(sock, sock.recv, n)
+        return await self._wait_readable(sock, methodcaller("recv", n), sock)
 
     async def sock_recv_into(self, sock, buf):
         """Receive into ``buf``; returns the number of bytes received."""
@@ -188,7 +189,7 @@ class SocketMethods:
             return sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_readable(sock, sock.recv_into, buf)
+        return await self._wait_readable(sock, methodcaller("recv_into", buf), sock)
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive a datagram of up to ``bufsize`` bytes; returns ``(data, address)``."""
@@ -197,7 +198,7 @@ class SocketMethods:
             return sock.recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_readable(sock, sock.recvfrom, bufsize)
+        return await self._wait_readable(sock, methodcaller("recvfrom", bufsize), sock)
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram into ``buf``; returns ``(nbytes, address)``."""
@@ -208,7 +209,7 @@ class SocketMethods:
             return sock.recvfrom_into(buf, nbytes)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_readable(sock, sock.recvfrom_into, buf, nbytes)
+        return await self._wait_readable(sock, methodcaller("recvfrom_into", buf, nbytes), sock)
 
     # ---------------------------------------------------------------- sending
 
@@ -243,7 +244,8 @@ class SocketMethods:
             return sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_writable(sock, sock.sendto, data, address)
+        # the method is looked up at each attempt, as the stdlib does (a test may swap it)
+        return await self._wait_writable(sock, methodcaller("sendto", data, address), sock)
 
     # ---------------------------------------------------------------- connections
 

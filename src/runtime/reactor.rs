@@ -443,6 +443,13 @@ impl Reactor {
                 }
             }
             self.count_change(before, watch.counted());
+            if leftover.is_none() {
+                // Re-arm (EPOLL_CTL_MOD), which reports the descriptor at once if it is ready
+                // after all: the edge that woke this operation is spent, and an EAGAIN that
+                // was not the kernel's (a wrapped socket, a spurious one) would otherwise
+                // wait for an edge that never comes.
+                let _ = self.arm(fd, watch, true);
+            }
         }
         drop(watches);
         if leftover.is_some() {

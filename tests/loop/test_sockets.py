@@ -608,3 +608,29 @@ async def test_recv_sees_the_eof_that_came_with_the_last_data(into):
         server_side.shutdown(socket.SHUT_WR)
         assert await asyncio.wait_for(pending, 5) == b"x" * 100
         assert await asyncio.wait_for(recv(), 5) == b""
+
+
+async def test_sock_sendto_calls_the_method_the_socket_has_at_each_attempt():
+    # as the stdlib: each retry looks the method up again (CPython's own tests swap it on a
+    # mock), and a retry that finds the socket writable after all is not left waiting for a
+    # readiness edge that already passed
+    from unittest import mock
+
+    loop = asyncio.get_running_loop()
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        sender.bind(("127.0.0.1", 0))
+        sender.setblocking(False)
+        wrapped = mock.Mock(sender)
+        wrapped.fileno = sender.fileno
+        wrapped.gettimeout = sender.gettimeout
+        wrapped.sendto.configure_mock(side_effect=BlockingIOError)
+        loop.call_soon(lambda: setattr(wrapped, "sendto", sender.sendto))
+        sent = await asyncio.wait_for(loop.sock_sendto(wrapped, b"x", receiver.getsockname()), 5)
+        assert sent == 1
+        got = await asyncio.wait_for(loop.sock_recvfrom(receiver, 10), 5)
+        assert got == (b"x", sender.getsockname())
