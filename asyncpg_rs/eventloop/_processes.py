@@ -179,7 +179,7 @@ class ProcessMethods:
             return
 
         def wait_in_thread():
-            returncode = _wait_for(pid, 0)
+            returncode = _wait_for(pid, 0, transport)
             if not self.is_closed():
                 self.call_soon_threadsafe(transport._process_exited, returncode)
 
@@ -188,7 +188,7 @@ class ProcessMethods:
         ).start()
 
     def _child_exited(self, pidfd, pid, transport):
-        returncode = _wait_for(pid, os.WNOHANG)
+        returncode = _wait_for(pid, os.WNOHANG, transport)
         if returncode is None:
             return  # spurious wake-up; still running
         self.remove_reader(pidfd)
@@ -196,11 +196,16 @@ class ProcessMethods:
         transport._process_exited(returncode)
 
 
-def _wait_for(pid, flags):
+def _wait_for(pid, flags, transport):
     try:
         got, status = os.waitpid(pid, flags)
     except ChildProcessError:
-        # someone else (an application's SIGCHLD handler) reaped it: status unknown
+        # reaped elsewhere: by the Popen object itself (its wait() or poll(), which
+        # asyncio's close() calls too), whose returncode is then the real one ...
+        known = getattr(getattr(transport, "_proc", None), "returncode", None)
+        if known is not None:
+            return known
+        # ... or by an application's SIGCHLD handler: the status is lost
         warnings.warn(
             f"Unknown child process pid {pid}, will report returncode 255",
             RuntimeWarning,

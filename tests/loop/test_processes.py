@@ -170,3 +170,33 @@ async def test_regular_file_is_not_a_pipe(tmp_path):
     with open(tmp_path / "f", "wb") as f:
         with pytest.raises(ValueError, match="only for pipes"):
             await loop.connect_write_pipe(asyncio.Protocol, f)
+
+
+async def test_returncode_of_a_child_its_popen_reaped():
+    # the Popen reaped the child itself (its wait(); asyncio's close() polls it too) before
+    # the loop heard of the exit: the Popen's returncode is the real one, not 255 with a
+    # warning (which the stdlib's child watchers report, so the check is on our loop)
+    import warnings
+
+    import asyncpg_rs
+
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    class Protocol(asyncio.SubprocessProtocol):
+        def process_exited(self):
+            exited.set_result(None)
+
+    transport, _ = await loop.subprocess_exec(
+        Protocol, PY, "-c", "import sys; sys.exit(3)", stdin=None, stdout=None, stderr=None
+    )
+    try:
+        transport.get_extra_info("subprocess").wait()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await asyncio.wait_for(exited, 10)
+        if isinstance(loop, asyncpg_rs.Loop):
+            assert transport.get_returncode() == 3
+            assert not [w for w in caught if "Unknown child process" in str(w.message)]
+    finally:
+        transport.close()
