@@ -17,7 +17,7 @@ import stat
 import sys
 from asyncio import sslproto, trsock
 
-from .._native import StreamTransport
+from .._native import DatagramTransport, StreamTransport
 from ._sockets import check_sendfile_arguments
 
 _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -390,6 +390,10 @@ class StreamMethods:
         else (with ``fallback``) by reading the file and writing it to the transport."""
         if transport.is_closing():
             raise RuntimeError("Transport is closing")
+        if isinstance(transport, DatagramTransport) or not callable(
+            getattr(transport, "write", None)
+        ):
+            raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
         check_sendfile_arguments(file, offset, count)
         if isinstance(transport, StreamTransport) and transport._is_socket:
             try:
@@ -406,6 +410,8 @@ class StreamMethods:
 
     async def _sendfile_on_transport(self, transport, file, offset, count):
         transport.pause_reading()
+        # from now on a write would go in among the file's bytes: it raises, as asyncio's
+        transport._set_sendfile_busy(True)
         try:
             await transport._make_empty_waiter()
             sock = transport.get_extra_info("socket")
@@ -417,6 +423,7 @@ class StreamMethods:
             finally:
                 self._attach_transport(fd, transport)
         finally:
+            transport._set_sendfile_busy(False)
             transport.resume_reading()
 
     async def _sendfile_fallback(self, transport, file, offset, count):

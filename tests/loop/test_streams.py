@@ -593,6 +593,55 @@ async def test_loop_sendfile(tmp_path, fallback_only):
         transport.close()
 
 
+async def test_sendfile_guards_the_stream_and_refuses_datagrams(tmp_path):
+    # while sendfile owns the socket a write would land among the file's bytes: it raises;
+    # a datagram transport cannot carry a file at all
+    loop = asyncio.get_running_loop()
+    data = os.urandom(32 * 1024 * 1024)  # more than the socket buffers take at once
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    received = bytearray()
+    done = loop.create_future()
+
+    class Sink(asyncio.Protocol):
+        def data_received(self, chunk):
+            received.extend(chunk)
+            if len(received) >= len(data) and not done.done():
+                done.set_result(None)
+
+    server = await loop.create_server(Sink, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        with open(path, "rb") as f:
+            started = loop.create_future()
+
+            async def send():
+                started.set_result(None)
+                return await loop.sendfile(transport, f)
+
+            task = asyncio.ensure_future(send())
+            await started
+            with pytest.raises(RuntimeError, match="sendfile is in progress"):
+                transport.write(b"between")
+            assert await task == len(data)
+        transport.write(b"after")  # allowed again
+        await asyncio.wait_for(done, 20)
+        transport.close()
+        assert bytes(received[: len(data)]) == data
+
+    udp, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        with open(path, "rb") as f:
+            with pytest.raises(RuntimeError, match="not supported"):
+                await loop.sendfile(udp, f)
+            assert f.tell() == 0
+    finally:
+        udp.close()
+
+
 async def test_eof_in_the_middle_of_tls(certs):
     server_ctx, client_ctx = certs
     loop = asyncio.get_running_loop()

@@ -63,6 +63,8 @@ struct State {
     /// receive the next one in place (see `read_buffer`).
     large_reads: bool,
     protocol_paused: bool,
+    /// `loop.sendfile` owns the socket: a write now would land inside the file's bytes.
+    sendfile_busy: bool,
     high_water: usize,
     low_water: usize,
     attached: bool,
@@ -707,6 +709,11 @@ impl StreamTransport {
                 "Cannot call write() after write_eof()",
             ));
         }
+        if st.sendfile_busy {
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
+        }
         if st.lost {
             st.writes_after_lost += 1;
             return Ok(Pushed::Sent);
@@ -845,6 +852,7 @@ impl StreamTransport {
                 peer_closed: false,
                 large_reads: false,
                 protocol_paused: false,
+                sendfile_busy: false,
                 high_water: DEFAULT_HIGH_WATER,
                 low_water: DEFAULT_HIGH_WATER / 4,
                 attached: false,
@@ -1128,6 +1136,12 @@ impl StreamTransport {
     #[getter]
     fn _is_socket(&self) -> bool {
         self.endpoint == Endpoint::Socket
+    }
+
+    /// ``loop.sendfile`` takes (``True``) or gives back the socket: meanwhile writes raise.
+    fn _set_sendfile_busy(&self, py: Python<'_>, busy: bool) -> PyResult<()> {
+        self.state.borrow_mut(py)?.sendfile_busy = busy;
+        Ok(())
     }
 
     /// The loop this transport runs on.
