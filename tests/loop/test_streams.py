@@ -7,6 +7,8 @@ import os
 import socket
 import ssl
 import sys
+import threading
+import time
 
 import pytest
 from looptools import LOOP_TEST_MARKS
@@ -770,3 +772,96 @@ async def test_local_addr_of_another_family_is_skipped():
     finally:
         server.close()
         await server.wait_closed()
+
+
+def _tls_peer_that_closes_first(listener, server_ctx, result):
+    """A blocking TLS peer over memory BIOs: answers b'ping' with b'pong', sends its
+    close_notify while the other side still has data queued, then reads everything that
+    arrives until the other side's close_notify; ``result`` gets the byte count (or the
+    error)."""
+    try:
+        listener.settimeout(10)
+        raw, _ = listener.accept()
+        raw.settimeout(10)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
+
+        def pump():
+            if outgoing.pending:
+                raw.sendall(outgoing.read())
+
+        def feed():
+            data = raw.recv(65536)
+            if not data:
+                raise ConnectionError("peer closed before close_notify")
+            incoming.write(data)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+                feed()
+        pump()
+        got = b""
+        while len(got) < 4:
+            try:
+                got += tls.read(4 - len(got))
+            except ssl.SSLWantReadError:
+                feed()
+        assert got == b"ping"
+        tls.write(b"pong")
+        pump()
+        time.sleep(0.3)  # the other side queues its data meanwhile
+        try:
+            tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        pump()
+        total = 0
+        while True:
+            try:
+                total += len(tls.read(65536))
+            except ssl.SSLWantReadError:
+                feed()
+            except ssl.SSLZeroReturnError:
+                break
+        raw.close()
+        result.append(total)
+    except BaseException as exc:  # reported to the test, not lost in the thread
+        result.append(exc)
+
+
+async def test_tls_data_queued_behind_a_pause_is_sent_when_the_peer_closes_first(certs):
+    # the peer's close_notify arrives while our TLS writes are paused with data still in the
+    # TLS layer: closing must let that data out (the transport resumes the protocol before
+    # it counts as flushed) instead of cutting it off
+    server_ctx, client_ctx = certs
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    result = []
+    peer = threading.Thread(
+        target=_tls_peer_that_closes_first, args=(listener, server_ctx, result), daemon=True
+    )
+    peer.start()
+    try:
+        reader, writer = await asyncio.open_connection(
+            *listener.getsockname(), ssl=client_ctx, server_hostname="localhost"
+        )
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"pong"
+        chunk = b"x" * (4 * 1024 * 1024)
+        for _ in range(3):
+            writer.write(chunk)  # the first fills the socket; the rest wait in the TLS layer
+        try:
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        await loop.run_in_executor(None, peer.join, 15)
+        assert result == [3 * len(chunk)]
+        writer.close()
+    finally:
+        listener.close()

@@ -627,16 +627,15 @@ impl StreamTransport {
             Nothing,
             Pause(Py<PyAny>),
             Resume(Py<PyAny>),
-            Lost,
         }
         let (next, shutdown) = {
             let mut st = me.state.borrow_mut(py)?;
             let size = st.write_buf.len();
             let mut shutdown = false;
-            let next = if size == 0 && st.closing && !st.lost {
-                st.lost = true;
-                Next::Lost
-            } else if size > st.high_water && !st.protocol_paused {
+            // Resume before a closing transport counts as done: the protocol may still have
+            // data for it (SSLProtocol's close_notify and the records queued behind a
+            // pause), and asyncio's transports take it and flush it before connection_lost.
+            let next = if size > st.high_water && !st.protocol_paused {
                 st.protocol_paused = true;
                 st.protocol
                     .as_ref()
@@ -659,11 +658,7 @@ impl StreamTransport {
             unsafe { libc::shutdown(me.fd, libc::SHUT_WR) };
         }
         let (result, what) = match next {
-            Next::Nothing => return Ok(()),
-            Next::Lost => {
-                Self::schedule_connection_lost(slf, py.None())?;
-                return Ok(());
-            }
+            Next::Nothing => return Self::lost_if_closed_and_flushed(slf),
             Next::Pause(p) => (
                 p.call_method0(py, intern!(py, "pause_writing")),
                 "protocol.pause_writing() failed",
@@ -678,6 +673,24 @@ impl StreamTransport {
                 return Err(err);
             }
             report(&me.loop_obj, slf.as_any(), None, &err, what)?;
+        }
+        Self::lost_if_closed_and_flushed(slf)
+    }
+
+    /// A closing transport whose buffer is empty (after the protocol had its chance to add
+    /// more) is done: `connection_lost` follows.
+    fn lost_if_closed_and_flushed(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let done = {
+            let mut st = slf.get().state.borrow_mut(py)?;
+            let done = st.write_buf.is_empty() && st.closing && !st.lost;
+            if done {
+                st.lost = true;
+            }
+            done
+        };
+        if done {
+            Self::schedule_connection_lost(slf, py.None())?;
         }
         Ok(())
     }
