@@ -381,7 +381,8 @@ impl LoopCore {
         me.reactor.rearm(py)?;
         me.prune_timers(py)?;
 
-        let has_ready = !me.ready.borrow_mut(py)?.is_empty();
+        let earlier = me.ready.borrow_mut(py)?.len();
+        let has_ready = earlier > 0;
         let next_timer = me.timers.borrow_mut(py)?.peek().map(|(when, _)| when);
         let timeout = if has_ready || me.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
@@ -416,6 +417,12 @@ impl LoopCore {
                 me.ready
                     .borrow_mut(py)?
                     .extend(due.into_iter().filter(|h| !h.get().is_cancelled()));
+                // Callbacks scheduled before this poll come first (asyncio's ready queue is
+                // FIFO, and uvloop runs it before polling): a task created just now must
+                // run before a datagram or a read its protocol waits for is delivered.
+                if earlier > 0 && !(transports.is_empty() && sock_due.is_empty()) {
+                    Self::run_ready(slf, earlier)?;
+                }
                 // Transports run their protocol callbacks right away, as uvloop's do.
                 for (transport, readable, writable, read_closed) in transports {
                     let outcome =
@@ -453,9 +460,16 @@ impl LoopCore {
             }
         }
 
-        let debug = me.debug.load(Ordering::Relaxed);
         let todo = me.ready.borrow_mut(py)?.len();
-        for _ in 0..todo {
+        Self::run_ready(slf, todo)
+    }
+
+    /// Run the first `count` handles of the ready queue (those added meanwhile wait).
+    fn run_ready(slf: &Bound<'_, Self>, count: usize) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let debug = me.debug.load(Ordering::Relaxed);
+        for _ in 0..count {
             let Some(handle) = me.ready.borrow_mut(py)?.pop_front() else {
                 break;
             };

@@ -144,3 +144,35 @@ async def test_datagram_transport_api():
     transport.abort()
     assert transport.is_closing()
     assert await proto.lost is None
+
+
+def test_a_task_started_before_the_datagram_arrives_sees_it(loop):
+    # callbacks already scheduled (here the first step of run_until_complete's task, which
+    # sets up the future datagram_received resolves) run before the I/O of the next poll,
+    # as in asyncio's FIFO ready queue and uvloop; CPython's test_events checks this
+    class Catcher(asyncio.DatagramProtocol):
+        waiting = None
+
+        def datagram_received(self, data, addr):
+            self.waiting.set_result(data)
+
+        async def next_datagram(self):
+            self.waiting = loop.create_future()
+            return await asyncio.wait_for(self.waiting, 5)
+
+    def endpoint():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        return loop.run_until_complete(loop.create_datagram_endpoint(Catcher, sock=sock))
+
+    (t1, p1), (t2, p2) = endpoint(), endpoint()
+    try:
+        t1.sendto(b"a", t2.get_extra_info("sockname"))
+        assert loop.run_until_complete(p2.next_datagram()) == b"a"
+        t2.sendto(b"b", t1.get_extra_info("sockname"))
+        assert loop.run_until_complete(p1.next_datagram()) == b"b"
+    finally:
+        t1.close()
+        t2.close()
+        loop.run_until_complete(asyncio.sleep(0))
