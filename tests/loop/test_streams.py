@@ -559,22 +559,29 @@ async def test_one_gib_through_one_connection():
         await writer.wait_closed()
 
 
+class _Sink(asyncio.Protocol):
+    """Collects what arrives; ``done`` resolves once ``expected`` bytes are in."""
+
+    def __init__(self, loop, expected):
+        self.received = bytearray()
+        self.done = loop.create_future()
+        self.expected = expected
+
+    def data_received(self, chunk):
+        self.received.extend(chunk)
+        if len(self.received) >= self.expected and not self.done.done():
+            self.done.set_result(None)
+
+
 @pytest.mark.parametrize("fallback_only", [False, True])
 async def test_loop_sendfile(tmp_path, fallback_only):
     loop = asyncio.get_running_loop()
     data = os.urandom(3 * 1024 * 1024 + 17)
     path = tmp_path / "payload"
     path.write_bytes(data)
-    received = bytearray()
-    done = loop.create_future()
-
-    class Sink(asyncio.Protocol):
-        def data_received(self, chunk):
-            received.extend(chunk)
-            if len(received) >= len(data) - 100 and not done.done():
-                done.set_result(None)
-
-    server = await loop.create_server(Sink, "127.0.0.1", 0)
+    sink = _Sink(loop, len(data) - 100)
+    received, done = sink.received, sink.done
+    server = await loop.create_server(lambda: sink, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
         transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
@@ -602,16 +609,9 @@ async def test_sendfile_guards_the_stream_and_refuses_datagrams(tmp_path):
     data = os.urandom(32 * 1024 * 1024)  # more than the socket buffers take at once
     path = tmp_path / "payload"
     path.write_bytes(data)
-    received = bytearray()
-    done = loop.create_future()
-
-    class Sink(asyncio.Protocol):
-        def data_received(self, chunk):
-            received.extend(chunk)
-            if len(received) >= len(data) and not done.done():
-                done.set_result(None)
-
-    server = await loop.create_server(Sink, "127.0.0.1", 0)
+    sink = _Sink(loop, len(data))
+    received, done = sink.received, sink.done
+    server = await loop.create_server(lambda: sink, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
         transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
