@@ -628,7 +628,7 @@ impl StreamTransport {
             Pause(Py<PyAny>),
             Resume(Py<PyAny>),
         }
-        let (next, shutdown) = {
+        let (next, shutdown, closing) = {
             let mut st = me.state.borrow_mut(py)?;
             let size = st.write_buf.len();
             let mut shutdown = false;
@@ -651,13 +651,15 @@ impl StreamTransport {
             if size == 0 && st.eof_written && !st.closing {
                 shutdown = true;
             }
-            (next, shutdown)
+            (next, shutdown, st.closing)
         };
         if shutdown {
             // SAFETY: plain syscall on our descriptor.
             unsafe { libc::shutdown(me.fd, libc::SHUT_WR) };
         }
         let (result, what) = match next {
+            // an open transport's every write passes here: no second look at the state
+            Next::Nothing if !closing => return Ok(()),
             Next::Nothing => return Self::lost_if_closed_and_flushed(slf),
             Next::Pause(p) => (
                 p.call_method0(py, intern!(py, "pause_writing")),
