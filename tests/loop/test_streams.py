@@ -721,10 +721,11 @@ async def test_failed_connects_leave_no_reference_cycles(certs):
 
     loop = asyncio.get_running_loop()
     _, client_ctx = certs
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    dead_port = probe.getsockname()[1]
-    probe.close()
+    # bound but not listening, and kept so for the test: a connect is refused, where a
+    # closed port could be taken meanwhile or even connect to itself (TCP simultaneous open)
+    not_listening = socket.socket()
+    not_listening.bind(("127.0.0.1", 0))
+    dead_port = not_listening.getsockname()[1]
 
     async def close_at_once(reader, writer):
         writer.close()
@@ -756,6 +757,7 @@ async def test_failed_connects_leave_no_reference_cycles(certs):
     finally:
         if gc_was_enabled:
             gc.enable()
+        not_listening.close()
         server.close()
         await server.wait_closed()
 
