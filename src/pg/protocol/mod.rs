@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyModule, PyType};
 
 use crate::pg::types::CodecRegistry;
+use crate::runtime::transports::native::register_native_receiver;
 
 mod auth;
 mod bind;
@@ -548,8 +549,14 @@ impl PGProtocol {
     }
 }
 
+/// The transports' native receive path for `PGProtocol` (see `runtime::transports::native`).
+fn receive_native(protocol: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<()> {
+    PGProtocol::receive(protocol.downcast::<PGProtocol>()?, data)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PGProtocol>()?;
+    register_native_receiver(&m.py().get_type::<PGProtocol>(), receive_native);
     m.add_class::<StatementState>()?;
     Ok(())
 }
