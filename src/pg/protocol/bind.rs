@@ -18,6 +18,14 @@ use crate::pg::types::EncodeError;
 /// The protocol counts parameters in an Int16; PostgreSQL accepts at most this many.
 pub(super) const MAX_ARGS: usize = i16::MAX as usize;
 
+/// asyncpg's refusal of a query with more than [`MAX_ARGS`] arguments.
+pub(super) fn too_many_arguments(py: Python<'_>) -> PyErr {
+    interface_error(
+        py,
+        format!("the number of query arguments cannot exceed {MAX_ARGS}"),
+    )
+}
+
 /// The unnamed statement may have been replaced since it was described (and a pooler may
 /// have routed us to another backend): parse it again in the same batch.
 pub(super) fn reparse_if_unnamed(
@@ -70,10 +78,7 @@ pub(super) fn write_bind(
         }
     };
     if args.len() > MAX_ARGS {
-        return Err(interface_error(
-            py,
-            format!("the number of query arguments cannot exceed {MAX_ARGS}"),
-        ));
+        return Err(too_many_arguments(py));
     }
     let expected = state.param_oids.len();
     if args.len() != expected {

@@ -16,7 +16,9 @@ use postgres_protocol::message::frontend;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyType};
 
+use super::bind::{too_many_arguments, MAX_ARGS};
 use super::effects::{run_effects, Effect};
+use super::framing;
 use super::gc_pause::GcPause;
 use super::server_error::{error_fields, server_error};
 use super::statement::{Column, StatementState};
@@ -38,9 +40,16 @@ impl PGProtocol {
     }
 
     pub(super) fn feed(&mut self, py: Python<'_>, data: &[u8], fx: &mut Vec<Effect>) {
+        // the buffer grows by what arrived, never by what a header announces (see framing)
         self.rbuf.extend_from_slice(data);
         while self.phase != Phase::Closed {
-            match Message::parse(&mut self.rbuf) {
+            let parsed = match framing::complete_message(&self.rbuf) {
+                Ok(None) => break,
+                // complete: the parser neither waits nor reserves
+                Ok(Some(_)) => Message::parse(&mut self.rbuf).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match parsed {
                 Ok(Some(msg)) => {
                     if let Err(e) = self.handle(py, msg, fx) {
                         // A fault of ours while handling a well-formed message: the stream
@@ -51,6 +60,7 @@ impl PGProtocol {
                 Ok(None) => break,
                 Err(e) => {
                     let err = protocol_error(py, format!("malformed message from the server: {e}"));
+                    self.rbuf.clear();
                     self.fail_connection(py, err, fx);
                 }
             }
@@ -246,11 +256,22 @@ impl PGProtocol {
             }
             Message::ParameterDescription(body) => {
                 if let Op::Prepare { params, .. } = &mut self.op {
+                    // The server writes the count as an Int16 whatever the query holds: past
+                    // 65,535 parameters it wraps and OIDs are left over; past 32,767 no Bind
+                    // could carry the arguments. Either way the statement is refused as
+                    // asyncpg refuses it; the message was read whole, so the connection
+                    // stays usable.
                     let mut it = body.parameters();
-                    while let Some(oid) =
-                        it.next().map_err(|e| protocol_error(py, e.to_string()))?
-                    {
-                        params.push(oid);
+                    let complete = loop {
+                        match it.next() {
+                            Ok(Some(oid)) => params.push(oid),
+                            Ok(None) => break true,
+                            Err(_) => break false,
+                        }
+                    };
+                    if !complete || params.len() > MAX_ARGS {
+                        params.clear();
+                        return Err(too_many_arguments(py));
                     }
                 }
             }

@@ -29,6 +29,7 @@ mod bind;
 mod copy_ops;
 mod dispatch;
 mod effects;
+mod framing;
 mod gc_pause;
 mod lifecycle;
 mod messages;
