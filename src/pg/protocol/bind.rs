@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use super::messages;
 use super::statement::StatementState;
-use crate::pg::errors::{data_error, interface_error, py_error};
+use crate::pg::errors::{data_error, interface_error, Exc};
 use crate::pg::types::EncodeError;
 
 /// The protocol counts parameters in an Int16; PostgreSQL accepts at most this many.
@@ -147,11 +147,8 @@ fn encode_failure(
     let (reason, cause) = match err {
         EncodeError::Invalid(reason) => (reason, None),
         EncodeError::Unsupported(what) => {
-            return py_error(
-                py,
-                "UnsupportedClientFeatureError",
-                format!("query argument {place}: {what}"),
-            );
+            return Exc::UnsupportedClientFeatureError
+                .err(py, format!("query argument {place}: {what}"));
         }
         EncodeError::Py(e) => {
             let reason = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();

@@ -23,7 +23,7 @@ use super::gc_pause::GcPause;
 use super::server_error::{error_fields, server_error};
 use super::statement::{Column, StatementState};
 use super::{auth, Op, PGProtocol, Phase};
-use crate::pg::errors::{interface_error, internal_error, protocol_error, py_error};
+use crate::pg::errors::{interface_error, internal_error, protocol_error, Exc};
 use crate::pg::record::new_record;
 
 impl PGProtocol {
@@ -154,9 +154,8 @@ impl PGProtocol {
                 self.xact_status = body.status();
                 if let Some(err) = self.unawaited_error.take() {
                     let reason = err.value(py).to_string();
-                    let lost = py_error(
+                    let lost = Exc::ConnectionDoesNotExistError.err(
                         py,
-                        "ConnectionDoesNotExistError",
                         format!(
                             "connection closed: a query sent ahead of this one failed: {reason}"
                         ),

@@ -14,7 +14,7 @@ use super::effects::{run_effects, with_effects, Effect};
 use super::server_error::conn_lost_error;
 use super::statement::StatementState;
 use super::{Op, PGProtocol, Phase};
-use crate::pg::errors::{interface_error, py_error};
+use crate::pg::errors::{interface_error, Exc};
 
 impl PGProtocol {
     pub(super) fn transport(&self, py: Python<'_>) -> PyResult<PyObject> {
@@ -28,11 +28,7 @@ impl PGProtocol {
         match self.phase {
             Phase::Ready => {}
             Phase::Closed => {
-                return Err(py_error(
-                    py,
-                    "ConnectionDoesNotExistError",
-                    "connection is closed",
-                ))
+                return Err(Exc::ConnectionDoesNotExistError.err(py, "connection is closed"))
             }
             _ => return Err(interface_error(py, "the connection is not ready yet")),
         }
@@ -120,9 +116,8 @@ impl PGProtocol {
                 // asyncpg's shape: "closed in the middle of operation: <server's reason>",
                 // with the server's error as the cause
                 let reason = server_err.value(py).to_string();
-                let wrapped = py_error(
+                let wrapped = Exc::ConnectionDoesNotExistError.err(
                     py,
-                    "ConnectionDoesNotExistError",
                     format!("connection was closed in the middle of operation: {reason}"),
                 );
                 wrapped.set_cause(py, Some(server_err));
@@ -239,7 +234,7 @@ pub(super) fn terminate(slf: &Bound<'_, PGProtocol>, graceful: bool) -> PyResult
                 fx.push(Effect::CloseTransport(t));
             }
         }
-        let err = py_error(py, "ConnectionDoesNotExistError", "connection was closed");
+        let err = Exc::ConnectionDoesNotExistError.err(py, "connection was closed");
         this.on_lost = None;
         this.fail_connection_keep_transport(py, err, fx);
         Ok(())

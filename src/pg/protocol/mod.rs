@@ -364,8 +364,9 @@ impl PGProtocol {
     }
 
     /// Encode one argument sequence of a streamed executemany; it is sent with the others
-    /// once 128 KiB have gathered. Returns 0 to go on, 1 when the transport asked us to
-    /// pause (await `drain()`), 2 when the server already reported an error (stop sending).
+    /// once 128 KiB have gathered. Returns `EXECUTEMANY_CONTINUE` to go on,
+    /// `EXECUTEMANY_PAUSED` when the transport asked us to pause (await `drain()`),
+    /// `EXECUTEMANY_FAILED` when the server already reported an error (stop sending).
     fn executemany_add(slf: &Bound<'_, Self>, args: &Bound<'_, PyAny>) -> PyResult<u8> {
         ops::executemany_add(slf, args)
     }
@@ -558,6 +559,9 @@ fn receive_native(protocol: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<()> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PGProtocol>()?;
     register_native_receiver(&m.py().get_type::<PGProtocol>(), receive_native);
+    m.add("EXECUTEMANY_CONTINUE", ops::executemany_status::CONTINUE)?;
+    m.add("EXECUTEMANY_PAUSED", ops::executemany_status::PAUSED)?;
+    m.add("EXECUTEMANY_FAILED", ops::executemany_status::FAILED)?;
     m.add_class::<StatementState>()?;
     Ok(())
 }

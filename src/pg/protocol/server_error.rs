@@ -9,7 +9,7 @@ use postgres_protocol::message::backend::ErrorFields;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::pg::errors::{exception_class, protocol_error, py_error};
+use crate::pg::errors::{protocol_error, Exc};
 
 /// The fields of an error or notice as `{code: value}`; values are decoded leniently (a
 /// server in another encoding must not turn its error into a decoding fault of ours).
@@ -38,7 +38,8 @@ pub(super) fn server_error(
     fields: &Bound<'_, PyDict>,
     query: Option<&str>,
 ) -> PyErr {
-    let made = exception_class(py, "PostgresError")
+    let made = Exc::PostgresError
+        .class(py)
         .and_then(|cls| cls.call_method1("new", (fields, query)));
     match made {
         Ok(exc) => PyErr::from_value(exc),
@@ -48,9 +49,5 @@ pub(super) fn server_error(
 
 /// The error every pending await gets when the connection goes away under it.
 pub(super) fn conn_lost_error(py: Python<'_>) -> PyErr {
-    py_error(
-        py,
-        "ConnectionDoesNotExistError",
-        "connection was closed in the middle of operation",
-    )
+    Exc::ConnectionDoesNotExistError.err(py, "connection was closed in the middle of operation")
 }
