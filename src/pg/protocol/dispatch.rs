@@ -291,7 +291,7 @@ impl PGProtocol {
                 self.backend_pid = body.process_id();
                 self.backend_secret = body.secret_key();
             }
-            Message::AuthenticationOk => {}
+            Message::AuthenticationOk => self.authenticated = true,
             Message::AuthenticationCleartextPassword => {
                 let mut out = BytesMut::new();
                 self.auth_step(

@@ -114,6 +114,8 @@ pub struct PGProtocol {
     auth: auth::Auth,
     registry: CodecRegistry,
     settings: Py<PyDict>,
+    /// The server accepted the login (AuthenticationOk); the rest of startup may follow.
+    authenticated: bool,
     backend_pid: i32,
     backend_secret: i32,
     xact_status: u8,
@@ -181,6 +183,7 @@ impl PGProtocol {
             auth: auth::Auth::default(),
             registry: CodecRegistry::new(),
             settings: PyDict::new(py).unbind(),
+            authenticated: false,
             backend_pid: 0,
             backend_secret: 0,
             xact_status: b'I',
@@ -248,6 +251,13 @@ impl PGProtocol {
     /// Future resolved when login completes (first ReadyForQuery).
     fn startup_waiter(&self, py: Python<'_>) -> PyObject {
         self.startup_fut.clone_ref(py)
+    }
+
+    /// Whether the server accepted the login (AuthenticationOk arrived), even if the
+    /// startup has not finished yet.
+    #[getter]
+    fn authenticated(&self) -> bool {
+        self.authenticated
     }
 
     /// Future resolved once no operation is in flight (after a cancelled one finishes).
