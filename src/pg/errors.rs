@@ -101,3 +101,24 @@ pub fn protocol_error(py: Python<'_>, msg: impl Into<String>) -> PyErr {
 pub fn internal_error(py: Python<'_>, msg: impl Into<String>) -> PyErr {
     Exc::InternalClientError.err(py, msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Exc;
+    use crate::testing::with_python;
+    use pyo3::prelude::*;
+
+    #[test]
+    fn every_class_named_here_exists_in_the_exceptions_module() {
+        with_python(|py| {
+            for exc in Exc::ALL {
+                let cls = exc
+                    .class(py)
+                    .unwrap_or_else(|e| panic!("{}: {e}", exc.name()));
+                assert_eq!(cls.name().unwrap().to_string(), exc.name());
+                let err = exc.err(py, "boom");
+                assert!(err.get_type(py).is(&cls));
+            }
+        });
+    }
+}

@@ -36,6 +36,8 @@ mod messages;
 mod ops;
 mod server_error;
 pub mod statement;
+#[cfg(test)]
+mod tests;
 
 use statement::{Column, StatementState};
 

@@ -93,3 +93,25 @@ impl TypeConv {
         Ok(functions[self as usize].bind(py).clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TypeConv;
+    use crate::testing::with_python;
+    use pyo3::prelude::*;
+
+    #[test]
+    fn every_typeconv_helper_named_here_exists() {
+        with_python(|py| {
+            for f in TypeConv::ALL {
+                assert!(
+                    f.function(py)
+                        .unwrap_or_else(|e| panic!("{}: {e}", f.name()))
+                        .is_callable(),
+                    "{}",
+                    f.name()
+                );
+            }
+        });
+    }
+}
