@@ -1154,16 +1154,16 @@ class Connection(metaclass=ConnectionMeta):
                 if hasattr(args, "__aiter__"):
                     async for a in args:
                         state = add(a)
-                        if state == 2:
+                        if state == _native.EXECUTEMANY_FAILED:
                             break  # the server already failed the batch: stop sending
-                        if state:
+                        if state == _native.EXECUTEMANY_PAUSED:
                             await self._drain_until(deadline)
                 else:
                     for a in args:
                         state = add(a)
-                        if state == 2:
+                        if state == _native.EXECUTEMANY_FAILED:
                             break
-                        if state:
+                        if state == _native.EXECUTEMANY_PAUSED:
                             await self._drain_until(deadline)
             except BaseException as e:
                 if not self.is_closed():

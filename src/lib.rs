@@ -7,6 +7,8 @@ use pyo3::prelude::*;
 
 pub mod pg;
 pub mod runtime;
+#[cfg(test)]
+mod testing;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {

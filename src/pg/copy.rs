@@ -38,9 +38,8 @@ pub fn encode_copy_records(
     let st = state.get();
     let ncols = st.col_codecs.len();
     if let Some(c) = st.col_codecs.iter().find(|c| c.format() != Format::Binary) {
-        return Err(crate::pg::errors::py_error(
+        return Err(crate::pg::errors::Exc::InternalClientError.err(
             py,
-            "InternalClientError",
             format!(
                 "no binary format encoder for type {} (OID {})",
                 c.type_name(),

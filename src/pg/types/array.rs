@@ -68,6 +68,14 @@ pub fn decode(py: Python<'_>, data: &[u8], elem: &Codec) -> PyResult<PyObject> {
     if total > (data.len() - r.at) / 4 {
         return Err(protocol_error(py, "array dimensions exceed its data"));
     }
+    // with a zero dimension there are no elements, but the levels above it are still lists
+    // to build ([n, 0] is n empty lists): their count must be believable too
+    let lists = dims[..ndims - 1]
+        .iter()
+        .fold(1usize, |n, &d| n.saturating_mul(d));
+    if total == 0 && lists > data.len() {
+        return Err(protocol_error(py, "array dimensions exceed its data"));
+    }
     let list = decode_level(py, &mut r, elem, &dims[..ndims])?;
     if r.at != data.len() {
         return Err(protocol_error(py, "trailing bytes after array elements"));

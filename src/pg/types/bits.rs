@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use super::pyrefs::typeconv;
+use super::pyrefs::TypeConv;
 use super::{EncodeError, EncodeResult};
 use crate::pg::errors::protocol_error;
 
@@ -17,15 +17,17 @@ pub fn decode_bits(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
         return Err(protocol_error(py, "invalid bit string length"));
     }
     let bytes = PyBytes::new(py, &data[4..]);
-    Ok(typeconv(py)?
-        .call_method1("bits_decode", (bitlen, bytes))?
+    Ok(TypeConv::BitsDecode
+        .function(py)?
+        .call1((bitlen, bytes))?
         .unbind())
 }
 
 pub fn encode_bits(value: &Bound<'_, PyAny>, out: &mut BytesMut) -> EncodeResult {
     let py = value.py();
-    let (bitlen, data): (i32, Vec<u8>) = typeconv(py)?
-        .call_method1("bits_encode", (value,))
+    let (bitlen, data): (i32, Vec<u8>) = TypeConv::BitsEncode
+        .function(py)?
+        .call1((value,))
         .map_err(|e| EncodeError::Invalid(e.value(py).to_string()))?
         .extract()?;
     out.put_i32(bitlen);

@@ -25,9 +25,8 @@ pub fn decode(py: Python<'_>, data: &[u8], codec: &Codec) -> PyResult<PyObject> 
     };
     let n = read_i32(0)?;
     if n < 0 || n as usize != fields.len() {
-        return Err(crate::pg::errors::py_error(
+        return Err(crate::pg::errors::Exc::OutdatedSchemaCacheError.err(
             py,
-            "OutdatedSchemaCacheError",
             format!(
                 "type {} has {} attributes on the server but {} were introspected; \
                  call reload_schema_state()",

@@ -4,7 +4,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::pyrefs::typeconv;
+use super::pyrefs::TypeConv;
 use super::{EncodeError, EncodeResult};
 use crate::pg::errors::protocol_error;
 
@@ -70,15 +70,17 @@ pub fn decode(py: Python<'_>, data: &[u8], shape: Shape) -> PyResult<PyObject> {
     }
     let floats: Vec<f64> = (0..n).map(|_| buf.get_f64()).collect();
     let floats = PyList::new(py, floats)?;
-    Ok(typeconv(py)?
-        .call_method1("geometry_decode", (shape.name(), floats, closed))?
+    Ok(TypeConv::GeometryDecode
+        .function(py)?
+        .call1((shape.name(), floats, closed))?
         .unbind())
 }
 
 pub fn encode(value: &Bound<'_, PyAny>, out: &mut BytesMut, shape: Shape) -> EncodeResult {
     let py = value.py();
-    let (floats, closed): (Vec<f64>, u8) = typeconv(py)?
-        .call_method1("geometry_encode", (shape.name(), value))
+    let (floats, closed): (Vec<f64>, u8) = TypeConv::GeometryEncode
+        .function(py)?
+        .call1((shape.name(), value))
         .map_err(|e| {
             EncodeError::Invalid(format!("invalid {} value: {}", shape.name(), e.value(py)))
         })?

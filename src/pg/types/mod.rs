@@ -323,9 +323,8 @@ impl Codec {
             Kind::CustomTuple => custom::decode_tuple(py, data, self),
             Kind::TextRange => text::decode_text(py, data),
             // as asyncpg: composites are only read in binary
-            Kind::TextComposite => Err(crate::pg::errors::py_error(
+            Kind::TextComposite => Err(crate::pg::errors::Exc::UnsupportedClientFeatureError.err(
                 py,
-                "UnsupportedClientFeatureError",
                 format!(
                     "cannot decode type \"{}\".\"{}\": text encoding of composite types \
                      is not supported",

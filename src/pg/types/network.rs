@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::pyrefs::typeconv;
+use super::pyrefs::TypeConv;
 use super::{EncodeError, EncodeResult};
 use crate::pg::errors::protocol_error;
 
@@ -14,15 +14,17 @@ pub fn decode_inet(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
     }
     let (family, bits, is_cidr) = (data[0], data[1], data[2]);
     let addr = PyBytes::new(py, &data[4..]);
-    Ok(typeconv(py)?
-        .call_method1("inet_decode", (family, bits, is_cidr != 0, addr))?
+    Ok(TypeConv::InetDecode
+        .function(py)?
+        .call1((family, bits, is_cidr != 0, addr))?
         .unbind())
 }
 
 pub fn encode_inet(value: &Bound<'_, PyAny>, out: &mut BytesMut, cidr: bool) -> EncodeResult {
     let py = value.py();
-    let parts = typeconv(py)?
-        .call_method1("inet_encode", (value, cidr))
+    let parts = TypeConv::InetEncode
+        .function(py)?
+        .call1((value, cidr))
         .map_err(|e| EncodeError::Invalid(e.value(py).to_string()))?;
     let (family, bits, is_cidr, addr): (u8, u8, u8, Vec<u8>) = parts.extract()?;
     out.put_u8(family);
@@ -37,15 +39,17 @@ pub fn decode_macaddr(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
     if !matches!(data.len(), 6 | 8) {
         return Err(protocol_error(py, "invalid macaddr value"));
     }
-    Ok(typeconv(py)?
-        .call_method1("macaddr_decode", (PyBytes::new(py, data),))?
+    Ok(TypeConv::MacaddrDecode
+        .function(py)?
+        .call1((PyBytes::new(py, data),))?
         .unbind())
 }
 
 pub fn encode_macaddr(value: &Bound<'_, PyAny>, out: &mut BytesMut, size: usize) -> EncodeResult {
     let py = value.py();
-    let data: Vec<u8> = typeconv(py)?
-        .call_method1("macaddr_encode", (value, size))
+    let data: Vec<u8> = TypeConv::MacaddrEncode
+        .function(py)?
+        .call1((value, size))
         .map_err(|e| EncodeError::Invalid(e.value(py).to_string()))?
         .extract()?;
     out.put_slice(&data);

@@ -1,11 +1,13 @@
 //! Transports: Rust objects speaking asyncio's transport interface to any protocol, and
-//! straight to the driver's protocol core when that is the protocol (the native fast path).
+//! straight to a protocol written in Rust when one registered itself (`native`, the fast
+//! path the driver's protocol core takes).
 
 use pyo3::prelude::*;
 
 mod common;
 pub use common::is_interrupt;
 pub mod datagram;
+pub mod native;
 pub mod stream;
 
 use datagram::DatagramTransport;

@@ -7,8 +7,9 @@
 //! `pause_writing`/`resume_writing` around the high/low water marks.
 //!
 //! Received bytes go to the protocol as asyncio prescribes: `get_buffer`/`buffer_updated` for
-//! a `BufferedProtocol`, `data_received(bytes)` otherwise — and when the protocol is the
-//! driver's own `PGProtocol`, as a Rust slice with no Python call or bytes object at all.
+//! a `BufferedProtocol`, `data_received(bytes)` otherwise — and when the protocol's type was
+//! registered as native (the driver's protocol, see `native`), as a Rust slice with no
+//! Python call or bytes object at all.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -25,7 +26,7 @@ use super::common::{
     extra_info, is_interrupt, presented_class, release_descriptor, report,
     schedule_connection_lost, water_marks,
 };
-use crate::pg::protocol::PGProtocol;
+use super::native::{native_receiver, NativeReceive};
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
 use crate::runtime::read_buffer::{
@@ -38,7 +39,8 @@ const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// How received bytes reach the protocol.
 enum Receiver {
-    Native(Py<PGProtocol>),
+    /// A protocol written in Rust: bytes go to it as a slice through this function.
+    Native(NativeReceive),
     Buffered,
     Plain,
 }
@@ -89,8 +91,8 @@ pub struct StreamTransport {
 }
 
 fn receiver_for(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> Receiver {
-    if let Ok(pg) = protocol.downcast::<PGProtocol>() {
-        return Receiver::Native(pg.clone().unbind());
+    if let Some(receive) = native_receiver(protocol) {
+        return Receiver::Native(receive);
     }
     if protocol.hasattr(intern!(py, "get_buffer")).unwrap_or(false)
         && protocol
@@ -376,7 +378,7 @@ impl StreamTransport {
                     return Ok(());
                 };
                 let native = match &st.receiver {
-                    Receiver::Native(pg) => Some(Some(pg.clone_ref(py))),
+                    Receiver::Native(receive) => Some(Some(*receive)),
                     Receiver::Buffered => None,
                     Receiver::Plain => Some(None),
                 };
@@ -399,16 +401,16 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// One read into our buffer, handed over as a slice (PGProtocol) or bytes. Returns
+    /// One read into our buffer, handed over as a slice (a native protocol) or bytes. Returns
     /// whether the socket is read dry (or the transport is done reading).
     fn read_chunk(
         slf: &Bound<'_, Self>,
         protocol: &Bound<'_, PyAny>,
-        pg: Option<Py<PGProtocol>>,
+        native: Option<NativeReceive>,
     ) -> PyResult<bool> {
         let py = slf.py();
         let me = slf.get();
-        if pg.is_none() {
+        if native.is_none() {
             let large = me.state.borrow_mut(py).is_ok_and(|st| st.large_reads);
             if let Some(waiting) = large.then(|| large_backlog(me.fd)).flatten() {
                 if let Some(drained) = Self::read_in_place(slf, protocol, waiting)? {
@@ -422,8 +424,8 @@ impl StreamTransport {
         let outcome = Self::after_recv(slf, protocol, result, capacity, "data_received", |n| {
             // SAFETY: recv initialised the first `n` bytes of the allocation.
             let data = unsafe { std::slice::from_raw_parts(buf.as_ptr(), n) };
-            match &pg {
-                Some(pg) => PGProtocol::receive(pg.bind(py), data),
+            match native {
+                Some(receive) => receive(protocol, data),
                 None => {
                     if let Ok(mut st) = me.state.borrow_mut(py) {
                         st.large_reads = n >= LARGE_READ;
