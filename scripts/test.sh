@@ -14,6 +14,9 @@ echo "== cargo test"
 cargo test --quiet
 echo "== ruff"
 .venv/bin/ruff check asyncpg_rs tests tools benchmarks examples
+echo "== stubtest"
+# the stubs of the compiled module must match what it exports (a mismatch fails the run)
+.venv/bin/python -m mypy.stubtest asyncpg_rs._native
 echo "== pytest"
 # exit status 5 (no tests collected) is non-zero too, so `set -e` fails the run on it
 .venv/bin/python -m pytest tests/ -q --timeout=300 "$@"

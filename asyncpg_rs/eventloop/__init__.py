@@ -24,7 +24,7 @@ import threading
 import warnings
 import weakref
 from asyncio import events
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, TypeVar
 
 from .._native import Handle, LoopCore, TimerHandle
 from ._datagram import DatagramMethods, DatagramTransport
@@ -217,7 +217,12 @@ class Loop(
         if self._executor_shutdown_called:
             raise RuntimeError("Executor shutdown has been called")
 
-    def run_in_executor(self, executor, func, *args) -> asyncio.Future:
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[..., _T],
+        *args: Any,
+    ) -> asyncio.Future[_T]:
         """Run ``func(*args)`` in ``executor`` (the default thread pool when None)."""
         self._check_closed()
         if self.get_debug() and (asyncio.iscoroutine(func) or asyncio.iscoroutinefunction(func)):
@@ -230,7 +235,7 @@ class Loop(
                 self._default_executor = executor
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 
-    def set_default_executor(self, executor) -> None:
+    def set_default_executor(self, executor: concurrent.futures.ThreadPoolExecutor) -> None:
         """Use ``executor`` (a ``ThreadPoolExecutor``) for ``run_in_executor(None, ...)``."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             raise TypeError("executor must be ThreadPoolExecutor")
@@ -284,7 +289,7 @@ class Loop(
             raise TypeError(f"A callable object or None is expected, got {handler!r}")
         self._exception_handler = handler
 
-    def default_exception_handler(self, context: dict) -> None:
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
         """Log ``context`` on the ``asyncio`` logger, with the exception's traceback."""
         message = context.get("message") or "Unhandled exception in event loop"
         exception = context.get("exception")
@@ -319,7 +324,7 @@ class Loop(
             lines.append(f"{key}: {value}")
         _logger.error("\n".join(lines), exc_info=exc_info)
 
-    def call_exception_handler(self, context: dict) -> None:
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
         """Report an error: to the custom handler if set, else :meth:`default_exception_handler`."""
         if self._exception_handler is None:
             try:
@@ -393,6 +398,12 @@ class EventLoopPolicy(_PolicyBase):
     def new_event_loop(self) -> Loop:
         """A new :class:`Loop`."""
         return Loop()
+
+    if TYPE_CHECKING and sys.version_info < (3, 14):
+        # typeshed marks these abstract; at run time they are inherited (and raise
+        # NotImplementedError: subprocesses on this loop need no child watcher)
+        def get_child_watcher(self) -> asyncio.AbstractChildWatcher: ...
+        def set_child_watcher(self, watcher: asyncio.AbstractChildWatcher | None) -> None: ...
 
 
 def install() -> None:
