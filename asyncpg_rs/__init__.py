@@ -8,6 +8,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import _alias, _native  # noqa: F401  (_native: load the compiled core first)
+from . import exceptions as exceptions
+from . import types as types
 
 # ``X as X``: the names are re-exported for type checkers too (mypy's no_implicit_reexport)
 from .connection import Connection as Connection
@@ -35,7 +37,7 @@ __all__ = (
 
 
 _alias.install()
-_resolving = set()
+_resolving: set[str] = set()
 
 
 def _alias_getattr(name: str) -> ModuleType:

@@ -7,9 +7,9 @@ scripts/test.sh; what stubtest cannot see is listed in scripts/stubtest_allowlis
 import asyncio
 import contextvars
 import socket
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from types import NotImplementedType
-from typing import Any, Literal, TypeVar, final, overload
+from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, final, overload
 
 from typing_extensions import Self, disjoint_base
 
@@ -30,6 +30,13 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+# what create_task takes (asyncio's "coroutine-like")
+_CoroutineLike = Coroutine[Any, Any, _T] | Generator[Any, None, _T]
+_TaskFactory = Callable[
+    [asyncio.AbstractEventLoop, Coroutine[Any, Any, Any] | Generator[Any, None, Any]],
+    asyncio.Future[Any],
+]
 _Buffer = bytes | bytearray | memoryview
 # a file descriptor, or an object with ``fileno()``
 _FileDescriptorLike = int | socket.socket | Any
@@ -224,8 +231,11 @@ def encode_copy_records(
 
 # ---------------------------------------------------------------- event loop
 
-@disjoint_base
-class Handle:
+# Not asyncio.Handle subclasses at run time; they implement that interface, and are typed as
+# such so that a Loop is an asyncio.AbstractEventLoop to type checkers too. (Handle is a
+# disjoint base at run time; marked so here, TimerHandle could not also be an
+# asyncio.TimerHandle: scripts/stubtest_allowlist.txt.)
+class Handle(asyncio.Handle):
     """A callback scheduled on the loop (``asyncio.Handle``'s interface)."""
 
     @property
@@ -236,7 +246,7 @@ class Handle:
     def _run(self) -> None: ...
 
 @final
-class TimerHandle(Handle):
+class TimerHandle(Handle, asyncio.TimerHandle):
     """A callback scheduled for a loop time (``asyncio.TimerHandle``'s interface)."""
 
     def when(self) -> float: ...
@@ -251,47 +261,47 @@ class LoopCore:
     def create_future(self) -> asyncio.Future[Any]: ...
     def create_task(
         self,
-        coro: Coroutine[Any, Any, _T],
+        coro: _CoroutineLike[_T],
         *,
-        name: str | None = None,
+        name: object = None,
         context: contextvars.Context | None = None,
         **kwargs: Any,
     ) -> asyncio.Task[_T]: ...
-    def set_task_factory(self, factory: Callable[..., Any] | None) -> None: ...
-    def get_task_factory(self) -> Callable[..., Any] | None: ...
+    def set_task_factory(self, factory: _TaskFactory | None) -> None: ...
+    def get_task_factory(self) -> _TaskFactory | None: ...
     def time(self) -> float: ...
     def call_soon(
         self,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> Handle: ...
     def call_soon_threadsafe(
         self,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> Handle: ...
     def call_later(
         self,
         delay: float,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> TimerHandle: ...
     def call_at(
         self,
         when: float,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> TimerHandle: ...
     def add_reader(
-        self, fd: _FileDescriptorLike, callback: Callable[..., object], *args: Any
+        self, fd: _FileDescriptorLike, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts
     ) -> None: ...
     def remove_reader(self, fd: _FileDescriptorLike) -> bool: ...
     def add_writer(
-        self, fd: _FileDescriptorLike, callback: Callable[..., object], *args: Any
+        self, fd: _FileDescriptorLike, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts
     ) -> None: ...
     def remove_writer(self, fd: _FileDescriptorLike) -> bool: ...
     def get_debug(self) -> bool: ...

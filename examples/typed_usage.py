@@ -18,6 +18,7 @@ from typing import assert_type
 import asyncpg_rs
 from asyncpg_rs import exceptions
 from asyncpg_rs.cursor import Cursor, CursorFactory
+from asyncpg_rs.eventloop import TimerHandle
 from asyncpg_rs.pool import PoolConnectionProxy
 from asyncpg_rs.prepared_stmt import PreparedStatement
 from asyncpg_rs.transaction import Transaction
@@ -168,8 +169,10 @@ async def main(dsn: str) -> None:
         await listeners(con)
         try:
             await con.execute("SELECT 1/0")
-        except exceptions.DivisionByZeroError as e:
+        except exceptions.PostgresError as e:
             assert_type(e.sqlstate, str)
+            assert_type(e.detail, str | None)
+            assert isinstance(e, exceptions.DivisionByZeroError)
     finally:
         await con.close()
     await pool(dsn)
@@ -188,8 +191,27 @@ def run_on_every_entry_point(dsn: str) -> None:
     assert_type(loop, asyncpg_rs.Loop)
     try:
         assert loop.run_until_complete(asyncio.sleep(0, "done")) == "done"
+        timer = loop.call_later(60, print, "never")
+        assert_type(timer, TimerHandle)
+        timer.cancel()
+        total = loop.run_in_executor(None, add, 1, 2)
+        assert_type(total, asyncio.Future[int])
+        assert loop.run_until_complete(total) == 3
     finally:
         loop.close()
+    asyncpg_rs.install()
+    try:
+        assert asyncio.run(running_loop_name()) == "Loop"
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def running_loop_name() -> str:
+    return type(asyncio.get_running_loop()).__name__
 
 
 if __name__ == "__main__":

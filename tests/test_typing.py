@@ -82,6 +82,13 @@ async def misuse(con: asyncpg_rs.Connection, pool: asyncpg_rs.Pool) -> None:
     await con.copy_from_table("t", output=None)  # E11
     con.no_such_method()  # E12
     asyncpg_rs.no_such_name  # E13
+    loop = asyncpg_rs.new_event_loop()
+    loop.call_soon(takes_int, "1")  # E14
+    loop.run_in_executor(None, takes_int)  # E15
+
+
+def takes_int(n: int) -> None:
+    pass
 """
 
 

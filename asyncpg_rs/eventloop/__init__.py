@@ -26,6 +26,12 @@ import weakref
 from asyncio import events
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, TypeVar
 
+if TYPE_CHECKING:
+    from collections.abc import Generator
+    from typing import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
+
 from .._native import Handle, LoopCore, TimerHandle
 from ._datagram import DatagramMethods, DatagramTransport
 from ._processes import ProcessMethods
@@ -125,7 +131,7 @@ class Loop(
                 sys.set_coroutine_origin_tracking_depth(0)
             sys.set_asyncgen_hooks(*old_hooks)
 
-    def run_until_complete(self, future: Awaitable[_T]) -> _T:
+    def run_until_complete(self, future: Generator[Any, None, _T] | Awaitable[_T]) -> _T:
         """Run until ``future`` (a future, task or coroutine) is done; return its result."""
         self._check_closed()
         self._check_running()
@@ -220,8 +226,8 @@ class Loop(
     def run_in_executor(
         self,
         executor: concurrent.futures.Executor | None,
-        func: Callable[..., _T],
-        *args: Any,
+        func: Callable[[Unpack[_Ts]], _T],
+        *args: *_Ts,
     ) -> asyncio.Future[_T]:
         """Run ``func(*args)`` in ``executor`` (the default thread pool when None)."""
         self._check_closed()
@@ -235,7 +241,7 @@ class Loop(
                 self._default_executor = executor
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 
-    def set_default_executor(self, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    def set_default_executor(self, executor: concurrent.futures.Executor) -> None:
         """Use ``executor`` (a ``ThreadPoolExecutor``) for ``run_in_executor(None, ...)``."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             raise TypeError("executor must be ThreadPoolExecutor")
