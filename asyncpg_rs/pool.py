@@ -52,7 +52,7 @@ class PoolConnectionProxy(_ProxyBase):
 
     __slots__ = ("_con", "_holder")
 
-    def __init__(self, holder, con):
+    def __init__(self, holder: _Holder, con: _connection.Connection) -> None:
         self._con = con
         self._holder = holder
         con._set_proxy(self)
@@ -283,7 +283,7 @@ class PoolAcquireContext:
 
     __slots__ = ("_pool", "_timeout", "_con", "_done")
 
-    def __init__(self, pool, timeout):
+    def __init__(self, pool: Pool, timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._con = None
@@ -314,21 +314,21 @@ class Pool:
 
     def __init__(
         self,
-        *connect_args,
-        min_size,
-        max_size,
-        max_queries,
-        max_inactive_connection_lifetime,
-        connect=None,
-        setup=None,
-        init=None,
-        reset=None,
-        loop=None,
-        connection_class=_connection.Connection,
-        record_class=Record,
-        init_size=None,
-        **connect_kwargs,
-    ):
+        *connect_args: str | None,
+        min_size: int,
+        max_size: int,
+        max_queries: int,
+        max_inactive_connection_lifetime: float,
+        connect: _t.PoolConnect | None = None,
+        setup: _t.PoolSetup | None = None,
+        init: _t.PoolInit | None = None,
+        reset: _t.PoolInit | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        connection_class: type[_connection.Connection] = _connection.Connection,
+        record_class: type[Record] = Record,
+        init_size: int | None = None,
+        **connect_kwargs: typing.Any,
+    ) -> None:
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
