@@ -283,7 +283,7 @@ class PoolAcquireContext:
 
     __slots__ = ("_pool", "_timeout", "_con", "_done")
 
-    def __init__(self, pool: Pool, timeout: float | None) -> None:
+    def __init__(self, pool, timeout):
         self._pool = pool
         self._timeout = timeout
         self._con = None
