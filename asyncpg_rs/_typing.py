@@ -29,8 +29,8 @@ if typing.TYPE_CHECKING:
 
     # a listener's first argument: the connection, or the pool's proxy of it while lent out
     ConnectionLike: TypeAlias = "connection.Connection | pool.PoolConnectionProxy"
-    # a callback returns nothing, or something to await (coroutine functions are awaited)
-    CallbackResult: TypeAlias = Awaitable[None] | None
+    # what a callback returns is ignored (a coroutine function's coroutine is awaited first)
+    CallbackResult: TypeAlias = object
     Listener: TypeAlias = Callable[[ConnectionLike, int, str, str], CallbackResult]
     LogListener: TypeAlias = Callable[
         [ConnectionLike, exceptions.PostgresLogMessage], CallbackResult
@@ -74,8 +74,8 @@ if typing.TYPE_CHECKING:
     )
     GSSLib: TypeAlias = typing.Literal["gssapi", "sspi"]
     # pool callbacks: setup/reset get the lent-out proxy, init the new connection
-    PoolSetup: TypeAlias = Callable[[pool.PoolConnectionProxy], Awaitable[None]]
-    PoolInit: TypeAlias = Callable[[connection.Connection], Awaitable[None]]
+    PoolSetup: TypeAlias = Callable[[pool.PoolConnectionProxy], Awaitable[object]]
+    PoolInit: TypeAlias = Callable[[connection.Connection], Awaitable[object]]
     PoolConnect: TypeAlias = Callable[..., Awaitable[connection.Connection]]
     EventLoop: TypeAlias = asyncio.AbstractEventLoop
 else:

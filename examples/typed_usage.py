@@ -34,6 +34,10 @@ class Book(asyncpg_rs.Record):
         return value
 
 
+class AppConnection(asyncpg_rs.Connection):
+    """What ``connection_class=AppConnection`` makes."""
+
+
 async def queries(con: asyncpg_rs.Connection) -> None:
     assert_type(con.get_server_version(), ServerVersion)
     assert_type(con.get_server_pid(), int)
@@ -144,7 +148,10 @@ async def listeners(con: asyncpg_rs.Connection) -> None:
 
 
 async def pool(dsn: str) -> None:
-    async with asyncpg_rs.create_pool(dsn, min_size=1, max_size=2) as p:
+    async def init(con: asyncpg_rs.Connection) -> None:
+        await con.execute("SET application_name = 'typed_usage'")
+
+    async with asyncpg_rs.create_pool(dsn, min_size=1, max_size=2, init=init) as p:
         assert_type(p, asyncpg_rs.Pool)
         async with p.acquire() as con:
             assert_type(con, PoolConnectionProxy)
@@ -175,6 +182,9 @@ async def main(dsn: str) -> None:
             assert isinstance(e, exceptions.DivisionByZeroError)
     finally:
         await con.close()
+    app = await asyncpg_rs.connect(dsn, connection_class=AppConnection)
+    assert_type(app, AppConnection)
+    await app.close()
     await pool(dsn)
 
 
