@@ -4,8 +4,8 @@
 :class:`Connection`, :class:`Record`, the exception classes and the ``types`` module.
 """
 
-from types import ModuleType
-from typing import TYPE_CHECKING
+import typing as _typing_module
+from types import ModuleType as _ModuleType
 
 from . import _alias, _native  # noqa: F401  (_native: load the compiled core first)
 from . import exceptions as exceptions
@@ -40,7 +40,7 @@ _alias.install()
 _resolving: set[str] = set()
 
 
-def _alias_getattr(name: str) -> ModuleType:
+def _alias_getattr(name: str) -> _ModuleType:
     # An application may alias this package (``sys.modules["asyncpg"] = asyncpg_rs``). Then
     # ``from asyncpg import sub`` asks this module for ``sub``; resolve such a name through the
     # alias, so that import hooks serving the ``asyncpg.*`` namespace apply.
@@ -62,7 +62,7 @@ def _alias_getattr(name: str) -> ModuleType:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-if not TYPE_CHECKING:
+if not _typing_module.TYPE_CHECKING:
     # hidden from type checkers: to them a module __getattr__ would make every misspelt
     # name an attribute
     __getattr__ = _alias_getattr
