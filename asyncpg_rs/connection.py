@@ -231,7 +231,15 @@ class Connection(metaclass=ConnectionMeta):
         "__weakref__",
     )
 
-    def __init__(self, protocol, transport, loop, addr, config, params):
+    def __init__(
+        self,
+        protocol: _native.PGProtocol,
+        transport: asyncio.BaseTransport,
+        loop: asyncio.AbstractEventLoop,
+        addr: str | tuple[str, int],
+        config: connect_utils.ClientConfiguration,
+        params: connect_utils.ConnectionParameters,
+    ) -> None:
         self._protocol = protocol
         self._transport = transport
         self._loop = loop

@@ -2,9 +2,10 @@
 
 Every call here is typed: ``mypy --strict`` passes on this file and the ``assert_type`` calls
 pin what the annotations promise. Under ``--disallow-any-expr`` only the lines marked
-``# Any: a column value`` may report an ``Any`` (a column's value, or ``fetchval``'s, is
-whatever its type decodes to). tests/test_typing.py checks all of that, and runs the file
-against a real server so it stays true.
+``# Any: a column value`` (a column's value, or ``fetchval``'s, is whatever its type decodes
+to) or ``# Any: constructor`` (a class passed as a value) may report an ``Any``.
+tests/test_typing.py checks all of that, and runs the file against a real server so it
+stays true.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ async def main(dsn: str) -> None:
             assert isinstance(e, exceptions.DivisionByZeroError)
     finally:
         await con.close()
-    app = await asyncpg_rs.connect(dsn, connection_class=AppConnection)
+    # a class object carries its constructor, whose connection parameters hold Any
+    app = await asyncpg_rs.connect(dsn, connection_class=AppConnection)  # Any: constructor
     assert_type(app, AppConnection)
     await app.close()
     await pool(dsn)

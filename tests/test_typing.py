@@ -15,7 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "typed_usage.py")
-ANY_BY_DESIGN = "# Any: a column value"
+ANY_BY_DESIGN = ("# Any: a column value", "# Any: constructor")
 
 pytest.importorskip("mypy", reason="mypy is installed by scripts/setup.sh")
 
