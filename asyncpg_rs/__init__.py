@@ -4,13 +4,26 @@
 :class:`Connection`, :class:`Record`, the exception classes and the ``types`` module.
 """
 
+import typing as _typing_module
+from types import ModuleType as _ModuleType
+
 from . import _alias, _native  # noqa: F401  (_native: load the compiled core first)
-from .connection import Connection, connect  # noqa: F401
-from .eventloop import EventLoopPolicy, Loop, install, new_event_loop, run  # noqa: F401
+from . import exceptions as exceptions
+from . import types as types
+
+# ``X as X``: the names are re-exported for type checkers too (mypy's no_implicit_reexport)
+from .connection import Connection as Connection
+from .connection import connect as connect
+from .eventloop import EventLoopPolicy as EventLoopPolicy
+from .eventloop import Loop as Loop
+from .eventloop import install as install
+from .eventloop import new_event_loop as new_event_loop
+from .eventloop import run as run
 from .exceptions import *  # noqa: F401,F403
-from .pool import Pool, create_pool  # noqa: F401
-from .prepared_stmt import PreparedStatement  # noqa: F401
-from .protocol import Record  # noqa: F401
+from .pool import Pool as Pool
+from .pool import create_pool as create_pool
+from .prepared_stmt import PreparedStatement as PreparedStatement
+from .protocol import Record as Record
 from .types import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
@@ -24,10 +37,10 @@ __all__ = (
 
 
 _alias.install()
-_resolving = set()
+_resolving: set[str] = set()
 
 
-def __getattr__(name):
+def _alias_getattr(name: str) -> _ModuleType:
     # An application may alias this package (``sys.modules["asyncpg"] = asyncpg_rs``). Then
     # ``from asyncpg import sub`` asks this module for ``sub``; resolve such a name through the
     # alias, so that import hooks serving the ``asyncpg.*`` namespace apply.
@@ -47,3 +60,9 @@ def __getattr__(name):
         finally:
             _resolving.discard(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if not _typing_module.TYPE_CHECKING:
+    # hidden from type checkers: to them a module __getattr__ would make every misspelt
+    # name an attribute
+    __getattr__ = _alias_getattr

@@ -8,11 +8,19 @@ at once.
 from __future__ import annotations
 
 import functools
+import typing
 
 from . import exceptions
 
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
 
-def check_connection(resource, meth):
+    _S = typing.TypeVar("_S")
+    _P = typing.ParamSpec("_P")
+    _R = typing.TypeVar("_R")
+
+
+def check_connection(resource: typing.Any, meth: str) -> None:
     """Raise ``InterfaceError`` if ``resource``'s connection was released or closed."""
     con = resource._connection
     name = type(resource).__name__
@@ -27,12 +35,14 @@ def check_connection(resource, meth):
         )
 
 
-def guarded(meth):
+def guarded(
+    meth: Callable[typing.Concatenate[_S, _P], _R],
+) -> Callable[typing.Concatenate[_S, _P], _R]:
     """Check the resource's connection when ``meth`` is called."""
     name = meth.__name__
 
     @functools.wraps(meth)
-    def checked(self, *args, **kwargs):
+    def checked(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         check_connection(self, name)
         return meth(self, *args, **kwargs)
 

@@ -25,6 +25,15 @@ from ._timeouts import checked_timeout
 from .protocol import Record
 from .serverversion import split_server_version_string
 
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from . import _typing as _t
+    from .cursor import CursorFactory
+    from .prepared_stmt import PreparedStatement
+    from .transaction import Transaction
+    from .types import ServerVersion
+
 __all__ = ("Connection", "connect")
 
 _STMT_NAMES = itertools.count(1)
@@ -222,7 +231,15 @@ class Connection(metaclass=ConnectionMeta):
         "__weakref__",
     )
 
-    def __init__(self, protocol, transport, loop, addr, config, params):
+    def __init__(
+        self,
+        protocol: _native.PGProtocol,
+        transport: asyncio.BaseTransport,
+        loop: asyncio.AbstractEventLoop,
+        addr: str | tuple[str, int],
+        config: connect_utils.ClientConfiguration,
+        params: connect_utils.ConnectionParameters,
+    ) -> None:
         self._protocol = protocol
         self._transport = transport
         self._loop = loop
@@ -283,11 +300,11 @@ class Connection(metaclass=ConnectionMeta):
 
     # ------------------------------------------------------------------ info
 
-    def get_server_pid(self):
+    def get_server_pid(self) -> int:
         """The process id of the server backend serving this connection."""
         return self._protocol.get_server_pid()
 
-    def get_server_version(self):
+    def get_server_version(self) -> ServerVersion:
         """The server version as a :class:`~asyncpg_rs.types.ServerVersion` named tuple."""
         if self._server_version is None:
             self._server_version = split_server_version_string(
@@ -295,11 +312,11 @@ class Connection(metaclass=ConnectionMeta):
             )
         return self._server_version
 
-    def get_settings(self):
+    def get_settings(self) -> _ConnectionSettings:
         """The server's current run-time parameters (ParameterStatus), as a settings object."""
         return _ConnectionSettings(self._protocol.get_settings())
 
-    def get_reset_query(self):
+    def get_reset_query(self) -> str:
         """The SQL that :meth:`reset` runs to return the session to a clean state."""
         if self._reset_query is None:
             self._reset_query = (
@@ -307,17 +324,17 @@ class Connection(metaclass=ConnectionMeta):
             )
         return self._reset_query
 
-    def is_closed(self):
+    def is_closed(self) -> bool:
         """Whether the connection is closed."""
         return self._aborted or self._protocol.is_closed()
 
-    def is_in_transaction(self):
+    def is_in_transaction(self) -> bool:
         """Whether the connection is inside a transaction block."""
         return self._protocol.is_in_transaction()
 
     # ------------------------------------------------------------------ listeners
 
-    async def add_listener(self, channel, callback):
+    async def add_listener(self, channel: str, callback: _t.Listener) -> None:
         """Listen for notifications on ``channel``.
 
         ``callback(connection, pid, channel, payload)`` may be a plain function or a coroutine
@@ -329,7 +346,7 @@ class Connection(metaclass=ConnectionMeta):
             self._listeners[channel] = set()
         self._listeners[channel].add(_Callback.from_callable(callback))
 
-    async def remove_listener(self, channel, callback):
+    async def remove_listener(self, channel: str, callback: _t.Listener) -> None:
         """Remove a listener added with :meth:`add_listener` (matched by equality)."""
         if self.is_closed():
             return
@@ -343,39 +360,45 @@ class Connection(metaclass=ConnectionMeta):
             del self._listeners[channel]
             await self.fetch(f"UNLISTEN {_quote_ident(channel)}")
 
-    def add_log_listener(self, callback):
+    def add_log_listener(self, callback: _t.LogListener) -> None:
         """Receive server NOTICE/WARNING messages: ``callback(connection, message)``."""
         if self.is_closed():
             raise exceptions.InterfaceError("connection is closed")
         self._log_listeners.add(_Callback.from_callable(callback))
 
-    def remove_log_listener(self, callback):
+    def remove_log_listener(self, callback: _t.LogListener) -> None:
         """Remove a listener added with :meth:`add_log_listener`."""
         self._log_listeners.discard(_Callback.from_callable(callback))
 
-    def add_termination_listener(self, callback):
+    def add_termination_listener(self, callback: _t.TerminationListener) -> None:
         """Call ``callback(connection)`` once when the connection is closed or lost."""
         self._termination_listeners.add(_Callback.from_callable(callback))
 
-    def remove_termination_listener(self, callback):
+    def remove_termination_listener(self, callback: _t.TerminationListener) -> None:
         """Remove a listener added with :meth:`add_termination_listener`."""
         self._termination_listeners.discard(_Callback.from_callable(callback))
 
-    def add_query_logger(self, callback):
+    def add_query_logger(self, callback: _t.QueryLogger) -> None:
         """Call ``callback(LoggedQuery)`` after every query this connection runs."""
         self._query_loggers.add(_Callback.from_callable(callback))
 
-    def remove_query_logger(self, callback):
+    def remove_query_logger(self, callback: _t.QueryLogger) -> None:
         """Remove a logger added with :meth:`add_query_logger`."""
         self._query_loggers.discard(_Callback.from_callable(callback))
 
-    def query_logger(self, callback):
+    def query_logger(self, callback: _t.QueryLogger) -> _QueryLoggerContext:
         """Context manager that adds ``callback`` as a query logger for its duration."""
         return _QueryLoggerContext(self, callback)
 
     # ------------------------------------------------------------------ transactions
 
-    def transaction(self, *, isolation=None, readonly=False, deferrable=False):
+    def transaction(
+        self,
+        *,
+        isolation: _t.IsolationLevel | None = None,
+        readonly: bool = False,
+        deferrable: bool = False,
+    ) -> Transaction:
         """A :class:`~asyncpg_rs.transaction.Transaction`; use it with ``async with``.
 
         Nested transactions become savepoints.
@@ -385,7 +408,7 @@ class Connection(metaclass=ConnectionMeta):
 
     # ------------------------------------------------------------------ queries
 
-    async def execute(self, query: str, *args, timeout: typing.Optional[float] = None) -> str:
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
         """Execute an SQL command (or commands); returns the status of the last one
         (e.g. ``'INSERT 0 1'``).
 
@@ -400,7 +423,9 @@ class Connection(metaclass=ConnectionMeta):
         stmt, _ = await self._run(query, args, 0, timeout, want_rows=False)
         return stmt
 
-    async def executemany(self, command: str, args, *, timeout: typing.Optional[float] = None):
+    async def executemany(
+        self, command: str, args: Iterable[Sequence[object]], *, timeout: float | None = None
+    ) -> None:
         """Run ``command`` for each sequence of arguments in ``args``, atomically.
 
         All executions are pipelined with a single Sync: if one fails, none takes effect.
@@ -408,7 +433,33 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         return await self._executemany(command, args, timeout)
 
-    async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
+    @typing.overload
+    async def fetch(
+        self, query: str, *args: object, timeout: float | None = ..., record_class: None = ...
+    ) -> list[Record]: ...
+    @typing.overload
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> list[_t.OtherRecordT]: ...
+    @typing.overload
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> list[Record]: ...
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> list[typing.Any]:
         """Run a query and return all result rows as a list of Records."""
         self._check_open()
         if self._query_loggers:
@@ -417,7 +468,9 @@ class Connection(metaclass=ConnectionMeta):
             _, rows = await self._run_unlogged(query, args, 0, timeout, record_class, True)
         return rows
 
-    async def fetchval(self, query, *args, column=0, timeout=None):
+    async def fetchval(
+        self, query: str, *args: object, column: int = 0, timeout: float | None = None
+    ) -> typing.Any:
         """Run a query and return one value from the first row (``None`` if no rows)."""
         self._check_open()
         if self._query_loggers:
@@ -428,7 +481,33 @@ class Connection(metaclass=ConnectionMeta):
             return None
         return rows[0][column]
 
-    async def fetchrow(self, query, *args, timeout=None, record_class=None):
+    @typing.overload
+    async def fetchrow(
+        self, query: str, *args: object, timeout: float | None = ..., record_class: None = ...
+    ) -> Record | None: ...
+    @typing.overload
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> _t.OtherRecordT | None: ...
+    @typing.overload
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> Record | None: ...
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> typing.Any:
         """Run a query and return the first row, or ``None``."""
         self._check_open()
         if self._query_loggers:
@@ -439,7 +518,41 @@ class Connection(metaclass=ConnectionMeta):
             return None
         return rows[0]
 
-    async def fetchmany(self, query, args, *, timeout=None, record_class=None) -> list:
+    @typing.overload
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = ...,
+        record_class: None = ...,
+    ) -> list[Record]: ...
+    @typing.overload
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> list[_t.OtherRecordT]: ...
+    @typing.overload
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> list[Record]: ...
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> list[typing.Any]:
         """Run ``query`` for each argument sequence in ``args`` and return all rows.
 
         The executions are pipelined and atomic, as with :meth:`executemany`.
@@ -451,7 +564,41 @@ class Connection(metaclass=ConnectionMeta):
             query, args, timeout, record_class=record_class or self._record_class, want_rows=True
         )
 
-    async def prepare(self, query, *, name=None, timeout=None, record_class=None):
+    @typing.overload
+    async def prepare(
+        self,
+        query: str,
+        *,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        record_class: None = ...,
+    ) -> PreparedStatement[Record]: ...
+    @typing.overload
+    async def prepare(
+        self,
+        query: str,
+        *,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> PreparedStatement[_t.OtherRecordT]: ...
+    @typing.overload
+    async def prepare(
+        self,
+        query: str,
+        *,
+        name: str | None = ...,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> PreparedStatement[Record]: ...
+    async def prepare(
+        self,
+        query: str,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> PreparedStatement[typing.Any]:
         """Create a :class:`~asyncpg_rs.prepared_stmt.PreparedStatement` for ``query``."""
         self._check_open()
         return await self._prepare(
@@ -471,7 +618,41 @@ class Connection(metaclass=ConnectionMeta):
         stmt = await self._get_statement(query, timeout, named=named, use_cache=use_cache)
         return _prepared_stmt.PreparedStatement(self, query, stmt, record_class)
 
-    def cursor(self, query, *args, prefetch=None, timeout=None, record_class=None):
+    @typing.overload
+    def cursor(
+        self,
+        query: str,
+        *args: object,
+        prefetch: int | None = ...,
+        timeout: float | None = ...,
+        record_class: None = ...,
+    ) -> CursorFactory[Record]: ...
+    @typing.overload
+    def cursor(
+        self,
+        query: str,
+        *args: object,
+        prefetch: int | None = ...,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> CursorFactory[_t.OtherRecordT]: ...
+    @typing.overload
+    def cursor(
+        self,
+        query: str,
+        *args: object,
+        prefetch: int | None = ...,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> CursorFactory[Record]: ...
+    def cursor(
+        self,
+        query: str,
+        *args: object,
+        prefetch: int | None = None,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> CursorFactory[typing.Any]:
         """A cursor factory for ``query``; iterate it with ``async for`` inside a transaction,
         or ``await`` it for a :class:`~asyncpg_rs.cursor.Cursor`."""
         self._check_open()
@@ -481,22 +662,22 @@ class Connection(metaclass=ConnectionMeta):
 
     async def copy_from_table(
         self,
-        table_name,
+        table_name: str,
         *,
-        output,
-        columns=None,
-        schema_name=None,
-        timeout=None,
-        format=None,
-        oids=None,
-        delimiter=None,
-        null=None,
-        header=None,
-        quote=None,
-        escape=None,
-        force_quote=None,
-        encoding=None,
-    ):
+        output: _t.CopyOutput,
+        columns: Iterable[str] | None = None,
+        schema_name: str | None = None,
+        timeout: float | None = None,
+        format: _t.CopyFormat | None = None,
+        oids: int | None = None,
+        delimiter: str | None = None,
+        null: str | None = None,
+        header: bool | None = None,
+        quote: str | None = None,
+        escape: str | None = None,
+        force_quote: bool | Iterable[str] | None = None,
+        encoding: str | None = None,
+    ) -> str:
         """Copy a table's contents to ``output`` (a path, a binary file object or a
         coroutine function called with each chunk); returns the COPY status."""
         return await _copy.copy_from_table(
@@ -519,20 +700,20 @@ class Connection(metaclass=ConnectionMeta):
 
     async def copy_from_query(
         self,
-        query,
-        *args,
-        output,
-        timeout=None,
-        format=None,
-        oids=None,
-        delimiter=None,
-        null=None,
-        header=None,
-        quote=None,
-        escape=None,
-        force_quote=None,
-        encoding=None,
-    ):
+        query: str,
+        *args: object,
+        output: _t.CopyOutput,
+        timeout: float | None = None,
+        format: _t.CopyFormat | None = None,
+        oids: int | None = None,
+        delimiter: str | None = None,
+        null: str | None = None,
+        header: bool | None = None,
+        quote: str | None = None,
+        escape: str | None = None,
+        force_quote: bool | Iterable[str] | None = None,
+        encoding: str | None = None,
+    ) -> str:
         """Copy the results of ``query`` to ``output`` (see :meth:`copy_from_table`)."""
         return await _copy.copy_from_query(
             self,
@@ -553,26 +734,26 @@ class Connection(metaclass=ConnectionMeta):
 
     async def copy_to_table(
         self,
-        table_name,
+        table_name: str,
         *,
-        source,
-        columns=None,
-        schema_name=None,
-        timeout=None,
-        format=None,
-        oids=None,
-        freeze=None,
-        delimiter=None,
-        null=None,
-        header=None,
-        quote=None,
-        escape=None,
-        force_quote=None,
-        force_not_null=None,
-        force_null=None,
-        encoding=None,
-        where=None,
-    ):
+        source: _t.CopySource,
+        columns: Iterable[str] | None = None,
+        schema_name: str | None = None,
+        timeout: float | None = None,
+        format: _t.CopyFormat | None = None,
+        oids: int | None = None,
+        freeze: bool | None = None,
+        delimiter: str | None = None,
+        null: str | None = None,
+        header: bool | None = None,
+        quote: str | None = None,
+        escape: str | None = None,
+        force_quote: bool | Iterable[str] | None = None,
+        force_not_null: Iterable[str] | None = None,
+        force_null: Iterable[str] | None = None,
+        encoding: str | None = None,
+        where: str | None = None,
+    ) -> str:
         """Copy data from ``source`` (a path, a file object, an async iterable of bytes or
         a bytes-like object) into a table; returns the COPY status."""
         return await _copy.copy_to_table(
@@ -598,8 +779,15 @@ class Connection(metaclass=ConnectionMeta):
         )
 
     async def copy_records_to_table(
-        self, table_name, *, records, columns=None, schema_name=None, timeout=None, where=None
-    ):
+        self,
+        table_name: str,
+        *,
+        records: _t.CopyRecords,
+        columns: Iterable[str] | None = None,
+        schema_name: str | None = None,
+        timeout: float | None = None,
+        where: str | None = None,
+    ) -> str:
         """Copy ``records`` (a sync or async iterable of sequences) into a table using the
         binary COPY format; a bad record raises DataError and nothing is copied."""
         return await _copy.copy_records_to_table(
@@ -612,12 +800,20 @@ class Connection(metaclass=ConnectionMeta):
             where=where,
         )
 
-    async def reload_schema_state(self):
+    async def reload_schema_state(self) -> None:
         """Forget cached statements and introspected types (after ``ALTER TYPE`` and such)."""
         self._protocol.clear_types()
         self._drop_global_statement_cache()
 
-    async def set_type_codec(self, typename, *, schema="public", encoder, decoder, format="text"):
+    async def set_type_codec(
+        self,
+        typename: str,
+        *,
+        schema: str = "public",
+        encoder: typing.Callable[[typing.Any], typing.Any],
+        decoder: typing.Callable[[typing.Any], typing.Any],
+        format: typing.Literal["text", "binary", "tuple"] = "text",
+    ) -> None:
         """Use ``encoder``/``decoder`` for values of ``schema.typename``.
 
         With ``format='text'`` they work on ``str`` in PostgreSQL's text form, with
@@ -659,14 +855,21 @@ class Connection(metaclass=ConnectionMeta):
         self._protocol.set_custom_codec(oid, typename, schema, encoder, decoder, format)
         self._codecs_changed()
 
-    async def reset_type_codec(self, typename, *, schema="public"):
+    async def reset_type_codec(self, typename: str, *, schema: str = "public") -> None:
         """Undo :meth:`set_type_codec` / :meth:`set_builtin_type_codec` for the type."""
         self._check_open()
         oid, _kind, _elem = await self._type_by_name(typename, schema)
         self._protocol.reset_custom_codec(oid)
         self._codecs_changed()
 
-    async def set_builtin_type_codec(self, typename, *, schema="public", codec_name, format=None):
+    async def set_builtin_type_codec(
+        self,
+        typename: str,
+        *,
+        schema: str = "public",
+        codec_name: str,
+        format: str | None = None,
+    ) -> None:
         """Handle ``schema.typename`` with a builtin codec, e.g. an extension type like
         ``hstore`` (``codec_name='pg_contrib.hstore'``) or ``citext`` (``'text'``)."""
         self._check_open()
@@ -746,7 +949,7 @@ class Connection(metaclass=ConnectionMeta):
             visit(oid)
         proto.register_types(ordered)
 
-    async def reset(self, *, timeout=None):
+    async def reset(self, *, timeout: float | None = None) -> None:
         """Return the session to a clean state: roll back, close cursors, unlisten, reset
         settings and advisory locks."""
         self._check_open()
@@ -794,7 +997,7 @@ class Connection(metaclass=ConnectionMeta):
         self._protocol.send_unawaited(self._reset_query_now())
         return True
 
-    async def close(self, *, timeout=None):
+    async def close(self, *, timeout: float | None = None) -> None:
         """Close the connection gracefully.
 
         A query still running is cancelled first (its caller gets ``QueryCanceledError``);
@@ -825,7 +1028,7 @@ class Connection(metaclass=ConnectionMeta):
         finally:
             self._cleanup()
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Close the connection at once."""
         if not self.is_closed():
             self._aborted = True
@@ -1247,13 +1450,13 @@ class _ConnectionSettings:
     def __init__(self, settings):
         object.__setattr__(self, "_settings", settings)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> str:
         try:
             return self._settings[name]
         except KeyError:
             raise AttributeError(name) from None
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self._settings
 
     def __repr__(self):
@@ -1299,11 +1502,11 @@ class _QueryLoggerContext:
         self._conn = conn
         self._cb = cb
 
-    def __enter__(self):
+    def __enter__(self) -> _t.QueryLogger:
         self._conn.add_query_logger(self._cb)
         return self._cb
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._conn.remove_query_logger(self._cb)
 
 
@@ -1351,31 +1554,31 @@ def _check_record_class(record_class):
 
 
 async def connect(
-    dsn=None,
+    dsn: str | None = None,
     *,
-    host=None,
-    port=None,
-    user=None,
-    password=None,
-    passfile=None,
-    database=None,
-    loop=None,
-    timeout=60,
-    statement_cache_size=100,
-    max_cached_statement_lifetime=300,
-    max_cacheable_statement_size=1024 * 15,
-    command_timeout=None,
-    ssl=None,
-    direct_tls=None,
-    connection_class=Connection,
-    record_class=Record,
-    server_settings=None,
-    target_session_attrs=None,
-    krbsrvname=None,
-    gsslib=None,
-    service=None,
-    servicefile=None,
-):
+    host: _t.HostArg | None = None,
+    port: _t.PortArg | None = None,
+    user: str | None = None,
+    password: _t.PasswordArg | None = None,
+    passfile: str | os.PathLike[str] | None = None,
+    database: str | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    timeout: float = 60,
+    statement_cache_size: int = 100,
+    max_cached_statement_lifetime: float = 300,
+    max_cacheable_statement_size: int = 1024 * 15,
+    command_timeout: float | None = None,
+    ssl: _t.SSLArg | None = None,
+    direct_tls: bool | None = None,
+    connection_class: type[_t.ConnectionT] = Connection,  # type: ignore[assignment]
+    record_class: type[Record] = Record,
+    server_settings: dict[str, str] | None = None,
+    target_session_attrs: _t.SessionAttrs | None = None,
+    krbsrvname: str | None = None,
+    gsslib: _t.GSSLib | None = None,
+    service: str | None = None,
+    servicefile: str | os.PathLike[str] | None = None,
+) -> _t.ConnectionT:
     """Connect to a PostgreSQL server and return a :class:`Connection`.
 
     Accepts asyncpg's arguments with asyncpg's meaning: a ``postgres://`` DSN and/or keyword

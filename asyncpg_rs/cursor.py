@@ -8,10 +8,15 @@ Only the rows of one batch are in memory at a time.
 from __future__ import annotations
 
 import itertools
+import typing
 
 from . import exceptions
 from ._resource import guarded
 from ._timeouts import checked_timeout
+from ._typing import RecordT
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Generator
 
 __all__ = ("CursorFactory", "Cursor", "CursorIterator")
 
@@ -23,7 +28,7 @@ def _check_positive(n, what):
         raise exceptions.InterfaceError(f"{what} must be greater than zero")
 
 
-class CursorFactory:
+class CursorFactory(typing.Generic[RecordT]):
     """What ``Connection.cursor()`` returns: iterate it, or ``await`` it for a Cursor."""
 
     __slots__ = (
@@ -45,7 +50,7 @@ class CursorFactory:
         self._timeout = timeout
         self._record_class = record_class
 
-    def __aiter__(self):
+    def __aiter__(self) -> CursorIterator[RecordT]:
         prefetch = 50 if self._prefetch is None else self._prefetch
         return CursorIterator(
             self._connection,
@@ -57,7 +62,7 @@ class CursorFactory:
             self._record_class,
         )
 
-    def __await__(self):
+    def __await__(self) -> Generator[typing.Any, None, Cursor[RecordT]]:
         if self._prefetch is not None:
             raise exceptions.InterfaceError(
                 "prefetch argument can only be specified for iterable cursor"
@@ -66,7 +71,7 @@ class CursorFactory:
         return cursor._init(self._timeout).__await__()
 
 
-class _BaseCursor:
+class _BaseCursor(typing.Generic[RecordT]):
     __slots__ = (
         "_connection",
         "_query",
@@ -142,7 +147,7 @@ class _BaseCursor:
         )
 
 
-class CursorIterator(_BaseCursor):
+class CursorIterator(_BaseCursor[RecordT]):
     """An async iterator over a query's rows, ``prefetch`` rows per round trip."""
 
     __slots__ = ("_prefetch", "_timeout", "_buffer")
@@ -154,11 +159,11 @@ class CursorIterator(_BaseCursor):
         self._timeout = timeout
         self._buffer = []
 
-    def __aiter__(self):
+    def __aiter__(self) -> CursorIterator[RecordT]:
         return self
 
     @guarded
-    async def __anext__(self):
+    async def __anext__(self) -> RecordT:
         if self._portal is None:
             await self._bind(self._timeout)
         if not self._buffer and not self._exhausted:
@@ -170,7 +175,7 @@ class CursorIterator(_BaseCursor):
         raise StopAsyncIteration
 
 
-class Cursor(_BaseCursor):
+class Cursor(_BaseCursor[RecordT]):
     """A cursor to move through a query's rows by hand; valid until its transaction ends."""
 
     __slots__ = ()
@@ -180,7 +185,7 @@ class Cursor(_BaseCursor):
         return self
 
     @guarded
-    async def fetch(self, n, *, timeout=None):
+    async def fetch(self, n: int, *, timeout: float | None = None) -> list[RecordT]:
         """The next ``n`` rows (fewer at the end; ``[]`` when exhausted)."""
         self._check_ready()
         _check_positive(n, "n")
@@ -189,7 +194,7 @@ class Cursor(_BaseCursor):
         return await self._exec(n, timeout)
 
     @guarded
-    async def fetchrow(self, *, timeout=None):
+    async def fetchrow(self, *, timeout: float | None = None) -> RecordT | None:
         """The next row, or ``None`` when exhausted."""
         self._check_ready()
         if self._exhausted:
@@ -198,7 +203,7 @@ class Cursor(_BaseCursor):
         return rows[0] if rows else None
 
     @guarded
-    async def forward(self, n, *, timeout=None):
+    async def forward(self, n: int, *, timeout: float | None = None) -> int:
         """Skip ``n`` rows; returns how many were skipped."""
         self._check_ready()
         _check_positive(n, "n")

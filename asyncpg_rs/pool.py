@@ -12,11 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import typing
 import warnings
 
 from . import connection as _connection
 from . import exceptions
 from .protocol import Record
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Generator, Iterable, Sequence
+
+    from . import _typing as _t
+
+    # for type checkers the proxy is the connection it forwards to (``__getattr__``)
+    _ProxyBase = _connection.Connection
+else:
+    _ProxyBase = _connection._ConnectionProxy
 
 __all__ = ("Pool", "create_pool", "PoolConnectionProxy")
 
@@ -32,7 +43,7 @@ def _public_name(cls):
     return f"{module}.{cls.__qualname__}"
 
 
-class PoolConnectionProxy(_connection._ConnectionProxy):
+class PoolConnectionProxy(_ProxyBase):
     """What ``Pool.acquire()`` hands out: the connection, until it is released.
 
     Every ``Connection`` method and attribute is available through it; after release any use
@@ -41,7 +52,7 @@ class PoolConnectionProxy(_connection._ConnectionProxy):
 
     __slots__ = ("_con", "_holder")
 
-    def __init__(self, holder, con):
+    def __init__(self, holder: _Holder, con: _connection.Connection) -> None:
         self._con = con
         self._holder = holder
         con._set_proxy(self)
@@ -278,18 +289,18 @@ class PoolAcquireContext:
         self._con = None
         self._done = False
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> PoolConnectionProxy:
         if self._con is not None or self._done:
             raise exceptions.InterfaceError("a connection is already acquired")
         self._con = await self._pool._acquire(self._timeout)
         return self._con
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self._done = True
         con, self._con = self._con, None
         await self._pool.release(con)
 
-    def __await__(self):
+    def __await__(self) -> Generator[typing.Any, None, PoolConnectionProxy]:
         self._done = True
         return self._pool._acquire(self._timeout).__await__()
 
@@ -303,21 +314,21 @@ class Pool:
 
     def __init__(
         self,
-        *connect_args,
-        min_size,
-        max_size,
-        max_queries,
-        max_inactive_connection_lifetime,
-        connect=None,
-        setup=None,
-        init=None,
-        reset=None,
-        loop=None,
-        connection_class=_connection.Connection,
-        record_class=Record,
-        init_size=None,
-        **connect_kwargs,
-    ):
+        *connect_args: str | None,
+        min_size: int,
+        max_size: int,
+        max_queries: int,
+        max_inactive_connection_lifetime: float,
+        connect: _t.PoolConnect | None = None,
+        setup: _t.PoolSetup | None = None,
+        init: _t.PoolInit | None = None,
+        reset: _t.PoolInit | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        connection_class: type[_connection.Connection] = _connection.Connection,
+        record_class: type[Record] = Record,
+        init_size: int | None = None,
+        **connect_kwargs: typing.Any,
+    ) -> None:
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -415,14 +426,14 @@ class Pool:
                 raise
         holder._start_idle_timer()
 
-    def __await__(self):
+    def __await__(self) -> Generator[typing.Any, None, typing.Self]:
         return self._async__init__().__await__()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> typing.Self:
         await self._async__init__()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def _connect_new(self):
@@ -530,7 +541,7 @@ class Pool:
 
     # -------------------------------------------------------------- acquire/release
 
-    def acquire(self, *, timeout=None):
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
         """Borrow a connection: ``async with pool.acquire() as con:`` or ``await``."""
         return PoolAcquireContext(self, timeout)
 
@@ -568,7 +579,9 @@ class Pool:
                 raise
         return proxy
 
-    async def release(self, connection, *, timeout=None):
+    async def release(
+        self, connection: PoolConnectionProxy, *, timeout: float | None = None
+    ) -> None:
         """Give back a connection from :meth:`acquire`; its session is reset.
 
         ``timeout`` bounds the reset (default: the timeout given to :meth:`acquire`); a reset
@@ -591,92 +604,190 @@ class Pool:
 
     # -------------------------------------------------------------- shortcuts
 
-    async def execute(self, query, *args, timeout=None):
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
         """Run ``query`` on a pooled connection (see :meth:`Connection.execute`)."""
         async with self.acquire() as con:
             return await con.execute(query, *args, timeout=timeout)
 
-    async def executemany(self, command, args, *, timeout=None):
+    async def executemany(
+        self, command: str, args: Iterable[Sequence[object]], *, timeout: float | None = None
+    ) -> None:
         """See :meth:`Connection.executemany`."""
         async with self.acquire() as con:
             return await con.executemany(command, args, timeout=timeout)
 
-    async def fetch(self, query, *args, timeout=None, record_class=None):
+    @typing.overload
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: None = ...,
+    ) -> list[Record]: ...
+    @typing.overload
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> list[_t.OtherRecordT]: ...
+    @typing.overload
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> list[Record]: ...
+    async def fetch(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> list[typing.Any]:
         """See :meth:`Connection.fetch`."""
         async with self.acquire() as con:
             return await con.fetch(query, *args, timeout=timeout, record_class=record_class)
 
-    async def fetchval(self, query, *args, column=0, timeout=None):
+    async def fetchval(
+        self, query: str, *args: object, column: int = 0, timeout: float | None = None
+    ) -> typing.Any:
         """See :meth:`Connection.fetchval`."""
         async with self.acquire() as con:
             return await con.fetchval(query, *args, column=column, timeout=timeout)
 
-    async def fetchrow(self, query, *args, timeout=None, record_class=None):
+    @typing.overload
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: None = ...,
+    ) -> Record | None: ...
+    @typing.overload
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> _t.OtherRecordT | None: ...
+    @typing.overload
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> Record | None: ...
+    async def fetchrow(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> typing.Any:
         """See :meth:`Connection.fetchrow`."""
         async with self.acquire() as con:
             return await con.fetchrow(query, *args, timeout=timeout, record_class=record_class)
 
-    async def fetchmany(self, query, args, *, timeout=None, record_class=None):
+    @typing.overload
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = ...,
+        record_class: None = ...,
+    ) -> list[Record]: ...
+    @typing.overload
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = ...,
+        record_class: type[_t.OtherRecordT],
+    ) -> list[_t.OtherRecordT]: ...
+    @typing.overload
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = ...,
+        record_class: type[Record] | None = ...,
+    ) -> list[Record]: ...
+    async def fetchmany(
+        self,
+        query: str,
+        args: Iterable[Sequence[object]],
+        *,
+        timeout: float | None = None,
+        record_class: type[Record] | None = None,
+    ) -> list[typing.Any]:
         """See :meth:`Connection.fetchmany`."""
         async with self.acquire() as con:
             return await con.fetchmany(query, args, timeout=timeout, record_class=record_class)
 
-    async def copy_from_table(self, table_name, **kwargs):
+    async def copy_from_table(self, table_name: str, **kwargs: typing.Any) -> str:
         """See :meth:`Connection.copy_from_table`."""
         async with self.acquire() as con:
             return await con.copy_from_table(table_name, **kwargs)
 
-    async def copy_from_query(self, query, *args, **kwargs):
+    async def copy_from_query(self, query: str, *args: object, **kwargs: typing.Any) -> str:
         """See :meth:`Connection.copy_from_query`."""
         async with self.acquire() as con:
             return await con.copy_from_query(query, *args, **kwargs)
 
-    async def copy_to_table(self, table_name, **kwargs):
+    async def copy_to_table(self, table_name: str, **kwargs: typing.Any) -> str:
         """See :meth:`Connection.copy_to_table`."""
         async with self.acquire() as con:
             return await con.copy_to_table(table_name, **kwargs)
 
-    async def copy_records_to_table(self, table_name, **kwargs):
+    async def copy_records_to_table(self, table_name: str, **kwargs: typing.Any) -> str:
         """See :meth:`Connection.copy_records_to_table`."""
         async with self.acquire() as con:
             return await con.copy_records_to_table(table_name, **kwargs)
 
     # -------------------------------------------------------------- state
 
-    def get_size(self):
+    def get_size(self) -> int:
         """The number of open connections (idle or in use)."""
         return sum(1 for h in self._holders if h.is_connected())
 
-    def get_init_size(self):
+    def get_init_size(self) -> int:
         """The number of connections opened when the pool starts."""
         return self._init_size
 
-    def get_min_size(self):
+    def get_min_size(self) -> int:
         """The floor on the number of connections."""
         return self._min_size
 
-    def get_max_size(self):
+    def get_max_size(self) -> int:
         """The maximum number of connections."""
         return self._max_size
 
-    def get_idle_size(self):
+    def get_idle_size(self) -> int:
         """The number of open connections not in use."""
         return sum(1 for h in self._holders if h.is_idle())
 
-    def is_closing(self):
+    def is_closing(self) -> bool:
         """Whether :meth:`close` or :meth:`terminate` was called."""
         return self._closing
 
-    def set_connect_args(self, dsn=None, **connect_kwargs):
+    def set_connect_args(self, dsn: str | None = None, **connect_kwargs: typing.Any) -> None:
         """Connection arguments for connections made from now on."""
         self._connect_args = (dsn,)
         self._connect_kwargs = connect_kwargs
 
-    async def expire_connections(self):
+    async def expire_connections(self) -> None:
         """Replace every connection: idle ones at their next acquire, busy ones at release."""
         self._generation += 1
 
-    async def close(self):
+    async def close(self) -> None:
         """Close gracefully: wait for borrowed connections to come back, then close all."""
         if self._closed:
             return
@@ -710,7 +821,7 @@ class Pool:
             "Pool.close()."
         )
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Close every connection at once."""
         if self._closed:
             return
@@ -739,22 +850,22 @@ class Pool:
 
 
 def create_pool(
-    dsn=None,
+    dsn: str | None = None,
     *,
-    min_size=10,
-    max_size=10,
-    max_queries=50000,
-    max_inactive_connection_lifetime=300.0,
-    connect=None,
-    setup=None,
-    init=None,
-    reset=None,
-    loop=None,
-    connection_class=_connection.Connection,
-    record_class=Record,
-    init_size=None,
-    **connect_kwargs,
-):
+    min_size: int = 10,
+    max_size: int = 10,
+    max_queries: int = 50000,
+    max_inactive_connection_lifetime: float = 300.0,
+    connect: _t.PoolConnect | None = None,
+    setup: _t.PoolSetup | None = None,
+    init: _t.PoolInit | None = None,
+    reset: _t.PoolInit | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    connection_class: type[_connection.Connection] = _connection.Connection,
+    record_class: type[Record] = Record,
+    init_size: int | None = None,
+    **connect_kwargs: typing.Any,
+) -> Pool:
     """Create a :class:`Pool`; ``await`` it, or use it with ``async with``.
 
     ``connect_kwargs`` are :func:`asyncpg_rs.connect`'s arguments. ``setup`` runs on every

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import typing
 
 from . import exceptions
 from ._resource import guarded
+from ._typing import RecordT
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from .cursor import CursorFactory
+    from .types import Attribute, Type
 
 __all__ = ("PreparedStatement",)
 
@@ -16,7 +24,7 @@ def _type_of(info):
     return Type(*info)
 
 
-class PreparedStatement:
+class PreparedStatement(typing.Generic[RecordT]):
     """A prepared statement, made by :meth:`Connection.prepare`.
 
     Its methods mirror the connection's query methods without the query argument. The
@@ -64,17 +72,17 @@ class PreparedStatement:
         return self._query
 
     @guarded
-    def get_statusmsg(self) -> str:
+    def get_statusmsg(self) -> str | None:
         """The status of the last command this statement ran (e.g. ``'SELECT 3'``)."""
         return self._last_status
 
     @guarded
-    def get_parameters(self):
+    def get_parameters(self) -> tuple[Type, ...]:
         """The parameter types, as a tuple of :class:`~asyncpg_rs.types.Type`."""
         return tuple(_type_of(info) for info in self._stmt._state.parameter_type_infos())
 
     @guarded
-    def get_attributes(self):
+    def get_attributes(self) -> tuple[Attribute, ...]:
         """The result columns, as a tuple of :class:`~asyncpg_rs.types.Attribute`."""
         from .types import Attribute
 
@@ -83,7 +91,9 @@ class PreparedStatement:
         )
 
     @guarded
-    def cursor(self, *args, prefetch=None, timeout=None):
+    def cursor(
+        self, *args: object, prefetch: int | None = None, timeout: float | None = None
+    ) -> CursorFactory[RecordT]:
         """A cursor factory over this statement (see :meth:`Connection.cursor`)."""
         from . import cursor as _cursor
 
@@ -98,7 +108,7 @@ class PreparedStatement:
         )
 
     @guarded
-    async def explain(self, *args, analyze=False):
+    async def explain(self, *args: object, analyze: bool = False) -> typing.Any:
         """The server's plan for this statement with ``args``, as parsed JSON."""
         query = "EXPLAIN (FORMAT JSON, VERBOSE"
         if analyze:
@@ -138,24 +148,28 @@ class PreparedStatement:
         return rows
 
     @guarded
-    async def fetch(self, *args, timeout=None):
+    async def fetch(self, *args: object, timeout: float | None = None) -> list[RecordT]:
         """Execute the statement and return all rows."""
         return await self._exec(args, 0, timeout)
 
     @guarded
-    async def fetchval(self, *args, column=0, timeout=None):
+    async def fetchval(
+        self, *args: object, column: int = 0, timeout: float | None = None
+    ) -> typing.Any:
         """Execute the statement and return one value of the first row."""
         rows = await self._exec(args, 1, timeout)
         return rows[0][column] if rows else None
 
     @guarded
-    async def fetchrow(self, *args, timeout=None):
+    async def fetchrow(self, *args: object, timeout: float | None = None) -> RecordT | None:
         """Execute the statement and return the first row, or ``None``."""
         rows = await self._exec(args, 1, timeout)
         return rows[0] if rows else None
 
     @guarded
-    async def fetchmany(self, args, *, timeout=None):
+    async def fetchmany(
+        self, args: Iterable[Sequence[object]], *, timeout: float | None = None
+    ) -> list[RecordT]:
         """Execute the statement for each argument sequence and return all rows."""
         con = self._connection
         return await con._executemany_on(
@@ -163,6 +177,8 @@ class PreparedStatement:
         )
 
     @guarded
-    async def executemany(self, args, *, timeout=None):
+    async def executemany(
+        self, args: Iterable[Sequence[object]], *, timeout: float | None = None
+    ) -> None:
         """Execute the statement for each argument sequence, atomically."""
         await self._connection._executemany_on(self._stmt, args, timeout, None, False)

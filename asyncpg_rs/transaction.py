@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 import itertools
+import typing
 
 from . import exceptions
 from ._resource import guarded
+
+if typing.TYPE_CHECKING:
+    from types import TracebackType
 
 __all__ = ("Transaction",)
 
@@ -73,7 +77,7 @@ class Transaction:
         self._savepoint = None
         self._managed = False
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> None:
         if self._managed:
             raise exceptions.InterfaceError(
                 "cannot enter context: already in an `async with` block"
@@ -81,7 +85,12 @@ class Transaction:
         self._managed = True
         await self.start()
 
-    async def __aexit__(self, extype, ex, tb):
+    async def __aexit__(
+        self,
+        extype: type[BaseException] | None,
+        ex: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if getattr(self._connection, "_pool_release_ctr", 0) != self._release_ctr:
             if extype is GeneratorExit:
                 # An async generator holding the block was finalised after its pooled
@@ -146,7 +155,7 @@ class Transaction:
         return f"SAVEPOINT {self._savepoint};"
 
     @guarded
-    async def start(self):
+    async def start(self) -> None:
         """Enter the transaction block (or set the savepoint, when nested)."""
         self._refuse_unless_new("start")
         con = self._connection
@@ -184,7 +193,7 @@ class Transaction:
         self._state = TransactionState.COMMITTED if commit else TransactionState.ROLLEDBACK
 
     @guarded
-    async def commit(self):
+    async def commit(self) -> None:
         """Commit the transaction (release the savepoint, when nested)."""
         if self._managed:
             raise exceptions.InterfaceError(
@@ -193,7 +202,7 @@ class Transaction:
         await self._finish(commit=True)
 
     @guarded
-    async def rollback(self):
+    async def rollback(self) -> None:
         """Roll the transaction back (to the savepoint, when nested)."""
         if self._managed:
             raise exceptions.InterfaceError(

@@ -9,6 +9,21 @@ import typing
 
 from .serverversion import ServerVersion
 
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    # a point as the constructors take it: a Point or any (x, y) pair
+    _PointLike = Sequence[float]
+
+    class _RangeValue(typing.Protocol):
+        # issubset() compares bounds
+        def __lt__(self, other: typing.Any, /) -> bool: ...
+        def __gt__(self, other: typing.Any, /) -> bool: ...
+
+
+# the type of a range's bounds (int for int4range, datetime for tsrange, ...)
+_RV = typing.TypeVar("_RV", bound="_RangeValue")
+
 __all__ = (
     "Type",
     "Attribute",
@@ -44,7 +59,7 @@ class Attribute(typing.NamedTuple):
 # ------------------------------------------------------------------ ranges
 
 
-class Range:
+class Range(typing.Generic[_RV]):
     """An immutable range: ``Range(1, 5)`` is ``[1,5)``; ``Range(empty=True)`` is empty.
 
     A bound of ``None`` is infinite.
@@ -52,7 +67,15 @@ class Range:
 
     __slots__ = ("_lower", "_upper", "_lower_inc", "_upper_inc", "_empty")
 
-    def __init__(self, lower=None, upper=None, *, lower_inc=True, upper_inc=False, empty=False):
+    def __init__(
+        self,
+        lower: _RV | None = None,
+        upper: _RV | None = None,
+        *,
+        lower_inc: bool = True,
+        upper_inc: bool = False,
+        empty: bool = False,
+    ) -> None:
         self._empty = empty
         if empty:
             self._lower = self._upper = None
@@ -64,48 +87,48 @@ class Range:
             self._upper_inc = upper is not None and upper_inc
 
     @property
-    def lower(self):
+    def lower(self) -> _RV | None:
         return self._lower
 
     @property
-    def lower_inc(self):
+    def lower_inc(self) -> bool:
         return self._lower_inc
 
     @property
-    def lower_inf(self):
+    def lower_inf(self) -> bool:
         return self._lower is None and not self._empty
 
     @property
-    def upper(self):
+    def upper(self) -> _RV | None:
         return self._upper
 
     @property
-    def upper_inc(self):
+    def upper_inc(self) -> bool:
         return self._upper_inc
 
     @property
-    def upper_inf(self):
+    def upper_inf(self) -> bool:
         return self._upper is None and not self._empty
 
     @property
-    def isempty(self):
+    def isempty(self) -> bool:
         return self._empty
 
-    def _key(self):
+    def _key(self) -> tuple[object, ...]:
         return (self._lower, self._upper, self._lower_inc, self._upper_inc, self._empty)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return not self._empty
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Range):
             return NotImplemented
         return self._key() == other._key()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._key())
 
-    def issubset(self, other):
+    def issubset(self, other: Range[_RV]) -> bool:
         """Whether every value in this range is also in ``other``."""
         if self._empty:
             return True
@@ -123,11 +146,11 @@ class Range:
                 return False
         return True
 
-    def issuperset(self, other):
+    def issuperset(self, other: Range[_RV]) -> bool:
         """Whether every value in ``other`` is also in this range."""
         return other.issubset(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._empty:
             desc = "empty"
         else:
@@ -149,7 +172,7 @@ class BitString:
 
     __slots__ = ("_bytes", "_bitlength")
 
-    def __init__(self, bitstring: typing.Optional[str] = None):
+    def __init__(self, bitstring: str | None = None) -> None:
         if not bitstring:
             self._bytes = b""
             self._bitlength = 0
@@ -162,7 +185,7 @@ class BitString:
         self._bytes = bytes(int(padded[i : i + 8], 2) for i in range(0, len(padded), 8))
 
     @classmethod
-    def frombytes(cls, bytes_=b"", bitlength=None):
+    def frombytes(cls, bytes_: bytes = b"", bitlength: int | None = None) -> typing.Self:
         """A BitString from packed bytes; ``bitlength`` trims the last byte's padding."""
         if bitlength is None:
             bitlength = len(bytes_) * 8
@@ -177,7 +200,14 @@ class BitString:
         return obj
 
     @classmethod
-    def from_int(cls, x, length, bitorder="big", *, signed=False):
+    def from_int(
+        cls,
+        x: int,
+        length: int,
+        bitorder: typing.Literal["big", "little"] = "big",
+        *,
+        signed: bool = False,
+    ) -> typing.Self:
         """A BitString of ``length`` bits holding the integer ``x``."""
         if length < 0:
             raise ValueError("length must be non-negative")
@@ -194,7 +224,9 @@ class BitString:
             bits = bits[::-1]
         return cls(bits)
 
-    def to_int(self, bitorder="big", *, signed=False):
+    def to_int(
+        self, bitorder: typing.Literal["big", "little"] = "big", *, signed: bool = False
+    ) -> int:
         """The bits as an integer."""
         if bitorder not in ("big", "little"):
             raise ValueError("bitorder must be either 'big' or 'little'")
@@ -209,31 +241,31 @@ class BitString:
         return x
 
     @property
-    def bytes(self):
+    def bytes(self) -> bytes:
         return self._bytes
 
-    def as_string(self):
+    def as_string(self) -> str:
         bits = "".join(format(b, "08b") for b in self._bytes)
         return bits[: self._bitlength]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._bitlength
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return (int(c) for c in self.as_string())
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> int:
         return int(self.as_string()[i])
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, BitString):
             return NotImplemented
         return self._bytes == other._bytes and self._bitlength == other._bitlength
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self._bytes, self._bitlength))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         bits = self.as_string()
         groups = " ".join(bits[i : i + 4] for i in range(0, len(bits), 4))
         return f"<BitString {groups}>"
@@ -244,84 +276,84 @@ class BitString:
 # ------------------------------------------------------------------ geometry
 
 
-class Point(tuple):
+class Point(tuple[float, float]):
     """A point ``(x, y)``."""
 
     __slots__ = ()
 
-    def __new__(cls, x, y):
+    def __new__(cls, x: float, y: float) -> typing.Self:
         return super().__new__(cls, (float(x), float(y)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self[0]!r}, {self[1]!r})"
 
     @property
-    def x(self):
+    def x(self) -> float:
         return self[0]
 
     @property
-    def y(self):
+    def y(self) -> float:
         return self[1]
 
 
-class Box(tuple):
+class Box(tuple[Point, Point]):
     """A box given by its ``high`` and ``low`` corners."""
 
     __slots__ = ()
 
-    def __new__(cls, high, low):
+    def __new__(cls, high: _PointLike, low: _PointLike) -> typing.Self:
         return super().__new__(cls, (Point(*high), Point(*low)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self[0]!r}, {self[1]!r})"
 
     @property
-    def high(self):
+    def high(self) -> Point:
         return self[0]
 
     @property
-    def low(self):
+    def low(self) -> Point:
         return self[1]
 
 
-class Line(tuple):
+class Line(tuple[float, float, float]):
     """The infinite line ``Ax + By + C = 0``."""
 
     __slots__ = ()
 
-    def __new__(cls, A, B, C):
+    def __new__(cls, A: float, B: float, C: float) -> typing.Self:
         return super().__new__(cls, (float(A), float(B), float(C)))
 
     @property
-    def A(self):
+    def A(self) -> float:
         return self[0]
 
     @property
-    def B(self):
+    def B(self) -> float:
         return self[1]
 
     @property
-    def C(self):
+    def C(self) -> float:
         return self[2]
 
 
-class LineSegment(tuple):
+class LineSegment(tuple[Point, Point]):
     """A line segment between ``p1`` and ``p2``."""
 
     __slots__ = ()
 
-    def __new__(cls, p1, p2):
+    def __new__(cls, p1: _PointLike, p2: _PointLike) -> typing.Self:
         return super().__new__(cls, (Point(*p1), Point(*p2)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self[0]!r}, {self[1]!r})"
 
     @property
-    def p1(self):
+    def p1(self) -> Point:
         return self[0]
 
     @property
-    def p2(self):
+    def p2(self) -> Point:
         return self[1]
 
 
@@ -330,35 +362,35 @@ class Path:
 
     __slots__ = ("_is_closed", "points")
 
-    def __init__(self, *points, is_closed=False):
+    def __init__(self, *points: _PointLike, is_closed: bool = False) -> None:
         self.points = tuple(Point(*p) for p in points)
         self._is_closed = is_closed
 
     @property
-    def is_closed(self):
+    def is_closed(self) -> bool:
         return self._is_closed
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Path):
             return NotImplemented
         return self.points == other.points and self._is_closed == other._is_closed
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.points, self.is_closed))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Point]:
         return iter(self.points)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.points)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Point:
         return self.points[i]
 
-    def __contains__(self, point):
+    def __contains__(self, point: object) -> bool:
         return point in self.points
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         points = ", ".join(map(repr, self.points))
         return f"{type(self).__name__}({points}, is_closed={self._is_closed})"
 
@@ -368,25 +400,25 @@ class Polygon(Path):
 
     __slots__ = ()
 
-    def __init__(self, *points):
+    def __init__(self, *points: _PointLike) -> None:
         super().__init__(*points, is_closed=True)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(map(repr, self.points))})"
 
 
-class Circle(tuple):
+class Circle(tuple[Point, float]):
     """A circle with a ``center`` point and a ``radius``."""
 
     __slots__ = ()
 
-    def __new__(cls, center, radius):
+    def __new__(cls, center: _PointLike, radius: float) -> typing.Self:
         return super().__new__(cls, (Point(*center), float(radius)))
 
     @property
-    def center(self):
+    def center(self) -> Point:
         return self[0]
 
     @property
-    def radius(self):
+    def radius(self) -> float:
         return self[1]

@@ -56,7 +56,7 @@ COLUMNS = "a int4, b text, c timestamptz, d numeric"
 
 def _records(n):
     """N records of (int4, text, timestamptz, numeric); every 10th value of a column is NULL."""
-    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     sec = datetime.timedelta(seconds=1)
     out = []
     for i in range(n):
@@ -76,7 +76,7 @@ COLUMNS7 = "a int4, b int8, c text, d float8, e bool, f timestamptz, g numeric"
 
 def _records7(n):
     """N records of seven columns of different types; every 10th value of each is NULL."""
-    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     sec = datetime.timedelta(seconds=1)
     return [
         tuple(

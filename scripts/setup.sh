@@ -47,7 +47,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 log "installing Python build and test dependencies"
-.venv/bin/pip install -q maturin pytest pytest-timeout uvloop hypothesis "asyncpg==0.32.0" ruff
+.venv/bin/pip install -q maturin pytest pytest-timeout uvloop hypothesis "asyncpg==0.32.0" ruff \
+    "mypy==2.4.1"
 # libraries written for asyncpg, run unchanged over asyncpg_rs by tests/compat (pinned: the
 # tests compare their observations with the real asyncpg's)
 .venv/bin/pip install -q "sqlalchemy[asyncio]==2.1.9" "databases==0.9.0" "tortoise-orm==1.1.9" \

@@ -14,6 +14,13 @@ echo "== cargo test"
 cargo test --quiet
 echo "== ruff"
 .venv/bin/ruff check asyncpg_rs tests tools benchmarks examples
+echo "== stubtest"
+# the stubs must match the modules they describe (a mismatch fails the run); the allowlist
+# says why each of its entries is right as it is (unused entries are fine: they depend on
+# the Python version's typeshed)
+.venv/bin/python -m mypy.stubtest asyncpg_rs._native asyncpg_rs.eventloop._streams \
+    asyncpg_rs.eventloop._sockets asyncpg_rs.eventloop._datagram asyncpg_rs.eventloop._processes \
+    --allowlist scripts/stubtest_allowlist.txt --ignore-unused-allowlist
 echo "== pytest"
 # exit status 5 (no tests collected) is non-zero too, so `set -e` fails the run on it
 .venv/bin/python -m pytest tests/ -q --timeout=300 "$@"

@@ -98,7 +98,7 @@ async def test_copy_in_source_failure_aborts(con):
 
 async def test_copy_records_every_type_and_nulls(con, table_sql):
     await con.execute(table_sql)
-    now = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC)
     u = uuid.uuid4()
     recs = [
         (
@@ -198,7 +198,7 @@ async def test_copy_out_data_that_arrives_while_the_sink_is_busy_is_kept(con):
 
 async def test_copy_records_bad_values_name_record_and_column(con):
     await con.execute("CREATE TEMP TABLE cv (a int4, b timestamptz, c numeric, d int4[])")
-    ts = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    ts = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     good = (1, ts, decimal.Decimal("1.5"), [1, 2])
     cases = [
         ((1, ts, decimal.Decimal("1"), ["x"]), '"d"'),  # bad array element
@@ -313,7 +313,7 @@ async def test_cancel_mid_copy_out_and_mid_copy_in(con):
 
 async def test_copy_records_one_million_rows(con):
     await con.execute("CREATE TEMP TABLE cmil (a int4, b text, c timestamptz, d numeric)")
-    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    base = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 
     def records():
         for i in range(1_000_000):

@@ -9,7 +9,7 @@ import pytest
 
 from asyncpg_rs import exceptions
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 # (type, python value, the server's text for it)
 ROUND_TRIPS = [

@@ -130,7 +130,7 @@ def check(pair, sqltype, value, ref_value=None, roundtrip=True):
 OFFSETS = st.integers(-15 * 60, 15 * 60).map(
     lambda m: datetime.timezone(datetime.timedelta(minutes=m))
 )
-TZ = st.one_of(st.just(datetime.timezone.utc), OFFSETS)
+TZ = st.one_of(st.just(datetime.UTC), OFFSETS)
 TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=60)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True)
 DECIMALS = st.one_of(
@@ -309,7 +309,7 @@ RANGES = {
     "daterange": _range_values(
         st.dates(min_value=datetime.date(1, 1, 2), max_value=datetime.date(9999, 12, 30))
     ),
-    "tstzrange": _range_values(st.datetimes(timezones=st.just(datetime.timezone.utc))),
+    "tstzrange": _range_values(st.datetimes(timezones=st.just(datetime.UTC))),
 }
 
 

@@ -24,7 +24,13 @@ import threading
 import warnings
 import weakref
 from asyncio import events
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+    from typing import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
 
 from .._native import Handle, LoopCore, TimerHandle
 from ._datagram import DatagramMethods, DatagramTransport
@@ -125,7 +131,7 @@ class Loop(
                 sys.set_coroutine_origin_tracking_depth(0)
             sys.set_asyncgen_hooks(*old_hooks)
 
-    def run_until_complete(self, future: Awaitable[_T]) -> _T:
+    def run_until_complete(self, future: Generator[Any, None, _T] | Awaitable[_T]) -> _T:
         """Run until ``future`` (a future, task or coroutine) is done; return its result."""
         self._check_closed()
         self._check_running()
@@ -217,7 +223,12 @@ class Loop(
         if self._executor_shutdown_called:
             raise RuntimeError("Executor shutdown has been called")
 
-    def run_in_executor(self, executor, func, *args) -> asyncio.Future:
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[[Unpack[_Ts]], _T],
+        *args: *_Ts,
+    ) -> asyncio.Future[_T]:
         """Run ``func(*args)`` in ``executor`` (the default thread pool when None)."""
         self._check_closed()
         if self.get_debug() and (asyncio.iscoroutine(func) or asyncio.iscoroutinefunction(func)):
@@ -230,7 +241,7 @@ class Loop(
                 self._default_executor = executor
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 
-    def set_default_executor(self, executor) -> None:
+    def set_default_executor(self, executor: concurrent.futures.Executor) -> None:
         """Use ``executor`` (a ``ThreadPoolExecutor``) for ``run_in_executor(None, ...)``."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             raise TypeError("executor must be ThreadPoolExecutor")
@@ -284,7 +295,7 @@ class Loop(
             raise TypeError(f"A callable object or None is expected, got {handler!r}")
         self._exception_handler = handler
 
-    def default_exception_handler(self, context: dict) -> None:
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
         """Log ``context`` on the ``asyncio`` logger, with the exception's traceback."""
         message = context.get("message") or "Unhandled exception in event loop"
         exception = context.get("exception")
@@ -319,7 +330,7 @@ class Loop(
             lines.append(f"{key}: {value}")
         _logger.error("\n".join(lines), exc_info=exc_info)
 
-    def call_exception_handler(self, context: dict) -> None:
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
         """Report an error: to the custom handler if set, else :meth:`default_exception_handler`."""
         if self._exception_handler is None:
             try:
@@ -393,6 +404,12 @@ class EventLoopPolicy(_PolicyBase):
     def new_event_loop(self) -> Loop:
         """A new :class:`Loop`."""
         return Loop()
+
+    if TYPE_CHECKING and sys.version_info < (3, 14):
+        # typeshed marks these abstract; at run time they are inherited (and raise
+        # NotImplementedError: subprocesses on this loop need no child watcher)
+        def get_child_watcher(self) -> asyncio.AbstractChildWatcher: ...
+        def set_child_watcher(self, watcher: asyncio.AbstractChildWatcher | None) -> None: ...
 
 
 def install() -> None:

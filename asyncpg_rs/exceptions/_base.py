@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 __all__ = (
     "PostgresError",
     "FatalPostgresError",
@@ -65,24 +67,27 @@ def _detail_lines(message, detail, hint):
 class PostgresMessage:
     """A message from the server: an error, a warning or a notice, with its fields."""
 
-    severity = None
-    severity_en = None
-    sqlstate = None
-    message = None
-    detail = None
-    hint = None
-    position = None
-    internal_position = None
-    internal_query = None
-    context = None
-    schema_name = None
-    table_name = None
-    column_name = None
-    data_type_name = None
-    constraint_name = None
-    server_source_filename = None
-    server_source_line = None
-    server_source_function = None
+    severity: str | None = None
+    severity_en: str | None = None
+    # every message the server sends has one; only the base classes' own value is None
+    sqlstate: str = None  # type: ignore[assignment]
+    message: str | None = None
+    detail: str | None = None
+    hint: str | None = None
+    position: str | None = None
+    internal_position: str | None = None
+    internal_query: str | None = None
+    context: str | None = None
+    schema_name: str | None = None
+    table_name: str | None = None
+    column_name: str | None = None
+    data_type_name: str | None = None
+    constraint_name: str | None = None
+    server_source_filename: str | None = None
+    server_source_line: str | None = None
+    server_source_function: str | None = None
+    # the query that failed (set by new(); not a server field)
+    query: str | None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -95,7 +100,7 @@ class PostgresMessage:
         return _SQLSTATE_CLASSES.get(sqlstate)
 
     @classmethod
-    def new(cls, fields, query=None):
+    def new(cls, fields: dict[str, str], query: str | None = None) -> typing.Self:
         """Build (not raise) the message object for server ``fields`` (keyed by the
         protocol's one-letter field codes)."""
         attrs = {FIELDS[k]: v for k, v in fields.items() if k in FIELDS}
@@ -117,7 +122,7 @@ class PostgresMessage:
             setattr(obj, name, value)
         return obj
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, str]:
         """The message's fields as a dict (only those the server sent)."""
         out = {}
         for name in FIELDS.values():
@@ -163,7 +168,7 @@ class UnknownPostgresError(FatalPostgresError):
 class InterfaceMessage:
     """Mixin for client-side messages with optional DETAIL and HINT."""
 
-    def __init__(self, *, detail=None, hint=None):
+    def __init__(self, *, detail: str | None = None, hint: str | None = None) -> None:
         self.detail = detail
         self.hint = hint
 
@@ -175,11 +180,11 @@ class InterfaceMessage:
 class InterfaceError(InterfaceMessage, Exception):
     """The driver's API was misused (closed connection, wrong state, bad argument count...)."""
 
-    def __init__(self, msg, *, detail=None, hint=None):
+    def __init__(self, msg: str, *, detail: str | None = None, hint: str | None = None) -> None:
         InterfaceMessage.__init__(self, detail=detail, hint=hint)
         Exception.__init__(self, msg)
 
-    def with_msg(self, msg):
+    def with_msg(self, msg: str) -> typing.Self:
         return type(self)(msg, detail=self.detail, hint=self.hint).with_traceback(
             self.__traceback__
         )
@@ -192,7 +197,7 @@ class ClientConfigurationError(InterfaceError, ValueError):
 class InterfaceWarning(InterfaceMessage, UserWarning):
     """A warning about how the driver's API is used."""
 
-    def __init__(self, msg, *, detail=None, hint=None):
+    def __init__(self, msg: str, *, detail: str | None = None, hint: str | None = None) -> None:
         InterfaceMessage.__init__(self, detail=detail, hint=hint)
         UserWarning.__init__(self, msg)
 
@@ -220,7 +225,14 @@ class TargetServerAttributeNotMatched(InternalClientError):
 class OutdatedSchemaCacheError(InternalClientError):
     """A type changed on the server after its codec was cached: reload the schema state."""
 
-    def __init__(self, msg, *, schema=None, data_type=None, position=None):
+    def __init__(
+        self,
+        msg: str,
+        *,
+        schema: str | None = None,
+        data_type: str | None = None,
+        position: int | None = None,
+    ) -> None:
         super().__init__(msg)
         self.schema_name = schema
         self.data_type_name = data_type

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-WHEN = datetime.datetime(2024, 2, 29, 12, 30, tzinfo=datetime.timezone.utc)
+WHEN = datetime.datetime(2024, 2, 29, 12, 30, tzinfo=datetime.UTC)
 
 
 class Base(DeclarativeBase):
