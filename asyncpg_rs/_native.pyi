@@ -9,11 +9,14 @@ import contextvars
 import socket
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from types import NotImplementedType
-from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, final, overload
+from typing import Any, Final, Literal, TypeVar, TypeVarTuple, Unpack, final, overload
 
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "EXECUTEMANY_CONTINUE",
+    "EXECUTEMANY_FAILED",
+    "EXECUTEMANY_PAUSED",
     "copy_binary_header",
     "copy_binary_trailer",
     "encode_copy_records",
@@ -102,6 +105,9 @@ class PGProtocol(asyncio.Protocol):
     def get_backend_secret(self) -> int: ...
     def get_settings(self) -> dict[str, str]: ...
     def get_transport(self) -> asyncio.Transport | None: ...
+    @property
+    def authenticated(self) -> bool:
+        """Whether AuthenticationOk has arrived (the server accepted the login)."""
     def set_callbacks(
         self,
         on_notice: Callable[[dict[str, str]], object] | None = None,
@@ -125,7 +131,8 @@ class PGProtocol(asyncio.Protocol):
         record_class: type[Record] | None = None,
         want_rows: bool = False,
     ) -> asyncio.Future[list[Record]]: ...
-    def executemany_add(self, args: Sequence[object]) -> int: ...
+    def executemany_add(self, args: Sequence[object]) -> int:
+        """One of EXECUTEMANY_CONTINUE, EXECUTEMANY_PAUSED, EXECUTEMANY_FAILED."""
     def executemany_end(self, failed: bool = False, rollback: bool = False) -> None: ...
     def bind_portal(
         self, state: StatementState, args: Sequence[object], portal: str
@@ -214,6 +221,12 @@ def create_record(
     values: tuple[object, ...],
     record_class: type[Record] | None = None,
 ) -> Record: ...
+
+# executemany_add's answers: go on; the transport's buffer is full, drain before the next
+# row; the batch already failed server-side, stop
+EXECUTEMANY_CONTINUE: Final[int]
+EXECUTEMANY_PAUSED: Final[int]
+EXECUTEMANY_FAILED: Final[int]
 
 # ---------------------------------------------------------------- COPY
 

@@ -21,7 +21,8 @@ struct Registration {
 
 static REGISTERED: GILOnceCell<Registration> = GILOnceCell::new();
 
-/// Make transports hand bytes to protocols of exactly `protocol_type` through `receive`.
+/// Make transports hand bytes to protocols of `protocol_type` (or a subclass) through
+/// `receive`.
 /// One registration per interpreter; a second one is ignored (the module was initialised
 /// again and registers the same thing).
 pub fn register_native_receiver(protocol_type: &Bound<'_, PyType>, receive: NativeReceive) {
@@ -35,12 +36,13 @@ pub fn register_native_receiver(protocol_type: &Bound<'_, PyType>, receive: Nati
     );
 }
 
-/// The native receive function for `protocol`, if its type is the registered one. The type
-/// must match exactly: a Rust protocol class cannot be subclassed from Python.
+/// The native receive function for `protocol`, if it is an instance of the registered type
+/// or of a Python subclass of it (the driver's asyncpg-named `Protocol`, which APM agents
+/// wrap, is one): the subclass adds Python methods but receives through the same Rust state.
 pub(crate) fn native_receiver(protocol: &Bound<'_, PyAny>) -> Option<NativeReceive> {
     let registered = REGISTERED.get(protocol.py())?;
     protocol
-        .get_type()
-        .is(registered.protocol_type.bind(protocol.py()))
+        .is_instance(registered.protocol_type.bind(protocol.py()))
+        .unwrap_or(false)
         .then_some(registered.receive)
 }
