@@ -1375,12 +1375,15 @@ async def connect(
     gsslib=None,
     service=None,
     servicefile=None,
+    load_balance_hosts=None,
 ):
     """Connect to a PostgreSQL server and return a :class:`Connection`.
 
     Accepts asyncpg's arguments with asyncpg's meaning: a ``postgres://`` DSN and/or keyword
     arguments, libpq's environment variables, ``.pgpass`` and ``pg_service.conf`` services,
-    ``ssl`` modes, multiple hosts and ``target_session_attrs``.
+    ``ssl`` modes, multiple hosts and ``target_session_attrs``. Beyond asyncpg: ``dsn`` may
+    also be a libpq ``key=value`` string, and ``load_balance_hosts`` (``"disable"`` or
+    ``"random"``, also a DSN parameter) spreads connections over the hosts as libpq 16 does.
     """
     if not issubclass(connection_class, Connection):
         raise exceptions.InterfaceError(
@@ -1413,6 +1416,7 @@ async def connect(
         gsslib=gsslib,
         service=service,
         servicefile=servicefile,
+        load_balance_hosts=load_balance_hosts,
         timeout=timeout,
     )
     con._record_class = record_class
