@@ -26,7 +26,7 @@ import typing
 import urllib.parse
 import warnings
 
-from . import _conninfo, _native, exceptions
+from . import _channel_binding, _conninfo, _native, exceptions
 
 __all__ = ("ConnectionParameters", "ClientConfiguration", "SSLMode")
 
@@ -79,6 +79,9 @@ class ConnectionParameters(typing.NamedTuple):
     #: libpq 16's ``load_balance_hosts``: ``"random"`` tries hosts, and the addresses of each
     #: host, in random order
     load_balance_hosts: str = "disable"
+    #: libpq's ``channel_binding``: SCRAM-SHA-256-PLUS over TLS (``prefer``, ``require``) or
+    #: never (``disable``)
+    channel_binding: str = "prefer"
 
 
 class ClientConfiguration(typing.NamedTuple):
@@ -385,6 +388,7 @@ def _parse_connect_arguments(
     service=None,
     servicefile=None,
     load_balance_hosts=None,
+    channel_binding=None,
 ):
     """Turn connect()'s arguments into (addresses, ConnectionParameters, ClientConfiguration)."""
     env = os.environ
@@ -433,6 +437,7 @@ def _parse_connect_arguments(
     q_gss = take("gsslib")
     q_connect_timeout = take("connect_timeout")
     q_load_balance = take("load_balance_hosts")
+    q_channel_binding = take("channel_binding")
     q_requiressl, q_fallback_appname = _take_libpq_only_keywords(take)
     if q_requiressl == "1" and q_sslmode is None:
         q_sslmode = "require"  # libpq's deprecated spelling
@@ -578,6 +583,15 @@ def _parse_connect_arguments(
         raise _bad(
             f"ssl is expected to be a bool, an ssl.SSLContext or an sslmode string, got {ssl!r}"
         )
+    if channel_binding is None:
+        channel_binding = q_channel_binding or env.get("PGCHANNELBINDING") or "prefer"
+    if channel_binding not in ("disable", "prefer", "require"):
+        raise _bad(
+            f"invalid channel_binding value: {channel_binding!r} "
+            "(expected 'disable', 'prefer' or 'require')"
+        )
+    if channel_binding == "require" and sslmode == SSLMode.disable:
+        raise _bad("channel_binding=require needs TLS, but sslmode is disable")
     if direct_tls and sslmode < SSLMode.require:
         raise _bad(
             f"direct TLS requires sslmode require, verify-ca or verify-full "
@@ -647,6 +661,7 @@ def _parse_connect_arguments(
         gsslib=gsslib,
         connect_timeout=connect_timeout,
         load_balance_hosts=load_balance_hosts,
+        channel_binding=channel_binding,
     )
     config = ClientConfiguration(
         command_timeout=command_timeout,
@@ -810,9 +825,20 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         transport = watcher = None
         try:
             transport = await _open_transport(loop, addr, params, use_ssl)
-            tls = transport.get_extra_info("ssl_object") is not None
+            ssl_object = transport.get_extra_info("ssl_object")
+            tls = ssl_object is not None
             proto = _native.PGProtocol(
-                loop, params.user, params.database, params.password, params.server_settings or {}
+                loop,
+                params.user,
+                params.database,
+                params.password,
+                params.server_settings or {},
+                channel_binding=params.channel_binding,
+                tls_server_end_point=(
+                    _channel_binding.tls_server_end_point(ssl_object.getpeercert(True))
+                    if tls and params.channel_binding != "disable"
+                    else None
+                ),
             )
             watcher = _StartupWatcher(proto)
             transport.set_protocol(watcher)

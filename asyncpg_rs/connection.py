@@ -1376,6 +1376,7 @@ async def connect(
     service=None,
     servicefile=None,
     load_balance_hosts=None,
+    channel_binding=None,
 ):
     """Connect to a PostgreSQL server and return a :class:`Connection`.
 
@@ -1383,7 +1384,9 @@ async def connect(
     arguments, libpq's environment variables, ``.pgpass`` and ``pg_service.conf`` services,
     ``ssl`` modes, multiple hosts and ``target_session_attrs``. Beyond asyncpg: ``dsn`` may
     also be a libpq ``key=value`` string, and ``load_balance_hosts`` (``"disable"`` or
-    ``"random"``, also a DSN parameter) spreads connections over the hosts as libpq 16 does.
+    ``"random"``, also a DSN parameter) spreads connections over the hosts as libpq 16 does,
+    and ``channel_binding`` (``"disable"``, ``"prefer"``, ``"require"``) binds SCRAM
+    authentication to the TLS session (SCRAM-SHA-256-PLUS) as libpq does.
     """
     if not issubclass(connection_class, Connection):
         raise exceptions.InterfaceError(
@@ -1417,6 +1420,7 @@ async def connect(
         service=service,
         servicefile=servicefile,
         load_balance_hosts=load_balance_hosts,
+        channel_binding=channel_binding,
         timeout=timeout,
     )
     con._record_class = record_class

@@ -197,6 +197,7 @@ pub struct PGProtocol {
     status: Option<String>,
     query: Option<String>,
     auth: auth::Auth,
+    channel_binding: auth::Binding,
     registry: CodecRegistry,
     settings: Py<PyDict>,
     backend_pid: i32,
@@ -764,13 +765,24 @@ impl PGProtocol {
                 self.backend_pid = body.process_id();
                 self.backend_secret = body.secret_key();
             }
-            Message::AuthenticationOk => {}
+            Message::AuthenticationOk => {
+                let mut out = BytesMut::new();
+                self.auth_step(
+                    py,
+                    fx,
+                    |this, _| this.channel_binding.check_authenticated(),
+                    &mut out,
+                )?;
+            }
             Message::AuthenticationCleartextPassword => {
                 let mut out = BytesMut::new();
                 self.auth_step(
                     py,
                     fx,
-                    |this, out| auth::cleartext(&this.password, out),
+                    |this, out| {
+                        this.channel_binding.check_password_request()?;
+                        auth::cleartext(&this.password, out)
+                    },
                     &mut out,
                 )?;
             }
@@ -780,7 +792,10 @@ impl PGProtocol {
                 self.auth_step(
                     py,
                     fx,
-                    |this, out| auth::md5(&this.user, &this.password, salt, out),
+                    |this, out| {
+                        this.channel_binding.check_password_request()?;
+                        auth::md5(&this.user, &this.password, salt, out)
+                    },
                     &mut out,
                 )?;
             }
@@ -791,7 +806,8 @@ impl PGProtocol {
                     fx,
                     |this, out| {
                         let password = this.password.clone();
-                        this.auth.sasl_start(&body, &password, out)
+                        this.auth
+                            .sasl_start(&body, &password, &mut this.channel_binding, out)
                     },
                     &mut out,
                 )?;
@@ -1031,7 +1047,14 @@ impl PGProtocol {
 impl PGProtocol {
     /// Create a protocol that logs in as `user` to `database` once attached to a transport.
     #[new]
-    #[pyo3(signature = (r#loop, user, database, password=None, server_settings=None))]
+    ///
+    /// `channel_binding` is libpq's setting; `tls_server_end_point` the TLS session's
+    /// binding data, computed by the caller, which sees the TLS layer.
+    #[pyo3(signature = (
+        r#loop, user, database, password=None, server_settings=None,
+        channel_binding="prefer", tls_server_end_point=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         r#loop: PyObject,
@@ -1039,7 +1062,14 @@ impl PGProtocol {
         database: String,
         password: Option<String>,
         server_settings: Option<&Bound<'_, PyDict>>,
+        channel_binding: &str,
+        tls_server_end_point: Option<Vec<u8>>,
     ) -> PyResult<Self> {
+        let binding_mode = auth::BindingMode::parse(channel_binding).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "invalid channel_binding value: {channel_binding:?}"
+            ))
+        })?;
         let mut settings = Vec::new();
         if let Some(ss) = server_settings {
             for (k, v) in ss.iter() {
@@ -1067,6 +1097,7 @@ impl PGProtocol {
             status: None,
             query: None,
             auth: auth::Auth::default(),
+            channel_binding: auth::Binding::new(binding_mode, tls_server_end_point),
             registry: CodecRegistry::new(),
             settings: PyDict::new(py).unbind(),
             backend_pid: 0,
