@@ -26,7 +26,7 @@ import typing
 import urllib.parse
 import warnings
 
-from . import _channel_binding, _conninfo, _native, exceptions
+from . import _channel_binding, _conninfo, _native, _pooler, exceptions
 
 __all__ = ("ConnectionParameters", "ClientConfiguration", "SSLMode")
 
@@ -888,6 +888,12 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
             proto, transport, loop, addr[:2] if isinstance(addr, tuple) else addr, config, params
         )
         con._record_class = record_class
+        if config.statement_cache_size > 0:
+            try:
+                con._pooled = await _pooler.behind_pooler(proto)
+            except BaseException:
+                con.terminate()
+                raise
         return con
     raise AssertionError("unreachable")  # pragma: no cover - attempts is never empty
 

@@ -267,30 +267,170 @@ async def test_pgbouncer_session_mode_every_api(bouncer_session):
         await con.close()
 
 
-async def test_pgbouncer_transaction_mode_unnamed_statements(bouncer_transaction):
-    """64 tasks, a pool of 20, 2 server connections: unnamed statements never collide."""
+async def test_pgbouncer_transaction_mode_every_api_with_defaults(bouncer_transaction):
+    """The default settings (statement cache on) through a transaction pooler: every API."""
+    con = await asyncpg_rs.connect(**bouncer_transaction.connect_kwargs())
+    try:
+        # temp tables do not survive a transaction pooler: a real one, unique per loop
+        table = f"bouncer_t_{id(con):x}"
+        await con.execute(f"CREATE TABLE {table}(id int, name text)")
+        try:
+            await con.executemany(
+                f"INSERT INTO {table} VALUES ($1, $2)", [(i, str(i)) for i in range(50)]
+            )
+            for _ in range(3):  # cached statements, reused on whatever server is free
+                assert await con.fetchval(f"SELECT count(*) FROM {table}") == 50
+                row = await con.fetchrow(f"SELECT * FROM {table} WHERE id = $1", 7)
+                assert row["name"] == "7"
+            stmt = await con.prepare(f"SELECT name FROM {table} WHERE id = $1")
+            for i in range(3):
+                assert await stmt.fetchval(i) == str(i)
+            async with con.transaction():
+                cur = con.cursor(f"SELECT name FROM {table} ORDER BY id")
+                names = [r["name"] async for r in cur]
+                assert names == [str(i) for i in range(50)]
+                await con.execute(f"UPDATE {table} SET name = 'x' WHERE id = $1", 1)
+            await con.copy_records_to_table(table, records=[(100, "c")])
+            assert await con.fetchval(f"SELECT name FROM {table} WHERE id = 100") == "c"
+            assert await con.fetchval(f"SELECT name FROM {table} WHERE id = 1") == "x"
+            with pytest.raises(exceptions.UndefinedTableError):
+                await con.fetch("SELECT * FROM no_such_table_here")
+            assert await con.fetchval("SELECT 1") == 1
+        finally:
+            await con.execute(f"DROP TABLE {table}")
+    finally:
+        await con.close()
+
+
+async def test_pgbouncer_transaction_mode_load(bouncer_transaction):
+    """64 tasks on a pool of 20 through 2 server connections, default settings, mixed work
+    (queries, prepared statements, transactions, executemany) for a bounded time: no error."""
     pool = await asyncpg_rs.create_pool(
-        **bouncer_transaction.connect_kwargs(statement_cache_size=0), min_size=5, max_size=20
+        **bouncer_transaction.connect_kwargs(), min_size=5, max_size=20
     )
+    table = f"bouncer_load_{id(pool):x}"
     async with pool:
+        await pool.execute(f"CREATE TABLE {table}(task int, i int)")
         errors: list[BaseException] = []
-        done = [0]
+        ops = [0]
+        stop = time.monotonic() + 3.0
 
         async def worker(n):
-            for i in range(10):
+            i = 0
+            while time.monotonic() < stop:
+                i += 1
+                v = n * 100000 + i
                 try:
-                    v = n * 1000 + i
                     assert await pool.fetchval("SELECT $1::int", v) == v
                     row = await pool.fetchrow("SELECT $1::text AS t, $2::int8 AS i", str(v), v)
                     assert (row["t"], row["i"]) == (str(v), v)
                     async with pool.acquire() as con:
+                        stmt = await con.prepare("SELECT $1::int * 2")
+                        assert await stmt.fetchval(v) == 2 * v
                         async with con.transaction():
-                            got = await con.fetchval("SELECT $1::int * 2", v)
-                            assert got == 2 * v
-                    done[0] += 1
+                            await con.execute(f"INSERT INTO {table} VALUES ($1, $2)", n, i)
+                            got = await con.fetchval(
+                                f"SELECT count(*) FROM {table} WHERE task = $1", n
+                            )
+                            assert got == i
+                        await con.executemany(
+                            f"INSERT INTO {table} VALUES ($1, $2)", [(-n - 1, i), (-n - 1, i)]
+                        )
+                    ops[0] += 6
                 except Exception as e:  # collected: the assertion below names them all
                     errors.append(e)
+                    return
 
         await asyncio.wait_for(asyncio.gather(*(worker(n) for n in range(64))), 60)
-        assert errors == []
-        assert done[0] == 640
+        try:
+            assert errors == []
+            assert ops[0] > 0
+        finally:
+            await pool.execute(f"DROP TABLE {table}")
+        print(f"\npgbouncer transaction mode: {ops[0]} operations, 0 errors")
+
+
+async def test_pooler_recognised_only_behind_one(pg, bouncer_transaction, bouncer_session):
+    """A direct connection prepares by name; through either pooler mode it does not."""
+    query = "SELECT 12345::int"
+    for kwargs, pooled in (
+        (pg.connect_kwargs(), False),
+        (bouncer_session.connect_kwargs(), True),
+        (bouncer_transaction.connect_kwargs(), True),
+    ):
+        con = await asyncpg_rs.connect(**kwargs)
+        try:
+            await con.fetchval(query)
+            named = await con.fetchval(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", query
+            )
+            # through the transaction pooler the count may come from another backend: only
+            # the direct connection's answer is certain to see its own statements
+            if not pooled:
+                assert named == 1
+            else:
+                assert named == 0
+        finally:
+            await con.close()
+
+
+async def test_lost_named_statement_is_recovered(con):
+    """The safety net, on a direct connection: a named statement that vanished behind our
+    back (as a pooler would make it) is re-run unnamed, once, outside a transaction."""
+    assert await con.fetchval("SELECT 7::int") == 7
+    await con.execute("DEALLOCATE ALL")
+    assert await con.fetchval("SELECT 7::int") == 7
+    # from now on the connection prepares nothing by name
+    assert await con.fetchval("SELECT 8::int") == 8
+    assert await con.fetchval("SELECT count(*) FROM pg_prepared_statements") == 0
+
+
+async def test_lost_named_statement_inside_a_transaction_raises(con):
+    assert await con.fetchval("SELECT 9::int") == 9
+    await con.execute("DEALLOCATE ALL")
+    with pytest.raises(exceptions.InvalidSQLStatementNameError) as info:
+        async with con.transaction():
+            await con.fetchval("SELECT 9::int")
+    assert any("connection pooler" in n for n in getattr(info.value, "__notes__", []))
+    # the transaction can be retried as the note says
+    async with con.transaction():
+        assert await con.fetchval("SELECT 9::int") == 9
+
+
+async def test_listen_through_a_pooler_warns(bouncer_session):
+    con = await asyncpg_rs.connect(**bouncer_session.connect_kwargs())
+    try:
+        with pytest.warns(RuntimeWarning, match="connection pooler"):
+            await con.add_listener("chan", lambda *a: None)
+    finally:
+        await con.close()
+
+
+async def test_unnamed_cached_statement_sees_a_changed_result_type(bouncer_transaction):
+    """DDL between two runs of a cached unnamed statement: the new column type is decoded
+    as what it is now, never with the old codec."""
+    con = await asyncpg_rs.connect(**bouncer_transaction.connect_kwargs())
+    table = f"bouncer_ddl_{id(con):x}"
+    try:
+        await con.execute(f"CREATE TABLE {table}(c int4)")
+        await con.execute(f"INSERT INTO {table} VALUES (1234)")
+        assert await con.fetchval(f"SELECT c FROM {table}") == 1234
+        await con.execute(f"ALTER TABLE {table} ALTER COLUMN c TYPE text")
+        assert await con.fetchval(f"SELECT c FROM {table}") == "1234"
+    finally:
+        await con.execute(f"DROP TABLE IF EXISTS {table}")
+        await con.close()
+
+
+async def test_unnamed_cached_statement_after_ddl_direct(con):
+    """The same on a direct connection turned pooled by a vanished statement, where every
+    query certainly reaches the one backend that saw the DDL."""
+    await con.fetchval("SELECT 1")
+    await con.execute("DEALLOCATE ALL")
+    await con.fetchval("SELECT 1")  # recovered: the connection prepares unnamed from now on
+    await con.execute("CREATE TEMP TABLE ddl_probe(c int4)")
+    await con.execute("INSERT INTO ddl_probe VALUES (1234)")
+    assert await con.fetchval("SELECT c FROM ddl_probe") == 1234
+    await con.execute("ALTER TABLE ddl_probe ALTER COLUMN c TYPE text")
+    assert await con.fetchval("SELECT c FROM ddl_probe") == "1234"
+    assert await con.fetchval("SELECT c FROM ddl_probe") == "1234"

@@ -430,6 +430,8 @@ class PgBouncer:
             raise ValueError(f"pool_mode must be 'transaction' or 'session', not {pool_mode!r}")
         base_dir = base_dir or tempfile.mkdtemp(prefix="asyncpg_rs_pgbouncer_")
         self = cls(base_dir, free_port(), cluster, pool_mode)
+        # the pooler's role makes its own tables (PostgreSQL 15 no longer lets every role)
+        cluster.psql(f"GRANT CREATE ON SCHEMA public TO {cls.USER}")
         ini = os.path.join(base_dir, "pgbouncer.ini")
         users = os.path.join(base_dir, "userlist.txt")
         with open(users, "w") as f:
