@@ -82,6 +82,8 @@ class PGProtocol(asyncio.Protocol):
         database: str,
         password: str | None = None,
         server_settings: Mapping[str, str] | None = None,
+        channel_binding: Literal["disable", "prefer", "require"] = "prefer",
+        tls_server_end_point: bytes | None = None,
     ) -> Self: ...
     # asyncio.Protocol's interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None: ...

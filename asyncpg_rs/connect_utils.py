@@ -12,9 +12,12 @@ import asyncio
 import configparser
 import enum
 import getpass
+import ipaddress
 import os
 import pathlib
+import random
 import re
+import socket
 import ssl as ssl_module
 import stat
 import struct
@@ -23,7 +26,7 @@ import typing
 import urllib.parse
 import warnings
 
-from . import _native, exceptions
+from . import _channel_binding, _conninfo, _native, _pooler, exceptions
 
 __all__ = ("ConnectionParameters", "ClientConfiguration", "SSLMode")
 
@@ -73,6 +76,12 @@ class ConnectionParameters(typing.NamedTuple):
     #: libpq's per-host connect_timeout (DSN, service or PGCONNECT_TIMEOUT); connect()'s
     #: ``timeout`` still bounds the whole attempt
     connect_timeout: typing.Optional[float] = None
+    #: libpq 16's ``load_balance_hosts``: ``"random"`` tries hosts, and the addresses of each
+    #: host, in random order
+    load_balance_hosts: str = "disable"
+    #: libpq's ``channel_binding``: SCRAM-SHA-256-PLUS over TLS (``prefer``, ``require``) or
+    #: never (``disable``)
+    channel_binding: str = "prefer"
 
 
 class ClientConfiguration(typing.NamedTuple):
@@ -145,6 +154,9 @@ def _split_hostspec(hostspec):
 
 
 def _parse_dsn(dsn):
+    if _conninfo.looks_like_conninfo(dsn):
+        # as a URI's query parameters, blank values set nothing
+        return {}, {k: v for k, v in _conninfo.parse_conninfo(dsn).items() if v != ""}
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", dsn, re.DOTALL)
     if m is None:
         raise _bad(
@@ -375,6 +387,8 @@ def _parse_connect_arguments(
     max_cacheable_statement_size,
     service=None,
     servicefile=None,
+    load_balance_hosts=None,
+    channel_binding=None,
 ):
     """Turn connect()'s arguments into (addresses, ConnectionParameters, ClientConfiguration)."""
     env = os.environ
@@ -422,6 +436,11 @@ def _parse_connect_arguments(
     q_krb = take("krbsrvname")
     q_gss = take("gsslib")
     q_connect_timeout = take("connect_timeout")
+    q_load_balance = take("load_balance_hosts")
+    q_channel_binding = take("channel_binding")
+    q_requiressl, q_fallback_appname = _take_libpq_only_keywords(take)
+    if q_requiressl == "1" and q_sslmode is None:
+        q_sslmode = "require"  # libpq's deprecated spelling
 
     # host / port: keyword > DSN > query > environment > defaults
     if host is None:
@@ -492,6 +511,14 @@ def _parse_connect_arguments(
         except (RuntimeError, KeyError):
             passfile = None
 
+    if load_balance_hosts is None:
+        load_balance_hosts = q_load_balance or env.get("PGLOADBALANCEHOSTS") or "disable"
+    if load_balance_hosts not in ("disable", "random"):
+        raise _bad(
+            f"invalid load_balance_hosts value: {load_balance_hosts!r} "
+            "(expected 'disable' or 'random')"
+        )
+
     addrs = []
     for h, p in zip(host, ports):
         if h.startswith("/"):
@@ -556,6 +583,15 @@ def _parse_connect_arguments(
         raise _bad(
             f"ssl is expected to be a bool, an ssl.SSLContext or an sslmode string, got {ssl!r}"
         )
+    if channel_binding is None:
+        channel_binding = q_channel_binding or env.get("PGCHANNELBINDING") or "prefer"
+    if channel_binding not in ("disable", "prefer", "require"):
+        raise _bad(
+            f"invalid channel_binding value: {channel_binding!r} "
+            "(expected 'disable', 'prefer' or 'require')"
+        )
+    if channel_binding == "require" and sslmode == SSLMode.disable:
+        raise _bad("channel_binding=require needs TLS, but sslmode is disable")
     if direct_tls and sslmode < SSLMode.require:
         raise _bad(
             f"direct TLS requires sslmode require, verify-ca or verify-full "
@@ -583,6 +619,8 @@ def _parse_connect_arguments(
         settings.update(extra)
     if "application_name" not in settings and env.get("PGAPPNAME"):
         settings["application_name"] = env["PGAPPNAME"]
+    if "application_name" not in settings and q_fallback_appname:
+        settings["application_name"] = q_fallback_appname
     if server_settings:
         if not isinstance(server_settings, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in server_settings.items()
@@ -622,6 +660,8 @@ def _parse_connect_arguments(
         krbsrvname=krbsrvname,
         gsslib=gsslib,
         connect_timeout=connect_timeout,
+        load_balance_hosts=load_balance_hosts,
+        channel_binding=channel_binding,
     )
     config = ClientConfiguration(
         command_timeout=command_timeout,
@@ -630,6 +670,19 @@ def _parse_connect_arguments(
         max_cacheable_statement_size=max_cacheable_statement_size,
     )
     return addrs, params, config
+
+
+def _take_libpq_only_keywords(take):
+    """Take the libpq keywords that are not session settings (a URI would pass them on as
+    such); returns the values of ``requiressl`` and ``fallback_application_name``."""
+    requiressl = take("requiressl")
+    fallback = take("fallback_application_name")
+    gssencmode = take("gssencmode")
+    if gssencmode == "require":
+        raise _bad("gssencmode=require: GSSAPI encryption is not supported")
+    for key in _conninfo.NO_EFFECT_KEYWORDS:
+        take(key)
+    return requiressl, fallback
 
 
 # ------------------------------------------------------------------ connecting
@@ -692,7 +745,8 @@ class _SSLNegotiation(asyncio.Protocol):
 
 async def _open_transport(loop, addr, params, use_ssl):
     """A transport to ``addr`` (TLS when ``use_ssl``) and the address's TLS server name."""
-    server_hostname = addr[0] if isinstance(addr, tuple) else None
+    # a resolved address carries its host's name as a third item
+    server_hostname = (addr[2] if len(addr) > 2 else addr[0]) if isinstance(addr, tuple) else None
     if isinstance(addr, str):
         tr, pr = await loop.create_unix_connection(
             (lambda: _SSLNegotiation(loop, _addr_str(addr))) if use_ssl else asyncio.Protocol, addr
@@ -771,9 +825,20 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         transport = watcher = None
         try:
             transport = await _open_transport(loop, addr, params, use_ssl)
-            tls = transport.get_extra_info("ssl_object") is not None
+            ssl_object = transport.get_extra_info("ssl_object")
+            tls = ssl_object is not None
             proto = _native.PGProtocol(
-                loop, params.user, params.database, params.password, params.server_settings or {}
+                loop,
+                params.user,
+                params.database,
+                params.password,
+                params.server_settings or {},
+                channel_binding=params.channel_binding,
+                tls_server_end_point=(
+                    _channel_binding.tls_server_end_point(ssl_object.getpeercert(True))
+                    if tls and params.channel_binding != "disable"
+                    else None
+                ),
             )
             watcher = _StartupWatcher(proto)
             transport.set_protocol(watcher)
@@ -817,8 +882,18 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
                 # cancelled or timed out during the fallback: keep the first failure visible
                 raise e from first_exc
             raise
-        con = connection_class(proto, transport, loop, addr, config, params)
+        # a resolved address keeps its host's name as a third item; the connection's address
+        # is where it went (a cancel request must reach the same server)
+        con = connection_class(
+            proto, transport, loop, addr[:2] if isinstance(addr, tuple) else addr, config, params
+        )
         con._record_class = record_class
+        if config.statement_cache_size > 0:
+            try:
+                con._pooled = await _pooler.behind_pooler(proto)
+            except BaseException:
+                con.terminate()
+                raise
         return con
     raise AssertionError("unreachable")  # pragma: no cover - attempts is never empty
 
@@ -930,6 +1005,8 @@ async def _connect(*, loop, connection_class, record_class, timeout=60, **kwargs
     if callable(params.password):
         # once for all hosts: a password callable may be slow or rate-limited
         params = params._replace(password=await _resolve_password(params.password))
+    if params.load_balance_hosts == "random":
+        addrs = await _shuffled_addresses(loop, addrs)
     attrs = params.target_session_attrs
     candidate = None  # prefer-standby: a primary kept in case no standby turns up
     last_exc = None
@@ -1040,8 +1117,42 @@ _timeout = getattr(asyncio, "timeout", _TimeoutPre311)
 def _addr_str(addr):
     if isinstance(addr, str):
         return addr
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    host, port = addr[0], addr[1]
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # a resolved address of a named host (load_balance_hosts=random) names both
+    return f"{addr[2]} ({shown})" if len(addr) > 2 else shown
+
+
+async def _shuffled_addresses(loop, addrs):
+    """libpq 16's load_balance_hosts=random: the hosts in random order, and each named host
+    resolved here so that its addresses are tried in random order too (the name is kept for
+    TLS verification and messages)."""
+    hosts = list(addrs)
+    random.shuffle(hosts)
+    out = []
+    for addr in hosts:
+        if isinstance(addr, str) or _is_ip_literal(addr[0]):
+            out.append(addr)
+            continue
+        try:
+            infos = await loop.getaddrinfo(
+                addr[0], addr[1], type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except OSError:
+            out.append(addr)  # the connect attempt reports the resolution failure
+            continue
+        resolved = list(dict.fromkeys(info[4][0] for info in infos))
+        random.shuffle(resolved)
+        out.extend((ip, addr[1], addr[0]) for ip in resolved)
+    return out
+
+
+def _is_ip_literal(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _CancelProtocol(asyncio.Protocol):

@@ -18,7 +18,7 @@ import typing
 import warnings
 import weakref
 
-from . import _copy, _native, connect_utils, exceptions
+from . import _copy, _native, _pooler, connect_utils, exceptions
 from . import prepared_stmt as _prepared_stmt
 from . import transaction as _transaction
 from ._timeouts import checked_timeout
@@ -211,6 +211,8 @@ class Connection(metaclass=ConnectionMeta):
         "_params",
         "_stmt_cache",
         "_stmts_to_close",
+        "_pooled",
+        "_stmt_prefix",
         "_top_xact",
         "_aborted",
         "_listeners",
@@ -249,6 +251,9 @@ class Connection(metaclass=ConnectionMeta):
         self._top_xact = None
         self._aborted = False
         self._stmts_to_close = set()
+        # behind a connection pooler: no named statements (see _pooler.py)
+        self._pooled = False
+        self._stmt_prefix = _pooler.statement_name_prefix()
         self._stmt_cache = _StatementCache(
             config.statement_cache_size,
             config.max_cached_statement_lifetime,
@@ -342,6 +347,8 @@ class Connection(metaclass=ConnectionMeta):
         """
         self._check_open()
         if channel not in self._listeners:
+            if self._pooled:
+                warnings.warn(_pooler.POOLED_LISTEN_WARNING, RuntimeWarning, stacklevel=2)
             await self.fetch(f"LISTEN {_quote_ident(channel)}")
             self._listeners[channel] = set()
         self._listeners[channel].add(_Callback.from_callable(callback))
@@ -614,7 +621,7 @@ class Connection(metaclass=ConnectionMeta):
         else:
             # without a statement cache the connection may sit behind a transaction-mode
             # pooler: use the unnamed statement, which is re-parsed with each Bind
-            named = self._config.statement_cache_size > 0
+            named = self._config.statement_cache_size > 0 and not self._pooled
         stmt = await self._get_statement(query, timeout, named=named, use_cache=use_cache)
         return _prepared_stmt.PreparedStatement(self, query, stmt, record_class)
 
@@ -1179,8 +1186,8 @@ class Connection(metaclass=ConnectionMeta):
         pending = list(self._stmts_to_close)
         self._stmts_to_close.clear()
         for stmt in pending:
-            if stmt._state.closed or stmt._refs > 0:
-                continue
+            if stmt._state.closed or stmt._refs > 0 or not stmt._state.name:
+                continue  # the unnamed statement needs no Close
             if self._protocol.is_busy() or self.is_closed():
                 self._stmts_to_close.add(stmt)
                 return
@@ -1220,8 +1227,8 @@ class Connection(metaclass=ConnectionMeta):
         )
         if isinstance(named, str):
             name = named
-        elif named or cache:
-            name = f"__asyncpg_rs_stmt_{next(_STMT_NAMES):x}__"
+        elif (named or cache) and not self._pooled:
+            name = f"__asyncpg_rs_stmt_{self._stmt_prefix}_{next(_STMT_NAMES):x}__"
         else:
             name = ""
         state = await self._wait(self._protocol.prepare(name, query), timeout)
@@ -1302,13 +1309,32 @@ class Connection(metaclass=ConnectionMeta):
                 else:
                     rows = await self._wait(fut, timeout)
             except exceptions.PostgresError as e:
-                if attempt == 0 and self._stale_statement(e, query):
+                if attempt == 0 and (
+                    self._stale_statement(e, query) or self._lost_statement(e, stmt._state)
+                ):
                     continue
                 raise
             finally:
                 del fut  # see _wait
             return proto.last_status() or "", rows
         raise exceptions.InternalClientError("unreachable: statement retry loop")
+
+    def _lost_statement(self, exc, state):
+        """Whether ``exc`` says a pooler moved us away from a named statement (see
+        _pooler.py): the connection turns pooled, and outside a transaction the caller
+        retries (the error came at Parse or Bind, so nothing ran)."""
+        if not _pooler.lost_statement(exc, state):
+            return False
+        self._pooled = True
+        # the named statements are on servers we can no longer address: forget, not close
+        self._stmt_cache.mark_all_closed()
+        if self._protocol.is_in_transaction():
+            exc.add_note(
+                "a connection pooler moved this connection to another server; its prepared "
+                "statements are unnamed from now on, so the transaction can be retried"
+            )
+            return False
+        return True
 
     def _stale_statement(self, exc, query):
         """Whether ``exc`` says a cached plan went stale (after DDL); drops the statement.
@@ -1578,12 +1604,18 @@ async def connect(
     gsslib: _t.GSSLib | None = None,
     service: str | None = None,
     servicefile: str | os.PathLike[str] | None = None,
+    load_balance_hosts: typing.Literal["disable", "random"] | None = None,
+    channel_binding: typing.Literal["disable", "prefer", "require"] | None = None,
 ) -> _t.ConnectionT:
     """Connect to a PostgreSQL server and return a :class:`Connection`.
 
     Accepts asyncpg's arguments with asyncpg's meaning: a ``postgres://`` DSN and/or keyword
     arguments, libpq's environment variables, ``.pgpass`` and ``pg_service.conf`` services,
-    ``ssl`` modes, multiple hosts and ``target_session_attrs``.
+    ``ssl`` modes, multiple hosts and ``target_session_attrs``. Beyond asyncpg: ``dsn`` may
+    also be a libpq ``key=value`` string, and ``load_balance_hosts`` (``"disable"`` or
+    ``"random"``, also a DSN parameter) spreads connections over the hosts as libpq 16 does,
+    and ``channel_binding`` (``"disable"``, ``"prefer"``, ``"require"``) binds SCRAM
+    authentication to the TLS session (SCRAM-SHA-256-PLUS) as libpq does.
     """
     if not issubclass(connection_class, Connection):
         raise exceptions.InterfaceError(
@@ -1616,6 +1648,8 @@ async def connect(
         gsslib=gsslib,
         service=service,
         servicefile=servicefile,
+        load_balance_hosts=load_balance_hosts,
+        channel_binding=channel_binding,
         timeout=timeout,
     )
     con._record_class = record_class

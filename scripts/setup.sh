@@ -19,6 +19,8 @@ packages=()
 have_pg_server || packages+=(postgresql postgresql-contrib)
 command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+# tests/test_topology.py puts PgBouncer in front of the throwaway cluster
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || packages+=(pgbouncer)
 command -v cc >/dev/null 2>&1 || packages+=(build-essential)
 command -v setpriv >/dev/null 2>&1 || packages+=(util-linux)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)

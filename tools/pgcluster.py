@@ -219,6 +219,9 @@ class Cluster:
             "host all scram_user 127.0.0.1/32 scram-sha-256",
             "hostssl all ssl_only_user 127.0.0.1/32 scram-sha-256",
             "hostnossl all nossl_user 127.0.0.1/32 scram-sha-256",
+            # a standby of this cluster streams from it (Standby below)
+            "local replication postgres trust",
+            "host replication postgres 127.0.0.1/32 trust",
         ]
         with open(hba, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -308,6 +311,204 @@ class Cluster:
                     break
                 except subprocess.CalledProcessError:
                     continue
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+class Standby(Cluster):
+    """A hot standby of a running ``Cluster``: ``pg_basebackup -R`` into its own directory,
+    streaming from the primary, on its own port and socket directory, read-only until
+    ``promote()``. It shares the primary's roles, certificate and pg_hba (the backup copies them).
+    """
+
+    @classmethod
+    def of(cls, primary: Cluster, base_dir: str | None = None) -> Standby:
+        base_dir = base_dir or tempfile.mkdtemp(prefix="asyncpg_rs_standby_")
+        os.makedirs(base_dir, exist_ok=True)
+        self = cls(base_dir, free_port(), primary.bindir)
+        # the backup keeps the primary's paths to its certificate; the standby uses its own copy
+        try:
+            self._prepare_dirs()
+            self._run(
+                [
+                    os.path.join(self.bindir, "pg_basebackup"),
+                    "-h",
+                    primary.sockdir,
+                    "-p",
+                    str(primary.port),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    self.data_dir,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--checkpoint=fast",
+                    "--no-sync",
+                ]
+            )
+            for src, dst in ((primary.ssl_cert, self.ssl_cert), (primary.ssl_key, self.ssl_key)):
+                shutil.copyfile(src, dst)
+                os.chmod(dst, 0o600 if dst == self.ssl_key else 0o644)
+                if self._as_root:
+                    shutil.chown(dst, "postgres", "postgres")
+            with open(os.path.join(self.data_dir, "postgresql.conf"), "a") as f:
+                # later settings win: the primary's port, socket directory and key are replaced
+                f.write(
+                    f"\nport = {self.port}\nunix_socket_directories = '{self.sockdir}'\n"
+                    f"ssl_cert_file = '{self.ssl_cert}'\nssl_key_file = '{self.ssl_key}'\n"
+                    "hot_standby = on\n"
+                )
+            self._start()
+            self._wait_for(lambda: self.psql("SELECT pg_is_in_recovery()") == "t")
+        except BaseException:
+            self.stop()
+            raise
+        atexit.register(self.stop)
+        return self
+
+    def _prepare_dirs(self):
+        os.makedirs(self.sockdir, exist_ok=True)
+        if self._as_root:
+            os.chmod(self.base_dir, 0o755)
+            for d in (self.base_dir, self.sockdir):
+                shutil.chown(d, "postgres", "postgres")
+
+    def _wait_for(self, cond, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if cond():
+                    return
+            except subprocess.CalledProcessError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"standby on port {self.port}: condition not met in {timeout}s")
+            time.sleep(0.05)
+
+    def promote(self):
+        """Make this standby a primary (``pg_ctl promote``) and wait until it accepts writes."""
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-w", "promote"])
+        self._wait_for(lambda: self.psql("SELECT pg_is_in_recovery()") == "f")
+
+
+class PgBouncer:
+    """Debian's ``pgbouncer`` in front of a ``Cluster``, on its own port, in ``pool_mode``
+    ``transaction`` or ``session``, with its own auth file (SCRAM for ``scram_user``, trust for
+    ``postgres``). It runs as the ``postgres`` OS user when we are root: it refuses root.
+    """
+
+    USER = "scram_user"
+    PASSWORD = "scram_pw"
+
+    def __init__(self, base_dir: str, port: int, cluster: Cluster, pool_mode: str):
+        self.base_dir = base_dir
+        self.port = port
+        self.host = "127.0.0.1"
+        self.cluster = cluster
+        self.pool_mode = pool_mode
+        self.database = cluster.database
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("pgbouncer") or (
+            "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
+        )
+        if found is None:
+            raise RuntimeError("pgbouncer not found: install Debian's 'pgbouncer' package")
+        return found
+
+    @classmethod
+    def start(
+        cls,
+        cluster: Cluster,
+        pool_mode: str = "transaction",
+        pool_size: int = 5,
+        base_dir: str | None = None,
+    ) -> PgBouncer:
+        if pool_mode not in ("transaction", "session"):
+            raise ValueError(f"pool_mode must be 'transaction' or 'session', not {pool_mode!r}")
+        base_dir = base_dir or tempfile.mkdtemp(prefix="asyncpg_rs_pgbouncer_")
+        self = cls(base_dir, free_port(), cluster, pool_mode)
+        # the pooler's role makes its own tables (PostgreSQL 15 no longer lets every role)
+        cluster.psql(f"GRANT CREATE ON SCHEMA public TO {cls.USER}")
+        ini = os.path.join(base_dir, "pgbouncer.ini")
+        users = os.path.join(base_dir, "userlist.txt")
+        with open(users, "w") as f:
+            f.write(f'"{cls.USER}" "{cls.PASSWORD}"\n"postgres" ""\n')
+        with open(ini, "w") as f:
+            f.write(
+                "[databases]\n"
+                f"* = host=127.0.0.1 port={cluster.port}\n"
+                "[pgbouncer]\n"
+                f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+                f"auth_type = scram-sha-256\nauth_file = {users}\n"
+                "auth_hba_file =\n"
+                f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\n"
+                "min_pool_size = 0\nreserve_pool_size = 0\nmax_client_conn = 500\n"
+                "server_lifetime = 3600\nserver_idle_timeout = 600\n"
+                # drivers send these in the startup packet; pgbouncer refuses unknown ones
+                "ignore_startup_parameters = extra_float_digits,options,search_path\n"
+                f"logfile = {os.path.join(base_dir, 'pgbouncer.log')}\n"
+                f"pidfile = {os.path.join(base_dir, 'pgbouncer.pid')}\n"
+                "admin_users = postgres\n"
+            )
+        args = [cls.binary(), ini]
+        if os.geteuid() == 0:
+            os.chmod(base_dir, 0o755)
+            for p in (base_dir, ini, users):
+                shutil.chown(p, "postgres", "postgres")
+            args = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + args
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"pgbouncer exited at start: {err.strip()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+        atexit.register(self.stop)
+        return self
+
+    def dsn(self, **params) -> str:
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        auth = f"{self.USER}:{self.PASSWORD}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}" + (
+            f"?{query}" if query else ""
+        )
+
+    def connect_kwargs(self, **overrides) -> dict:
+        kw = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.USER,
+            "password": self.PASSWORD,
+            "database": self.database,
+            "ssl": False,
+        }
+        kw.update(overrides)
+        return kw
+
+    def stop(self):
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc is not None and proc.stderr:
+            proc.stderr.close()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 

@@ -5,7 +5,9 @@
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use postgres_protocol::message::backend::AuthenticationSaslBody;
 use postgres_protocol::message::frontend;
 
@@ -23,6 +25,76 @@ pub struct AuthError(pub String);
 impl From<std::io::Error> for AuthError {
     fn from(e: std::io::Error) -> Self {
         AuthError(format!("authentication exchange failed: {e}"))
+    }
+}
+
+/// libpq's `channel_binding` setting.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BindingMode {
+    Disable,
+    Prefer,
+    Require,
+}
+
+impl BindingMode {
+    pub fn parse(mode: &str) -> Option<BindingMode> {
+        match mode {
+            "disable" => Some(BindingMode::Disable),
+            "prefer" => Some(BindingMode::Prefer),
+            "require" => Some(BindingMode::Require),
+            _ => None,
+        }
+    }
+}
+
+/// SCRAM channel binding for this login: what was asked for, the TLS session's
+/// `tls-server-end-point` data (None without TLS, or for a certificate with no binding), and
+/// whether the exchange actually bound to it.
+pub struct Binding {
+    mode: BindingMode,
+    end_point: Option<Vec<u8>>,
+    bound: bool,
+}
+
+impl Binding {
+    pub fn new(mode: BindingMode, end_point: Option<Vec<u8>>) -> Binding {
+        Binding {
+            mode,
+            end_point,
+            bound: false,
+        }
+    }
+
+    /// A password request (cleartext, MD5) cannot bind: refused under `require`, before
+    /// anything of the password is sent.
+    pub fn check_password_request(&self) -> Result<(), AuthError> {
+        if self.mode == BindingMode::Require {
+            return Err(AuthError(
+                "channel binding required, but the server asked for a password \
+                 authentication that does not support it"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Under `require`, a login the server accepted without a bound SCRAM exchange (trust,
+    /// say) may be a man in the middle's: refused.
+    pub fn check_authenticated(&self) -> Result<(), AuthError> {
+        if self.mode == BindingMode::Require && !self.bound {
+            return Err(AuthError(
+                "channel binding required, but the server authenticated the client without \
+                 channel binding"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Binding {
+    fn default() -> Self {
+        Binding::new(BindingMode::Prefer, None)
     }
 }
 
@@ -53,26 +125,53 @@ impl Auth {
         &mut self,
         body: &AuthenticationSaslBody,
         password: &Option<String>,
+        binding: &mut Binding,
         out: &mut BytesMut,
     ) -> Result<(), AuthError> {
         let mut mechanisms = body.mechanisms();
         let mut offered = Vec::new();
-        let mut has_scram = false;
+        let (mut has_scram, mut has_plus) = (false, false);
         while let Some(m) = mechanisms.next()? {
-            has_scram |= m == "SCRAM-SHA-256";
+            has_scram |= m == SCRAM_SHA_256;
+            has_plus |= m == SCRAM_SHA_256_PLUS;
             offered.push(m.to_string());
         }
-        if !has_scram {
+        // The binding data comes from the connecting side, which sees the TLS session (the
+        // protocol object sits on any asyncio transport and cannot).
+        let (mechanism, channel) = match (binding.mode, &binding.end_point, has_plus) {
+            (BindingMode::Disable, _, _) => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+            (_, Some(data), true) => (
+                SCRAM_SHA_256_PLUS,
+                ChannelBinding::tls_server_end_point(data.clone()),
+            ),
+            (BindingMode::Require, None, _) => {
+                return Err(AuthError(
+                    "channel binding required, but the connection does not use TLS (or the \
+                     server certificate's signature algorithm has no channel binding)"
+                        .into(),
+                ))
+            }
+            (BindingMode::Require, Some(_), false) => {
+                return Err(AuthError(format!(
+                    "channel binding required, but the server did not offer \
+                     SCRAM-SHA-256-PLUS (it offered: {})",
+                    offered.join(", ")
+                )))
+            }
+            // We could bind and the server did not offer it: say so ("y"), so that a server
+            // that does support it detects a downgrade by a man in the middle.
+            (BindingMode::Prefer, Some(_), false) => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+            (BindingMode::Prefer, None, _) => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+        };
+        if mechanism == SCRAM_SHA_256 && !has_scram {
             return Err(AuthError(format!(
                 "unsupported SASL authentication mechanisms requested by the server: {}",
                 offered.join(", ")
             )));
         }
-        // Channel binding needs the server certificate's hash from the TLS layer, which a
-        // protocol object on an arbitrary asyncio transport cannot get; SCRAM-SHA-256 without
-        // binding is what asyncpg offers too.
-        let scram = ScramSha256::new(password_bytes(password), ChannelBinding::unsupported());
-        frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), out)?;
+        let scram = ScramSha256::new(password_bytes(password), channel);
+        frontend::sasl_initial_response(mechanism, scram.message(), out)?;
+        binding.bound = mechanism == SCRAM_SHA_256_PLUS;
         *self = Auth::Scram(Box::new(scram));
         Ok(())
     }

@@ -291,13 +291,28 @@ impl PGProtocol {
                 self.backend_pid = body.process_id();
                 self.backend_secret = body.secret_key();
             }
-            Message::AuthenticationOk => self.authenticated = true,
+            Message::AuthenticationOk => {
+                let mut out = BytesMut::new();
+                self.auth_step(
+                    py,
+                    fx,
+                    |this, _| {
+                        this.channel_binding.check_authenticated()?;
+                        this.authenticated = true;
+                        Ok(())
+                    },
+                    &mut out,
+                )?;
+            }
             Message::AuthenticationCleartextPassword => {
                 let mut out = BytesMut::new();
                 self.auth_step(
                     py,
                     fx,
-                    |this, out| auth::cleartext(&this.password, out),
+                    |this, out| {
+                        this.channel_binding.check_password_request()?;
+                        auth::cleartext(&this.password, out)
+                    },
                     &mut out,
                 )?;
             }
@@ -307,7 +322,10 @@ impl PGProtocol {
                 self.auth_step(
                     py,
                     fx,
-                    |this, out| auth::md5(&this.user, &this.password, salt, out),
+                    |this, out| {
+                        this.channel_binding.check_password_request()?;
+                        auth::md5(&this.user, &this.password, salt, out)
+                    },
                     &mut out,
                 )?;
             }
@@ -318,7 +336,8 @@ impl PGProtocol {
                     fx,
                     |this, out| {
                         let password = this.password.clone();
-                        this.auth.sasl_start(&body, &password, out)
+                        this.auth
+                            .sasl_start(&body, &password, &mut this.channel_binding, out)
                     },
                     &mut out,
                 )?;

@@ -114,6 +114,7 @@ pub struct PGProtocol {
     status: Option<String>,
     query: Option<String>,
     auth: auth::Auth,
+    channel_binding: auth::Binding,
     registry: CodecRegistry,
     settings: Py<PyDict>,
     /// The server accepted the login (AuthenticationOk); the rest of startup may follow.
@@ -147,7 +148,14 @@ pub struct PGProtocol {
 impl PGProtocol {
     /// Create a protocol that logs in as `user` to `database` once attached to a transport.
     #[new]
-    #[pyo3(signature = (r#loop, user, database, password=None, server_settings=None))]
+    ///
+    /// `channel_binding` is libpq's setting; `tls_server_end_point` the TLS session's
+    /// binding data, computed by the caller, which sees the TLS layer.
+    #[pyo3(signature = (
+        r#loop, user, database, password=None, server_settings=None,
+        channel_binding="prefer", tls_server_end_point=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         r#loop: PyObject,
@@ -155,7 +163,14 @@ impl PGProtocol {
         database: String,
         password: Option<String>,
         server_settings: Option<&Bound<'_, PyDict>>,
+        channel_binding: &str,
+        tls_server_end_point: Option<Vec<u8>>,
     ) -> PyResult<Self> {
+        let binding_mode = auth::BindingMode::parse(channel_binding).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "invalid channel_binding value: {channel_binding:?}"
+            ))
+        })?;
         let mut settings = Vec::new();
         if let Some(ss) = server_settings {
             for (k, v) in ss.iter() {
@@ -183,6 +198,7 @@ impl PGProtocol {
             status: None,
             query: None,
             auth: auth::Auth::default(),
+            channel_binding: auth::Binding::new(binding_mode, tls_server_end_point),
             registry: CodecRegistry::new(),
             settings: PyDict::new(py).unbind(),
             authenticated: false,
