@@ -146,7 +146,8 @@ class _StatementCache:
         if entry is None:
             return None
         stmt, expires = entry
-        if expires is not None and time.monotonic() > expires:
+        # stale: an unnamed statement the server now describes with other result types
+        if (expires is not None and time.monotonic() > expires) or stmt._state.stale:
             del self._entries[query]
             self._on_evict(stmt)
             return None

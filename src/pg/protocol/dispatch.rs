@@ -275,7 +275,15 @@ impl PGProtocol {
                 }
             }
             Message::RowDescription(body) => {
-                if let Op::Prepare { columns, .. } = &mut self.op {
+                if let Op::Execute { state, .. } = &self.op {
+                    let current = state.clone_ref(py);
+                    let fields = read_columns(py, &body)?;
+                    if let Some(fresh) = self.redescribed(py, current.get(), fields)? {
+                        if let Op::Execute { state, .. } = &mut self.op {
+                            *state = Py::new(py, fresh)?;
+                        }
+                    }
+                } else if let Op::Prepare { columns, .. } = &mut self.op {
                     let mut it = body.fields();
                     while let Some(f) = it.next().map_err(|e| protocol_error(py, e.to_string()))? {
                         columns.push(Column {
@@ -434,6 +442,75 @@ impl PGProtocol {
             }
         }
         Ok(())
+    }
+}
+
+/// A RowDescription's columns, with the format code each will be sent in.
+fn read_columns(
+    py: Python<'_>,
+    body: &postgres_protocol::message::backend::RowDescriptionBody,
+) -> PyResult<Vec<(Column, i16)>> {
+    let mut out = Vec::new();
+    let mut it = body.fields();
+    while let Some(f) = it.next().map_err(|e| protocol_error(py, e.to_string()))? {
+        out.push((
+            Column {
+                name: f.name().to_string(),
+                type_oid: f.type_oid(),
+                table_oid: f.table_oid(),
+                column_id: f.column_id(),
+            },
+            f.format(),
+        ));
+    }
+    Ok(out)
+}
+
+impl PGProtocol {
+    /// The re-parsed unnamed statement `state`, as the server describes its rows now: `None`
+    /// when nothing changed; otherwise a statement whose codecs match the new types (and
+    /// `state` is marked stale for the cache). When a new type cannot be decoded in the
+    /// format the Bind asked for, the rows are refused with an error that says the statement
+    /// ran: it is not retried.
+    fn redescribed(
+        &mut self,
+        py: Python<'_>,
+        state: &StatementState,
+        fields: Vec<(Column, i16)>,
+    ) -> PyResult<Option<StatementState>> {
+        let same = fields.len() == state.columns.len()
+            && fields
+                .iter()
+                .zip(&state.columns)
+                .all(|((new, _), old)| new.type_oid == old.type_oid && new.name == old.name);
+        if same {
+            return Ok(None);
+        }
+        state
+            .stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let formats: Vec<i16> = fields.iter().map(|(_, f)| *f).collect();
+        let columns = fields.into_iter().map(|(c, _)| c).collect();
+        let fresh = StatementState::build(
+            py,
+            &self.registry,
+            String::new(),
+            state.query.clone(),
+            state.param_oids.clone(),
+            columns,
+        )?;
+        if fresh.unknown_oids.is_empty() && fresh.result_formats == formats {
+            return Ok(Some(fresh));
+        }
+        if self.error.is_none() {
+            self.error = Some(interface_error(
+                py,
+                "the result types of this cached statement changed since it was prepared \
+                 (DDL), and the new ones cannot be decoded in the format it asked for; the \
+                 statement ran, its rows were dropped, and it will be prepared afresh next time",
+            ));
+        }
+        Ok(None)
     }
 }
 

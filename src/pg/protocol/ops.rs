@@ -81,6 +81,11 @@ pub(super) fn bind_execute(
         let mut out = BytesMut::with_capacity(256);
         reparse_if_unnamed(py, st, &mut out)?;
         write_bind(py, &mut out, portal, st, args, None)?;
+        if st.name.is_empty() && !st.columns.is_empty() {
+            // re-parsed since it was described: the server says what the rows are now, so
+            // DDL in between cannot make us decode them with the old types' codecs
+            frontend::describe(b'P', portal, &mut out).map_err(|e| io_fault(py, e))?;
+        }
         frontend::execute(portal, limit, &mut out).map_err(|e| io_fault(py, e))?;
         frontend::sync(&mut out);
         this.begin_execute(py, state, record_class, want_rows, out, fx)

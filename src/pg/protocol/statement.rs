@@ -35,6 +35,9 @@ pub struct StatementState {
     /// OIDs with no codec yet: the caller may introspect them and rebind.
     pub unknown_oids: Vec<u32>,
     pub closed: AtomicBool,
+    /// An unnamed statement that the server, re-parsing it, described with other result
+    /// types (DDL since it was cached): the cache must describe it afresh.
+    pub stale: AtomicBool,
 }
 
 impl StatementState {
@@ -78,6 +81,7 @@ impl StatementState {
             desc,
             unknown_oids: unknown,
             closed: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
         })
     }
 
@@ -126,6 +130,13 @@ impl StatementState {
     #[getter]
     fn closed(&self) -> bool {
         self.is_closed()
+    }
+
+    /// Whether the server now describes this (unnamed, cached) statement's results with
+    /// other types: the statement cache drops it and prepares the query again.
+    #[getter]
+    fn stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
     }
 
     /// Parameter types as `(oid, type name)` pairs.
