@@ -818,7 +818,7 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
                 raise e from first_exc
             raise
         con = connection_class(proto, transport, loop, addr, config, params)
-        con._record_class = record_class
+        con._session.record_class = record_class
         return con
     raise AssertionError("unreachable")  # pragma: no cover - attempts is never empty
 
@@ -912,7 +912,7 @@ async def _can_use_connection(connection, attr):
     if attr == "any":
         return True
     if attr in ("primary", "standby", "prefer-standby"):
-        hot = connection._protocol.get_settings().get("in_hot_standby")
+        hot = connection._session.protocol.get_settings().get("in_hot_standby")
         if hot is None:
             # before PostgreSQL 14 the server does not report in_hot_standby
             standby = await connection.fetchval("SELECT pg_catalog.pg_is_in_recovery()")

@@ -88,7 +88,7 @@ class _BaseCursor:
         self._portal = None
         self._exhausted = False
         self._xact = None
-        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
+        self._release_ctr = connection._session.release_ctr
 
     def _check_ready(self):
         con = self._connection
@@ -109,26 +109,30 @@ class _BaseCursor:
             raise exceptions.NoActiveSQLTransactionError(
                 "cursor cannot be created outside of a transaction"
             )
+        session = con._session
         if self._stmt is None:
-            self._stmt = await con._get_statement(self._query, timeout)
-        await con._ensure_idle()
+            self._stmt = await session.get_statement(self._query, timeout)
+        await session.ensure_idle()
         portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
-        await con._wait(con._protocol.bind_portal(self._stmt._state, self._args, portal), timeout)
+        await session.wait(
+            session.protocol.bind_portal(self._stmt._state, self._args, portal), timeout
+        )
         self._portal = portal
 
     async def _exec(self, n, timeout):
         timeout = checked_timeout(timeout)
-        con = self._connection
+        session = self._connection._session
         self._check_ready()
-        await con._ensure_idle()
-        record_class = self._record_class or con._record_class
-        rows = await con._wait(
-            con._protocol.execute_portal(self._stmt._state, self._portal, n, record_class), timeout
+        await session.ensure_idle()
+        proto = session.protocol
+        record_class = self._record_class or session.record_class
+        rows = await session.wait(
+            proto.execute_portal(self._stmt._state, self._portal, n, record_class), timeout
         )
-        if not con._protocol.portal_suspended():
+        if not proto.portal_suspended():
             self._exhausted = True
             # the portal would keep its locks until the transaction ends
-            await con._wait(con._protocol.close_portal(self._portal), timeout)
+            await session.wait(proto.close_portal(self._portal), timeout)
         return rows
 
     def __repr__(self):

@@ -44,7 +44,7 @@ class PoolConnectionProxy(_connection._ConnectionProxy):
     def __init__(self, holder, con):
         self._con = con
         self._holder = holder
-        con._set_proxy(self)
+        con._session.set_proxy(self)
 
     def __getattr__(self, attr):
         con = object.__getattribute__(self, "_con")
@@ -57,7 +57,7 @@ class PoolConnectionProxy(_connection._ConnectionProxy):
     def _detach(self):
         con, self._con = self._con, None
         if con is not None:
-            con._set_proxy(None)
+            con._session.set_proxy(None)
         return con
 
     def __repr__(self):
@@ -139,19 +139,20 @@ class _Holder:
                 self._con = None
                 return
             self._queries += 1
-            con._pool_release_ctr += 1
+            session = con._session
+            session.release_ctr += 1
             _warn_dangling(con)
             if self._generation != pool._generation or (
                 pool._max_queries and self._queries >= pool._max_queries
             ):
                 await self._discard()
                 return
-            if con._cancel_tasks:
+            if session.cancelling():
                 # A timed-out query is still being cancelled: wait for that within the
                 # release timeout; past it the connection is terminated and the holder freed.
                 started = pool._loop.time()
                 try:
-                    await con._wait_cancellations(timeout)
+                    await session.wait_cancellations(timeout)
                 except asyncio.TimeoutError:
                     self._con = None
                     raise
@@ -163,7 +164,7 @@ class _Holder:
             try:
                 if pool._reset is not None:
                     await _bounded(pool._reset(con), timeout)
-                elif timeout is not None or not con._reset_without_round_trip():
+                elif timeout is not None or not session.reset_without_round_trip():
                     # Always reset: a plain SELECT can take an advisory lock or change a
                     # setting. Where possible the reset rides ahead of the next query; a
                     # release with a timeout awaits it, so that a reset which cannot finish
@@ -234,7 +235,7 @@ class _Holder:
 
 def _warn_dangling(con):
     """Warn about listeners a caller forgot: the reset drops them, which is surely a bug."""
-    n = sum(len(v) for v in con._listeners.values())
+    n, n_log = con._session.dangling_listeners()
     if n:
         warnings.warn(
             exceptions.InterfaceWarning(
@@ -243,12 +244,11 @@ def _warn_dangling(con):
             ),
             stacklevel=4,
         )
-    if con._log_listeners:
-        n = len(con._log_listeners)
+    if n_log:
         warnings.warn(
             exceptions.InterfaceWarning(
-                f"{con!r} is being released to the pool but has {n} active log "
-                f"listener{'s' if n != 1 else ''}"
+                f"{con!r} is being released to the pool but has {n_log} active log "
+                f"listener{'s' if n_log != 1 else ''}"
             ),
             stacklevel=4,
         )

@@ -40,7 +40,7 @@ class PreparedStatement:
         self._record_class = record_class
         self._last_status = None
         # a pool bumps the counter on release: a statement must not outlive its lease
-        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
+        self._release_ctr = connection._session.release_ctr
         stmt._refs += 1
 
     def __del__(self):
@@ -48,10 +48,7 @@ class PreparedStatement:
         if stmt is None:
             return
         stmt._refs -= 1
-        if stmt._refs == 0 and stmt._state.name and not stmt._state.closed:
-            con = self._connection
-            if con._stmt_cache.get(stmt._query) is not stmt:
-                con._stmts_to_close_add(stmt)
+        self._connection._session.release_statement(stmt)
 
     @guarded
     def get_name(self) -> str:
@@ -119,9 +116,9 @@ class PreparedStatement:
         return json.loads(data)
 
     async def _exec(self, args, limit, timeout, want_rows=True):
-        con = self._connection
+        session = self._connection._session
         try:
-            rows = await con._bind_execute(
+            rows = await session.bind_execute(
                 self._stmt, args, limit, timeout, self._record_class, want_rows
             )
         except exceptions.FeatureNotSupportedError as e:
@@ -134,7 +131,7 @@ class PreparedStatement:
                 ) from e
             raise
         finally:
-            self._last_status = con._protocol.last_status()
+            self._last_status = session.protocol.last_status()
         return rows
 
     @guarded
@@ -157,12 +154,12 @@ class PreparedStatement:
     @guarded
     async def fetchmany(self, args, *, timeout=None):
         """Execute the statement for each argument sequence and return all rows."""
-        con = self._connection
-        return await con._executemany_on(
-            self._stmt, args, timeout, self._record_class or con._record_class, True
+        session = self._connection._session
+        return await session.executemany_on(
+            self._stmt, args, timeout, self._record_class or session.record_class, True
         )
 
     @guarded
     async def executemany(self, args, *, timeout=None):
         """Execute the statement for each argument sequence, atomically."""
-        await self._connection._executemany_on(self._stmt, args, timeout, None, False)
+        await self._connection._session.executemany_on(self._stmt, args, timeout, None, False)
