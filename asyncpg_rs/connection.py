@@ -236,7 +236,7 @@ class Connection(metaclass=ConnectionMeta):
 
     def is_closed(self):
         """Whether the connection is closed."""
-        return self._session.is_closed()
+        return self._session.aborted or self._protocol.is_closed()
 
     def is_in_transaction(self):
         """Whether the connection is inside a transaction block."""
