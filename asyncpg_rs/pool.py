@@ -4,8 +4,9 @@
   leaves nothing behind.
 - A connection that is closed, broken, past ``max_queries`` or expired is replaced, never
   handed out.
-- Releasing a connection resets only what its session actually changed: a connection that
-  only ran plain queries goes back without a round trip.
+- Releasing a connection always resets its session (a plain ``SELECT`` can take an advisory
+  lock or change a setting); where nothing can observe it, the reset is sent ahead of the
+  next borrower's first query instead of costing the release a round trip.
 """
 
 from __future__ import annotations
@@ -758,8 +759,8 @@ def create_pool(
     """Create a :class:`Pool`; ``await`` it, or use it with ``async with``.
 
     ``connect_kwargs`` are :func:`asyncpg_rs.connect`'s arguments. ``setup`` runs on every
-    acquire, ``init`` on every new connection, ``reset`` (default: reset what the session
-    changed) on every release.
+    acquire, ``init`` on every new connection, ``reset`` (default: ``Connection.reset``,
+    the whole session) on every release.
     """
     return Pool(
         dsn,
