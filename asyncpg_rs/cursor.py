@@ -8,6 +8,7 @@ Only the rows of one batch are in memory at a time.
 from __future__ import annotations
 
 import itertools
+import typing
 
 from . import exceptions
 from ._resource import guarded
@@ -66,7 +67,13 @@ class CursorFactory:
         return cursor._init(self._timeout).__await__()
 
 
-class _BaseCursor:
+class BaseCursor:
+    """What both cursor kinds share: the portal, bound on first use, and fetching from it.
+
+    ``_bind``, ``_exec`` and ``_bind_exec`` keep asyncpg's names and meaning, since tracing
+    libraries (Sentry) wrap them to record one span per round trip.
+    """
+
     __slots__ = (
         "_connection",
         "_query",
@@ -101,7 +108,7 @@ class _BaseCursor:
                 "cursor cannot be used outside of the transaction it was created in"
             )
 
-    async def _bind(self, timeout):
+    async def _bind_portal(self, timeout: float | None) -> None:
         timeout = checked_timeout(timeout)
         con = self._connection
         self._check_ready()
@@ -119,7 +126,7 @@ class _BaseCursor:
         )
         self._portal = portal
 
-    async def _exec(self, n, timeout):
+    async def _fetch_rows(self, n: int, timeout: float | None) -> list[typing.Any]:
         timeout = checked_timeout(timeout)
         session = self._connection._session
         self._check_ready()
@@ -135,6 +142,19 @@ class _BaseCursor:
             await session.wait(proto.close_portal(self._portal), timeout)
         return rows
 
+    async def _bind(self, timeout: float | None) -> None:
+        """Bind the cursor's portal (``await con.cursor(...)``)."""
+        await self._bind_portal(timeout)
+
+    async def _exec(self, n: int, timeout: float | None) -> list[typing.Any]:
+        """Fetch the next ``n`` rows from the bound portal."""
+        return await self._fetch_rows(n, timeout)
+
+    async def _bind_exec(self, n: int, timeout: float | None) -> list[typing.Any]:
+        """Bind the portal and fetch its first ``n`` rows (an iterator's first batch)."""
+        await self._bind_portal(timeout)
+        return await self._fetch_rows(n, timeout)
+
     def __repr__(self):
         attrs = []
         if self._exhausted:
@@ -146,7 +166,7 @@ class _BaseCursor:
         )
 
 
-class CursorIterator(_BaseCursor):
+class CursorIterator(BaseCursor):
     """An async iterator over a query's rows, ``prefetch`` rows per round trip."""
 
     __slots__ = ("_prefetch", "_timeout", "_buffer")
@@ -164,9 +184,12 @@ class CursorIterator(_BaseCursor):
     @guarded
     async def __anext__(self):
         if self._portal is None:
-            await self._bind(self._timeout)
-        if not self._buffer and not self._exhausted:
+            rows = await self._bind_exec(self._prefetch, self._timeout)
+        elif not self._buffer and not self._exhausted:
             rows = await self._exec(self._prefetch, self._timeout)
+        else:
+            rows = None
+        if rows is not None:
             rows.reverse()
             self._buffer = rows
         if self._buffer:
@@ -174,7 +197,7 @@ class CursorIterator(_BaseCursor):
         raise StopAsyncIteration
 
 
-class Cursor(_BaseCursor):
+class Cursor(BaseCursor):
     """A cursor to move through a query's rows by hand; valid until its transaction ends."""
 
     __slots__ = ()
