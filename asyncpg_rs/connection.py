@@ -326,8 +326,8 @@ class Connection(metaclass=ConnectionMeta):
             if self._session.query_loggers:
                 return await self._logged(query, args, timeout, self._simple_query, query, timeout)
             return await self._simple_query(query, timeout)
-        stmt, _ = await self._run(query, args, 0, timeout, want_rows=False)
-        return stmt
+        _, status, _ = await self._execute(query, args, 0, timeout, return_status=True)
+        return status
 
     async def executemany(self, command: str, args, *, timeout: typing.Optional[float] = None):
         """Run ``command`` for each sequence of arguments in ``args``, atomically.
@@ -340,19 +340,12 @@ class Connection(metaclass=ConnectionMeta):
     async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
         """Run a query and return all result rows as a list of Records."""
         self._check_open()
-        if self._session.query_loggers:
-            _, rows = await self._run(query, args, 0, timeout, record_class)
-        else:
-            _, rows = await self._run_unlogged(query, args, 0, timeout, record_class, True)
-        return rows
+        return await self._execute(query, args, 0, timeout, record_class=record_class)
 
     async def fetchval(self, query, *args, column=0, timeout=None):
         """Run a query and return one value from the first row (``None`` if no rows)."""
         self._check_open()
-        if self._session.query_loggers:
-            _, rows = await self._run(query, args, 1, timeout)
-        else:
-            _, rows = await self._run_unlogged(query, args, 1, timeout, None, True)
+        rows = await self._execute(query, args, 1, timeout)
         if not rows:
             return None
         return rows[0][column]
@@ -360,10 +353,7 @@ class Connection(metaclass=ConnectionMeta):
     async def fetchrow(self, query, *args, timeout=None, record_class=None):
         """Run a query and return the first row, or ``None``."""
         self._check_open()
-        if self._session.query_loggers:
-            _, rows = await self._run(query, args, 1, timeout, record_class)
-        else:
-            _, rows = await self._run_unlogged(query, args, 1, timeout, record_class, True)
+        rows = await self._execute(query, args, 1, timeout, record_class=record_class)
         if not rows:
             return None
         return rows[0]
@@ -763,68 +753,84 @@ class Connection(metaclass=ConnectionMeta):
             self._stmt_cache.put(query, stmt)
         return stmt
 
-    async def _run(self, query, args, limit, timeout, record_class=None, want_rows=True):
-        """Prepare (through the statement cache) and execute; returns (status, rows)."""
-        if self._session.query_loggers:
-            return await self._logged(
-                query,
-                args,
-                timeout,
-                self._run_unlogged,
-                query,
-                args,
-                limit,
-                timeout,
-                record_class,
-                want_rows,
-            )
-        return await self._run_unlogged(query, args, limit, timeout, record_class, want_rows)
+    async def _execute(
+        self,
+        query: str,
+        args: typing.Sequence[typing.Any],
+        limit: int,
+        timeout: typing.Optional[float],
+        *,
+        return_status: bool = False,
+        ignore_custom_codec: bool = False,
+        record_class: typing.Optional[type] = None,
+    ) -> typing.Any:
+        """Prepare ``query`` through the statement cache and run it with ``args``.
 
-    async def _run_unlogged(self, query, args, limit, timeout, record_class, want_rows):
-        if timeout is not None:
-            timeout = checked_timeout(timeout)
+        asyncpg's name and signature, which instrumentation (Sentry) wraps: ``fetch``,
+        ``fetchrow``, ``fetchval`` and ``execute`` with arguments all go through it. Returns
+        the rows (``limit`` 0: all), or with ``return_status`` ``(rows, status, True)`` as
+        asyncpg's does, the rows then left undecoded (``execute`` discards them).
+        ``ignore_custom_codec`` is accepted for asyncpg's callers and has no effect here.
+        """
         session = self._session
-        if record_class is not None:
-            _check_record_class(record_class)
-        else:
-            record_class = session.record_class
-        proto = self._protocol
-        for attempt in (0, 1):
-            # The hot path: a cached statement, nothing pending, no timeout: one call into
-            # Rust and one await, with no intermediate coroutines.
-            stmt = self._stmt_cache.get(query) if self._cache_inline else None
-            if stmt is None:
-                if timeout is None:
-                    timeout = self._config.command_timeout
-                if timeout is None:
-                    stmt = await self._get_statement(query, None)
-                else:
-                    # the timeout covers preparing and running, not each separately
-                    started = self._loop.time()
-                    stmt = await self._get_statement(query, timeout)
-                    timeout -= self._loop.time() - started
-                    if timeout <= 0:
-                        raise asyncio.TimeoutError
-            if session.cancel_tasks or session.stmts_to_close:
-                await session.ensure_idle()
-            fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)
-            try:
-                if timeout is None and self._config.command_timeout is None:
-                    try:
-                        rows = await fut
-                    except asyncio.CancelledError:
-                        session.cancel_current_command()
-                        raise
-                else:
-                    rows = await session.wait(fut, timeout)
-            except exceptions.PostgresError as e:
-                if attempt == 0 and self._stale_statement(e, query):
-                    continue
-                raise
-            finally:
-                del fut  # see Session.wait
-            return proto.last_status() or "", rows
-        raise exceptions.InternalClientError("unreachable: statement retry loop")
+        # query loggers are told inline, not through a wrapping coroutine (the hot path)
+        log_started = time.monotonic() if session.query_loggers else None
+        log_timeout = timeout
+        failure = None
+        try:
+            if timeout is not None:
+                timeout = checked_timeout(timeout)
+            if record_class is not None:
+                _check_record_class(record_class)
+            else:
+                record_class = session.record_class
+            want_rows = not return_status
+            proto = self._protocol
+            for attempt in (0, 1):
+                # The hot path: a cached statement, nothing pending, no timeout: one call
+                # into Rust and one await, with no intermediate coroutines.
+                stmt = self._stmt_cache.get(query) if self._cache_inline else None
+                if stmt is None:
+                    if timeout is None:
+                        timeout = self._config.command_timeout
+                    if timeout is None:
+                        stmt = await self._get_statement(query, None)
+                    else:
+                        # the timeout covers preparing and running, not each separately
+                        started = self._loop.time()
+                        stmt = await self._get_statement(query, timeout)
+                        timeout -= self._loop.time() - started
+                        if timeout <= 0:
+                            raise asyncio.TimeoutError
+                if session.cancel_tasks or session.stmts_to_close:
+                    await session.ensure_idle()
+                fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)
+                try:
+                    if timeout is None and self._config.command_timeout is None:
+                        try:
+                            rows = await fut
+                        except asyncio.CancelledError:
+                            session.cancel_current_command()
+                            raise
+                    else:
+                        rows = await session.wait(fut, timeout)
+                except exceptions.PostgresError as e:
+                    if attempt == 0 and self._stale_statement(e, query):
+                        continue
+                    raise
+                finally:
+                    del fut  # see Session.wait
+                if return_status:
+                    return rows, proto.last_status() or "", True
+                return rows
+            raise exceptions.InternalClientError("unreachable: statement retry loop")
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            if log_started is not None:
+                self._log_query(query, args, log_timeout, log_started, failure)
+            failure = None  # the error's traceback holds this frame: no cycle
 
     def _stale_statement(self, exc, query):
         """Whether ``exc`` says a cached plan went stale (after DDL); drops the statement.
@@ -863,17 +869,30 @@ class Connection(metaclass=ConnectionMeta):
             exc = e
             raise
         finally:
-            record = LoggedQuery(
-                query,
-                args,
-                timeout,
-                time.monotonic() - started,
-                exc,
-                self._addr,
-                self._params,
-            )
-            for cb in list(self._session.query_loggers):
-                cb.call(self._loop, record)
+            self._log_query(query, args, timeout, started, exc)
+            exc = None  # the error's traceback holds this frame: no cycle
+
+    def _log_query(
+        self,
+        query: str,
+        args: typing.Any,
+        timeout: typing.Optional[float],
+        started: float,
+        exc: typing.Optional[BaseException],
+    ) -> None:
+        """Tell the query loggers about a query that started at ``started``
+        (``time.monotonic()``) and ended now, failed with ``exc`` or not."""
+        record = LoggedQuery(
+            query,
+            args,
+            timeout,
+            time.monotonic() - started,
+            exc,
+            self._addr,
+            self._params,
+        )
+        for cb in list(self._session.query_loggers):
+            cb.call(self._loop, record)
 
     def __repr__(self):
         return "<{}.{} object at 0x{:x}>".format(
