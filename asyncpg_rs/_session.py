@@ -11,8 +11,8 @@ current command, and waiting for the connection to become idle first.
 ``connect_utils.py`` use the names below, never the Connection's private attributes. The
 Connection keeps the attributes asyncpg has under asyncpg's names (``_protocol``,
 ``_transport``, ``_loop``, ``_addr``, ``_params``, ``_config``, ``_stmt_cache``, and the
-methods ``_get_statement``, ``_executemany``) because libraries and instrumentation read or
-wrap them; those refer to the same objects as the session's.
+methods ``_get_statement``, ``_execute``, ``_executemany``) because libraries and
+instrumentation read or wrap them; those refer to the same objects as the session's.
 
 The session refers to its connection weakly: a connection dropped without ``close()`` must be
 freed by its refcount (and warn) at once, which a reference cycle would prevent.
