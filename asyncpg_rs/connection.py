@@ -151,6 +151,10 @@ class Connection(metaclass=ConnectionMeta):
         "_params",
         "_stmt_cache",
         "_session",
+        "_stmts_to_close",
+        "_listeners",
+        "_log_listeners",
+        "_query_loggers",
         "_termination_listeners",
         "_server_version",
         "_server_caps",
@@ -172,7 +176,13 @@ class Connection(metaclass=ConnectionMeta):
         # what cursors, statements, transactions, COPY and the pool use (see _session.py)
         record_class = getattr(config, "record_class", None) or Record
         self._session = _session.Session(self, protocol, loop, addr, config, params, record_class)
+        # asyncpg's names for the session's containers (the same objects), which code
+        # written against asyncpg reads
         self._stmt_cache = self._session.stmt_cache
+        self._stmts_to_close = self._session.stmts_to_close
+        self._listeners = self._session.listeners
+        self._log_listeners = self._session.log_listeners
+        self._query_loggers = self._session.query_loggers
         self._termination_listeners = set()
         self._server_version = None
         self._server_caps = None
@@ -191,6 +201,27 @@ class Connection(metaclass=ConnectionMeta):
             on_notification=functools.partial(_dispatch, self_ref, "_on_notification"),
             on_lost=functools.partial(_dispatch, self_ref, "_on_connection_lost"),
         )
+
+    # asyncpg's names for the session's state, which code written against asyncpg reads
+    @property
+    def _top_xact(self) -> typing.Any:
+        return self._session.top_xact
+
+    @_top_xact.setter
+    def _top_xact(self, xact: typing.Any) -> None:
+        self._session.top_xact = xact
+
+    @property
+    def _aborted(self) -> bool:
+        return self._session.aborted
+
+    @property
+    def _pool_release_ctr(self) -> int:
+        return self._session.release_ctr
+
+    @property
+    def _proxy(self) -> typing.Any:
+        return self._session.proxy
 
     def __del__(self):
         if not self.is_closed() and self._protocol is not None:
