@@ -3,6 +3,11 @@
 Data moves in chunks both ways. Out of the server, the protocol stops reading the socket while
 the caller's output falls behind; into it, we wait for the transport to drain before sending
 more, so neither side ever buffers a whole table.
+
+``copy_from_table``, ``copy_from_query``, ``copy_to_table`` and ``copy_records_to_table``
+here take the arguments of the Connection method of the same name as keywords, ``self``
+(the connection) included: each method's body is ``_copy.<name>(**locals())``, so the
+method keeps asyncpg's real signature and nothing forwards the keywords one by one.
 """
 
 from __future__ import annotations
@@ -11,20 +16,18 @@ import asyncio
 import inspect
 import itertools
 import os
+import typing
 
 from . import _native, exceptions
+from ._quoting import quote_ident as _quote_ident
+from ._quoting import quote_literal as _quote_literal
 from ._timeouts import checked_timeout
+
+if typing.TYPE_CHECKING:
+    from .connection import Connection
 
 _READ_SIZE = 512 * 1024
 _RECORDS_PER_BATCH = 1024
-
-
-def _quote_ident(name):
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def _quote_literal(value):
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _table_name(table_name, schema_name):
@@ -138,28 +141,29 @@ async def copy_out(con, sql, output, timeout):
 
 async def _copy_out(con, sql, output):
     timeout = None
+    session = con._session
     sink = _Sink(output)
     try:
-        con._check_open()
-        await con._ensure_idle()
-        proto = con._protocol
+        session.check_open()
+        await session.ensure_idle()
+        proto = session.protocol
         done = proto.copy_out(sql)
         try:
             while True:
-                chunks = await con._wait(proto.copy_out_read(), timeout)
+                chunks = await session.wait(proto.copy_out_read(), timeout)
                 if chunks is None:
                     break
                 await sink.write(chunks)
         except BaseException:
             # the sink failed or we were cancelled: stop buffering, cancel the COPY on the
             # server and let the protocol drain to ReadyForQuery
-            if not con.is_closed() and proto.is_busy():
+            if not session.is_closed() and proto.is_busy():
                 proto.copy_out_discard()
-                con._cancel_current_command()
+                session.cancel_current_command()
             if not done.done():
                 done.cancel()
             raise
-        status = await con._wait(done, timeout)
+        status = await session.wait(done, timeout)
         return status or ""
     finally:
         # a failed future holds the error, whose traceback holds this frame: no cycle
@@ -168,18 +172,26 @@ async def _copy_out(con, sql, output):
 
 
 async def copy_from_table(
-    con, table_name, *, output, columns=None, schema_name=None, timeout=None, **opts
-):
+    self: Connection,
+    table_name: str,
+    *,
+    output: typing.Any,
+    columns: typing.Iterable[str] | None,
+    schema_name: str | None,
+    timeout: float | None,
+    **options: typing.Any,
+) -> str:
+    """``Connection.copy_from_table``: COPY a table TO STDOUT into ``output``."""
     sql = (
         f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} TO STDOUT"
-        f"{_options(**opts)}"
+        f"{_options(**options)}"
     )
-    return await copy_out(con, sql, output, timeout)
+    return await copy_out(self, sql, output, timeout)
 
 
 async def _inline_args(con, query, args, timeout):
     """``query`` with ``$n`` replaced by literals for ``args``, typed as the server infers."""
-    stmt = await con._get_statement(query, timeout, use_cache=False)
+    stmt = await con._session.get_statement(query, timeout, use_cache=False)
     types = [name for _, name in stmt._state.parameter_types()]
     if len(types) != len(args):
         raise exceptions.InterfaceError(
@@ -198,12 +210,22 @@ async def _inline_args(con, query, args, timeout):
     return query
 
 
-async def copy_from_query(con, query, *args, output, timeout=None, **opts):
+async def copy_from_query(
+    self: Connection,
+    query: str,
+    args: typing.Sequence[typing.Any],
+    *,
+    output: typing.Any,
+    timeout: float | None,
+    **options: typing.Any,
+) -> str:
+    """``Connection.copy_from_query``: COPY the results of ``query`` (with ``args``
+    inlined as literals) TO STDOUT into ``output``."""
     timeout = checked_timeout(timeout)
     if args:
-        query = await _inline_args(con, query, args, timeout)
-    sql = f"COPY ({query}) TO STDOUT{_options(**opts)}"
-    return await copy_out(con, sql, output, timeout)
+        query = await _inline_args(self, query, args, timeout)
+    sql = f"COPY ({query}) TO STDOUT{_options(**options)}"
+    return await copy_out(self, sql, output, timeout)
 
 
 # ------------------------------------------------------------------ COPY ... FROM STDIN
@@ -259,13 +281,14 @@ async def copy_in(con, sql, chunks, timeout):
 
 async def _copy_in(con, sql, chunks):
     timeout = None
-    con._check_open()
-    await con._ensure_idle()
-    proto = con._protocol
+    session = con._session
+    session.check_open()
+    await session.ensure_idle()
+    proto = session.protocol
     ready, done = proto.copy_in(sql)
     try:
         try:
-            await con._wait(ready, timeout)
+            await session.wait(ready, timeout)
         except BaseException:
             if not done.done():
                 done.cancel()
@@ -286,7 +309,7 @@ async def _copy_in(con, sql, chunks):
                     pass
             raise
         proto.copy_in_end()
-        status = await con._wait(done, timeout)
+        status = await session.wait(done, timeout)
     finally:
         # a failed future holds the error, whose traceback holds this frame: no cycle
         ready = done = None
@@ -294,15 +317,24 @@ async def _copy_in(con, sql, chunks):
 
 
 async def copy_to_table(
-    con, table_name, *, source, columns=None, schema_name=None, timeout=None, where=None, **opts
-):
+    self: Connection,
+    table_name: str,
+    *,
+    source: typing.Any,
+    columns: typing.Iterable[str] | None,
+    schema_name: str | None,
+    timeout: float | None,
+    where: str | None,
+    **options: typing.Any,
+) -> str:
+    """``Connection.copy_to_table``: COPY a table FROM STDIN, fed from ``source``."""
     sql = (
         f"COPY {_table_name(table_name, schema_name)}{_column_list(columns)} FROM STDIN"
-        f"{_options(**opts)}"
+        f"{_options(**options)}"
     )
     if where:
         sql += f" WHERE {where}"
-    return await copy_in(con, sql, _chunks_of(source), timeout)
+    return await copy_in(self, sql, _chunks_of(source), timeout)
 
 
 async def _record_batches(records):
@@ -330,11 +362,22 @@ async def _record_batches(records):
 
 
 async def copy_records_to_table(
-    con, table_name, *, records, columns=None, schema_name=None, timeout=None, where=None
-):
+    self: Connection,
+    table_name: str,
+    *,
+    records: typing.Any,
+    columns: typing.Iterable[str] | None,
+    schema_name: str | None,
+    timeout: float | None,
+    where: str | None,
+) -> str:
+    """``Connection.copy_records_to_table``: COPY ``records`` into a table in the binary
+    format, encoded in Rust with the target columns' codecs."""
     tab = _table_name(table_name, schema_name)
     cols = ", ".join(_quote_ident(c) for c in columns) if columns else "*"
-    stmt = await con._get_statement(f"SELECT {cols} FROM {tab} LIMIT 0", timeout, use_cache=False)
+    stmt = await self._session.get_statement(
+        f"SELECT {cols} FROM {tab} LIMIT 0", timeout, use_cache=False
+    )
     state = stmt._state
     col_names = [name for name, _, _ in state.columns()]
     sql = f"COPY {tab} ({', '.join(_quote_ident(c) for c in col_names)}) FROM STDIN (FORMAT binary)"
@@ -349,4 +392,4 @@ async def copy_records_to_table(
             index += len(batch)
         yield _native.copy_binary_trailer()
 
-    return await copy_in(con, sql, encoded(), timeout)
+    return await copy_in(self, sql, encoded(), timeout)

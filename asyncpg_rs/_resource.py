@@ -24,7 +24,7 @@ def check_connection(resource: typing.Any, meth: str) -> None:
     """Raise ``InterfaceError`` if ``resource``'s connection was released or closed."""
     con = resource._connection
     name = type(resource).__name__
-    if getattr(con, "_pool_release_ctr", 0) != resource._release_ctr:
+    if con._session.release_ctr != resource._release_ctr:
         raise exceptions.InterfaceError(
             f"cannot call {name}.{meth}(): the underlying connection has been released back "
             "to the pool"

@@ -7,7 +7,6 @@ its siblings on the class, and users subclass it (``connection_class=``).
 from __future__ import annotations
 
 import asyncio
-import collections
 import decimal
 import functools
 import itertools
@@ -18,9 +17,10 @@ import typing
 import warnings
 import weakref
 
-from . import _copy, _native, _pooler, connect_utils, exceptions
+from . import _copy, _native, _pooler, _session, connect_utils, exceptions
 from . import prepared_stmt as _prepared_stmt
 from . import transaction as _transaction
+from ._quoting import quote_ident
 from ._timeouts import checked_timeout
 from .protocol import Record
 from .serverversion import split_server_version_string
@@ -130,58 +130,6 @@ class LoggedQuery(typing.NamedTuple):
     conn_params: typing.Any
 
 
-class _StatementCache:
-    """LRU of prepared statements keyed by query text, honouring the three cache knobs."""
-
-    __slots__ = ("_entries", "_max_size", "_max_lifetime", "_on_evict")
-
-    def __init__(self, max_size, max_lifetime, on_evict):
-        self._entries = collections.OrderedDict()
-        self._max_size = max_size
-        self._max_lifetime = max_lifetime
-        self._on_evict = on_evict
-
-    def get(self, query):
-        entry = self._entries.get(query)
-        if entry is None:
-            return None
-        stmt, expires = entry
-        # stale: an unnamed statement the server now describes with other result types
-        if (expires is not None and time.monotonic() > expires) or stmt._state.stale:
-            del self._entries[query]
-            self._on_evict(stmt)
-            return None
-        self._entries.move_to_end(query)
-        return stmt
-
-    def put(self, query, stmt):
-        if self._max_size <= 0:
-            return
-        expires = time.monotonic() + self._max_lifetime if self._max_lifetime else None
-        self._entries[query] = (stmt, expires)
-        self._entries.move_to_end(query)
-        while len(self._entries) > self._max_size:
-            _, (old, _) = self._entries.popitem(last=False)
-            self._on_evict(old)
-
-    def discard(self, query):
-        entry = self._entries.pop(query, None)
-        if entry is not None:
-            self._on_evict(entry[0])
-
-    def clear(self):
-        entries = list(self._entries.values())
-        self._entries.clear()
-        for stmt, _ in entries:
-            self._on_evict(stmt)
-
-    def mark_all_closed(self):
-        self._entries.clear()
-
-    def __len__(self):
-        return len(self._entries)
-
-
 class ConnectionMeta(type):
     """Makes ``isinstance(pool_proxy, Connection)`` true, as in asyncpg."""
 
@@ -211,25 +159,18 @@ class Connection(metaclass=ConnectionMeta):
         "_config",
         "_params",
         "_stmt_cache",
+        "_session",
         "_stmts_to_close",
-        "_pooled",
-        "_stmt_prefix",
-        "_top_xact",
-        "_aborted",
         "_listeners",
         "_log_listeners",
-        "_termination_listeners",
         "_query_loggers",
+        "_termination_listeners",
         "_server_version",
         "_server_caps",
         "_intro_query",
         "_reset_query",
-        "_proxy",
-        "_cancel_tasks",
-        "_record_class",
         "_closed_fired",
         "_source_traceback",
-        "_pool_release_ctr",
         "_cache_inline",
         "__weakref__",
     )
@@ -249,35 +190,25 @@ class Connection(metaclass=ConnectionMeta):
         self._addr = addr
         self._config = config
         self._params = params
-        self._top_xact = None
-        self._aborted = False
-        self._stmts_to_close = set()
-        # behind a connection pooler: no named statements (see _pooler.py)
-        self._pooled = False
-        self._stmt_prefix = _pooler.statement_name_prefix()
-        self._stmt_cache = _StatementCache(
-            config.statement_cache_size,
-            config.max_cached_statement_lifetime,
-            # the set's own method, not a bound method of self: a connection dropped without
-            # close() must be freed by its refcount (and warn) without waiting for the GC
-            self._stmts_to_close.add,
-        )
-        self._listeners = {}
-        self._log_listeners = set()
+        # what cursors, statements, transactions, COPY and the pool use (see _session.py)
+        record_class = getattr(config, "record_class", None) or Record
+        self._session = _session.Session(self, protocol, loop, addr, config, params, record_class)
+        # asyncpg's names for the session's containers (the same objects), which code
+        # written against asyncpg reads
+        self._stmt_cache = self._session.stmt_cache
+        self._stmts_to_close = self._session.stmts_to_close
+        self._listeners = self._session.listeners
+        self._log_listeners = self._session.log_listeners
+        self._query_loggers = self._session.query_loggers
         self._termination_listeners = set()
-        self._query_loggers = set()
         self._server_version = None
         self._server_caps = None
         self._intro_query = None
         self._reset_query = None
-        self._proxy = None
-        self._cancel_tasks = set()
-        self._record_class = getattr(config, "record_class", None) or Record
         self._closed_fired = False
         # where a connection was made, for the unclosed-connection warning (debug mode only:
         # extracting the stack costs more than the rest of __init__)
         self._source_traceback = _origin() if loop.get_debug() else None
-        self._pool_release_ctr = 0
         # the hot path reads the statement cache itself unless a subclass wraps
         # _get_statement (instrumentation, tests), which must then see every query
         self._cache_inline = type(self)._get_statement is Connection._get_statement
@@ -287,6 +218,27 @@ class Connection(metaclass=ConnectionMeta):
             on_notification=functools.partial(_dispatch, self_ref, "_on_notification"),
             on_lost=functools.partial(_dispatch, self_ref, "_on_connection_lost"),
         )
+
+    # asyncpg's names for the session's state, which code written against asyncpg reads
+    @property
+    def _top_xact(self) -> typing.Any:
+        return self._session.top_xact
+
+    @_top_xact.setter
+    def _top_xact(self, xact: typing.Any) -> None:
+        self._session.top_xact = xact
+
+    @property
+    def _aborted(self) -> bool:
+        return self._session.aborted
+
+    @property
+    def _pool_release_ctr(self) -> int:
+        return self._session.release_ctr
+
+    @property
+    def _proxy(self) -> typing.Any:
+        return self._session.proxy
 
     def __del__(self):
         if not self.is_closed() and self._protocol is not None:
@@ -332,7 +284,7 @@ class Connection(metaclass=ConnectionMeta):
 
     def is_closed(self) -> bool:
         """Whether the connection is closed."""
-        return self._aborted or self._protocol.is_closed()
+        return self._session.aborted or self._protocol.is_closed()
 
     def is_in_transaction(self) -> bool:
         """Whether the connection is inside a transaction block."""
@@ -347,36 +299,38 @@ class Connection(metaclass=ConnectionMeta):
         function; it runs for every NOTIFY on the channel.
         """
         self._check_open()
-        if channel not in self._listeners:
-            if self._pooled:
+        listeners = self._session.listeners
+        if channel not in listeners:
+            if self._session.pooled:
                 warnings.warn(_pooler.POOLED_LISTEN_WARNING, RuntimeWarning, stacklevel=2)
-            await self.fetch(f"LISTEN {_quote_ident(channel)}")
-            self._listeners[channel] = set()
-        self._listeners[channel].add(_Callback.from_callable(callback))
+            await self.fetch(f"LISTEN {quote_ident(channel)}")
+            listeners[channel] = set()
+        listeners[channel].add(_Callback.from_callable(callback))
 
     async def remove_listener(self, channel: str, callback: _t.Listener) -> None:
         """Remove a listener added with :meth:`add_listener` (matched by equality)."""
         if self.is_closed():
             return
-        if channel not in self._listeners:
+        listeners = self._session.listeners
+        if channel not in listeners:
             return
         cb = _Callback.from_callable(callback)
-        if cb not in self._listeners[channel]:
+        if cb not in listeners[channel]:
             return
-        self._listeners[channel].remove(cb)
-        if not self._listeners[channel]:
-            del self._listeners[channel]
-            await self.fetch(f"UNLISTEN {_quote_ident(channel)}")
+        listeners[channel].remove(cb)
+        if not listeners[channel]:
+            del listeners[channel]
+            await self.fetch(f"UNLISTEN {quote_ident(channel)}")
 
     def add_log_listener(self, callback: _t.LogListener) -> None:
         """Receive server NOTICE/WARNING messages: ``callback(connection, message)``."""
         if self.is_closed():
             raise exceptions.InterfaceError("connection is closed")
-        self._log_listeners.add(_Callback.from_callable(callback))
+        self._session.log_listeners.add(_Callback.from_callable(callback))
 
     def remove_log_listener(self, callback: _t.LogListener) -> None:
         """Remove a listener added with :meth:`add_log_listener`."""
-        self._log_listeners.discard(_Callback.from_callable(callback))
+        self._session.log_listeners.discard(_Callback.from_callable(callback))
 
     def add_termination_listener(self, callback: _t.TerminationListener) -> None:
         """Call ``callback(connection)`` once when the connection is closed or lost."""
@@ -388,11 +342,11 @@ class Connection(metaclass=ConnectionMeta):
 
     def add_query_logger(self, callback: _t.QueryLogger) -> None:
         """Call ``callback(LoggedQuery)`` after every query this connection runs."""
-        self._query_loggers.add(_Callback.from_callable(callback))
+        self._session.query_loggers.add(_Callback.from_callable(callback))
 
     def remove_query_logger(self, callback: _t.QueryLogger) -> None:
         """Remove a logger added with :meth:`add_query_logger`."""
-        self._query_loggers.discard(_Callback.from_callable(callback))
+        self._session.query_loggers.discard(_Callback.from_callable(callback))
 
     def query_logger(self, callback: _t.QueryLogger) -> _QueryLoggerContext:
         """Context manager that adds ``callback`` as a query logger for its duration."""
@@ -425,11 +379,11 @@ class Connection(metaclass=ConnectionMeta):
         """
         self._check_open()
         if not args:
-            if self._query_loggers:
+            if self._session.query_loggers:
                 return await self._logged(query, args, timeout, self._simple_query, query, timeout)
             return await self._simple_query(query, timeout)
-        stmt, _ = await self._run(query, args, 0, timeout, want_rows=False)
-        return stmt
+        _, status, _ = await self._execute(query, args, 0, timeout, return_status=True)
+        return status
 
     async def executemany(
         self, command: str, args: Iterable[Sequence[object]], *, timeout: float | None = None
@@ -470,21 +424,14 @@ class Connection(metaclass=ConnectionMeta):
     ) -> list[typing.Any]:
         """Run a query and return all result rows as a list of Records."""
         self._check_open()
-        if self._query_loggers:
-            _, rows = await self._run(query, args, 0, timeout, record_class)
-        else:
-            _, rows = await self._run_unlogged(query, args, 0, timeout, record_class, True)
-        return rows
+        return await self._execute(query, args, 0, timeout, record_class=record_class)
 
     async def fetchval(
         self, query: str, *args: object, column: int = 0, timeout: float | None = None
     ) -> typing.Any:
         """Run a query and return one value from the first row (``None`` if no rows)."""
         self._check_open()
-        if self._query_loggers:
-            _, rows = await self._run(query, args, 1, timeout)
-        else:
-            _, rows = await self._run_unlogged(query, args, 1, timeout, None, True)
+        rows = await self._execute(query, args, 1, timeout)
         if not rows:
             return None
         return rows[0][column]
@@ -518,10 +465,7 @@ class Connection(metaclass=ConnectionMeta):
     ) -> typing.Any:
         """Run a query and return the first row, or ``None``."""
         self._check_open()
-        if self._query_loggers:
-            _, rows = await self._run(query, args, 1, timeout, record_class)
-        else:
-            _, rows = await self._run_unlogged(query, args, 1, timeout, record_class, True)
+        rows = await self._execute(query, args, 1, timeout, record_class=record_class)
         if not rows:
             return None
         return rows[0]
@@ -568,8 +512,9 @@ class Connection(metaclass=ConnectionMeta):
         self._check_open()
         if record_class is not None:
             _check_record_class(record_class)
+        record_class = record_class or self._session.record_class
         return await self._executemany(
-            query, args, timeout, record_class=record_class or self._record_class, want_rows=True
+            query, args, timeout, record_class=record_class, want_rows=True
         )
 
     @typing.overload
@@ -622,7 +567,7 @@ class Connection(metaclass=ConnectionMeta):
         else:
             # without a statement cache the connection may sit behind a transaction-mode
             # pooler: use the unnamed statement, which is re-parsed with each Bind
-            named = self._config.statement_cache_size > 0 and not self._pooled
+            named = self._config.statement_cache_size > 0 and not self._session.pooled
         stmt = await self._get_statement(query, timeout, named=named, use_cache=use_cache)
         return _prepared_stmt.PreparedStatement(self, query, stmt, record_class)
 
@@ -688,23 +633,7 @@ class Connection(metaclass=ConnectionMeta):
     ) -> str:
         """Copy a table's contents to ``output`` (a path, a binary file object or a
         coroutine function called with each chunk); returns the COPY status."""
-        return await _copy.copy_from_table(
-            self,
-            table_name,
-            output=output,
-            columns=columns,
-            schema_name=schema_name,
-            timeout=timeout,
-            format=format,
-            oids=oids,
-            delimiter=delimiter,
-            null=null,
-            header=header,
-            quote=quote,
-            escape=escape,
-            force_quote=force_quote,
-            encoding=encoding,
-        )
+        return await _copy.copy_from_table(**locals())
 
     async def copy_from_query(
         self,
@@ -723,22 +652,7 @@ class Connection(metaclass=ConnectionMeta):
         encoding: str | None = None,
     ) -> str:
         """Copy the results of ``query`` to ``output`` (see :meth:`copy_from_table`)."""
-        return await _copy.copy_from_query(
-            self,
-            query,
-            *args,
-            output=output,
-            timeout=timeout,
-            format=format,
-            oids=oids,
-            delimiter=delimiter,
-            null=null,
-            header=header,
-            quote=quote,
-            escape=escape,
-            force_quote=force_quote,
-            encoding=encoding,
-        )
+        return await _copy.copy_from_query(**locals())
 
     async def copy_to_table(
         self,
@@ -764,27 +678,7 @@ class Connection(metaclass=ConnectionMeta):
     ) -> str:
         """Copy data from ``source`` (a path, a file object, an async iterable of bytes or
         a bytes-like object) into a table; returns the COPY status."""
-        return await _copy.copy_to_table(
-            self,
-            table_name,
-            source=source,
-            columns=columns,
-            schema_name=schema_name,
-            timeout=timeout,
-            format=format,
-            oids=oids,
-            freeze=freeze,
-            delimiter=delimiter,
-            null=null,
-            header=header,
-            quote=quote,
-            escape=escape,
-            force_quote=force_quote,
-            force_not_null=force_not_null,
-            force_null=force_null,
-            encoding=encoding,
-            where=where,
-        )
+        return await _copy.copy_to_table(**locals())
 
     async def copy_records_to_table(
         self,
@@ -798,15 +692,7 @@ class Connection(metaclass=ConnectionMeta):
     ) -> str:
         """Copy ``records`` (a sync or async iterable of sequences) into a table using the
         binary COPY format; a bad record raises DataError and nothing is copied."""
-        return await _copy.copy_records_to_table(
-            self,
-            table_name,
-            records=records,
-            columns=columns,
-            schema_name=schema_name,
-            timeout=timeout,
-            where=where,
-        )
+        return await _copy.copy_records_to_table(**locals())
 
     async def reload_schema_state(self) -> None:
         """Forget cached statements and introspected types (after ``ALTER TYPE`` and such)."""
@@ -961,49 +847,7 @@ class Connection(metaclass=ConnectionMeta):
         """Return the session to a clean state: roll back, close cursors, unlisten, reset
         settings and advisory locks."""
         self._check_open()
-        await self.execute(self._reset_query_now(), timeout=timeout)
-
-    def _reset_query_now(self):
-        # what reset() clears on the client side happens here; the server's part is returned
-        self._listeners.clear()
-        self._log_listeners.clear()
-        reset_query = self.get_reset_query()
-        if self._protocol.is_in_transaction() or self._top_xact is not None:
-            if self._top_xact is None or not self._top_xact._managed:
-                # reported as asyncpg does: to the loop's exception handler, not as a warning
-                self._loop.call_exception_handler(
-                    {
-                        "message": f"Resetting connection with an active transaction {self!r}",
-                    }
-                )
-            self._top_xact = None
-            reset_query = "ROLLBACK;\n" + reset_query
-        return reset_query
-
-    def _reset_without_round_trip(self):
-        """The pool's reset, sent ahead of the connection's next query instead of awaited.
-
-        Only where nothing can tell the difference: outside a transaction, no operation in
-        flight, no query logger, the default reset query (it cannot fail short of losing the
-        connection), and ``reset``/``execute`` neither overridden nor wrapped (instrumentation
-        then sees the reset run through them, as with asyncpg). Returns
-        whether it was sent; if the server fails it, the connection is closed and the pool
-        replaces it. Otherwise the caller awaits :meth:`reset`.
-        """
-        cls = type(self)
-        if (
-            cls.reset is not Connection.reset
-            or cls.execute is not Connection.execute
-            or cls.get_reset_query is not Connection.get_reset_query
-            or self._query_loggers
-            or self._top_xact is not None
-            or self._protocol.is_in_transaction()
-            or self._protocol.is_busy()
-            or self.is_closed()
-        ):
-            return False
-        self._protocol.send_unawaited(self._reset_query_now())
-        return True
+        await self.execute(self._session.take_reset_query(), timeout=timeout)
 
     async def close(self, *, timeout: float | None = None) -> None:
         """Close the connection gracefully.
@@ -1019,7 +863,7 @@ class Connection(metaclass=ConnectionMeta):
                 budget = 60.0 if timeout is None else timeout
                 started = self._loop.time()
                 if proto.is_busy():
-                    self._cancel_current_command()
+                    self._session.cancel_current_command()
                     try:
                         await asyncio.wait_for(asyncio.shield(proto.wait_idle()), budget)
                     except asyncio.TimeoutError:
@@ -1039,7 +883,7 @@ class Connection(metaclass=ConnectionMeta):
     def terminate(self) -> None:
         """Close the connection at once."""
         if not self.is_closed():
-            self._aborted = True
+            self._session.aborted = True
             self._protocol.abort()
         self._cleanup()
 
@@ -1049,25 +893,18 @@ class Connection(metaclass=ConnectionMeta):
         if self.is_closed():
             raise exceptions.InterfaceError("connection is closed")
 
-    def _stmts_to_close_add(self, stmt):
-        self._stmts_to_close.add(stmt)
-
     def _drop_global_statement_cache(self):
         self._stmt_cache.clear()
 
     def _mark_stmts_as_closed(self):
-        self._stmt_cache.mark_all_closed()
-        self._stmts_to_close.clear()
+        self._session.mark_statements_closed()
 
     def _cleanup(self):
-        # Background cancellations are pointless once the connection is gone.
-        current = asyncio.current_task(self._loop) if self._loop.is_running() else None
-        for task in list(self._cancel_tasks):
-            if task is not current:
-                task.cancel()
+        session = self._session
+        session.cancel_background_tasks()
         self._mark_stmts_as_closed()
-        self._listeners.clear()
-        self._log_listeners.clear()
+        session.listeners.clear()
+        session.log_listeners.clear()
         if not self._closed_fired:
             self._closed_fired = True
             self._call_termination_listeners()
@@ -1075,7 +912,7 @@ class Connection(metaclass=ConnectionMeta):
     def _call_termination_listeners(self):
         listeners = list(self._termination_listeners)
         self._termination_listeners.clear()
-        con = self._proxy or self
+        con = self._session.proxy or self
         for cb in listeners:
             cb.call(self._loop, con)
 
@@ -1083,122 +920,28 @@ class Connection(metaclass=ConnectionMeta):
         self._cleanup()
 
     def _on_notice(self, fields):
-        if not self._log_listeners:
+        log_listeners = self._session.log_listeners
+        if not log_listeners:
             return
         msg = exceptions.PostgresLogMessage.new(fields)
-        con = self._proxy or self
-        for cb in list(self._log_listeners):
+        con = self._session.proxy or self
+        for cb in list(log_listeners):
             cb.call(self._loop, con, msg)
 
     def _on_notification(self, pid, channel, payload):
-        cbs = self._listeners.get(channel)
+        cbs = self._session.listeners.get(channel)
         if not cbs:
             return
-        con = self._proxy or self
+        con = self._session.proxy or self
         for cb in list(cbs):
             cb.call(self._loop, con, pid, channel, payload)
-
-    async def _wait(self, fut, timeout):
-        """Await a protocol future; on timeout or cancellation cancel the query server-side."""
-        if timeout is None:
-            timeout = self._config.command_timeout
-        # `del fut` on the way out: a failed future holds the error, whose traceback holds
-        # this frame; with fut still a local that is a cycle only the GC would free
-        if timeout is None:
-            try:
-                return await fut
-            except asyncio.CancelledError:
-                self._cancel_current_command()
-                raise
-            finally:
-                del fut
-        if timeout <= 0:
-            self._cancel_current_command()
-            raise asyncio.TimeoutError
-        handle = self._loop.call_later(timeout, _expire, fut)
-        try:
-            return await fut
-        except (asyncio.CancelledError, asyncio.TimeoutError):
-            self._cancel_current_command()
-            raise
-        finally:
-            handle.cancel()
-            del fut
-
-    def _cancel_current_command(self):
-        if not self._protocol.is_busy() or self.is_closed():
-            return
-        task = self._loop.create_task(self._send_cancel())
-        self._cancel_tasks.add(task)
-        task.add_done_callback(self._cancel_tasks.discard)
-
-    async def _send_cancel(self):
-        # Bounded by command_timeout, as asyncpg's: a CancelRequest that cannot get through
-        # must not keep the connection in limbo forever.
-        try:
-            await _bounded(self._cancel_and_drain(), self._config.command_timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The cancel could not be delivered or acknowledged: the connection's state is
-            # unknown, so it must not be reused.
-            self.terminate()
-
-    async def _cancel_and_drain(self):
-        try:
-            await connect_utils._cancel(
-                loop=self._loop,
-                addr=self._addr,
-                params=self._params,
-                backend_pid=self._protocol.get_server_pid(),
-                backend_secret=self._protocol.get_backend_secret(),
-            )
-        except ConnectionResetError:
-            # some servers reset the side connection after taking the CancelRequest; the
-            # cancelled query still has to be acknowledged on this one
-            pass
-        await asyncio.wait_for(self._protocol.wait_idle(), 30)
-
-    async def _wait_cancellations(self, timeout):
-        """Wait (up to ``timeout``) for background cancellations to finish; on timeout the
-        connection is terminated, since its cancelled query may still be running."""
-        if not self._cancel_tasks:
-            return
-        pending = asyncio.gather(*list(self._cancel_tasks), return_exceptions=True)
-        try:
-            await _bounded(asyncio.shield(pending), timeout)
-        except asyncio.TimeoutError:
-            self.terminate()
-            raise
-
-    async def _ensure_idle(self):
-        # A cancelled or timed-out query may still be draining, and its CancelRequest may
-        # still be on its way: wait for both, or the late cancel could hit the next query.
-        if self._cancel_tasks:
-            # asyncio.wait, not gather: if this caller is cancelled meanwhile, the
-            # cancellations it waits for must go on, or the connection stays busy
-            await asyncio.wait(list(self._cancel_tasks))
-            if self._protocol.is_busy() and not self.is_closed():
-                await self._protocol.wait_idle()
-        if self._stmts_to_close:
-            await self._close_pending_statements()
-
-    async def _close_pending_statements(self):
-        pending = list(self._stmts_to_close)
-        self._stmts_to_close.clear()
-        for stmt in pending:
-            if stmt._state.closed or stmt._refs > 0 or not stmt._state.name:
-                continue  # the unnamed statement needs no Close
-            if self._protocol.is_busy() or self.is_closed():
-                self._stmts_to_close.add(stmt)
-                return
-            await self._protocol.close_statement(stmt._state)
 
     async def _simple_query(self, query, timeout):
         if timeout is not None:
             timeout = checked_timeout(timeout)
-        await self._ensure_idle()
-        result = await self._wait(self._protocol.simple_query(query), timeout)
+        session = self._session
+        await session.ensure_idle()
+        result = await session.wait(self._protocol.simple_query(query), timeout)
         if result is None:
             return ""
         return result
@@ -1217,7 +960,7 @@ class Connection(metaclass=ConnectionMeta):
             stmt = self._stmt_cache.get(query)
             if stmt is not None:
                 return stmt
-        await self._ensure_idle()
+        await self._session.ensure_idle()
         cache = (
             use_cache
             and self._config.statement_cache_size > 0
@@ -1228,11 +971,11 @@ class Connection(metaclass=ConnectionMeta):
         )
         if isinstance(named, str):
             name = named
-        elif (named or cache) and not self._pooled:
-            name = f"__asyncpg_rs_stmt_{self._stmt_prefix}_{next(_STMT_NAMES):x}__"
+        elif (named or cache) and not self._session.pooled:
+            name = f"__asyncpg_rs_stmt_{self._session.stmt_prefix}_{next(_STMT_NAMES):x}__"
         else:
             name = ""
-        state = await self._wait(self._protocol.prepare(name, query), timeout)
+        state = await self._session.wait(self._protocol.prepare(name, query), timeout)
         # the known types can be forgotten while introspection runs (reload_schema_state,
         # a codec change): what is unknown after the rebind is introspected again
         for _ in range(_INTROSPECTION_ATTEMPTS):
@@ -1241,84 +984,93 @@ class Connection(metaclass=ConnectionMeta):
                 break
             await self._introspect_types(unknown, timeout)
             state = self._protocol.rebind_codecs(state)
-        stmt = _StatementRef(state, query)
+        stmt = _session.StatementRef(state, query)
         if cache:
             self._stmt_cache.put(query, stmt)
         return stmt
 
-    async def _bind_execute(self, stmt, args, limit, timeout, record_class, want_rows):
-        timeout = checked_timeout(timeout)
-        await self._ensure_idle()
-        return await self._wait(
-            self._protocol.bind_execute(
-                stmt._state, args, "", limit, record_class or self._record_class, want_rows
-            ),
-            timeout,
-        )
+    async def _execute(
+        self,
+        query: str,
+        args: typing.Sequence[typing.Any],
+        limit: int,
+        timeout: typing.Optional[float],
+        return_status: bool = False,
+        ignore_custom_codec: bool = False,
+        record_class: typing.Optional[type] = None,
+    ) -> typing.Any:
+        """Prepare ``query`` through the statement cache and run it with ``args``.
 
-    async def _run(self, query, args, limit, timeout, record_class=None, want_rows=True):
-        """Prepare (through the statement cache) and execute; returns (status, rows)."""
-        if self._query_loggers:
-            return await self._logged(
-                query,
-                args,
-                timeout,
-                self._run_unlogged,
-                query,
-                args,
-                limit,
-                timeout,
-                record_class,
-                want_rows,
-            )
-        return await self._run_unlogged(query, args, limit, timeout, record_class, want_rows)
-
-    async def _run_unlogged(self, query, args, limit, timeout, record_class, want_rows):
-        if timeout is not None:
-            timeout = checked_timeout(timeout)
-        if record_class is not None:
-            _check_record_class(record_class)
-        else:
-            record_class = self._record_class
-        proto = self._protocol
-        for attempt in (0, 1):
-            # The hot path: a cached statement, nothing pending, no timeout: one call into
-            # Rust and one await, with no intermediate coroutines.
-            stmt = self._stmt_cache.get(query) if self._cache_inline else None
-            if stmt is None:
-                if timeout is None:
-                    timeout = self._config.command_timeout
-                if timeout is None:
-                    stmt = await self._get_statement(query, None)
-                else:
-                    # the timeout covers preparing and running, not each separately
-                    started = self._loop.time()
-                    stmt = await self._get_statement(query, timeout)
-                    timeout -= self._loop.time() - started
-                    if timeout <= 0:
-                        raise asyncio.TimeoutError
-            if self._cancel_tasks or self._stmts_to_close:
-                await self._ensure_idle()
-            fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)
-            try:
-                if timeout is None and self._config.command_timeout is None:
-                    try:
-                        rows = await fut
-                    except asyncio.CancelledError:
-                        self._cancel_current_command()
-                        raise
-                else:
-                    rows = await self._wait(fut, timeout)
-            except exceptions.PostgresError as e:
-                if attempt == 0 and (
-                    self._stale_statement(e, query) or self._lost_statement(e, stmt._state)
-                ):
-                    continue
-                raise
-            finally:
-                del fut  # see _wait
-            return proto.last_status() or "", rows
-        raise exceptions.InternalClientError("unreachable: statement retry loop")
+        asyncpg's name and signature, which instrumentation (Sentry) wraps: ``fetch``,
+        ``fetchrow``, ``fetchval`` and ``execute`` with arguments all go through it. Returns
+        the rows (``limit`` 0: all), or with ``return_status`` ``(rows, status, True)`` as
+        asyncpg's does, the rows then left undecoded (``execute`` discards them).
+        ``ignore_custom_codec`` is accepted for asyncpg's callers and has no effect here.
+        The three options may also be passed by position (asyncpg makes them keyword-only):
+        defaults of keyword-only parameters are looked up in a dict on every call, which
+        cost the hot path nearly 1% of its instructions.
+        """
+        session = self._session
+        # query loggers are told inline, not through a wrapping coroutine (the hot path)
+        log_started = time.monotonic() if session.query_loggers else None
+        log_timeout = timeout
+        failure = None
+        try:
+            if timeout is not None:
+                timeout = checked_timeout(timeout)
+            if record_class is not None:
+                _check_record_class(record_class)
+            else:
+                record_class = session.record_class
+            want_rows = not return_status
+            proto = self._protocol
+            for attempt in (0, 1):
+                # The hot path: a cached statement, nothing pending, no timeout: one call
+                # into Rust and one await, with no intermediate coroutines.
+                stmt = self._stmt_cache.get(query) if self._cache_inline else None
+                if stmt is None:
+                    if timeout is None:
+                        timeout = self._config.command_timeout
+                    if timeout is None:
+                        stmt = await self._get_statement(query, None)
+                    else:
+                        # the timeout covers preparing and running, not each separately
+                        started = self._loop.time()
+                        stmt = await self._get_statement(query, timeout)
+                        timeout -= self._loop.time() - started
+                        if timeout <= 0:
+                            raise asyncio.TimeoutError
+                if session.cancel_tasks or session.stmts_to_close:
+                    await session.ensure_idle()
+                fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)
+                try:
+                    if timeout is None and self._config.command_timeout is None:
+                        try:
+                            rows = await fut
+                        except asyncio.CancelledError:
+                            session.cancel_current_command()
+                            raise
+                    else:
+                        rows = await session.wait(fut, timeout)
+                except exceptions.PostgresError as e:
+                    if attempt == 0 and (
+                        self._stale_statement(e, query) or self._lost_statement(e, stmt._state)
+                    ):
+                        continue
+                    raise
+                finally:
+                    del fut  # see Session.wait
+                if return_status:
+                    return rows, proto.last_status() or "", True
+                return rows
+            raise exceptions.InternalClientError("unreachable: statement retry loop")
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            if log_started is not None:
+                self._log_query(query, args, log_timeout, log_started, failure)
+            failure = None  # the error's traceback holds this frame: no cycle
 
     def _lost_statement(self, exc, state):
         """Whether ``exc`` says a pooler moved us away from a named statement (see
@@ -1326,7 +1078,7 @@ class Connection(metaclass=ConnectionMeta):
         retries (the error came at Parse or Bind, so nothing ran)."""
         if not _pooler.lost_statement(exc, state):
             return False
-        self._pooled = True
+        self._session.pooled = True
         # the named statements are on servers we can no longer address: forget, not close
         self._stmt_cache.mark_all_closed()
         if self._protocol.is_in_transaction():
@@ -1358,71 +1110,12 @@ class Connection(metaclass=ConnectionMeta):
         return True
 
     async def _executemany(self, command, args, timeout, *, record_class=None, want_rows=False):
-        """Stream Bind/Execute for every argument sequence, in batches, with one Sync.
-
-        The server starts working while later batches are still being encoded, and a huge
-        or endless iterable never sits in memory. If the client side fails midway (a bad
-        value, the iterable raising), the batch is aborted server-side so nothing of it is
-        committed; inside the caller's own transaction what already ran stays in that
-        transaction, which the caller decides about.
-        """
+        """Prepare ``command`` (through the cache) and stream it for every argument sequence
+        with one Sync (``Session.executemany_on``); asyncpg's name, which instrumentation
+        wraps."""
         timeout = checked_timeout(timeout)  # before Parse goes out
         stmt = await self._get_statement(command, timeout)
-        return await self._executemany_on(stmt, args, timeout, record_class, want_rows)
-
-    async def _executemany_on(self, stmt, args, timeout, record_class, want_rows):
-        timeout = checked_timeout(timeout)
-        await self._ensure_idle()
-        proto = self._protocol
-        fut = proto.executemany_begin(stmt._state, record_class, want_rows)
-        if timeout is None:
-            timeout = self._config.command_timeout
-        deadline = None if timeout is None else self._loop.time() + timeout
-        try:
-            try:
-                add = proto.executemany_add
-                if hasattr(args, "__aiter__"):
-                    async for a in args:
-                        state = add(a)
-                        if state == _native.EXECUTEMANY_FAILED:
-                            break  # the server already failed the batch: stop sending
-                        if state == _native.EXECUTEMANY_PAUSED:
-                            await self._drain_until(deadline)
-                else:
-                    for a in args:
-                        state = add(a)
-                        if state == _native.EXECUTEMANY_FAILED:
-                            break
-                        if state == _native.EXECUTEMANY_PAUSED:
-                            await self._drain_until(deadline)
-            except BaseException as e:
-                if not self.is_closed():
-                    proto.executemany_end(failed=True, rollback=not proto.is_in_transaction())
-                    if isinstance(e, (asyncio.TimeoutError, asyncio.CancelledError)):
-                        # the server may be stuck (a lock): cancel it rather than wait; the
-                        # next operation waits for the cancellation to land
-                        fut.add_done_callback(_consume_outcome)
-                        self._cancel_current_command()
-                    else:
-                        try:
-                            await asyncio.shield(fut)
-                        except (exceptions.PostgresError, asyncio.CancelledError):
-                            pass
-                raise
-            proto.executemany_end()
-            if deadline is not None:
-                timeout = max(deadline - self._loop.time(), 0.001)
-            rows = await self._wait(fut, timeout)
-        finally:
-            del fut  # see _wait
-        return rows if want_rows else None
-
-    async def _drain_until(self, deadline):
-        """Wait for the transport to take more data (flow control), until ``deadline``."""
-        if deadline is None:
-            await self._protocol.drain()
-        else:
-            await asyncio.wait_for(self._protocol.drain(), max(deadline - self._loop.time(), 0))
+        return await self._session.executemany_on(stmt, args, timeout, record_class, want_rows)
 
     async def _logged(self, query, args, timeout, func, *fargs):
         started = time.monotonic()
@@ -1433,22 +1126,30 @@ class Connection(metaclass=ConnectionMeta):
             exc = e
             raise
         finally:
-            record = LoggedQuery(
-                query,
-                args,
-                timeout,
-                time.monotonic() - started,
-                exc,
-                self._addr,
-                self._params,
-            )
-            for cb in list(self._query_loggers):
-                cb.call(self._loop, record)
+            self._log_query(query, args, timeout, started, exc)
+            exc = None  # the error's traceback holds this frame: no cycle
 
-    def _set_proxy(self, proxy):
-        if self._proxy is not None and proxy is not None:
-            raise exceptions.InterfaceError("internal: connection is already proxied")
-        self._proxy = proxy
+    def _log_query(
+        self,
+        query: str,
+        args: typing.Any,
+        timeout: typing.Optional[float],
+        started: float,
+        exc: typing.Optional[BaseException],
+    ) -> None:
+        """Tell the query loggers about a query that started at ``started``
+        (``time.monotonic()``) and ended now, failed with ``exc`` or not."""
+        record = LoggedQuery(
+            query,
+            args,
+            timeout,
+            time.monotonic() - started,
+            exc,
+            self._addr,
+            self._params,
+        )
+        for cb in list(self._session.query_loggers):
+            cb.call(self._loop, record)
 
     def __repr__(self):
         return "<{}.{} object at 0x{:x}>".format(
@@ -1456,17 +1157,6 @@ class Connection(metaclass=ConnectionMeta):
             type(self).__name__,
             id(self),
         )
-
-
-class _StatementRef:
-    """A server-side prepared statement shared by the cache and PreparedStatement objects."""
-
-    __slots__ = ("_state", "_query", "_refs")
-
-    def __init__(self, state, query):
-        self._state = state
-        self._query = query
-        self._refs = 0
 
 
 class _ConnectionSettings:
@@ -1554,21 +1244,6 @@ def _dispatch(ref, method, *args):
         getattr(con, method)(*args)
 
 
-def _consume_outcome(fut):
-    # an abandoned operation's error is expected: mark it retrieved so asyncio stays quiet
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _expire(fut):
-    if not fut.done():
-        fut.set_exception(asyncio.TimeoutError())
-
-
-def _quote_ident(ident):
-    return '"' + ident.replace('"', '""') + '"'
-
-
 def _check_record_class(record_class):
     if record_class is Record:
         return
@@ -1653,14 +1328,7 @@ async def connect(
         channel_binding=channel_binding,
         timeout=timeout,
     )
-    con._record_class = record_class
     return con
 
 
 _ = _native  # the native module is imported for its side effect of being loaded first
-
-
-async def _bounded(aw, timeout):
-    if timeout is None:
-        return await aw
-    return await asyncio.wait_for(aw, timeout)

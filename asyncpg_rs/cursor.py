@@ -71,7 +71,13 @@ class CursorFactory(typing.Generic[RecordT]):
         return cursor._init(self._timeout).__await__()
 
 
-class _BaseCursor(typing.Generic[RecordT]):
+class BaseCursor(typing.Generic[RecordT]):
+    """What both cursor kinds share: the portal, bound on first use, and fetching from it.
+
+    ``_bind``, ``_exec`` and ``_bind_exec`` keep asyncpg's names and meaning, since tracing
+    libraries (Sentry) wrap them to record one span per round trip.
+    """
+
     __slots__ = (
         "_connection",
         "_query",
@@ -93,7 +99,7 @@ class _BaseCursor(typing.Generic[RecordT]):
         self._portal = None
         self._exhausted = False
         self._xact = None
-        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
+        self._release_ctr = connection._session.release_ctr
 
     def _check_ready(self):
         con = self._connection
@@ -106,7 +112,7 @@ class _BaseCursor(typing.Generic[RecordT]):
                 "cursor cannot be used outside of the transaction it was created in"
             )
 
-    async def _bind(self, timeout):
+    async def _bind_portal(self, timeout: float | None) -> None:
         timeout = checked_timeout(timeout)
         con = self._connection
         self._check_ready()
@@ -114,27 +120,44 @@ class _BaseCursor(typing.Generic[RecordT]):
             raise exceptions.NoActiveSQLTransactionError(
                 "cursor cannot be created outside of a transaction"
             )
+        session = con._session
         if self._stmt is None:
-            self._stmt = await con._get_statement(self._query, timeout)
-        await con._ensure_idle()
+            self._stmt = await session.get_statement(self._query, timeout)
+        await session.ensure_idle()
         portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
-        await con._wait(con._protocol.bind_portal(self._stmt._state, self._args, portal), timeout)
+        await session.wait(
+            session.protocol.bind_portal(self._stmt._state, self._args, portal), timeout
+        )
         self._portal = portal
 
-    async def _exec(self, n, timeout):
+    async def _fetch_rows(self, n: int, timeout: float | None) -> list[typing.Any]:
         timeout = checked_timeout(timeout)
-        con = self._connection
+        session = self._connection._session
         self._check_ready()
-        await con._ensure_idle()
-        record_class = self._record_class or con._record_class
-        rows = await con._wait(
-            con._protocol.execute_portal(self._stmt._state, self._portal, n, record_class), timeout
+        await session.ensure_idle()
+        proto = session.protocol
+        record_class = self._record_class or session.record_class
+        rows = await session.wait(
+            proto.execute_portal(self._stmt._state, self._portal, n, record_class), timeout
         )
-        if not con._protocol.portal_suspended():
+        if not proto.portal_suspended():
             self._exhausted = True
             # the portal would keep its locks until the transaction ends
-            await con._wait(con._protocol.close_portal(self._portal), timeout)
+            await session.wait(proto.close_portal(self._portal), timeout)
         return rows
+
+    async def _bind(self, timeout: float | None) -> None:
+        """Bind the cursor's portal (``await con.cursor(...)``)."""
+        await self._bind_portal(timeout)
+
+    async def _exec(self, n: int, timeout: float | None) -> list[typing.Any]:
+        """Fetch the next ``n`` rows from the bound portal."""
+        return await self._fetch_rows(n, timeout)
+
+    async def _bind_exec(self, n: int, timeout: float | None) -> list[typing.Any]:
+        """Bind the portal and fetch its first ``n`` rows (an iterator's first batch)."""
+        await self._bind_portal(timeout)
+        return await self._fetch_rows(n, timeout)
 
     def __repr__(self):
         attrs = []
@@ -147,7 +170,7 @@ class _BaseCursor(typing.Generic[RecordT]):
         )
 
 
-class CursorIterator(_BaseCursor[RecordT]):
+class CursorIterator(BaseCursor[RecordT]):
     """An async iterator over a query's rows, ``prefetch`` rows per round trip."""
 
     __slots__ = ("_prefetch", "_timeout", "_buffer")
@@ -165,9 +188,12 @@ class CursorIterator(_BaseCursor[RecordT]):
     @guarded
     async def __anext__(self) -> RecordT:
         if self._portal is None:
-            await self._bind(self._timeout)
-        if not self._buffer and not self._exhausted:
+            rows = await self._bind_exec(self._prefetch, self._timeout)
+        elif not self._buffer and not self._exhausted:
             rows = await self._exec(self._prefetch, self._timeout)
+        else:
+            rows = None
+        if rows is not None:
             rows.reverse()
             self._buffer = rows
         if self._buffer:
@@ -175,7 +201,7 @@ class CursorIterator(_BaseCursor[RecordT]):
         raise StopAsyncIteration
 
 
-class Cursor(_BaseCursor[RecordT]):
+class Cursor(BaseCursor[RecordT]):
     """A cursor to move through a query's rows by hand; valid until its transaction ends."""
 
     __slots__ = ()

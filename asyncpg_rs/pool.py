@@ -4,8 +4,9 @@
   leaves nothing behind.
 - A connection that is closed, broken, past ``max_queries`` or expired is replaced, never
   handed out.
-- Releasing a connection resets only what its session actually changed: a connection that
-  only ran plain queries goes back without a round trip.
+- Releasing a connection always resets its session (a plain ``SELECT`` can take an advisory
+  lock or change a setting); where nothing can observe it, the reset is sent ahead of the
+  next borrower's first query instead of costing the release a round trip.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class PoolConnectionProxy(_ProxyBase):
     def __init__(self, holder: _Holder, con: _connection.Connection) -> None:
         self._con = con
         self._holder = holder
-        con._set_proxy(self)
+        con._session.set_proxy(self)
 
     def __getattr__(self, attr):
         con = object.__getattribute__(self, "_con")
@@ -68,7 +69,7 @@ class PoolConnectionProxy(_ProxyBase):
     def _detach(self):
         con, self._con = self._con, None
         if con is not None:
-            con._set_proxy(None)
+            con._session.set_proxy(None)
         return con
 
     def __repr__(self):
@@ -150,19 +151,20 @@ class _Holder:
                 self._con = None
                 return
             self._queries += 1
-            con._pool_release_ctr += 1
+            session = con._session
+            session.release_ctr += 1
             _warn_dangling(con)
             if self._generation != pool._generation or (
                 pool._max_queries and self._queries >= pool._max_queries
             ):
                 await self._discard()
                 return
-            if con._cancel_tasks:
+            if session.cancelling():
                 # A timed-out query is still being cancelled: wait for that within the
                 # release timeout; past it the connection is terminated and the holder freed.
                 started = pool._loop.time()
                 try:
-                    await con._wait_cancellations(timeout)
+                    await session.wait_cancellations(timeout)
                 except asyncio.TimeoutError:
                     self._con = None
                     raise
@@ -174,7 +176,7 @@ class _Holder:
             try:
                 if pool._reset is not None:
                     await _bounded(pool._reset(con), timeout)
-                elif timeout is not None or not con._reset_without_round_trip():
+                elif timeout is not None or not session.reset_without_round_trip():
                     # Always reset: a plain SELECT can take an advisory lock or change a
                     # setting. Where possible the reset rides ahead of the next query; a
                     # release with a timeout awaits it, so that a reset which cannot finish
@@ -245,7 +247,7 @@ class _Holder:
 
 def _warn_dangling(con):
     """Warn about listeners a caller forgot: the reset drops them, which is surely a bug."""
-    n = sum(len(v) for v in con._listeners.values())
+    n, n_log = con._session.dangling_listeners()
     if n:
         warnings.warn(
             exceptions.InterfaceWarning(
@@ -254,12 +256,11 @@ def _warn_dangling(con):
             ),
             stacklevel=4,
         )
-    if con._log_listeners:
-        n = len(con._log_listeners)
+    if n_log:
         warnings.warn(
             exceptions.InterfaceWarning(
-                f"{con!r} is being released to the pool but has {n} active log "
-                f"listener{'s' if n != 1 else ''}"
+                f"{con!r} is being released to the pool but has {n_log} active log "
+                f"listener{'s' if n_log != 1 else ''}"
             ),
             stacklevel=4,
         )
@@ -869,8 +870,8 @@ def create_pool(
     """Create a :class:`Pool`; ``await`` it, or use it with ``async with``.
 
     ``connect_kwargs`` are :func:`asyncpg_rs.connect`'s arguments. ``setup`` runs on every
-    acquire, ``init`` on every new connection, ``reset`` (default: reset what the session
-    changed) on every release.
+    acquire, ``init`` on every new connection, ``reset`` (default: ``Connection.reset``,
+    the whole session) on every release.
     """
     return Pool(
         dsn,

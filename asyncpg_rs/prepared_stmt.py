@@ -48,7 +48,7 @@ class PreparedStatement(typing.Generic[RecordT]):
         self._record_class = record_class
         self._last_status = None
         # a pool bumps the counter on release: a statement must not outlive its lease
-        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
+        self._release_ctr = connection._session.release_ctr
         stmt._refs += 1
 
     def __del__(self):
@@ -56,10 +56,7 @@ class PreparedStatement(typing.Generic[RecordT]):
         if stmt is None:
             return
         stmt._refs -= 1
-        if stmt._refs == 0 and stmt._state.name and not stmt._state.closed:
-            con = self._connection
-            if con._stmt_cache.get(stmt._query) is not stmt:
-                con._stmts_to_close_add(stmt)
+        self._connection._session.release_statement(stmt)
 
     @guarded
     def get_name(self) -> str:
@@ -129,9 +126,9 @@ class PreparedStatement(typing.Generic[RecordT]):
         return json.loads(data)
 
     async def _exec(self, args, limit, timeout, want_rows=True):
-        con = self._connection
+        session = self._connection._session
         try:
-            rows = await con._bind_execute(
+            rows = await session.bind_execute(
                 self._stmt, args, limit, timeout, self._record_class, want_rows
             )
         except exceptions.FeatureNotSupportedError as e:
@@ -144,7 +141,7 @@ class PreparedStatement(typing.Generic[RecordT]):
                 ) from e
             raise
         finally:
-            self._last_status = con._protocol.last_status()
+            self._last_status = session.protocol.last_status()
         return rows
 
     @guarded
@@ -171,9 +168,9 @@ class PreparedStatement(typing.Generic[RecordT]):
         self, args: Iterable[Sequence[object]], *, timeout: float | None = None
     ) -> list[RecordT]:
         """Execute the statement for each argument sequence and return all rows."""
-        con = self._connection
-        return await con._executemany_on(
-            self._stmt, args, timeout, self._record_class or con._record_class, True
+        session = self._connection._session
+        return await session.executemany_on(
+            self._stmt, args, timeout, self._record_class or session.record_class, True
         )
 
     @guarded
@@ -181,4 +178,4 @@ class PreparedStatement(typing.Generic[RecordT]):
         self, args: Iterable[Sequence[object]], *, timeout: float | None = None
     ) -> None:
         """Execute the statement for each argument sequence, atomically."""
-        await self._connection._executemany_on(self._stmt, args, timeout, None, False)
+        await self._connection._session.executemany_on(self._stmt, args, timeout, None, False)

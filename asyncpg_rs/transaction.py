@@ -68,7 +68,7 @@ class Transaction:
             )
         self._connection = connection
         # a pooled connection released since this object was made is no longer ours
-        self._release_ctr = getattr(connection, "_pool_release_ctr", 0)
+        self._release_ctr = connection._session.release_ctr
         self._isolation = isolation
         self._readonly = readonly
         self._deferrable = deferrable
@@ -91,7 +91,7 @@ class Transaction:
         ex: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if getattr(self._connection, "_pool_release_ctr", 0) != self._release_ctr:
+        if self._connection._session.release_ctr != self._release_ctr:
             if extype is GeneratorExit:
                 # An async generator holding the block was finalised after its pooled
                 # connection went back to the pool: the pool's release rolls back for us,
@@ -124,9 +124,9 @@ class Transaction:
 
     async def _begin_sql(self):
         con = self._connection
-        outer = con._top_xact
+        outer = con._session.top_xact
         if outer is None:
-            if con._protocol.is_in_transaction():
+            if con.is_in_transaction():
                 raise exceptions.InterfaceError(
                     "cannot use Connection.transaction() in a manually started transaction"
                 )
@@ -159,15 +159,16 @@ class Transaction:
         """Enter the transaction block (or set the savepoint, when nested)."""
         self._refuse_unless_new("start")
         con = self._connection
+        session = con._session
         sql = await self._begin_sql()
         if not self._nested:
-            con._top_xact = self
+            session.top_xact = self
         try:
             await con.execute(sql)
         except BaseException:
             self._state = TransactionState.FAILED
-            if con._top_xact is self:
-                con._top_xact = None
+            if session.top_xact is self:
+                session.top_xact = None
             raise
         self._state = TransactionState.STARTED
 
@@ -175,8 +176,8 @@ class Transaction:
         opname = "commit" if commit else "rollback"
         self._refuse_unless_started(opname)
         con = self._connection
-        if con._top_xact is self:
-            con._top_xact = None
+        if con._session.top_xact is self:
+            con._session.top_xact = None
         if self._nested:
             sql = (
                 f"RELEASE SAVEPOINT {self._savepoint};"

@@ -196,3 +196,54 @@ async def test_executemany_streams_and_aborts_on_client_failure(con):
             yield (i,)
 
     await con.executemany("INSERT INTO ems VALUES ($1)", agen())
+
+
+async def test_queries_go_through_the_methods_instrumentation_wraps(con, monkeypatch):
+    # Sentry's asyncpg integration replaces Connection._execute, Connection._executemany and
+    # BaseCursor._bind_exec/_exec and reads the query from the positional arguments
+    from asyncpg_rs import connection as connection_mod
+    from asyncpg_rs import cursor as cursor_mod
+
+    seen = []
+
+    def traced(name, method, take):
+        async def wrapper(*args, **kwargs):
+            seen.append((name, take(args)))
+            return await method(*args, **kwargs)
+
+        return wrapper
+
+    conn_cls = connection_mod.Connection
+    monkeypatch.setattr(
+        conn_cls, "_execute", traced("_execute", conn_cls._execute, lambda a: (a[1], a[2]))
+    )
+    monkeypatch.setattr(
+        conn_cls,
+        "_executemany",
+        traced("_executemany", conn_cls._executemany, lambda a: (a[1], list(a[2]))),
+    )
+    base = cursor_mod.BaseCursor
+    for name in ("_bind_exec", "_exec", "_bind"):
+        monkeypatch.setattr(base, name, traced(name, getattr(base, name), lambda a: a[0]._query))
+
+    assert await con.fetch("SELECT $1::int4 AS a", 1) == [(1,)]
+    assert await con.fetchrow("SELECT $1::int4 + 1", 1) == (2,)
+    assert await con.fetchval("SELECT $1::int4 + 2", 1) == 3
+    assert await con.execute("SELECT $1::int4", 4) == "SELECT 1"
+    await con.executemany("SELECT $1::int4", [(5,), (6,)])
+    q = "SELECT g FROM generate_series(1, 3) g"
+    async with con.transaction():
+        assert [r[0] async for r in con.cursor(q, prefetch=2)] == [1, 2, 3]
+        cur = await con.cursor(q)
+        assert [r[0] for r in await cur.fetch(5)] == [1, 2, 3]
+    assert seen == [
+        ("_execute", ("SELECT $1::int4 AS a", (1,))),
+        ("_execute", ("SELECT $1::int4 + 1", (1,))),
+        ("_execute", ("SELECT $1::int4 + 2", (1,))),
+        ("_execute", ("SELECT $1::int4", (4,))),
+        ("_executemany", ("SELECT $1::int4", [(5,), (6,)])),
+        ("_bind_exec", q),
+        ("_exec", q),
+        ("_bind", q),
+        ("_exec", q),
+    ]
