@@ -23,12 +23,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import LOOPS  # the harness's loops, for the child-process cases
+from wire_relay import Close, Relay, data_row, message
 
 import asyncpg_rs
 from asyncpg_rs import exceptions
-
-from conftest import LOOPS  # noqa: I001  (the harness's loops, for the child-process cases)
-from wire_relay import Close, Relay, data_row, message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -255,7 +254,9 @@ MEMORY_CASES = {
     ),
     "array dimension 2**31-1": (
         INT_ARRAY,
-        CorruptFirst(b"D", lambda raw: data_row([array_value(1, [(0x7FFFFFFF, 1)], [b"\0\0\0\1"])])),
+        CorruptFirst(
+            b"D", lambda raw: data_row([array_value(1, [(0x7FFFFFFF, 1)], [b"\0\0\0\1"])])
+        ),
     ),
     "array dimensions whose product overflows": (
         INT_ARRAY,

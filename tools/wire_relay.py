@@ -183,9 +183,7 @@ class Relay:
         except OSError:
             client_writer.transport.abort()
             return
-        client_writer.get_extra_info("socket").setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-        )
+        client_writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link = _Link(client_writer, server_writer)
         self._links.add(link)
         pumps = [
