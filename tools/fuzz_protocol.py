@@ -1,0 +1,448 @@
+"""Property-based fuzzing of the driver's protocol core: framing, dispatch and every decoder.
+
+A real ``asyncpg_rs._native.PGProtocol`` is driven through its Python face with a fake
+transport that collects what it writes: a scripted startup, then ``prepare`` answered with a
+RowDescription whose columns are of random builtin types (every type the driver has a codec
+for), then ``bind_execute`` answered with generated DataRows (random, width-plausible and
+structured values: array, numeric and range headers) and, for some examples, a stream mutated
+at byte level (flips, cuts, insertions, duplicated messages). Checked for each example:
+
+- no ``PanicException`` (a Rust panic turned into a Python exception);
+- nothing raised out of ``data_received`` (a protocol that raises there kills its transport);
+- the operation's future, when done, failed only with the driver's classes
+  (``InterfaceError``, ``InternalClientError`` such as ``ProtocolError``, ``PostgresError``);
+- no hang: each example must finish within ``--hang-seconds`` (a watchdog aborts and prints
+  every thread's stack otherwise).
+
+Inputs whose framing announces a message of ``--huge`` bytes or more are skipped unless
+``--huge-lengths`` is given: until the protocol bounds message lengths before reserving
+buffer space for them, such an input aborts the process (an allocation failure), which the
+relay tests in ``tests/test_wire_faults.py`` already show.
+
+    .venv/bin/python tools/fuzz_protocol.py --seconds 600      # prints executions, findings
+
+Exit status 1 when something was found. ``tests/test_protocol_fuzz.py`` runs a few seconds
+of it in the default suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import random
+import struct
+import sys
+import time
+import traceback
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import asyncpg_rs
+from asyncpg_rs import _native, exceptions
+
+DRIVER_ERRORS = (
+    exceptions.InterfaceError,
+    exceptions.InternalClientError,
+    exceptions.PostgresError,
+)
+HUGE = 1 << 28
+
+
+def message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def _cstr(s: str) -> bytes:
+    return s.encode() + b"\0"
+
+
+STARTUP_ANSWER = b"".join(
+    [
+        message(b"R", struct.pack("!i", 0)),
+        message(b"S", _cstr("server_version") + _cstr("16.0")),
+        message(b"S", _cstr("client_encoding") + _cstr("UTF8")),
+        message(b"S", _cstr("integer_datetimes") + _cstr("on")),
+        message(b"S", _cstr("DateStyle") + _cstr("ISO, MDY")),
+        message(b"K", struct.pack("!ii", 4242, 1234)),
+        message(b"Z", b"I"),
+    ]
+)
+
+
+class FakeTransport:
+    """Collects what the protocol writes; closing is only recorded."""
+
+    def __init__(self):
+        self.written = 0
+        self.closed = False
+        self._protocol = None
+
+    def write(self, data):
+        self.written += len(data)
+
+    def writelines(self, parts):
+        for p in parts:
+            self.write(p)
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.closed = True
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+    def is_reading(self):
+        return not self.closed
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    def get_protocol(self):
+        return self._protocol
+
+    def get_write_buffer_size(self):
+        return 0
+
+
+def builtin_type_oids():
+    """Every type OID below 20000 the driver decodes without introspection."""
+    loop = asyncio.new_event_loop()
+    try:
+        proto = _native.PGProtocol(loop, "fuzz", "fuzz", None, {})
+        return [oid for oid in range(1, 20000) if proto.has_codec(oid)]
+    finally:
+        loop.close()
+
+
+# ---------------------------------------------------------------- generated answers
+
+
+def row_description(oids):
+    body = struct.pack("!h", len(oids))
+    for i, oid in enumerate(oids):
+        body += _cstr(f"c{i}") + struct.pack("!ihihih", 0, 0, oid, -1, -1, 0)
+    return message(b"T", body)
+
+
+def data_row(values, count=None):
+    out = [struct.pack("!h", len(values) if count is None else count)]
+    for v in values:
+        out.append(struct.pack("!i", -1) if v is None else struct.pack("!i", len(v)) + v)
+    return message(b"D", b"".join(out))
+
+
+@st.composite
+def array_value(draw):
+    ndim = draw(st.sampled_from([0, 1, 1, 2, 3, 6, 7, -1, 0x7FFFFFFF]))
+    head = struct.pack(
+        "!iii",
+        ndim,
+        draw(st.sampled_from([0, 1, 2])),
+        draw(st.sampled_from([23, 25, 20, 0, 701])),
+    )
+    for _ in range(max(0, min(ndim, 7))):
+        dim = draw(st.sampled_from([0, 1, 2, 3, 5, -1, 1 << 16, 0x7FFFFFFF]))
+        head += struct.pack("!ii", dim, draw(st.sampled_from([1, 0, -5, 0x7FFFFFFF])))
+    elements = draw(st.lists(element_value(), max_size=8))
+    for e in elements:
+        head += struct.pack("!i", -1) if e is None else struct.pack("!i", len(e)) + e
+    return head
+
+
+@st.composite
+def numeric_value(draw):
+    ndigits = draw(st.integers(-2, 12))
+    body = struct.pack(
+        "!hhHh",
+        ndigits,
+        draw(st.integers(-32768, 32767)),
+        draw(st.sampled_from([0, 0x4000, 0xC000, 0xD000, 0xF000, 0x1234])),
+        draw(st.integers(-5, 16383)),
+    )
+    digits = draw(st.lists(st.integers(0, 20000), max_size=max(0, ndigits) + 2))
+    return body + b"".join(struct.pack("!H", d) for d in digits)
+
+
+@st.composite
+def range_value(draw):
+    flags = draw(st.integers(0, 255))
+    bounds = draw(st.lists(element_value(), max_size=3))
+    out = bytes([flags])
+    for b in bounds:
+        out += struct.pack("!i", -1) if b is None else struct.pack("!i", len(b)) + b
+    return out
+
+
+@st.composite
+def element_value(draw):
+    return draw(
+        st.one_of(
+            st.none(),
+            st.binary(max_size=16).map(bytes),
+            st.sampled_from([1, 2, 4, 8, 16]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+        )
+    )
+
+
+def column_value():
+    return st.one_of(
+        st.none(),
+        st.binary(max_size=40),
+        st.sampled_from([1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32]).flatmap(
+            lambda n: st.binary(min_size=n, max_size=n)
+        ),
+        st.text(max_size=20).map(lambda s: s.encode()),
+        array_value(),
+        numeric_value(),
+        range_value(),
+        st.binary(min_size=1, max_size=20).map(lambda b: b"\x01" + b),  # jsonb version 1
+    )
+
+
+def announced_lengths(stream):
+    """The lengths the framing announces, read as the protocol reads them (a message after
+    another), up to the first incomplete one."""
+    at = 0
+    while at + 5 <= len(stream):
+        length = struct.unpack_from("!I", stream, at + 1)[0]
+        yield length
+        if length < 4:
+            return
+        at += 1 + length
+
+
+# ---------------------------------------------------------------- one example
+
+
+class Finding(Exception):
+    pass
+
+
+class Harness:
+    def __init__(self, huge_lengths=False, hang_seconds=10.0):
+        self.loop = asyncio.new_event_loop()
+        # failed futures nobody awaits (a fake connection's waiters) would be logged
+        self.loop.set_exception_handler(lambda loop, context: None)
+        self.oids = builtin_type_oids()
+        self.huge_lengths = huge_lengths
+        self.hang_seconds = hang_seconds
+        self.executions = 0
+        self.skipped_huge = 0
+        self.outcomes = {}
+
+    def close(self):
+        self.loop.close()
+
+    def _feed(self, proto, data, chunking):
+        """Hand ``data`` over in pieces; anything raised out of data_received is a finding."""
+        at = 0
+        for size in chunking:
+            if at >= len(data):
+                break
+            piece, at = data[at : at + size], at + size
+            self._deliver(proto, piece)
+        if at < len(data):
+            self._deliver(proto, data[at:])
+
+    def _deliver(self, proto, piece):
+        try:
+            proto.data_received(piece)
+        except BaseException as e:
+            name = f"{type(e).__module__}.{type(e).__name__}"
+            raise Finding(f"data_received raised {name}: {e!r}") from e
+
+    def run(self, oids, rows, stream_mutation, chunking):
+        """One example; raises Finding when a property does not hold."""
+        faulthandler.dump_traceback_later(self.hang_seconds, exit=True)
+        try:
+            self._run(oids, rows, stream_mutation, chunking)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+    def _run(self, oids, rows, stream_mutation, chunking):
+        answer = b"".join([message(b"2", b""), *rows, message(b"C", b"SELECT 1\0")])
+        answer += message(b"Z", b"I")
+        if stream_mutation is not None:
+            answer = stream_mutation(answer)
+        if not self.huge_lengths and any(n >= HUGE for n in announced_lengths(answer)):
+            self.skipped_huge += 1
+            return
+        self.executions += 1
+        transport = FakeTransport()
+        proto = _native.PGProtocol(self.loop, "fuzz", "fuzz", None, {})
+        proto.connection_made(transport)
+        self._deliver(proto, STARTUP_ANSWER)
+        startup = proto.startup_waiter()
+        assert startup.done() and startup.exception() is None, startup
+        prepared = proto.prepare("s", "SELECT fuzz")
+        self._deliver(
+            proto,
+            b"".join(
+                [
+                    message(b"1", b""),
+                    message(b"t", struct.pack("!h", 0)),
+                    row_description(oids),
+                    message(b"Z", b"I"),
+                ]
+            ),
+        )
+        if not prepared.done():
+            raise Finding("prepare's future is pending after its whole answer")
+        self._check_future(prepared, "prepare")
+        if prepared.exception() is not None:
+            return
+        state = prepared.result()
+        fut = proto.bind_execute(state, [], "", 0, None, True)
+        self._feed(proto, answer, chunking)
+        if fut.done():
+            outcome = self._check_future(fut, "bind_execute")
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        else:
+            self.outcomes["pending"] = self.outcomes.get("pending", 0) + 1
+        proto.connection_lost(None)
+
+    def _check_future(self, fut, what):
+        if fut.cancelled():
+            raise Finding(f"{what}: future cancelled")
+        exc = fut.exception()
+        if exc is None:
+            repr(fut.result())  # the rows must be printable
+            return "rows"
+        if type(exc).__name__ == "PanicException":
+            raise Finding(f"{what}: panic: {exc!r}")
+        if not isinstance(exc, DRIVER_ERRORS):
+            detail = "".join(traceback.format_exception(exc)[-3:])
+            raise Finding(f"{what}: {type(exc).__module__}.{type(exc).__name__}: {detail}")
+        return type(exc).__name__
+
+
+def examples(harness):
+    """The hypothesis strategy of one example's arguments."""
+    columns = st.lists(st.sampled_from(harness.oids), min_size=1, max_size=6)
+
+    @st.composite
+    def example(draw):
+        oids = draw(columns)
+        rows = []
+        for _ in range(draw(st.integers(0, 4))):
+            values = [draw(column_value()) for _ in oids]
+            count = None
+            if draw(st.integers(0, 9)) == 0:
+                count = draw(st.sampled_from([0, len(oids) - 1, len(oids) + 1, -1, 0x7FFF]))
+            rows.append(data_row(values, count))
+        mutation = None
+        if draw(st.integers(0, 3)) == 0:
+            mutation_seed = draw(st.randoms(use_true_random=False))
+            mutation = _ByteMutation(mutation_seed.random())
+        chunking = draw(st.lists(st.integers(1, 64), max_size=6))
+        return oids, rows, mutation, chunking
+
+    return example()
+
+
+class _ByteMutation:
+    """A deterministic byte-level mutation of a whole answer (seeded, so hypothesis can
+    replay and shrink the example that used it)."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def __repr__(self):
+        return f"_ByteMutation({self.seed!r})"
+
+    def __call__(self, stream):
+        rnd = random.Random(self.seed)
+        data = bytearray(stream)
+        for _ in range(rnd.randint(1, 4)):
+            if not data:
+                break
+            at = rnd.randrange(len(data))
+            kind = rnd.choice(["flip", "cut", "insert", "delete", "duplicate"])
+            if kind == "flip":
+                data[at] ^= rnd.randint(1, 255)
+            elif kind == "cut":
+                del data[at:]
+            elif kind == "insert":
+                data[at:at] = rnd.randbytes(rnd.randint(1, 12))
+            elif kind == "delete":
+                del data[at : at + rnd.randint(1, 8)]
+            else:
+                end = min(len(data), at + rnd.randint(1, 40))
+                data[at:at] = data[at:end]
+        return bytes(data)
+
+
+def fuzz(seconds, huge_lengths=False, hang_seconds=10.0, batch=200, out=sys.stdout):
+    """Run batches of examples until ``seconds`` have passed; returns (harness, findings)."""
+    harness = Harness(huge_lengths=huge_lengths, hang_seconds=hang_seconds)
+    findings = {}
+
+    @settings(
+        max_examples=batch,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
+    @given(examples(harness))
+    def check(example):
+        oids, rows, mutation, chunking = example
+        harness.run(oids, rows, mutation, chunking)
+
+    stop = time.monotonic() + seconds
+    try:
+        while time.monotonic() < stop:
+            try:
+                check()
+            except Finding as e:
+                key = str(e).splitlines()[0][:200]
+                if key not in findings:
+                    findings[key] = _shrunk_example(e)
+                    print(f"FINDING: {e}\n  example: {findings[key]}", file=out, flush=True)
+    finally:
+        harness.close()
+    return harness, findings
+
+
+def _shrunk_example(exc):
+    notes = getattr(exc, "__notes__", None) or []
+    return " ".join(n for n in notes if "Falsifying" in n or "example" in n)[:4000]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--huge-lengths", action="store_true", help="do not skip huge lengths")
+    ap.add_argument("--hang-seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    started = time.monotonic()
+    harness, findings = fuzz(args.seconds, args.huge_lengths, args.hang_seconds)
+    took = time.monotonic() - started
+    print(
+        f"executions={harness.executions} seconds={took:.0f} "
+        f"rate={harness.executions / took:.0f}/s findings={len(findings)} "
+        f"skipped_huge_lengths={harness.skipped_huge} type_oids={len(harness.oids)} "
+        f"asyncpg_rs={asyncpg_rs.__file__}"
+    )
+    print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(harness.outcomes.items())))
+    for key in findings:
+        print(f"finding: {key}")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
