@@ -38,6 +38,7 @@ CHILD_MEMORY = 1 << 30
 # the queries the cases corrupt, with their column layout
 TWO_COLUMNS = "SELECT 1::int4 AS a, 'x'::text AS b"
 INT_ARRAY = "SELECT ARRAY[1, 2, 3]::int4[] AS a"
+TIMETZ = "SELECT '12:00+02'::timetz AS t"
 
 
 class CorruptFirst:
@@ -162,6 +163,16 @@ STREAM_CASES = {
     "array header cut short": (
         INT_ARRAY,
         CorruptFirst(b"D", lambda raw: data_row([struct.pack("!ii", 1, 0)])),
+        exceptions.ProtocolError,
+    ),
+    "timetz zone offset beyond a day": (
+        TIMETZ,
+        CorruptFirst(b"D", lambda raw: data_row([struct.pack("!qi", 0, 90000)])),
+        exceptions.ProtocolError,
+    ),
+    "timetz zone offset -2**31": (
+        TIMETZ,
+        CorruptFirst(b"D", lambda raw: data_row([struct.pack("!qi", 0, -(2**31))])),
         exceptions.ProtocolError,
     ),
     "CommandComplete tag not terminated": (
