@@ -32,6 +32,7 @@ import asyncio
 import faulthandler
 import os
 import random
+import re
 import struct
 import sys
 import tempfile
@@ -421,7 +422,7 @@ def fuzz(seconds, huge_lengths=False, hang_seconds=10.0, batch=200, out=sys.stdo
             try:
                 check()
             except Finding as e:
-                key = str(e).splitlines()[0][:200]
+                key = _finding_key(e)
                 if key not in findings:
                     findings[key] = _shrunk_example(e)
                     print(f"FINDING: {e}\n  example: {findings[key]}", file=out, flush=True)
@@ -520,7 +521,7 @@ def fuzz_random(
                 try:
                     harness.run(oids, rows, mutation, chunking)
                 except Finding as e:
-                    key = str(e).splitlines()[0][:200]
+                    key = _finding_key(e)
                     if key not in findings:
                         findings[key] = (
                             f"oids={oids} rows={[r.hex() for r in rows]} "
@@ -532,6 +533,11 @@ def fuzz_random(
         if current is not None:
             current.close()
     return harness, findings
+
+
+def _finding_key(exc):
+    """Findings that differ only in the numbers they quote are one finding."""
+    return re.sub(r"-?\d+", "N", str(exc).splitlines()[0])[:120]
 
 
 def _shrunk_example(exc):
