@@ -11,8 +11,14 @@ at byte level (flips, cuts, insertions, duplicated messages). Checked for each e
 - nothing raised out of ``data_received`` (a protocol that raises there kills its transport);
 - the operation's future, when done, failed only with the driver's classes
   (``InterfaceError``, ``InternalClientError`` such as ``ProtocolError``, ``PostgresError``);
-- no hang: each example must finish within ``--hang-seconds`` (a watchdog aborts and prints
-  every thread's stack otherwise).
+- no hang: each example must finish within ``--hang-seconds`` (a watchdog ends the process
+  otherwise).
+
+The examples run in child processes; one that dies (the hang watchdog, an abort) is a finding
+named by the example it was running (written to ``--example-file`` before each run), and the
+next child goes on with the next seed. Two engines: hypothesis (shrinks what it finds) and a
+seeded PRNG over the same shapes (about thirty times the executions); ``--engine both``
+splits the time between them.
 
 Inputs whose framing announces a message of ``--huge`` bytes or more are skipped unless
 ``--huge-lengths`` is given: until the protocol bounds message lengths before reserving
@@ -30,10 +36,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import json
 import os
 import random
 import re
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -245,7 +253,7 @@ class Finding(Exception):
 
 
 class Harness:
-    def __init__(self, huge_lengths=False, hang_seconds=10.0):
+    def __init__(self, huge_lengths=False, hang_seconds=10.0, example_file=None):
         self.loop = asyncio.new_event_loop()
         # failed futures nobody awaits (a fake connection's waiters) would be logged
         self.loop.set_exception_handler(lambda loop, context: None)
@@ -254,10 +262,14 @@ class Harness:
         self.hang_seconds = hang_seconds
         self.executions = 0
         self.skipped_huge = 0
+        # each example is written here before it runs: what a hang or an abort leaves behind
+        self.example_file = open(example_file, "w") if example_file else None  # noqa: SIM115
         self.outcomes = {}
 
     def close(self):
         self.loop.close()
+        if self.example_file is not None:
+            self.example_file.close()
 
     def _feed(self, proto, data, chunking):
         """Hand ``data`` over in pieces; anything raised out of data_received is a finding."""
@@ -279,6 +291,15 @@ class Harness:
 
     def run(self, oids, rows, stream_mutation, chunking):
         """One example; raises Finding when a property does not hold."""
+        if self.example_file is not None:
+            f = self.example_file
+            f.seek(0)
+            f.write(
+                f"oids={oids} rows={[r.hex() for r in rows]} "
+                f"mutation={stream_mutation!r} chunking={chunking}\n"
+            )
+            f.truncate()
+            f.flush()
         faulthandler.dump_traceback_later(self.hang_seconds, exit=True)
         try:
             self._run(oids, rows, stream_mutation, chunking)
@@ -398,9 +419,17 @@ class _ByteMutation:
         return bytes(data)
 
 
-def fuzz(seconds, huge_lengths=False, hang_seconds=10.0, batch=200, out=sys.stdout):
+def fuzz(
+    seconds,
+    huge_lengths=False,
+    hang_seconds=10.0,
+    batch=200,
+    out=sys.stdout,
+    progress=None,
+    example_file=None,
+):
     """Run batches of examples until ``seconds`` have passed; returns (harness, findings)."""
-    harness = Harness(huge_lengths=huge_lengths, hang_seconds=hang_seconds)
+    harness = Harness(huge_lengths, hang_seconds, example_file)
     findings = {}
 
     @settings(
@@ -419,6 +448,8 @@ def fuzz(seconds, huge_lengths=False, hang_seconds=10.0, batch=200, out=sys.stdo
     stop = time.monotonic() + seconds
     try:
         while time.monotonic() < stop:
+            if progress:
+                progress(harness, findings)
             try:
                 check()
             except Finding as e:
@@ -487,18 +518,25 @@ def _random_value(rnd):
 
 
 def fuzz_random(
-    seconds, seed, huge_lengths=False, hang_seconds=10.0, out=sys.stdout, example_file=None
+    seconds,
+    seed,
+    huge_lengths=False,
+    hang_seconds=10.0,
+    out=sys.stdout,
+    example_file=None,
+    progress=None,
 ):
     """The same properties over examples from a seeded PRNG; a finding prints the example
     (column OIDs, rows in hex, mutation seed, chunking) to replay it. Each example is first
     written to ``example_file``, which names the culprit when the process dies or hangs."""
-    harness = Harness(huge_lengths=huge_lengths, hang_seconds=hang_seconds)
-    current = open(example_file, "w") if example_file else None  # noqa: SIM115
+    harness = Harness(huge_lengths, hang_seconds, example_file)
     rnd = random.Random(seed)
     findings = {}
     stop = time.monotonic() + seconds
     try:
         while time.monotonic() < stop:
+            if progress:
+                progress(harness, findings)
             for _ in range(100):
                 oids = [rnd.choice(harness.oids) for _ in range(rnd.randint(1, 6))]
                 rows = []
@@ -509,15 +547,6 @@ def fuzz_random(
                     rows.append(data_row([_random_value(rnd) for _ in oids], count))
                 mutation = _ByteMutation(rnd.random()) if rnd.randrange(4) == 0 else None
                 chunking = [rnd.randint(1, 64) for _ in range(rnd.randint(0, 6))]
-                if current is not None:
-                    # what the hang watchdog's exit leaves behind
-                    current.seek(0)
-                    current.write(
-                        f"oids={oids} rows={[r.hex() for r in rows]} "
-                        f"mutation={mutation!r} chunking={chunking}\n"
-                    )
-                    current.truncate()
-                    current.flush()
                 try:
                     harness.run(oids, rows, mutation, chunking)
                 except Finding as e:
@@ -530,8 +559,6 @@ def fuzz_random(
                         print(f"FINDING: {e}\n  example: {findings[key]}", file=out, flush=True)
     finally:
         harness.close()
-        if current is not None:
-            current.close()
     return harness, findings
 
 
@@ -543,6 +570,96 @@ def _finding_key(exc):
 def _shrunk_example(exc):
     notes = getattr(exc, "__notes__", None) or []
     return " ".join(n for n in notes if "Falsifying" in n or "example" in n)[:4000]
+
+
+def run_engines(args, seed, progress=None):
+    """The engines ``args`` asks for, for ``args.seconds``; (executions, skipped, outcomes,
+    findings)."""
+    kw = {"huge_lengths": args.huge_lengths, "hang_seconds": args.hang_seconds}
+    runs = []
+    if args.engine in ("hypothesis", "both"):
+        share = args.seconds / 2 if args.engine == "both" else args.seconds
+        runs.append(fuzz(share, progress=progress, example_file=args.example_file, **kw))
+    if args.engine in ("random", "both"):
+        share = args.seconds / 2 if args.engine == "both" else args.seconds
+        runs.append(
+            fuzz_random(share, seed, example_file=args.example_file, progress=progress, **kw)
+        )
+    executions = sum(h.executions for h, _ in runs)
+    skipped = sum(h.skipped_huge for h, _ in runs)
+    outcomes, findings = {}, {}
+    for h, found in runs:
+        findings.update(found)
+        for k, v in h.outcomes.items():
+            outcomes[k] = outcomes.get(k, 0) + v
+    return executions, skipped, outcomes, findings
+
+
+def child(args, seed):
+    """One fuzzing process: JSON lines of progress, then of its totals."""
+    done = {"executions": 0}
+
+    def progress(harness, findings):
+        print(json.dumps({"progress": done["executions"] + harness.executions}), flush=True)
+
+    executions, skipped, outcomes, findings = run_engines(args, seed, progress)
+    print(
+        json.dumps(
+            {
+                "executions": executions,
+                "skipped_huge": skipped,
+                "outcomes": outcomes,
+                "findings": findings,
+            }
+        ),
+        flush=True,
+    )
+
+
+def supervise(args, seed):
+    """Run child processes until the time is up; a child that dies (a hang caught by the
+    watchdog, an abort) is a finding, named by the example it was running, and the next
+    child goes on with another seed."""
+    stop = time.monotonic() + args.seconds
+    totals = {"executions": 0, "skipped_huge": 0, "outcomes": {}, "findings": {}, "deaths": 0}
+    while (left := stop - time.monotonic()) > 1:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--seconds", f"{left:.1f}"]
+        cmd += ["--seed", str(seed), "--engine", args.engine, "--hang-seconds"]
+        cmd += [str(args.hang_seconds), "--example-file", args.example_file]
+        cmd += ["--huge-lengths"] * args.huge_lengths + ["--zero-dims"] * args.zero_dims
+        if os.path.exists(args.example_file):
+            os.unlink(args.example_file)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left + 300)
+        last_progress, summary = 0, None
+        for line in proc.stdout.splitlines():
+            if line.startswith("FINDING"):
+                print(line, flush=True)
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            if "progress" in record:
+                last_progress = record["progress"]
+            else:
+                summary = record
+        if summary is None:
+            totals["deaths"] += 1
+            totals["executions"] += last_progress
+            example = ""
+            if os.path.exists(args.example_file):
+                with open(args.example_file) as f:
+                    example = f.read().strip()
+            tail = (proc.stderr.strip().splitlines() or ["?"])[0]
+            key = f"process died (status {proc.returncode}: {tail})"
+            totals["findings"].setdefault(key, example)
+            print(f"FINDING: {key}\n  example: {example}", flush=True)
+        else:
+            totals["executions"] += summary["executions"]
+            totals["skipped_huge"] += summary["skipped_huge"]
+            totals["findings"].update(summary["findings"])
+            for k, v in summary["outcomes"].items():
+                totals["outcomes"][k] = totals["outcomes"].get(k, 0) + v
+        seed += 1
+    return totals
 
 
 def main():
@@ -565,45 +682,26 @@ def main():
     ap.add_argument(
         "--zero-dims", action="store_true", help="also arrays with zero-length dimensions"
     )
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     ZERO_DIMS["on"] = args.zero_dims
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+    if args.child:
+        child(args, seed)
+        return 0
     started = time.monotonic()
-    if args.engine == "both":
-        harness, findings = fuzz(args.seconds / 2, args.huge_lengths, args.hang_seconds)
-        more, found = fuzz_random(
-            args.seconds / 2,
-            seed,
-            args.huge_lengths,
-            args.hang_seconds,
-            example_file=args.example_file,
-        )
-        findings.update(found)
-        harness.executions += more.executions
-        harness.skipped_huge += more.skipped_huge
-        for k, v in more.outcomes.items():
-            harness.outcomes[k] = harness.outcomes.get(k, 0) + v
-    elif args.engine == "random":
-        harness, findings = fuzz_random(
-            args.seconds,
-            seed,
-            args.huge_lengths,
-            args.hang_seconds,
-            example_file=args.example_file,
-        )
-    else:
-        harness, findings = fuzz(args.seconds, args.huge_lengths, args.hang_seconds)
+    totals = supervise(args, seed)
     took = time.monotonic() - started
     print(
-        f"executions={harness.executions} seconds={took:.0f} "
-        f"rate={harness.executions / took:.0f}/s findings={len(findings)} "
-        f"skipped_huge_lengths={harness.skipped_huge} type_oids={len(harness.oids)} seed={seed} "
-        f"asyncpg_rs={asyncpg_rs.__file__}"
+        f"executions={totals['executions']} seconds={took:.0f} "
+        f"rate={totals['executions'] / took:.0f}/s findings={len(totals['findings'])} "
+        f"deaths={totals['deaths']} skipped_huge_lengths={totals['skipped_huge']} "
+        f"first_seed={seed} asyncpg_rs={asyncpg_rs.__file__}"
     )
-    print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(harness.outcomes.items())))
-    for key in findings:
-        print(f"finding: {key}")
-    return 1 if findings else 0
+    print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(totals["outcomes"].items())))
+    for key, example in totals["findings"].items():
+        print(f"finding: {key}\n  example: {example[:1500]}")
+    return 1 if totals["findings"] else 0
 
 
 if __name__ == "__main__":
