@@ -31,6 +31,7 @@ from asyncpg_rs import exceptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+CHILD = os.path.join(ROOT, "tools", "wire_fault_child.py")
 # no operation on a corrupt stream may take longer than this
 BOUND = 5.0
 CHILD_MEMORY = 1 << 30
@@ -295,7 +296,7 @@ def test_corrupt_answer_in_bounded_memory(pg, loop_name, case):
     with Relay(pg.host, pg.port, rewrite=rewrite) as relay:
         kwargs = pg.connect_kwargs(host=relay.host, port=relay.port)
         proc = subprocess.run(
-            [sys.executable, __file__, loop_name, json.dumps(kwargs), query],
+            [sys.executable, CHILD, loop_name, json.dumps(kwargs), query],
             capture_output=True,
             text=True,
             timeout=60,
@@ -310,39 +311,3 @@ def test_corrupt_answer_in_bounded_memory(pg, loop_name, case):
     assert outcome["error"] == "ProtocolError", outcome
     assert outcome["closed"] or outcome["usable"], outcome
     assert outcome["seconds"] < BOUND, outcome
-
-
-async def _child(kwargs, query):
-    import time
-
-    con = await asyncpg_rs.connect(**kwargs, ssl=False, timeout=BOUND)
-    start = time.monotonic()
-    error = None
-    try:
-        await asyncio.wait_for(con.fetch(query), BOUND)
-    except BaseException as e:  # reported to the parent, which judges it
-        error = type(e).__name__
-    seconds = time.monotonic() - start
-    usable = False
-    if not await _closed_soon(con):
-        try:
-            usable = await asyncio.wait_for(con.fetchval("SELECT 2"), BOUND) == 2
-        except Exception:
-            usable = False
-    closed = con.is_closed()
-    con.terminate()
-    return {"error": error, "closed": closed, "usable": usable, "seconds": seconds}
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    loop_name, kwargs, query = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-    if loop_name == "uvloop":
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    elif loop_name == "asyncpg_rs":
-        loop = asyncpg_rs.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    print(json.dumps(loop.run_until_complete(_child(kwargs, query))))
