@@ -904,7 +904,10 @@ impl PGProtocol {
     /// decoding them into objects nobody will see delays the loop and swells memory.
     /// Checked once per read, not per row.
     fn drop_rows_nobody_waits_for(&mut self, py: Python<'_>) {
-        let Op::Execute { rows, want_rows, .. } = &mut self.op else {
+        let Op::Execute {
+            rows, want_rows, ..
+        } = &mut self.op
+        else {
             return;
         };
         let abandoned = *want_rows
