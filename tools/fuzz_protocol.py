@@ -631,9 +631,14 @@ def supervise(args, seed):
             os.unlink(args.example_file)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left + 300)
         last_progress, summary = 0, None
-        for line in proc.stdout.splitlines():
-            if line.startswith("FINDING"):
+        lines = proc.stdout.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("FINDING: "):
+                # kept from here too: a child that dies later never sends its totals
                 print(line, flush=True)
+                example = lines[i + 1] if i + 1 < len(lines) else ""
+                key = re.sub(r"-?\d+", "N", line[len("FINDING: ") :])[:120]
+                totals["findings"].setdefault(key, example.replace("  example: ", "", 1))
             if not line.startswith("{"):
                 continue
             record = json.loads(line)
@@ -655,7 +660,8 @@ def supervise(args, seed):
         else:
             totals["executions"] += summary["executions"]
             totals["skipped_huge"] += summary["skipped_huge"]
-            totals["findings"].update(summary["findings"])
+            for key, example in summary["findings"].items():
+                totals["findings"].setdefault(key, example)
             for k, v in summary["outcomes"].items():
                 totals["outcomes"][k] = totals["outcomes"].get(k, 0) + v
         seed += 1
