@@ -960,15 +960,28 @@ class Connection(metaclass=ConnectionMeta):
             self.terminate()
             raise
 
-    async def _ensure_idle(self):
+    async def _ensure_idle(self, timeout=None):
         # A cancelled or timed-out query may still be draining, and its CancelRequest may
         # still be on its way: wait for both, or the late cancel could hit the next query.
+        # The caller's timeout (or command_timeout) bounds that wait too, as asyncpg's does:
+        # a CancelRequest lost in a blackholed network must not make every later query
+        # ignore its timeout (tests/test_fault_load.py). Running out raises TimeoutError and
+        # leaves the cancellation going.
         if self._cancel_tasks:
+            timeout = self._config.command_timeout if timeout is None else checked_timeout(timeout)
+            deadline = None if timeout is None else self._loop.time() + timeout
             # asyncio.wait, not gather: if this caller is cancelled meanwhile, the
             # cancellations it waits for must go on, or the connection stays busy
-            await asyncio.wait(list(self._cancel_tasks))
+            _, pending = await asyncio.wait(list(self._cancel_tasks), timeout=timeout)
+            if pending:
+                raise asyncio.TimeoutError
             if self._protocol.is_busy() and not self.is_closed():
-                await self._protocol.wait_idle()
+                left = None if deadline is None else max(0.0, deadline - self._loop.time())
+                waiting = self._protocol.wait_idle()
+                try:
+                    await _bounded(waiting, left)
+                finally:
+                    del waiting  # see _wait
         if self._stmts_to_close:
             await self._close_pending_statements()
 
@@ -986,7 +999,7 @@ class Connection(metaclass=ConnectionMeta):
     async def _simple_query(self, query, timeout):
         if timeout is not None:
             timeout = checked_timeout(timeout)
-        await self._ensure_idle()
+        await self._ensure_idle(timeout)
         result = await self._wait(self._protocol.simple_query(query), timeout)
         if result is None:
             return ""
@@ -1006,7 +1019,7 @@ class Connection(metaclass=ConnectionMeta):
             stmt = self._stmt_cache.get(query)
             if stmt is not None:
                 return stmt
-        await self._ensure_idle()
+        await self._ensure_idle(timeout)
         cache = (
             use_cache
             and self._config.statement_cache_size > 0
@@ -1037,7 +1050,7 @@ class Connection(metaclass=ConnectionMeta):
 
     async def _bind_execute(self, stmt, args, limit, timeout, record_class, want_rows):
         timeout = checked_timeout(timeout)
-        await self._ensure_idle()
+        await self._ensure_idle(timeout)
         return await self._wait(
             self._protocol.bind_execute(
                 stmt._state, args, "", limit, record_class or self._record_class, want_rows
@@ -1087,7 +1100,7 @@ class Connection(metaclass=ConnectionMeta):
                     if timeout <= 0:
                         raise asyncio.TimeoutError
             if self._cancel_tasks or self._stmts_to_close:
-                await self._ensure_idle()
+                await self._ensure_idle(timeout)
             fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)
             try:
                 if timeout is None and self._config.command_timeout is None:
@@ -1142,7 +1155,7 @@ class Connection(metaclass=ConnectionMeta):
 
     async def _executemany_on(self, stmt, args, timeout, record_class, want_rows):
         timeout = checked_timeout(timeout)
-        await self._ensure_idle()
+        await self._ensure_idle(timeout)
         proto = self._protocol
         fut = proto.executemany_begin(stmt._state, record_class, want_rows)
         if timeout is None:

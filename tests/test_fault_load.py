@@ -280,6 +280,19 @@ async def test_relay_blackhole_pause_and_reset(pg, event_loop_name):
         con.terminate()
         relay.blackhole(False)
 
+        # without command_timeout the stuck CancelRequest is not bounded, but the next
+        # query's own timeout still fires while it waits for it (as asyncpg's does)
+        con = await asyncpg_rs.connect(**kw, ssl=False)
+        relay.blackhole()
+        with pytest.raises(asyncio.TimeoutError):
+            await con.fetchval("SELECT 1", timeout=0.3)
+        waiting = asyncio.ensure_future(con.fetchval("SELECT 2", timeout=0.3))
+        done, _ = await asyncio.wait({waiting}, timeout=10)
+        assert done, "the second query's timeout did not fire"
+        assert isinstance(waiting.exception(), asyncio.TimeoutError), waiting.exception()
+        con.terminate()
+        relay.blackhole(False)
+
         # pause: everything waits, then every query gets its own answer
         cons = [await asyncpg_rs.connect(**kw, ssl=False) for _ in range(4)]
         relay.pause()
