@@ -245,19 +245,33 @@ class Session:
 
     # ------------------------------------------------------------------ running
 
-    async def ensure_idle(self) -> None:
+    async def ensure_idle(self, timeout: float | None = None) -> None:
         """Wait until the connection can take a new operation.
 
         A cancelled or timed-out query may still be draining, and its CancelRequest may still
         be on its way: wait for both, or the late cancel could hit the next query. Statements
         released since the last operation are closed on the server first.
+
+        The caller's ``timeout`` (or ``command_timeout``) bounds that wait too, as asyncpg's
+        does: a CancelRequest lost in a blackholed network must not make every later query
+        ignore its timeout (tests/test_fault_load.py). Running out raises TimeoutError and
+        leaves the cancellation going.
         """
         if self.cancel_tasks:
+            timeout = self.config.command_timeout if timeout is None else checked_timeout(timeout)
+            deadline = None if timeout is None else self.loop.time() + timeout
             # asyncio.wait, not gather: if this caller is cancelled meanwhile, the
             # cancellations it waits for must go on, or the connection stays busy
-            await asyncio.wait(list(self.cancel_tasks))
+            _, pending = await asyncio.wait(list(self.cancel_tasks), timeout=timeout)
+            if pending:
+                raise asyncio.TimeoutError
             if self.protocol.is_busy() and not self.is_closed():
-                await self.protocol.wait_idle()
+                left = None if deadline is None else max(0.0, deadline - self.loop.time())
+                waiting = self.protocol.wait_idle()
+                try:
+                    await _bounded(waiting, left)
+                finally:
+                    del waiting  # see wait
         if self.stmts_to_close:
             await self._close_pending_statements()
 
@@ -303,7 +317,7 @@ class Session:
         """Run the prepared ``stmt`` with ``args`` (no statement cache, no stale-plan retry);
         returns the rows (``limit`` 0: all)."""
         timeout = checked_timeout(timeout)
-        await self.ensure_idle()
+        await self.ensure_idle(timeout)
         return await self.wait(
             self.protocol.bind_execute(
                 stmt._state, args, "", limit, record_class or self.record_class, want_rows
@@ -328,7 +342,7 @@ class Session:
         transaction, which the caller decides about.
         """
         timeout = checked_timeout(timeout)
-        await self.ensure_idle()
+        await self.ensure_idle(timeout)
         proto = self.protocol
         fut = proto.executemany_begin(stmt._state, record_class, want_rows)
         if timeout is None:

@@ -10,20 +10,26 @@ from __future__ import annotations
 import ipaddress
 
 from . import types
+from .exceptions._base import ProtocolError
 
 _AF_INET = 2
 _AF_INET6 = 3
 
 
 def inet_decode(family, bits, is_cidr, addr):
-    if family == _AF_INET:
-        address = ipaddress.IPv4Address(addr)
-        full = 32
-    else:
-        address = ipaddress.IPv6Address(addr)
-        full = 128
+    # the server only sends well-formed values; anything else is a protocol fault, not an
+    # ipaddress ValueError escaping from a fetch (found by tools/fuzz_protocol.py)
+    full = {_AF_INET: 32, _AF_INET6: 128}.get(family)
+    if full is None or len(addr) * 8 != full or bits > full:
+        raise ProtocolError(
+            f"invalid inet/cidr value: family {family}, {bits} bits, {len(addr)}-byte address"
+        )
+    address = ipaddress.IPv4Address(addr) if full == 32 else ipaddress.IPv6Address(addr)
     if is_cidr:
-        return ipaddress.ip_network(f"{address}/{bits}")
+        try:
+            return ipaddress.ip_network(f"{address}/{bits}")
+        except ValueError as e:  # host bits set: PostgreSQL's cidr input refuses those
+            raise ProtocolError(f"invalid cidr value: {e}") from None
     if bits == full:
         return address
     return ipaddress.ip_interface(f"{address}/{bits}")

@@ -940,7 +940,7 @@ class Connection(metaclass=ConnectionMeta):
         if timeout is not None:
             timeout = checked_timeout(timeout)
         session = self._session
-        await session.ensure_idle()
+        await session.ensure_idle(timeout)
         result = await session.wait(self._protocol.simple_query(query), timeout)
         if result is None:
             return ""
@@ -960,7 +960,7 @@ class Connection(metaclass=ConnectionMeta):
             stmt = self._stmt_cache.get(query)
             if stmt is not None:
                 return stmt
-        await self._session.ensure_idle()
+        await self._session.ensure_idle(timeout)
         cache = (
             use_cache
             and self._config.statement_cache_size > 0
@@ -1041,7 +1041,7 @@ class Connection(metaclass=ConnectionMeta):
                         if timeout <= 0:
                             raise asyncio.TimeoutError
                 if session.cancel_tasks or session.stmts_to_close:
-                    await session.ensure_idle()
+                    await session.ensure_idle(timeout)
                 fut = proto.bind_execute(stmt._state, args, "", limit, record_class, want_rows)
                 try:
                     if timeout is None and self._config.command_timeout is None:

@@ -292,10 +292,11 @@ class Cluster:
                 stmts.append("SET password_encryption = 'scram-sha-256'")
         self.psql("; ".join(stmts))
 
-    def restart(self, down_for: float = 0.0):
-        """Stop the server (fast: sessions are terminated), wait ``down_for``, start it again."""
+    def restart(self, down_for: float = 0.0, mode: str = "fast"):
+        """Stop the server (``mode`` as pg_ctl's: fast terminates the sessions, immediate
+        kills every process without a checkpoint), wait ``down_for``, start it again."""
         pg_ctl = os.path.join(self.bindir, "pg_ctl")
-        self._run([pg_ctl, "-D", self.data_dir, "-m", "fast", "-w", "-t", "30", "stop"])
+        self._run([pg_ctl, "-D", self.data_dir, "-m", mode, "-w", "-t", "30", "stop"])
         time.sleep(down_for)
         self._start()
 

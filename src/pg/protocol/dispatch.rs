@@ -39,7 +39,32 @@ impl PGProtocol {
         run_effects(py, fx)
     }
 
+    /// Rows of a fetch whose caller gave up (its future was failed by a timeout or a
+    /// cancellation in Python) keep arriving until the server takes the CancelRequest;
+    /// decoding them into objects nobody will see delays the loop and swells memory.
+    /// Checked once per read, not per row.
+    fn drop_rows_nobody_waits_for(&mut self, py: Python<'_>) {
+        let Op::Execute {
+            rows, want_rows, ..
+        } = &mut self.op
+        else {
+            return;
+        };
+        let abandoned = *want_rows
+            && self.waiter.as_ref().is_some_and(|w| {
+                w.bind(py)
+                    .call_method0(pyo3::intern!(py, "done"))
+                    .and_then(|done| done.is_truthy())
+                    .unwrap_or(false)
+            });
+        if abandoned {
+            *want_rows = false;
+            *rows = Vec::new();
+        }
+    }
+
     pub(super) fn feed(&mut self, py: Python<'_>, data: &[u8], fx: &mut Vec<Effect>) {
+        self.drop_rows_nobody_waits_for(py);
         // the buffer grows by what arrived, never by what a header announces (see framing)
         self.rbuf.extend_from_slice(data);
         while self.phase != Phase::Closed {

@@ -33,8 +33,12 @@ use crate::runtime::read_buffer::{
     bytes_filled_by, give_back_read_buffer, large_backlog, take_read_buffer, LARGE_READ, READ_CHUNK,
 };
 
-/// Reads per readiness event before yielding to other work for an iteration.
-const READS_PER_EVENT: usize = 4;
+/// Full reads per readiness event before yielding to other work for an iteration. One, as
+/// the stdlib loop does: a read is up to `READ_CHUNK` bytes, and the protocol decodes what it
+/// got before the loop moves on, so a backlog (a big fetch) read four times in a row kept
+/// timers and ready callbacks (a `wait_for` timeout, the cancellation it starts) waiting for
+/// a megabyte of decoding per iteration. A short read still ends the event at once.
+const READS_PER_EVENT: usize = 1;
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// How received bytes reach the protocol.
