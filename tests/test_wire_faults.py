@@ -257,7 +257,13 @@ MEMORY_CASES = {
     "length 0xFFFFFFFF": (TWO_COLUMNS, CorruptFirst(b"D", with_length(0xFFFFFFFF))),
     "length 2**31-1": (TWO_COLUMNS, CorruptFirst(b"D", with_length(0x7FFFFFFF))),
     "length -2**31": (TWO_COLUMNS, CorruptFirst(b"D", with_length(0x80000000))),
-    "length 2**30+1": (TWO_COLUMNS, CorruptFirst(b"D", with_length((1 << 30) + 1))),
+    # a DataRow may be as long as a 1 GiB value and its header: the first length past that
+    # (src/pg/protocol/framing.rs); a shorter one is a row still on its way
+    "length 2**30+4": (TWO_COLUMNS, CorruptFirst(b"D", with_length((1 << 30) + 4))),
+    "CommandComplete length 2**30+1": (
+        TWO_COLUMNS,
+        CorruptFirst(b"C", with_length((1 << 30) + 1)),
+    ),
     "RowDescription length 2**31-1": (TWO_COLUMNS, CorruptFirst(b"T", with_length(0x7FFFFFFF))),
     "array ndim 2**31-1": (
         INT_ARRAY,

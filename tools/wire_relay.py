@@ -2,7 +2,8 @@
 
 The relay runs its own stdlib event loop in a thread, so it keeps working whatever the loop
 under test does (blocks, hangs, crashes). Per connection it passes the startup through
-unchanged (up to the server's first ReadyForQuery) and then can:
+unchanged (up to the server's ``after_readies``-th ReadyForQuery: asyncpg_rs's connect takes
+three, the startup's and two of its pooler check, see asyncpg_rs/_pooler.py) and then can:
 
 - rewrite the server's answers message by message (``rewrite(kind, raw) -> bytes``; return
   ``Close(prefix)`` to send ``prefix`` and then close both sides: a connection lost
@@ -23,6 +24,9 @@ import struct
 import threading
 
 READY_FOR_QUERY = b"Z"
+# ReadyForQuery messages of an asyncpg_rs connect: the startup, then the pooler check's
+# Parse/Describe/Sync and Bind/Execute/Sync (asyncpg_rs/_pooler.py)
+CONNECT_READIES = 3
 
 
 class Close:
@@ -54,9 +58,18 @@ class _Link:
 class Relay:
     """See the module docstring. Use as a context manager, or ``start()``/``stop()``."""
 
-    def __init__(self, upstream_host, upstream_port, rewrite=None, chunk=None, chunk_delay=0.0):
+    def __init__(
+        self,
+        upstream_host,
+        upstream_port,
+        rewrite=None,
+        chunk=None,
+        chunk_delay=0.0,
+        after_readies=CONNECT_READIES,
+    ):
         self.upstream = (upstream_host, upstream_port)
         self.rewrite = rewrite
+        self.after_readies = after_readies
         self.chunk = chunk
         self.chunk_delay = chunk_delay
         self.host = "127.0.0.1"
@@ -215,6 +228,7 @@ class Relay:
 
     async def _pump_down(self, reader, writer):
         pending = b""
+        readies = 0
         started = False
         while True:
             data = await reader.read(65536)
@@ -236,7 +250,8 @@ class Relay:
                 kind = raw[:1]
                 if not started:
                     out.append(raw)
-                    started = kind == READY_FOR_QUERY
+                    readies += kind == READY_FOR_QUERY
+                    started = readies >= self.after_readies
                     continue
                 verdict = self.rewrite(kind, raw)
                 if isinstance(verdict, Close):

@@ -550,6 +550,8 @@ fn decode_row(
     let mut ranges = body.ranges();
     let mut values = Vec::with_capacity(state.col_codecs.len());
     let mut i = 0;
+    // where the next value's length starts in `buf`
+    let mut pos = 0;
     loop {
         let range = match ranges.next() {
             Ok(Some(r)) => r,
@@ -563,8 +565,21 @@ fn decode_row(
             ));
         };
         match range {
-            None => values.push(py.None()),
-            Some(r) => values.push(codec.decode(py, &buf[r])?),
+            None => {
+                // the parser reads every negative length as NULL; only -1 is one
+                if buf.get(pos..pos + 4) != Some(&[0xff; 4][..]) {
+                    return Err(protocol_error(
+                        py,
+                        "DataRow has a negative value length other than -1",
+                    ));
+                }
+                pos += 4;
+                values.push(py.None());
+            }
+            Some(r) => {
+                pos = r.end;
+                values.push(codec.decode(py, &buf[r])?);
+            }
         }
         i += 1;
     }

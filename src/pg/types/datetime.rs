@@ -151,8 +151,15 @@ pub fn decode_timetz(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
         return Err(protocol_error(py, "invalid timetz value"));
     }
     let usecs = i64::from_be_bytes(read(py, data, 0, "timetz")?);
-    // the zone is stored in seconds WEST of UTC
+    // the zone is stored in seconds WEST of UTC; PostgreSQL keeps it within ±15:59, and
+    // Python's fixed offsets must stay strictly within a day
     let zone = i32::from_be_bytes(read(py, data, 8, "timetz")?);
+    if !(-86_399..=86_399).contains(&zone) {
+        return Err(protocol_error(
+            py,
+            format!("invalid timetz value: zone offset of {zone} seconds"),
+        ));
+    }
     let offset = PyDelta::new(py, 0, -zone, 0, true)?;
     let tz = PyTzInfo::fixed_offset(py, offset)?;
     Ok(time_from_usecs(py, usecs, Some(&tz))?.into_any().unbind())
