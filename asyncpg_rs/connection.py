@@ -397,8 +397,7 @@ class Connection(metaclass=ConnectionMeta):
             if self._query_loggers:
                 return await self._logged(query, args, timeout, self._simple_query, query, timeout)
             return await self._simple_query(query, timeout)
-        stmt, _ = await self._run(query, args, 0, timeout, want_rows=False)
-        return stmt
+        return await self._execute(query, args, 0, timeout, return_status=True)
 
     async def executemany(self, command: str, args, *, timeout: typing.Optional[float] = None):
         """Run ``command`` for each sequence of arguments in ``args``, atomically.
@@ -411,19 +410,12 @@ class Connection(metaclass=ConnectionMeta):
     async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
         """Run a query and return all result rows as a list of Records."""
         self._check_open()
-        if self._query_loggers:
-            _, rows = await self._run(query, args, 0, timeout, record_class)
-        else:
-            _, rows = await self._run_unlogged(query, args, 0, timeout, record_class, True)
-        return rows
+        return await self._execute(query, args, 0, timeout, record_class=record_class)
 
     async def fetchval(self, query, *args, column=0, timeout=None):
         """Run a query and return one value from the first row (``None`` if no rows)."""
         self._check_open()
-        if self._query_loggers:
-            _, rows = await self._run(query, args, 1, timeout)
-        else:
-            _, rows = await self._run_unlogged(query, args, 1, timeout, None, True)
+        rows = await self._execute(query, args, 1, timeout)
         if not rows:
             return None
         return rows[0][column]
@@ -431,10 +423,7 @@ class Connection(metaclass=ConnectionMeta):
     async def fetchrow(self, query, *args, timeout=None, record_class=None):
         """Run a query and return the first row, or ``None``."""
         self._check_open()
-        if self._query_loggers:
-            _, rows = await self._run(query, args, 1, timeout, record_class)
-        else:
-            _, rows = await self._run_unlogged(query, args, 1, timeout, record_class, True)
+        rows = await self._execute(query, args, 1, timeout, record_class=record_class)
         if not rows:
             return None
         return rows[0]
@@ -457,6 +446,25 @@ class Connection(metaclass=ConnectionMeta):
         return await self._prepare(
             query, name=name, timeout=timeout, use_cache=False, record_class=record_class
         )
+
+    async def _execute(
+        self, query, args, limit, timeout, *, return_status=False, record_class=None
+    ):
+        """Run ``query`` with ``args`` through the statement cache: the rows, or with
+        ``return_status`` the command status.
+
+        asyncpg's name and argument order: ``execute`` with arguments and every ``fetch*``
+        come through here, which is where instrumentation (Sentry) wraps a query.
+        """
+        if self._query_loggers:
+            status, rows = await self._run(
+                query, args, limit, timeout, record_class, not return_status
+            )
+        else:
+            status, rows = await self._run_unlogged(
+                query, args, limit, timeout, record_class, not return_status
+            )
+        return status if return_status else rows
 
     async def _prepare(self, query, *, name=None, timeout=None, use_cache=False, record_class=None):
         timeout = checked_timeout(timeout)
@@ -781,9 +789,7 @@ class Connection(metaclass=ConnectionMeta):
         """
         cls = type(self)
         if (
-            cls.reset is not Connection.reset
-            or cls.execute is not Connection.execute
-            or cls.get_reset_query is not Connection.get_reset_query
+            (cls.reset, cls.execute, cls.get_reset_query) != _RESET_PATH
             or self._query_loggers
             or self._top_xact is not None
             or self._protocol.is_in_transaction()
@@ -1226,6 +1232,10 @@ class Connection(metaclass=ConnectionMeta):
             type(self).__name__,
             id(self),
         )
+
+
+# as defined here: instrumentation that wraps them on the class replaces these attributes
+_RESET_PATH = (Connection.reset, Connection.execute, Connection.get_reset_query)
 
 
 class _StatementRef:

@@ -13,7 +13,7 @@ from . import exceptions
 from ._resource import guarded
 from ._timeouts import checked_timeout
 
-__all__ = ("CursorFactory", "Cursor", "CursorIterator")
+__all__ = ("CursorFactory", "BaseCursor", "Cursor", "CursorIterator")
 
 _portal_numbers = itertools.count(1)
 
@@ -66,7 +66,15 @@ class CursorFactory:
         return cursor._init(self._timeout).__await__()
 
 
-class _BaseCursor:
+class BaseCursor:
+    """What both cursors are made of; asyncpg's name, which instrumentation patches.
+
+    Every round trip of a cursor goes through ``_bind`` (open the portal), ``_exec`` (fetch
+    from it) or ``_bind_exec`` (both, for an iterator's first batch), as in asyncpg, so that
+    tracing wrapped around them (Sentry's AsyncPGIntegration) sees each one once. They call
+    the unwrapped ``_bind_portal``/``_fetch_portal`` so a wrapped ``_bind_exec`` is one span.
+    """
+
     __slots__ = (
         "_connection",
         "_query",
@@ -102,6 +110,16 @@ class _BaseCursor:
             )
 
     async def _bind(self, timeout):
+        await self._bind_portal(timeout)
+
+    async def _exec(self, n, timeout):
+        return await self._fetch_portal(n, timeout)
+
+    async def _bind_exec(self, n, timeout):
+        await self._bind_portal(timeout)
+        return await self._fetch_portal(n, timeout)
+
+    async def _bind_portal(self, timeout):
         timeout = checked_timeout(timeout)
         con = self._connection
         self._check_ready()
@@ -116,7 +134,7 @@ class _BaseCursor:
         await con._wait(con._protocol.bind_portal(self._stmt._state, self._args, portal), timeout)
         self._portal = portal
 
-    async def _exec(self, n, timeout):
+    async def _fetch_portal(self, n, timeout):
         timeout = checked_timeout(timeout)
         con = self._connection
         self._check_ready()
@@ -142,7 +160,7 @@ class _BaseCursor:
         )
 
 
-class CursorIterator(_BaseCursor):
+class CursorIterator(BaseCursor):
     """An async iterator over a query's rows, ``prefetch`` rows per round trip."""
 
     __slots__ = ("_prefetch", "_timeout", "_buffer")
@@ -160,8 +178,10 @@ class CursorIterator(_BaseCursor):
     @guarded
     async def __anext__(self):
         if self._portal is None:
-            await self._bind(self._timeout)
-        if not self._buffer and not self._exhausted:
+            rows = await self._bind_exec(self._prefetch, self._timeout)
+            rows.reverse()
+            self._buffer = rows
+        elif not self._buffer and not self._exhausted:
             rows = await self._exec(self._prefetch, self._timeout)
             rows.reverse()
             self._buffer = rows
@@ -170,7 +190,7 @@ class CursorIterator(_BaseCursor):
         raise StopAsyncIteration
 
 
-class Cursor(_BaseCursor):
+class Cursor(BaseCursor):
     """A cursor to move through a query's rows by hand; valid until its transaction ends."""
 
     __slots__ = ()
@@ -203,8 +223,12 @@ class Cursor(_BaseCursor):
         self._check_ready()
         _check_positive(n, "n")
         con = self._connection
-        status = await con.execute(f'MOVE FORWARD {int(n)} "{self._portal}"', timeout=timeout)
+        # not through execute(): as with asyncpg, a MOVE is neither logged nor traced
+        status = await con._simple_query(f'MOVE FORWARD {int(n)} "{self._portal}"', timeout)
         moved = int(status.split()[-1])
         if moved < n:
             self._exhausted = True
         return moved
+
+
+_BaseCursor = BaseCursor  # the name this module used before it took asyncpg's
