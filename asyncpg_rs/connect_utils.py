@@ -23,7 +23,8 @@ import typing
 import urllib.parse
 import warnings
 
-from . import _native, exceptions
+from . import exceptions
+from . import protocol as _protocol_layer
 
 __all__ = ("ConnectionParameters", "ClientConfiguration", "SSLMode")
 
@@ -772,9 +773,8 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         try:
             transport = await _open_transport(loop, addr, params, use_ssl)
             tls = transport.get_extra_info("ssl_object") is not None
-            proto = _native.PGProtocol(
-                loop, params.user, params.database, params.password, params.server_settings or {}
-            )
+            # looked up on the module at each connect, as asyncpg does: New Relic wraps it
+            proto = _protocol_layer.Protocol(addr, None, params, record_class, loop)
             watcher = _StartupWatcher(proto)
             transport.set_protocol(watcher)
             proto.connection_made(transport)

@@ -23,6 +23,7 @@ from . import prepared_stmt as _prepared_stmt
 from . import transaction as _transaction
 from ._timeouts import checked_timeout
 from .protocol import Record
+from .protocol import protocol as _protocol_layer
 from .serverversion import split_server_version_string
 
 __all__ = ("Connection", "connect")
@@ -782,14 +783,16 @@ class Connection(metaclass=ConnectionMeta):
 
         Only where nothing can tell the difference: outside a transaction, no operation in
         flight, no query logger, the default reset query (it cannot fail short of losing the
-        connection), and ``reset``/``execute`` neither overridden nor wrapped (instrumentation
-        then sees the reset run through them, as with asyncpg). Returns
+        connection), and ``reset``/``execute`` and the protocol's ``query`` neither overridden
+        nor wrapped (instrumentation then sees the reset run through them, as with asyncpg).
+        Returns
         whether it was sent; if the server fails it, the connection is closed and the pool
         replaces it. Otherwise the caller awaits :meth:`reset`.
         """
         cls = type(self)
         if (
             (cls.reset, cls.execute, cls.get_reset_query) != _RESET_PATH
+            or type(self._protocol).query is not _UNWRAPPED_QUERY
             or self._query_loggers
             or self._top_xact is not None
             or self._protocol.is_in_transaction()
@@ -993,7 +996,7 @@ class Connection(metaclass=ConnectionMeta):
         if timeout is not None:
             timeout = checked_timeout(timeout)
         await self._ensure_idle()
-        result = await self._wait(self._protocol.simple_query(query), timeout)
+        result = await self._wait(self._protocol.query(query), timeout)
         if result is None:
             return ""
         return result
@@ -1149,8 +1152,14 @@ class Connection(metaclass=ConnectionMeta):
     async def _executemany_on(self, stmt, args, timeout, record_class, want_rows):
         timeout = checked_timeout(timeout)
         await self._ensure_idle()
-        proto = self._protocol
-        fut = proto.executemany_begin(stmt._state, record_class, want_rows)
+        # through the protocol's asyncpg-named step, which instrumentation wraps
+        return await self._protocol.bind_execute_many(
+            stmt._state, args, self, timeout, record_class, want_rows
+        )
+
+    async def _stream_executemany(self, proto, state, args, timeout, record_class, want_rows):
+        """The work of ``Protocol.bind_execute_many``."""
+        fut = proto.executemany_begin(state, record_class, want_rows)
         if timeout is None:
             timeout = self._config.command_timeout
         deadline = None if timeout is None else self._loop.time() + timeout
@@ -1236,6 +1245,7 @@ class Connection(metaclass=ConnectionMeta):
 
 # as defined here: instrumentation that wraps them on the class replaces these attributes
 _RESET_PATH = (Connection.reset, Connection.execute, Connection.get_reset_query)
+_UNWRAPPED_QUERY = _protocol_layer.Protocol.query  # agents wrap the protocol's query, too
 
 
 class _StatementRef:

@@ -70,9 +70,10 @@ class BaseCursor:
     """What both cursors are made of; asyncpg's name, which instrumentation patches.
 
     Every round trip of a cursor goes through ``_bind`` (open the portal), ``_exec`` (fetch
-    from it) or ``_bind_exec`` (both, for an iterator's first batch), as in asyncpg, so that
-    tracing wrapped around them (Sentry's AsyncPGIntegration) sees each one once. They call
-    the unwrapped ``_bind_portal``/``_fetch_portal`` so a wrapped ``_bind_exec`` is one span.
+    from it) or ``_bind_exec`` (both in one round trip, for an iterator's first batch), as in
+    asyncpg, so that tracing wrapped around them (Sentry's AsyncPGIntegration) sees each one
+    once; and they reach the server through the protocol's ``bind``, ``execute`` and
+    ``bind_execute``, which other agents wrap.
     """
 
     __slots__ = (
@@ -116,11 +117,23 @@ class BaseCursor:
         return await self._fetch_portal(n, timeout)
 
     async def _bind_exec(self, n, timeout):
-        await self._bind_portal(timeout)
-        return await self._fetch_portal(n, timeout)
-
-    async def _bind_portal(self, timeout):
+        # one round trip: Bind and Execute to a named portal that stays open when suspended
         timeout = checked_timeout(timeout)
+        con = self._connection
+        await self._prepare_portal(timeout)
+        portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
+        record_class = self._record_class or con._record_class
+        rows = await con._wait(
+            con._protocol.bind_execute(
+                self._stmt._state, self._args, portal, n, record_class, True
+            ),
+            timeout,
+        )
+        self._portal = portal
+        await self._after_fetch(timeout)
+        return rows
+
+    async def _prepare_portal(self, timeout):
         con = self._connection
         self._check_ready()
         if not con.is_in_transaction():
@@ -130,9 +143,22 @@ class BaseCursor:
         if self._stmt is None:
             self._stmt = await con._get_statement(self._query, timeout)
         await con._ensure_idle()
+
+    async def _bind_portal(self, timeout):
+        timeout = checked_timeout(timeout)
+        con = self._connection
+        await self._prepare_portal(timeout)
         portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
-        await con._wait(con._protocol.bind_portal(self._stmt._state, self._args, portal), timeout)
+        await con._wait(con._protocol.bind(self._stmt._state, self._args, portal), timeout)
         self._portal = portal
+
+    async def _after_fetch(self, timeout):
+        if not self._connection._protocol.portal_suspended():
+            self._exhausted = True
+            # the portal would keep its locks until the transaction ends
+            await self._connection._wait(
+                self._connection._protocol.close_portal(self._portal), timeout
+            )
 
     async def _fetch_portal(self, n, timeout):
         timeout = checked_timeout(timeout)
@@ -141,12 +167,9 @@ class BaseCursor:
         await con._ensure_idle()
         record_class = self._record_class or con._record_class
         rows = await con._wait(
-            con._protocol.execute_portal(self._stmt._state, self._portal, n, record_class), timeout
+            con._protocol.execute(self._stmt._state, self._portal, n, record_class), timeout
         )
-        if not con._protocol.portal_suspended():
-            self._exhausted = True
-            # the portal would keep its locks until the transaction ends
-            await con._wait(con._protocol.close_portal(self._portal), timeout)
+        await self._after_fetch(timeout)
         return rows
 
     def __repr__(self):

@@ -12,6 +12,7 @@ loopback (an agent trying to reach its collector), which each scenario asserts i
 
 from __future__ import annotations
 
+import re
 import sys
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -38,6 +39,11 @@ def outbound():
 
 
 FAILING_QUERY = "SELECT * FROM apm_no_such_table"
+
+
+def portal_names_out(sql):
+    """``sql`` with a cursor's portal name (each driver names its own) replaced by ``<portal>``."""
+    return re.sub(r'"?__asyncpg\w*__"?', "<portal>", sql)
 
 
 async def run_workload(dsn, on_error=None):

@@ -176,7 +176,10 @@ fn conn_lost_error(py: Python<'_>) -> PyErr {
 type IntrospectedRow = (u32, String, String, u32, Vec<String>, Vec<u32>, String);
 
 /// The asyncio protocol that speaks PostgreSQL's frontend/backend protocol v3.
-#[pyclass(module = "asyncpg_rs._native", name = "PGProtocol")]
+///
+/// `subclass`: `asyncpg_rs.protocol.Protocol` extends it under asyncpg's method names, the
+/// Python class that APM agents wrap; the stream transport's downcast still finds it native.
+#[pyclass(module = "asyncpg_rs._native", name = "PGProtocol", subclass)]
 pub struct PGProtocol {
     loop_: PyObject,
     transport: Option<PyObject>,
