@@ -791,7 +791,11 @@ class Connection(metaclass=ConnectionMeta):
         """
         cls = type(self)
         if (
-            (cls.reset, cls.execute, cls.get_reset_query) != _RESET_PATH
+            # by identity: a wrapt wrapper compares equal to the function it wraps
+            any(
+                a is not b
+                for a, b in zip((cls.reset, cls.execute, cls.get_reset_query), _RESET_PATH)
+            )
             or type(self._protocol).query is not _UNWRAPPED_QUERY
             or self._query_loggers
             or self._top_xact is not None
