@@ -398,7 +398,8 @@ class Connection(metaclass=ConnectionMeta):
             if self._query_loggers:
                 return await self._logged(query, args, timeout, self._simple_query, query, timeout)
             return await self._simple_query(query, timeout)
-        return await self._execute(query, args, 0, timeout, return_status=True)
+        status, _ = await self._execute(query, args, 0, timeout, return_status=True)
+        return status
 
     async def executemany(self, command: str, args, *, timeout: typing.Optional[float] = None):
         """Run ``command`` for each sequence of arguments in ``args``, atomically.
@@ -411,12 +412,13 @@ class Connection(metaclass=ConnectionMeta):
     async def fetch(self, query, *args, timeout=None, record_class=None) -> list:
         """Run a query and return all result rows as a list of Records."""
         self._check_open()
-        return await self._execute(query, args, 0, timeout, record_class=record_class)
+        _, rows = await self._execute(query, args, 0, timeout, record_class=record_class)
+        return rows
 
     async def fetchval(self, query, *args, column=0, timeout=None):
         """Run a query and return one value from the first row (``None`` if no rows)."""
         self._check_open()
-        rows = await self._execute(query, args, 1, timeout)
+        _, rows = await self._execute(query, args, 1, timeout)
         if not rows:
             return None
         return rows[0][column]
@@ -424,7 +426,7 @@ class Connection(metaclass=ConnectionMeta):
     async def fetchrow(self, query, *args, timeout=None, record_class=None):
         """Run a query and return the first row, or ``None``."""
         self._check_open()
-        rows = await self._execute(query, args, 1, timeout, record_class=record_class)
+        _, rows = await self._execute(query, args, 1, timeout, record_class=record_class)
         if not rows:
             return None
         return rows[0]
@@ -448,24 +450,17 @@ class Connection(metaclass=ConnectionMeta):
             query, name=name, timeout=timeout, use_cache=False, record_class=record_class
         )
 
-    async def _execute(
-        self, query, args, limit, timeout, *, return_status=False, record_class=None
-    ):
-        """Run ``query`` with ``args`` through the statement cache: the rows, or with
-        ``return_status`` the command status.
+    def _execute(self, query, args, limit, timeout, *, return_status=False, record_class=None):
+        """Run ``query`` with ``args`` through the statement cache; an awaitable of
+        ``(status, rows)``.
 
         asyncpg's name and argument order: ``execute`` with arguments and every ``fetch*``
-        come through here, which is where instrumentation (Sentry) wraps a query.
+        come through here, which is where instrumentation (Sentry) wraps a query. A plain
+        function handing back the coroutine, so that the hot path has no extra frame.
         """
         if self._query_loggers:
-            status, rows = await self._run(
-                query, args, limit, timeout, record_class, not return_status
-            )
-        else:
-            status, rows = await self._run_unlogged(
-                query, args, limit, timeout, record_class, not return_status
-            )
-        return status if return_status else rows
+            return self._run(query, args, limit, timeout, record_class, not return_status)
+        return self._run_unlogged(query, args, limit, timeout, record_class, not return_status)
 
     async def _prepare(self, query, *, name=None, timeout=None, use_cache=False, record_class=None):
         timeout = checked_timeout(timeout)
