@@ -4,7 +4,9 @@ Each agent is set up exactly as its compat scenario sets it up (``tests/compat/s
 apm_<agent>.py``: the agent's own integration, its events kept in memory, no network), in a
 fresh worker process per cell. A cell runs ``fetchval("SELECT $1::int", i)`` one query at a
 time inside the agent's transactions (a new transaction every ``--per-txn`` queries, so no
-agent hits its spans-per-transaction cap) and reports microseconds per query. The table shows
+agent hits its spans-per-transaction cap) and reports the worker's CPU microseconds per query
+(all its threads, so an agent's background work counts; CPU rather than wall time, so that
+other load on the machine and the server's own time stay out of it). The table shows
 the median per driver, each agent's overhead over no agent on the same driver, and the ratio
 asyncpg_rs / asyncpg.
 
@@ -82,13 +84,13 @@ def worker(dsn, driver, loop_name, agent, queries, per_txn):
             for i in range(200):  # warm up: statement cache, agent's first-call paths
                 await con.fetchval("SELECT $1::int", i)
             done = 0
-            started = time.perf_counter()
+            started = time.process_time()
             while done < queries:
                 with transaction():
                     for i in range(min(per_txn, queries - done)):
                         await con.fetchval("SELECT $1::int", i)
                 done += per_txn
-            return (time.perf_counter() - started) / queries * 1e6
+            return (time.process_time() - started) / queries * 1e6
         finally:
             await con.close()
 
@@ -125,7 +127,7 @@ def main():
             return r if isinstance(r, dict) else float(r)
 
         results = interleaved(args.repeat, agents, [args.loop], measure, width=10)
-    print(f"\nµs per query (median of {args.repeat}), loop {args.loop}")
+    print(f"\nclient CPU µs per query (median of {args.repeat}), loop {args.loop}")
     header = ("agent", "asyncpg", "+agent", "asyncpg_rs", "+agent", "rs/pg")
     print("{:10} {:>9} {:>8} {:>11} {:>8} {:>6}".format(*header))
     base = {}
