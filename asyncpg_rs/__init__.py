@@ -26,7 +26,11 @@ from .prepared_stmt import PreparedStatement as PreparedStatement
 from .protocol import Record as Record
 from .types import *  # noqa: F401,F403
 
-__version__ = "0.1.0"
+# The asyncpg release whose API this package implements, not asyncpg_rs's own version (that is
+# the distribution's: importlib.metadata.version("asyncpg_rs")). Code written for asyncpg reads
+# asyncpg.__version__ to decide what it may use: Sentry's and Datadog's integrations refuse to
+# instrument an asyncpg older than 0.23, so the package's own 0.1.0 here would turn them off.
+__version__ = "0.32.0"
 
 __all__ = (
     ("connect", "create_pool", "Pool", "Connection", "PreparedStatement", "Record")

@@ -16,8 +16,38 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+import types
 
 PACKAGE = __name__.rpartition(".")[0]
+
+
+class _ForwardingModule(types.ModuleType):
+    """The placeholder the import system holds for ``<alias>.<sub>`` while loading it.
+
+    Import hooks see it: New Relic's post-import hooks patch the module object the loader was
+    handed (``asyncpg.protocol.Protocol``, ``asyncpg.connect_utils._connect_addr``), so its
+    attribute reads and writes go to the real ``asyncpg_rs.<sub>``; only the import
+    machinery's own dunder attributes stay on the placeholder.
+    """
+
+    def __init__(self, name, real):
+        super().__init__(name)
+        object.__setattr__(self, "_real", real)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __setattr__(self, name, value):
+        if name.startswith("__") and name.endswith("__"):
+            super().__setattr__(name, value)
+        else:
+            setattr(self._real, name, value)
+
+    def __delattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            super().__delattr__(name)
+        else:
+            delattr(self._real, name)
 
 
 class _SubmoduleLoader(importlib.abc.Loader):
@@ -25,11 +55,11 @@ class _SubmoduleLoader(importlib.abc.Loader):
         self.real_name = real_name
 
     def create_module(self, spec):
-        return None  # a placeholder; exec_module swaps the real module in
+        return _ForwardingModule(spec.name, importlib.import_module(self.real_name))
 
     def exec_module(self, module):
         # importlib returns whatever sys.modules holds under the name after exec_module
-        sys.modules[module.__name__] = importlib.import_module(self.real_name)
+        sys.modules[module.__name__] = module._real
 
 
 class AliasFinder(importlib.abc.MetaPathFinder):

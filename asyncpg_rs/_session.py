@@ -340,11 +340,27 @@ class Session:
         value, the iterable raising), the batch is aborted server-side so nothing of it is
         committed; inside the caller's own transaction what already ran stays in that
         transaction, which the caller decides about.
+
+        The batch goes through the protocol's asyncpg-named ``bind_execute_many``, which APM
+        agents wrap, and comes back to :meth:`stream_executemany`.
         """
         timeout = checked_timeout(timeout)
         await self.ensure_idle(timeout)
-        proto = self.protocol
-        fut = proto.executemany_begin(stmt._state, record_class, want_rows)
+        return await self.protocol.bind_execute_many(
+            stmt._state, args, self._connection(), timeout, record_class, want_rows
+        )
+
+    async def stream_executemany(
+        self,
+        proto: typing.Any,
+        state: typing.Any,
+        args: typing.Iterable[typing.Any] | typing.AsyncIterable[typing.Any],
+        timeout: float | None,
+        record_class: type | None,
+        want_rows: bool,
+    ) -> list[typing.Any] | None:
+        """The work of ``Protocol.bind_execute_many``: see :meth:`executemany_on`."""
+        fut = proto.executemany_begin(state, record_class, want_rows)
         if timeout is None:
             timeout = self.config.command_timeout
         deadline = None if timeout is None else self.loop.time() + timeout
@@ -496,21 +512,29 @@ class Session:
 
         Only where nothing can tell the difference: outside a transaction, no operation in
         flight, no query logger, the default reset query (it cannot fail short of losing the
-        connection), and ``reset``/``execute`` neither overridden nor wrapped (instrumentation
-        then sees the reset run through them, as with asyncpg). Returns whether it was sent;
+        connection), and ``reset``/``execute`` and the protocol's ``query`` neither overridden
+        nor wrapped (instrumentation then sees the reset run through them, as with asyncpg).
+        Wrapped is judged by identity with the functions as defined: a wrapper patched onto
+        ``Connection`` itself (Sentry's, OpenTelemetry's) is then seen, and a wrapt wrapper
+        compares equal to what it wraps. Returns whether it was sent;
         if the server fails it, the connection is closed and the pool replaces it. Otherwise
         the caller awaits ``Connection.reset``.
         """
-        from .connection import Connection  # connection.py imports this module
+        from . import connection as _connection  # connection.py imports this module
+        from .protocol import protocol as _protocol_layer
 
         con = self._connection()
         if con is None:
             return False
         cls = type(con)
         if (
-            cls.reset is not Connection.reset
-            or cls.execute is not Connection.execute
-            or cls.get_reset_query is not Connection.get_reset_query
+            any(
+                a is not b
+                for a, b in zip(
+                    (cls.reset, cls.execute, cls.get_reset_query), _connection.RESET_PATH
+                )
+            )
+            or type(self.protocol).query is not _protocol_layer.UNWRAPPED_QUERY
             or self.query_loggers
             or self.top_xact is not None
             or self.protocol.is_in_transaction()

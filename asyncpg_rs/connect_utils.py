@@ -16,7 +16,8 @@ import socket
 import struct
 import time
 
-from . import _channel_binding, _native, _pooler, exceptions
+from . import _channel_binding, _pooler, exceptions
+from . import protocol as _protocol_layer
 
 # re-exported (`x as x`): asyncpg's connect_utils has these names
 from ._connect_params import ClientConfiguration as ClientConfiguration
@@ -178,13 +179,13 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
             transport = await _open_transport(loop, addr, params, use_ssl)
             ssl_object = transport.get_extra_info("ssl_object")
             tls = ssl_object is not None
-            proto = _native.PGProtocol(
+            # looked up on the module at each connect, as asyncpg does: New Relic wraps it
+            proto = _protocol_layer.Protocol(
+                addr,
+                None,
+                params,
+                record_class,
                 loop,
-                params.user,
-                params.database,
-                params.password,
-                params.server_settings or {},
-                channel_binding=params.channel_binding,
                 tls_server_end_point=(
                     _channel_binding.tls_server_end_point(ssl_object.getpeercert(True))
                     if tls and params.channel_binding != "disable"

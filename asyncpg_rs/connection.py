@@ -941,7 +941,8 @@ class Connection(metaclass=ConnectionMeta):
             timeout = checked_timeout(timeout)
         session = self._session
         await session.ensure_idle(timeout)
-        result = await session.wait(self._protocol.simple_query(query), timeout)
+        # through the protocol's asyncpg-named step, which instrumentation wraps
+        result = await session.wait(self._protocol.query(query), timeout)
         if result is None:
             return ""
         return result
@@ -1157,6 +1158,11 @@ class Connection(metaclass=ConnectionMeta):
             type(self).__name__,
             id(self),
         )
+
+
+# as defined here: instrumentation that wraps them on the class replaces these attributes,
+# which the pool's unawaited reset checks for (asyncpg_rs/_session.py)
+RESET_PATH = (Connection.reset, Connection.execute, Connection.get_reset_query)
 
 
 class _ConnectionSettings:

@@ -72,10 +72,13 @@ class CursorFactory(typing.Generic[RecordT]):
 
 
 class BaseCursor(typing.Generic[RecordT]):
-    """What both cursor kinds share: the portal, bound on first use, and fetching from it.
+    """What both cursors are made of; asyncpg's name, which instrumentation patches.
 
-    ``_bind``, ``_exec`` and ``_bind_exec`` keep asyncpg's names and meaning, since tracing
-    libraries (Sentry) wrap them to record one span per round trip.
+    Every round trip of a cursor goes through ``_bind`` (open the portal), ``_exec`` (fetch
+    from it) or ``_bind_exec`` (both in one round trip, for an iterator's first batch), as in
+    asyncpg, so that tracing wrapped around them (Sentry's AsyncPGIntegration) sees each one
+    once; and they reach the server through the protocol's ``bind``, ``execute`` and
+    ``bind_execute``, which other agents wrap.
     """
 
     __slots__ = (
@@ -112,8 +115,7 @@ class BaseCursor(typing.Generic[RecordT]):
                 "cursor cannot be used outside of the transaction it was created in"
             )
 
-    async def _bind_portal(self, timeout: float | None) -> None:
-        timeout = checked_timeout(timeout)
+    async def _prepare_portal(self, timeout: float | None) -> None:
         con = self._connection
         self._check_ready()
         if not con.is_in_transaction():
@@ -123,27 +125,33 @@ class BaseCursor(typing.Generic[RecordT]):
         session = con._session
         if self._stmt is None:
             self._stmt = await session.get_statement(self._query, timeout)
-        await session.ensure_idle()
+        await session.ensure_idle(timeout)
+
+    async def _bind_portal(self, timeout: float | None) -> None:
+        timeout = checked_timeout(timeout)
+        await self._prepare_portal(timeout)
+        session = self._connection._session
         portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
-        await session.wait(
-            session.protocol.bind_portal(self._stmt._state, self._args, portal), timeout
-        )
+        await session.wait(session.protocol.bind(self._stmt._state, self._args, portal), timeout)
         self._portal = portal
+
+    async def _after_fetch(self, timeout: float | None) -> None:
+        session = self._connection._session
+        if not session.protocol.portal_suspended():
+            self._exhausted = True
+            # the portal would keep its locks until the transaction ends
+            await session.wait(session.protocol.close_portal(self._portal), timeout)
 
     async def _fetch_rows(self, n: int, timeout: float | None) -> list[typing.Any]:
         timeout = checked_timeout(timeout)
         session = self._connection._session
         self._check_ready()
-        await session.ensure_idle()
-        proto = session.protocol
+        await session.ensure_idle(timeout)
         record_class = self._record_class or session.record_class
         rows = await session.wait(
-            proto.execute_portal(self._stmt._state, self._portal, n, record_class), timeout
+            session.protocol.execute(self._stmt._state, self._portal, n, record_class), timeout
         )
-        if not proto.portal_suspended():
-            self._exhausted = True
-            # the portal would keep its locks until the transaction ends
-            await session.wait(proto.close_portal(self._portal), timeout)
+        await self._after_fetch(timeout)
         return rows
 
     async def _bind(self, timeout: float | None) -> None:
@@ -155,9 +163,22 @@ class BaseCursor(typing.Generic[RecordT]):
         return await self._fetch_rows(n, timeout)
 
     async def _bind_exec(self, n: int, timeout: float | None) -> list[typing.Any]:
-        """Bind the portal and fetch its first ``n`` rows (an iterator's first batch)."""
-        await self._bind_portal(timeout)
-        return await self._fetch_rows(n, timeout)
+        """Bind the portal and fetch its first ``n`` rows (an iterator's first batch), in one
+        round trip: Bind and Execute to a named portal that stays open when suspended."""
+        timeout = checked_timeout(timeout)
+        await self._prepare_portal(timeout)
+        session = self._connection._session
+        portal = f"__asyncpg_rs_cursor_{next(_portal_numbers):x}__"
+        record_class = self._record_class or session.record_class
+        rows = await session.wait(
+            session.protocol.bind_execute(
+                self._stmt._state, self._args, portal, n, record_class, True
+            ),
+            timeout,
+        )
+        self._portal = portal
+        await self._after_fetch(timeout)
+        return rows
 
     def __repr__(self):
         attrs = []
@@ -234,7 +255,8 @@ class Cursor(BaseCursor[RecordT]):
         self._check_ready()
         _check_positive(n, "n")
         con = self._connection
-        status = await con.execute(f'MOVE FORWARD {int(n)} "{self._portal}"', timeout=timeout)
+        # asyncpg's forward is not a query of the user's: not logged, not traced
+        status = await con._simple_query(f'MOVE FORWARD {int(n)} "{self._portal}"', timeout)
         moved = int(status.split()[-1])
         if moved < n:
             self._exhausted = True

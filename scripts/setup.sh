@@ -55,7 +55,12 @@ log "installing Python build and test dependencies"
 # tests compare their observations with the real asyncpg's)
 .venv/bin/pip install -q "sqlalchemy[asyncio]==2.1.9" "databases==0.9.0" "tortoise-orm==1.1.9" \
     "piccolo==1.38.0" "opentelemetry-sdk==1.45.1" "opentelemetry-instrumentation-asyncpg==0.66b1"
+# APM agents, run over asyncpg_rs aliased as asyncpg and compared with the real asyncpg's
+# spans by tests/compat (scenarios/apm_*.py); their transports are kept in memory
+.venv/bin/pip install -q "sentry-sdk==2.75.0" "ddtrace==4.16.0" "newrelic==14.1.0" \
+    "elastic-apm==6.26.2"
 # applications on the event loop (tests/loop/test_applications.py)
-.venv/bin/pip install -q "aiohttp==3.14.5" "uvicorn==0.54.0" "starlette==1.10.0" "httpx==0.28.1"
+.venv/bin/pip install -q "aiohttp==3.14.5" "uvicorn==0.54.0" "starlette==1.10.0" "httpx==0.28.1" \
+    "gunicorn==27.0.1" "uvicorn-worker==0.4.0" "hypercorn==0.18.0"
 log "building asyncpg_rs (release)"
 .venv/bin/maturin develop --release -q

@@ -24,3 +24,5 @@ echo "== stubtest"
 echo "== pytest"
 # exit status 5 (no tests collected) is non-zero too, so `set -e` fails the run on it
 .venv/bin/python -m pytest tests/ -q --timeout=300 "$@"
+echo "== wheel: build, install without Rust, run the demo and a smoke test"
+bash scripts/wheel_check.sh

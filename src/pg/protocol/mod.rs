@@ -93,7 +93,10 @@ const COPY_OUT_HIGH_WATER: usize = 1 << 20;
 type IntrospectedRow = (u32, String, String, u32, Vec<String>, Vec<u32>, String);
 
 /// The asyncio protocol that speaks PostgreSQL's frontend/backend protocol v3.
-#[pyclass(module = "asyncpg_rs._native", name = "PGProtocol")]
+///
+/// `subclass`: `asyncpg_rs.protocol.Protocol` extends it under asyncpg's method names, the
+/// Python class that APM agents wrap; the stream transport's downcast still finds it native.
+#[pyclass(module = "asyncpg_rs._native", name = "PGProtocol", subclass)]
 pub struct PGProtocol {
     loop_: PyObject,
     transport: Option<PyObject>,
