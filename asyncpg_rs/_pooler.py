@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import secrets
 
+from . import _native
+
 # SQLSTATEs a pooler causes for a named statement: missing, or the name already taken
 LOST_STATEMENT = frozenset({"26000", "42P05"})
 
@@ -50,9 +52,14 @@ def statement_name_prefix() -> str:
 
 async def behind_pooler(protocol) -> bool:
     """Whether the server we reached is a pooler's front: its BackendKeyData process id is
-    not the backend's. Runs one unnamed query, which works in any pooling mode."""
-    state = await protocol.prepare("", "SELECT pg_catalog.pg_backend_pid()")
-    rows = await protocol.bind_execute(state, (), "", 0, None, True)
+    not the backend's. Runs one unnamed query, which works in any pooling mode, through the
+    native methods: an APM agent that wraps the protocol's must not see it."""
+    # an agent may also have wrapped the whole object (New Relic proxies the constructor's
+    # result): the native object is behind its __wrapped__
+    while hasattr(protocol, "__wrapped__"):
+        protocol = protocol.__wrapped__
+    state = await _native.PGProtocol.prepare(protocol, "", "SELECT pg_catalog.pg_backend_pid()")
+    rows = await _native.PGProtocol.bind_execute(protocol, state, (), "", 0, None, True)
     return rows[0][0] != protocol.get_server_pid()
 
 

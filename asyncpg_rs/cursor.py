@@ -255,7 +255,8 @@ class Cursor(BaseCursor[RecordT]):
         self._check_ready()
         _check_positive(n, "n")
         con = self._connection
-        # asyncpg's forward is not a query of the user's: not logged, not traced
+        # as asyncpg's: through the protocol's `query` (which agents trace), not `execute`
+        # (which query loggers would see)
         status = await con._simple_query(f'MOVE FORWARD {int(n)} "{self._portal}"', timeout)
         moved = int(status.split()[-1])
         if moved < n:

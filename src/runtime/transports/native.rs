@@ -36,13 +36,16 @@ pub fn register_native_receiver(protocol_type: &Bound<'_, PyType>, receive: Nati
     );
 }
 
-/// The native receive function for `protocol`, if it is an instance of the registered type
-/// or of a Python subclass of it (the driver's asyncpg-named `Protocol`, which APM agents
-/// wrap, is one): the subclass adds Python methods but receives through the same Rust state.
+/// The native receive function for `protocol`, if its type is the registered one or a
+/// Python subclass of it (the driver's asyncpg-named `Protocol`, which APM agents wrap, is
+/// one: it adds Python methods but receives through the same Rust state). The object's own
+/// type is what counts, not its `__class__`: a proxy around a protocol (an agent's) claims
+/// the class but has none of its state, and takes the asyncio path.
 pub(crate) fn native_receiver(protocol: &Bound<'_, PyAny>) -> Option<NativeReceive> {
     let registered = REGISTERED.get(protocol.py())?;
     protocol
-        .is_instance(registered.protocol_type.bind(protocol.py()))
+        .get_type()
+        .is_subclass(registered.protocol_type.bind(protocol.py()))
         .unwrap_or(false)
         .then_some(registered.receive)
 }
