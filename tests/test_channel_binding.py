@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import pytest
+from test_connect_params import _parse
 
 import asyncpg_rs
-from asyncpg_rs import _channel_binding, connect_utils, exceptions
+from asyncpg_rs import _channel_binding, exceptions
 
 
 def _kwargs(pg, pg_roles, method, **kw):
@@ -78,22 +79,4 @@ async def test_prefer_without_tls_still_logs_in(pg, pg_roles):
 
 def test_channel_binding_bad_value():
     with pytest.raises(exceptions.ClientConfigurationError, match="'always'"):
-        connect_utils._parse_connect_arguments(
-            dsn="postgresql://u@h/db?channel_binding=always",
-            host=None,
-            port=None,
-            user=None,
-            password=None,
-            passfile=None,
-            database=None,
-            ssl=None,
-            direct_tls=None,
-            server_settings=None,
-            target_session_attrs=None,
-            krbsrvname=None,
-            gsslib=None,
-            command_timeout=None,
-            statement_cache_size=100,
-            max_cached_statement_lifetime=300,
-            max_cacheable_statement_size=15360,
-        )
+        _parse(dsn="postgresql://u@h/db?channel_binding=always")

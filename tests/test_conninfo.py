@@ -6,33 +6,14 @@ import asyncio
 import collections
 
 import pytest
+from test_connect_params import _parse as _parse_arguments
 
 import asyncpg_rs
 from asyncpg_rs import _conninfo, connect_utils, exceptions
 
 
 def _parse(dsn, **kw):
-    args = dict(
-        dsn=dsn,
-        host=None,
-        port=None,
-        user=None,
-        password=None,
-        passfile=None,
-        database=None,
-        ssl=None,
-        direct_tls=None,
-        server_settings=None,
-        target_session_attrs=None,
-        krbsrvname=None,
-        gsslib=None,
-        command_timeout=None,
-        statement_cache_size=100,
-        max_cached_statement_lifetime=300,
-        max_cacheable_statement_size=15360,
-    )
-    args.update(kw)
-    return connect_utils._parse_connect_arguments(**args)
+    return _parse_arguments(dsn=dsn, **kw)
 
 
 @pytest.mark.parametrize(
