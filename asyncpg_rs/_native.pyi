@@ -16,6 +16,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "EXECUTEMANY_CONTINUE",
     "EXECUTEMANY_FAILED",
+    "EXECUTEMANY_FLUSHED",
     "EXECUTEMANY_PAUSED",
     "copy_binary_header",
     "copy_binary_trailer",
@@ -137,7 +138,8 @@ class PGProtocol(asyncio.Protocol):
         want_rows: bool = False,
     ) -> asyncio.Future[list[Record]]: ...
     def executemany_add(self, args: Sequence[object]) -> int:
-        """One of EXECUTEMANY_CONTINUE, EXECUTEMANY_PAUSED, EXECUTEMANY_FAILED."""
+        """One of EXECUTEMANY_CONTINUE, EXECUTEMANY_PAUSED, EXECUTEMANY_FAILED,
+        EXECUTEMANY_FLUSHED."""
     def executemany_end(self, failed: bool = False, rollback: bool = False) -> None: ...
     def bind_portal(
         self, state: StatementState, args: Sequence[object], portal: str
@@ -232,6 +234,7 @@ def create_record(
 EXECUTEMANY_CONTINUE: Final[int]
 EXECUTEMANY_PAUSED: Final[int]
 EXECUTEMANY_FAILED: Final[int]
+EXECUTEMANY_FLUSHED: Final[int]
 
 # ---------------------------------------------------------------- COPY
 

@@ -374,6 +374,8 @@ class Session:
                             break  # the server already failed the batch: stop sending
                         if state == _native.EXECUTEMANY_PAUSED:
                             await self._drain_until(deadline)
+                        elif state == _native.EXECUTEMANY_FLUSHED:
+                            await asyncio.sleep(0)  # read what the server said meanwhile
                 else:
                     for a in args:
                         state = add(a)
@@ -381,6 +383,8 @@ class Session:
                             break
                         if state == _native.EXECUTEMANY_PAUSED:
                             await self._drain_until(deadline)
+                        elif state == _native.EXECUTEMANY_FLUSHED:
+                            await asyncio.sleep(0)
             except BaseException as e:
                 if not self.is_closed():
                     proto.executemany_end(failed=True, rollback=not proto.is_in_transaction())

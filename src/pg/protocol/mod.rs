@@ -397,7 +397,8 @@ impl PGProtocol {
     /// Encode one argument sequence of a streamed executemany; it is sent with the others
     /// once 128 KiB have gathered. Returns `EXECUTEMANY_CONTINUE` to go on,
     /// `EXECUTEMANY_PAUSED` when the transport asked us to pause (await `drain()`),
-    /// `EXECUTEMANY_FAILED` when the server already reported an error (stop sending).
+    /// `EXECUTEMANY_FAILED` when the server already reported an error (stop sending),
+    /// `EXECUTEMANY_FLUSHED` when a batch went out (let the loop run once).
     fn executemany_add(slf: &Bound<'_, Self>, args: &Bound<'_, PyAny>) -> PyResult<u8> {
         ops::executemany_add(slf, args)
     }
@@ -593,6 +594,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EXECUTEMANY_CONTINUE", ops::executemany_status::CONTINUE)?;
     m.add("EXECUTEMANY_PAUSED", ops::executemany_status::PAUSED)?;
     m.add("EXECUTEMANY_FAILED", ops::executemany_status::FAILED)?;
+    m.add("EXECUTEMANY_FLUSHED", ops::executemany_status::FLUSHED)?;
     m.add_class::<StatementState>()?;
     Ok(())
 }

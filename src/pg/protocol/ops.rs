@@ -25,6 +25,10 @@ pub(super) mod executemany_status {
     pub const PAUSED: u8 = 1;
     /// The server already reported an error: stop sending.
     pub const FAILED: u8 = 2;
+    /// A batch just went to the transport: let the loop run once, so that an error the
+    /// server sent meanwhile is read (a transport that never pauses would otherwise keep
+    /// the whole iterable flowing to a server that already failed it).
+    pub const FLUSHED: u8 = 3;
 }
 
 fn invalid_query(py: Python<'_>, e: std::io::Error) -> PyErr {
@@ -133,6 +137,7 @@ pub(super) fn executemany_add(
             None
         }
     };
+    let flushed = flush.is_some();
     if let Some((transport, data)) = flush {
         transport_write(py, &transport, &data)?;
     }
@@ -141,6 +146,8 @@ pub(super) fn executemany_add(
         executemany_status::FAILED
     } else if this.writing_paused {
         executemany_status::PAUSED
+    } else if flushed {
+        executemany_status::FLUSHED
     } else {
         executemany_status::CONTINUE
     })
