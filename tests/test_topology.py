@@ -234,7 +234,7 @@ def bouncer_session(pg):
 def bouncer_transaction(pg):
     if getattr(pg, "external", False):
         pytest.skip("needs the throwaway cluster (ASYNCPG_RS_TEST_DSN is set)")
-    b = pgcluster.PgBouncer.start(pg, "transaction", pool_size=2)
+    b = pgcluster.PgBouncer.start(pg, "transaction", pool_size=5)
     try:
         yield b
     finally:
@@ -303,8 +303,9 @@ async def test_pgbouncer_transaction_mode_every_api_with_defaults(bouncer_transa
 
 
 async def test_pgbouncer_transaction_mode_load(bouncer_transaction):
-    """64 tasks on a pool of 20 through 2 server connections, default settings, mixed work
-    (queries, prepared statements, transactions, executemany) for a bounded time: no error."""
+    """64 tasks on a pool of 20 through a PgBouncer pool of 5 server connections, default
+    settings, mixed work (queries, prepared statements, transactions, executemany) for a
+    bounded time: no error."""
     pool = await asyncpg_rs.create_pool(
         **bouncer_transaction.connect_kwargs(), min_size=5, max_size=20
     )
