@@ -86,19 +86,26 @@ def main():
     import pgcluster
 
     cluster = pgcluster.Cluster.start()
-    bouncer = pgcluster.PgBouncer.start(cluster, "transaction", pool_size=args.pool_size)
     loops = driver_loops()
     results = {}
     try:
-        kwargs = json.dumps(bouncer.connect_kwargs())
         for rep in range(args.repeat):
             for query in QUERIES:
                 for loop in loops:
                     order = ["asyncpg", "asyncpg_rs"] if rep % 2 == 0 else ["asyncpg_rs", "asyncpg"]
                     for driver in order:
-                        r = run_worker(
-                            __file__, (driver, loop, kwargs, query, args.duration), timeout=300
+                        # a PgBouncer per measurement: Debian's 1.18 stops answering SCRAM
+                        # logins after a couple of hundred of them (both drivers alike)
+                        bouncer = pgcluster.PgBouncer.start(
+                            cluster, "transaction", pool_size=args.pool_size
                         )
+                        try:
+                            kwargs = json.dumps(bouncer.connect_kwargs())
+                            r = run_worker(
+                                __file__, (driver, loop, kwargs, query, args.duration), timeout=120
+                            )
+                        finally:
+                            bouncer.stop()
                         if "error" in r:
                             print(f"  {query} {loop} {driver}: {r['error']}", file=sys.stderr)
                             continue
@@ -108,7 +115,6 @@ def main():
                             file=sys.stderr,
                         )
     finally:
-        bouncer.stop()
         cluster.stop()
     print(
         f"\nPgBouncer {pgcluster.PgBouncer.binary()}, transaction mode, {args.pool_size} server "
