@@ -174,7 +174,7 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
         attempts = [False]  # unix sockets: TLS only when demanded
     first_exc = None
     for i, use_ssl in enumerate(attempts):
-        transport = watcher = None
+        transport = proto = None
         try:
             transport = await _open_transport(loop, addr, params, use_ssl)
             ssl_object = transport.get_extra_info("ssl_object")
@@ -192,28 +192,23 @@ async def _connect_addr(*, addr, loop, params, config, connection_class, record_
                     else None
                 ),
             )
-            watcher = _StartupWatcher(proto)
-            transport.set_protocol(watcher)
+            # the protocol reads the socket from the startup on (on our loop, natively)
+            transport.set_protocol(proto)
             proto.connection_made(transport)
-            try:
-                await proto.startup_waiter()
-            finally:
-                # from here on the native protocol reads the socket with nothing in between
-                if not transport.is_closing():
-                    transport.set_protocol(proto)
+            await proto.startup_waiter()
         except (
             exceptions.InternalClientError,
             exceptions.CannotConnectNowError,
             _SSLExchangeError,
         ) as e:
             _abort(transport)
-            if watcher is not None and watcher.authenticated:
+            if _authenticated(proto):
                 e._asyncpg_rs_after_auth = True
             # CannotConnectNow (starting up, shutting down): this host, not this transport
             raise e from first_exc
         except (exceptions.PostgresError, exceptions.InterfaceError, OSError) as e:
             _abort(transport)
-            if watcher is not None and watcher.authenticated:
+            if _authenticated(proto):
                 # The server accepted us and then failed (a bad startup setting, say): the
                 # same would happen over the other transport, and on a retry of this host.
                 e._asyncpg_rs_after_auth = True
@@ -268,64 +263,10 @@ def _hides_password_error(first, fallback):
     )
 
 
-class _StartupWatcher(asyncio.Protocol):
-    """Sits between the transport and the native protocol until the first ReadyForQuery,
-    noting whether AuthenticationOk arrived: failures after it are not worth a retry."""
-
-    __slots__ = ("proto", "authenticated", "_buf", "_skip")
-
-    def __init__(self, proto):
-        self.proto = proto
-        self.authenticated = False
-        self._buf = b""  # an incomplete message header
-        self._skip = 0  # bytes of a long message body still to come
-
-    def data_received(self, data):
-        if not self.authenticated:
-            self._scan(data)
-        self.proto.data_received(data)
-
-    def _scan(self, data):
-        if self._skip:
-            if len(data) <= self._skip:
-                self._skip -= len(data)
-                return
-            data = data[self._skip :]
-            self._skip = 0
-        buf = self._buf + data if self._buf else data
-        pos = 0
-        # Backend messages: a type byte, an int32 length (counting itself), the body.
-        while len(buf) - pos >= 5:
-            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
-            if buf[pos] == 0x52 and length == 8:  # 'R' with a 4-byte auth code
-                if len(buf) - pos < 9:
-                    break
-                if buf[pos + 5 : pos + 9] == b"\0\0\0\0":
-                    self.authenticated = True
-                    self._buf = b""
-                    return
-            if length < 4:
-                # not a message stream; the native protocol reports it, we stop looking
-                self._buf, self._skip = b"", 1 << 62
-                return
-            end = pos + 1 + length
-            if end > len(buf):
-                self._buf, self._skip = b"", end - len(buf)
-                return
-            pos = end
-        self._buf = buf[pos:]
-
-    def eof_received(self):
-        return self.proto.eof_received()
-
-    def connection_lost(self, exc):
-        self.proto.connection_lost(exc)
-
-    def pause_writing(self):
-        self.proto.pause_writing()
-
-    def resume_writing(self):
-        self.proto.resume_writing()
+def _authenticated(proto):
+    """Whether the server accepted the login (AuthenticationOk) on ``proto``: a failure after
+    it is not worth a retry over the other transport or of this host."""
+    return proto is not None and bool(proto.authenticated)
 
 
 def _abort(transport):
