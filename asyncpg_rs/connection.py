@@ -20,6 +20,8 @@ import weakref
 from . import _copy, _native, _pooler, _session, connect_utils, exceptions
 from . import prepared_stmt as _prepared_stmt
 from . import transaction as _transaction
+from ._callbacks import Callback as _Callback
+from ._callbacks import QueryLoggerContext as _QueryLoggerContext
 from ._quoting import quote_ident
 from ._timeouts import checked_timeout
 from .protocol import Record
@@ -1184,53 +1186,6 @@ class _ConnectionSettings:
 
     def __repr__(self):
         return f"<ConnectionSettings {self._settings!r}>"
-
-
-class _Callback(typing.NamedTuple):
-    cb: typing.Callable
-    is_async: bool
-
-    @classmethod
-    def from_callable(cls, cb):
-        return cls(cb, asyncio.iscoroutinefunction(cb))
-
-    def call(self, loop, *args):
-        if self.is_async:
-            loop.create_task(_run_async_callback(loop, self.cb, args))
-        else:
-            try:
-                self.cb(*args)
-            except Exception as e:  # noqa: BLE001 - reported, never breaks the connection
-                loop.call_exception_handler(
-                    {
-                        "message": f"Unhandled exception in asyncpg callback {self.cb!r}",
-                        "exception": e,
-                    }
-                )
-
-
-async def _run_async_callback(loop, cb, args):
-    try:
-        await cb(*args)
-    except Exception as e:  # noqa: BLE001
-        loop.call_exception_handler(
-            {"message": f"Unhandled exception in asyncpg callback {cb!r}", "exception": e}
-        )
-
-
-class _QueryLoggerContext:
-    __slots__ = ("_conn", "_cb")
-
-    def __init__(self, conn, cb):
-        self._conn = conn
-        self._cb = cb
-
-    def __enter__(self) -> _t.QueryLogger:
-        self._conn.add_query_logger(self._cb)
-        return self._cb
-
-    def __exit__(self, *exc: object) -> None:
-        self._conn.remove_query_logger(self._cb)
 
 
 def _origin():
