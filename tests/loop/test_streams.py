@@ -174,6 +174,61 @@ async def test_flow_control_pauses_writer_with_slow_reader():
         transport.close()
 
 
+async def test_a_fast_sender_gets_one_read_per_loop_iteration():
+    # A peer that sends faster than the protocol consumes must not crowd out the rest of
+    # the loop: each iteration reads once, so a timer or another task waits for one read's
+    # worth of work, not for a backlog of queued reads (see stream.rs, read_continuation).
+    loop = asyncio.get_running_loop()
+    total = 48 * 1024 * 1024
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def send():
+        peer, _ = listener.accept()
+        with peer:
+            chunk = b"x" * (1024 * 1024)
+            for _ in range(total // len(chunk)):
+                peer.sendall(chunk)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    reads_since_tick = [0]
+    most_reads_in_an_iteration = [0]
+    received = [0]
+    done = loop.create_future()
+
+    class Count(asyncio.Protocol):
+        def data_received(self, data):
+            reads_since_tick[0] += 1
+            received[0] += len(data)
+            # a little work per read, as a protocol decoding what it got would do
+            sum(data[:: 4096])
+
+        def eof_received(self):
+            return False
+
+        def connection_lost(self, exc):
+            if not done.done():
+                done.set_result(exc)
+
+    def tick():
+        most_reads_in_an_iteration[0] = max(most_reads_in_an_iteration[0], reads_since_tick[0])
+        reads_since_tick[0] = 0
+        if not done.done():
+            loop.call_soon(tick)
+
+    transport, _ = await loop.create_connection(Count, "127.0.0.1", port)
+    loop.call_soon(tick)
+    try:
+        assert await asyncio.wait_for(done, 60) is None
+    finally:
+        transport.close()
+        listener.close()
+        sender.join(10)
+    assert received[0] == total
+    assert 1 <= most_reads_in_an_iteration[0] <= 2, most_reads_in_an_iteration[0]
+
+
 async def test_writelines_in_order_whatever_the_kernel_takes():
     loop = asyncio.get_running_loop()
     got = bytearray()

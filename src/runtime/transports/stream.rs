@@ -63,6 +63,11 @@ struct State {
     reading_paused: bool,
     /// The socket reported readable and we have not read it dry yet.
     read_pending: bool,
+    /// A `_read_ready` continuation is in the ready queue. One is enough: each read that
+    /// leaves data behind used to queue another, so the queued reads multiplied while a large
+    /// result streamed in and a loop iteration grew to megabytes of decoding, which is what a
+    /// timeout or a concurrent task waited behind.
+    read_continuation: bool,
     /// The peer hung up (EPOLLHUP/RDHUP): read until EOF, a short read proves nothing.
     peer_closed: bool,
     /// The last read brought at least `LARGE_READ` bytes: for a `data_received` protocol,
@@ -360,11 +365,18 @@ impl StreamTransport {
             Self::flush(slf)?;
         }
         if readable {
-            if let Ok(mut st) = slf.get().state.borrow_mut(slf.py()) {
-                st.read_pending = true;
-                st.peer_closed |= read_closed;
+            let continuation_queued = match slf.get().state.borrow_mut(slf.py()) {
+                Ok(mut st) => {
+                    st.read_pending = true;
+                    st.peer_closed |= read_closed;
+                    st.read_continuation
+                }
+                Err(_) => false,
+            };
+            // the queued continuation reads it, in turn with the other ready callbacks
+            if !continuation_queued {
+                Self::read_ready(slf)?;
             }
-            Self::read_ready(slf)?;
         }
         Ok(())
     }
@@ -397,12 +409,31 @@ impl StreamTransport {
             }
         }
         // Budget spent with data still waiting: continue next iteration, after other work.
-        me.loop_obj.call_method1(
+        Self::queue_read_continuation(slf)
+    }
+
+    /// Queue one `_read_ready` unless one is queued already.
+    fn queue_read_continuation(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        {
+            let mut st = me.state.borrow_mut(py)?;
+            if st.read_continuation {
+                return Ok(());
+            }
+            st.read_continuation = true;
+        }
+        let queued = me.loop_obj.call_method1(
             py,
             intern!(py, "call_soon"),
             (slf.getattr(intern!(py, "_read_ready"))?,),
-        )?;
-        Ok(())
+        );
+        if queued.is_err() {
+            if let Ok(mut st) = me.state.borrow_mut(py) {
+                st.read_continuation = false;
+            }
+        }
+        queued.map(drop)
     }
 
     /// One read into our buffer, handed over as a slice (a native protocol) or bytes. Returns
@@ -870,6 +901,7 @@ impl StreamTransport {
                 eof_received: false,
                 reading_paused: false,
                 read_pending: false,
+                read_continuation: false,
                 peer_closed: false,
                 large_reads: false,
                 protocol_paused: false,
@@ -902,6 +934,9 @@ impl StreamTransport {
 
     /// Continue reading data the socket already reported (after a pause or a spent budget).
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if let Ok(mut st) = slf.get().state.borrow_mut(slf.py()) {
+            st.read_continuation = false;
+        }
         Self::read_ready(slf)
     }
 
@@ -1082,11 +1117,7 @@ impl StreamTransport {
             st.read_pending
         };
         if pending {
-            me.loop_obj.call_method1(
-                py,
-                intern!(py, "call_soon"),
-                (slf.getattr(intern!(py, "_read_ready"))?,),
-            )?;
+            Self::queue_read_continuation(slf)?;
         }
         Ok(())
     }
