@@ -145,6 +145,8 @@ pub struct PGProtocol {
     unawaited: u32,
     /// The first error an unawaited query got; the connection is failed with it.
     unawaited_error: Option<PyErr>,
+    /// Rows of a fetch whose caller gave up, freed a slice per read (see dispatch).
+    abandoned_rows: Vec<PyObject>,
 }
 
 #[pymethods]
@@ -221,6 +223,7 @@ impl PGProtocol {
             on_lost: None,
             unawaited: 0,
             unawaited_error: None,
+            abandoned_rows: Vec::new(),
         })
     }
 
