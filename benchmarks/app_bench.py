@@ -11,29 +11,32 @@ loop), and the loop's share is what can differ.
 With ``--db``: the four TechEmpower database tests over a throwaway PostgreSQL (the
 project's tools/pgcluster.py, TLS on; or ``--dsn``), each request going through a pool:
 
-    /db              one random World row (of 10,000) by id, as JSON
-    /queries?q=20    20 random World rows, each its own query on one acquired connection
-    /fortunes        the 12 Fortune rows plus one added at request time, sorted by message,
-                     HTML-escaped, rendered into an HTML table
-    /updates?q=20    20 random World rows read one by one, given new random numbers and
-                     written back in one ``executemany`` (rows sorted by id, so concurrent
-                     batches cannot deadlock), the way both drivers are asked to do it
+    /db                   one random World row (of 10,000) by id, as JSON
+    /queries?queries=20   20 random World rows, each its own query on one connection
+    /fortunes             the 12 Fortune rows plus one added at request time, sorted by
+                          message, HTML-escaped, rendered into an HTML table
+    /updates?queries=20   20 random World rows read one by one, given new random numbers
+                          and written back in one ``executemany`` (sorted by id, so
+                          concurrent batches cannot deadlock), alike for both drivers
 
 Combinations: asyncpg_rs on its own loop, asyncpg_rs on uvloop (informative), asyncpg on
 uvloop, asyncpg on the stdlib loop; each over plain TCP (``sslmode=disable``) and TLS
 (``sslmode=require``). The framework (aiohttp), the handlers, the pool size (``--pool``,
 min = max, so every backend exists before the load starts and none is recycled) and wrk's
-settings are the same everywhere: only the driver and the loop differ. Each round starts one
-server per combination (their order rotating from round to round, plain and TLS alternating
-first), warms every pooled connection's statement cache, then runs the endpoints (their order
-rotating too) for ``--duration`` seconds each. Besides the server's own CPU per request, the
-CPU of its PostgreSQL backends per request is reported (their pids come from
-``pg_backend_pid()``), so a driver that made the server work harder would show. Ratios are
-against asyncpg on uvloop: of the medians, and the range of the same-round ratios, which
-shows how noisy the machine was.
+settings are the same everywhere: only the driver and the loop differ. The defaults, a pool
+of 10 and 32 wrk connections, suit a 2-core machine: requests queue for the pool, as in a
+pooled application under load, and ten backends are already more than the cores.
+
+Each round starts one server per combination (their order rotating from round to round,
+plain and TLS alternating first), warms every pooled connection's statement cache, then runs
+the endpoints (their order rotating too) for ``--duration`` seconds each. Besides the
+server's own CPU per request, the CPU of its PostgreSQL backends per request is reported
+(their pids come from ``pg_backend_pid()``), so a driver that made the server work harder
+would show. Ratios are against asyncpg on uvloop: of the medians, and the range of the
+same-round ratios, which shows how noisy the machine was.
 
     python benchmarks/app_bench.py [--repeat 5] [--duration 4] [--conns 50]
-    python benchmarks/app_bench.py --db                    # 3 rounds of 2 s: about 5 minutes
+    python benchmarks/app_bench.py --db                    # 3 rounds of 2 s: about 4 minutes
     python benchmarks/app_bench.py --db --rounds 5 --duration 5 --tls plain \\
         --endpoints db,fortunes --combos rs-ours,apg-uvloop --json out.json
 
