@@ -454,7 +454,7 @@ def report(results, args, endpoints, combos, tls_modes):
     )
     header = (
         f"{'endpoint':13} {'combination':22} {'req/s':>8} {'ratio':>6} {'(rounds)':>12}"
-        f" {'server µs/req':>14} {'ratio':>6} {'PG µs/req':>10}"
+        f" {'server µs/req':>14} {'ratio':>6} {'PG µs/req':>10} {'both':>6}"
     )
     for tls in tls_modes:
         print(f"\n{tls} (sslmode={TLS_MODES[tls]})")
@@ -462,6 +462,7 @@ def report(results, args, endpoints, combos, tls_modes):
         for ep in endpoints:
             base = results.get((tls, ep, BASELINE), [])
             base_rps, base_cpu = _median(base, "rps"), _median(base, "cpu_us")
+            base_pg = _median(base, "pg_us")
             for combo in combos:
                 rs = results.get((tls, ep, combo), [])
                 rps, cpu, pg = (_median(rs, k) for k in ("rps", "cpu_us", "pg_us"))
@@ -474,9 +475,12 @@ def report(results, args, endpoints, combos, tls_modes):
                 paired = _paired_ratios(results, tls, ep, combo)
                 spread = f"{min(paired):.2f}-{max(paired):.2f}" if paired else "-"
                 cpu_ratio = f"{cpu / base_cpu:6.2f}" if base_cpu else "     -"
+                # server and backends together: on a machine that runs both, the CPU the
+                # whole request costs bounds the throughput
+                both = f"{(cpu + pg) / (base_cpu + base_pg):6.2f}" if base_cpu else "     -"
                 print(
                     f"{ENDPOINTS[ep][1]:13} {label:22} {rps:8,.0f} {ratio} {spread:>12}"
-                    f" {cpu:14,.0f} {cpu_ratio} {pg:10,.0f}"
+                    f" {cpu:14,.0f} {cpu_ratio} {pg:10,.0f} {both}"
                 )
 
 
