@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 import typing
 import weakref
@@ -512,42 +513,55 @@ class Session:
         return reset_query
 
     def reset_without_round_trip(self) -> bool:
-        """The pool's reset, sent ahead of the connection's next query instead of awaited.
-
-        Only where nothing can tell the difference: outside a transaction, no operation in
-        flight, no query logger, the default reset query (it cannot fail short of losing the
-        connection), and ``reset``/``execute`` and the protocol's ``query`` neither overridden
-        nor wrapped (instrumentation then sees the reset run through them, as with asyncpg).
-        Wrapped is judged by identity with the functions as defined: a wrapper patched onto
-        ``Connection`` itself (Sentry's, OpenTelemetry's) is then seen, and a wrapt wrapper
-        compares equal to what it wraps. Returns whether it was sent;
-        if the server fails it, the connection is closed and the pool replaces it. Otherwise
-        the caller awaits ``Connection.reset``.
+        """The pool's reset, sent ahead of the connection's next query instead of awaited,
+        where :meth:`may_reset_without_round_trip` allows it. Returns whether it was sent; if
+        the server fails it, the connection is closed and the pool replaces it. Otherwise the
+        caller awaits ``Connection.reset``.
         """
-        from . import connection as _connection  # connection.py imports this module
-        from .protocol import protocol as _protocol_layer
+        if not self.may_reset_without_round_trip():
+            return False
+        self.send_reset_unawaited()
+        return True
 
+    def may_reset_without_round_trip(self) -> bool:
+        """Whether nothing can tell an unawaited reset from an awaited one: outside a
+        transaction, no operation in flight, no query logger, the default reset query (it
+        cannot fail short of losing the connection), and ``reset``/``execute`` and the
+        protocol's ``query`` neither overridden nor wrapped (instrumentation then sees the
+        reset run through them, as with asyncpg). Wrapped is judged by identity with the
+        functions as defined: a wrapper patched onto ``Connection`` itself (Sentry's,
+        OpenTelemetry's) is then seen, and a wrapt wrapper compares equal to what it wraps.
+        """
         con = self._connection()
         if con is None:
             return False
         cls = type(con)
-        if (
-            any(
-                a is not b
-                for a, b in zip(
-                    (cls.reset, cls.execute, cls.get_reset_query), _connection.RESET_PATH
-                )
-            )
-            or type(self.protocol).query is not _protocol_layer.UNWRAPPED_QUERY
+        reset_path = _reset_path()
+        return not (
+            cls.reset is not reset_path[0]
+            or cls.execute is not reset_path[1]
+            or cls.get_reset_query is not reset_path[2]
+            or type(self.protocol).query is not reset_path[3]
             or self.query_loggers
             or self.top_xact is not None
             or self.protocol.is_in_transaction()
             or self.protocol.is_busy()
             or self.is_closed()
-        ):
-            return False
+        )
+
+    def send_reset_unawaited(self) -> None:
+        """Send the reset query without waiting for its answer (see above for when)."""
         self.protocol.send_unawaited(self.take_reset_query())
-        return True
+
+
+@functools.cache
+def _reset_path() -> tuple[typing.Any, ...]:
+    """``Connection``'s reset functions as defined, and the protocol's ``query``: looked up
+    once, since connection.py imports this module and the lookup must wait for it."""
+    from . import connection as _connection
+    from .protocol import protocol as _protocol_layer
+
+    return (*_connection.RESET_PATH, _protocol_layer.UNWRAPPED_QUERY)
 
 
 def _expire(fut: asyncio.Future[typing.Any]) -> None:

@@ -192,6 +192,41 @@ class _Holder:
         finally:
             self._mark_free()
 
+    def release_at_once(self, timeout):
+        """The common release, done here and now: the reset goes out ahead of the next query
+        and nothing has to be awaited. Returns False, having done nothing, where ``release``
+        has something to await or decide (a reset to wait for, a connection to replace, a
+        cancellation to let land); the caller then runs that one. No task is made per
+        release this way (``Pool.release`` shields the awaited one in a task)."""
+        pool = self._pool
+        con = self._con
+        if (
+            timeout is not None
+            or pool._reset is not None
+            or con is None
+            or con.is_closed()
+            or self._generation != pool._generation
+            or (pool._max_queries and self._queries + 1 >= pool._max_queries)
+        ):
+            return False
+        session = con._session
+        if session.cancelling() or not session.may_reset_without_round_trip():
+            return False
+        try:
+            self._queries += 1
+            session.release_ctr += 1
+            _warn_dangling(con, stacklevel=5)
+            try:
+                session.send_reset_unawaited()
+            except BaseException:
+                con.terminate()
+                self._con = None
+                raise
+            self._start_idle_timer()
+        finally:
+            self._mark_free()
+        return True
+
     async def release_after_failure(self):
         if self._con is not None:
             self._con.terminate()
@@ -245,7 +280,7 @@ class _Holder:
             self._con = None
 
 
-def _warn_dangling(con):
+def _warn_dangling(con, stacklevel=4):
     """Warn about listeners a caller forgot: the reset drops them, which is surely a bug."""
     n, n_log = con._session.dangling_listeners()
     if n:
@@ -254,7 +289,7 @@ def _warn_dangling(con):
                 f"{con!r} is being released to the pool but has {n} active notification "
                 f"listener{'s' if n != 1 else ''}"
             ),
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
     if n_log:
         warnings.warn(
@@ -262,7 +297,7 @@ def _warn_dangling(con):
                 f"{con!r} is being released to the pool but has {n_log} active log "
                 f"listener{'s' if n_log != 1 else ''}"
             ),
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 
@@ -600,6 +635,8 @@ class Pool:
             # as asyncpg: the acquire's timeout also bounds the release (the session reset)
             timeout = holder._timeout
         connection._detach()
+        if holder.release_at_once(timeout):
+            return
         # shield: a cancelled caller must not leave the place half-released
         await asyncio.shield(holder.release(timeout))
 
