@@ -18,7 +18,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::common::{
     extra_info, is_interrupt, presented_class, release_descriptor, report,
-    schedule_connection_lost, water_marks,
+    schedule_connection_lost, water_marks, ProtocolContext,
 };
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
@@ -50,6 +50,8 @@ pub struct DatagramTransport {
     extra: Py<PyDict>,
     /// The peer of a connected endpoint: `sendto` takes no other address.
     address: Option<Py<PyAny>>,
+    /// Where protocol callbacks run (see `ProtocolContext`).
+    context: ProtocolContext,
     state: GilCell<State>,
 }
 
@@ -91,8 +93,12 @@ impl DatagramTransport {
 
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
-        if let Some(p) = slf.get().protocol(py) {
-            if let Err(e) = p.call_method1(py, intern!(py, "error_received"), (err.value(py),)) {
+        let me = slf.get();
+        if let Some(p) = me.protocol(py) {
+            let called = me.context.run(py, || {
+                p.call_method1(py, intern!(py, "error_received"), (err.value(py),))
+            });
+            if let Err(e) = called {
                 return Self::report(slf, e, "protocol.error_received() failed");
             }
         }
@@ -161,9 +167,10 @@ impl DatagramTransport {
                 Ok(pair) => {
                     let pair = pair.bind(py);
                     let (data, addr) = (pair.get_item(0)?, pair.get_item(1)?);
-                    if let Err(e) =
+                    let called = me.context.run(py, || {
                         protocol.call_method1(py, intern!(py, "datagram_received"), (data, addr))
-                    {
+                    });
+                    if let Err(e) = called {
                         return Self::fatal(
                             slf,
                             e,
@@ -260,7 +267,7 @@ impl DatagramTransport {
                 "resume_writing"
             };
             if let Some(p) = me.protocol(py) {
-                if let Err(e) = p.call_method0(py, method) {
+                if let Err(e) = me.context.run(py, || p.call_method0(py, method)) {
                     Self::report(slf, e, &format!("protocol.{method}() failed"))?;
                 }
             }
@@ -285,13 +292,14 @@ impl DatagramTransport {
 #[pymethods]
 impl DatagramTransport {
     #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, extra, address=None))]
+    #[pyo3(signature = (event_loop, sock, protocol, extra, address=None, context=None))]
     fn new(
         event_loop: Bound<'_, PyAny>,
         sock: Bound<'_, PyAny>,
         protocol: Bound<'_, PyAny>,
         extra: Bound<'_, PyDict>,
         address: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let py = event_loop.py();
         let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
@@ -304,6 +312,7 @@ impl DatagramTransport {
             fd,
             extra: extra.unbind(),
             address: address.filter(|a| !a.is_none()).map(Bound::unbind),
+            context: ProtocolContext::capture(py, context.as_ref())?,
             state: GilCell::new(State {
                 protocol: Some(protocol.unbind()),
                 queue: VecDeque::new(),
@@ -350,8 +359,11 @@ impl DatagramTransport {
             )
         };
         let result = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
+            Some(p) => me
+                .context
+                .run(py, || {
+                    p.call_method1(py, intern!(py, "connection_lost"), (exc,))
+                })
                 .map(drop),
             None => Ok(()),
         };
@@ -524,6 +536,7 @@ impl DatagramTransport {
         visit.call(&self.loop_obj)?;
         visit.call(&self.sock)?;
         visit.call(&self.extra)?;
+        visit.call(self.context.object())?;
         if let Some(a) = &self.address {
             visit.call(a)?;
         }

@@ -24,7 +24,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::common::{
     extra_info, is_interrupt, presented_class, release_descriptor, report,
-    schedule_connection_lost, water_marks,
+    schedule_connection_lost, water_marks, ProtocolContext,
 };
 use super::native::{native_receiver, NativeReceive};
 use crate::runtime::cell::GilCell;
@@ -91,6 +91,8 @@ pub struct StreamTransport {
     /// A write pipe's descriptor turns readable when its reader goes away: true for pipes
     /// and sockets only; a terminal turns readable when someone types.
     readable_means_hangup: bool,
+    /// Where Python protocol callbacks run (see `ProtocolContext`).
+    context: ProtocolContext,
     state: GilCell<State>,
 }
 
@@ -388,9 +390,16 @@ impl StreamTransport {
                 };
                 (protocol, native)
             };
+            // Python protocols are called in the connection's context; the native one is not
+            // (no Python runs there), which keeps its per-read path free of the enter/exit.
             let drained = match native {
-                None => Self::read_into_protocol_buffer(slf, protocol.bind(py))?,
-                Some(pg) => Self::read_chunk(slf, protocol.bind(py), pg)?,
+                None => me.context.run(py, || {
+                    Self::read_into_protocol_buffer(slf, protocol.bind(py))
+                })?,
+                Some(None) => me
+                    .context
+                    .run(py, || Self::read_chunk(slf, protocol.bind(py), None))?,
+                Some(native) => Self::read_chunk(slf, protocol.bind(py), native)?,
             };
             if drained {
                 return Ok(());
@@ -562,12 +571,20 @@ impl StreamTransport {
 
     fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        {
+        let native = {
             let mut st = slf.get().state.borrow_mut(py)?;
             st.eof_received = true;
             st.read_pending = false;
-        }
-        match protocol.call_method0(intern!(py, "eof_received")) {
+            matches!(st.receiver, Receiver::Native(_))
+        };
+        let eof_received = || protocol.call_method0(intern!(py, "eof_received"));
+        // the other receivers reach here inside the context already (`read_ready`)
+        let outcome = if native {
+            slf.get().context.run(py, eof_received)
+        } else {
+            eof_received()
+        };
+        match outcome {
             Ok(keep_open) => {
                 // A pipe closes at EOF whatever the protocol says, as asyncio's pipes do.
                 if slf.get().endpoint != Endpoint::Socket || !keep_open.is_truthy().unwrap_or(false)
@@ -668,11 +685,13 @@ impl StreamTransport {
             Next::Nothing if !closing => return Ok(()),
             Next::Nothing => return Self::lost_if_closed_and_flushed(slf),
             Next::Pause(p) => (
-                p.call_method0(py, intern!(py, "pause_writing")),
+                me.context
+                    .run(py, || p.call_method0(py, intern!(py, "pause_writing"))),
                 "protocol.pause_writing() failed",
             ),
             Next::Resume(p) => (
-                p.call_method0(py, intern!(py, "resume_writing")),
+                me.context
+                    .run(py, || p.call_method0(py, intern!(py, "resume_writing"))),
                 "protocol.resume_writing() failed",
             ),
         };
@@ -825,7 +844,7 @@ impl StreamTransport {
 #[pymethods]
 impl StreamTransport {
     #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, extra, server=None, kind="socket"))]
+    #[pyo3(signature = (event_loop, sock, protocol, extra, server=None, kind="socket", context=None))]
     fn new(
         event_loop: Bound<'_, PyAny>,
         sock: Bound<'_, PyAny>,
@@ -833,6 +852,7 @@ impl StreamTransport {
         extra: Bound<'_, PyDict>,
         server: Option<Bound<'_, PyAny>>,
         kind: &str,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let endpoint = match kind {
             "socket" => Endpoint::Socket,
@@ -851,6 +871,7 @@ impl StreamTransport {
         }
         let receiver = receiver_for(py, &protocol);
         let readable_means_hangup = endpoint == Endpoint::WritePipe && is_pipe_or_socket(fd);
+        let context = ProtocolContext::capture(py, context.as_ref())?;
         Ok(StreamTransport {
             loop_obj: event_loop.unbind(),
             sock: sock.unbind(),
@@ -859,6 +880,7 @@ impl StreamTransport {
             server: server.filter(|s| !s.is_none()).map(Bound::unbind),
             endpoint,
             readable_means_hangup,
+            context,
             state: GilCell::new(State {
                 protocol: Some(protocol.unbind()),
                 receiver,
@@ -947,8 +969,11 @@ impl StreamTransport {
             }
         }
         let result = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
+            Some(p) => me
+                .context
+                .run(py, || {
+                    p.call_method1(py, intern!(py, "connection_lost"), (exc,))
+                })
                 .map(drop),
             None => Ok(()),
         };
@@ -966,6 +991,7 @@ impl StreamTransport {
         visit.call(&self.loop_obj)?;
         visit.call(&self.sock)?;
         visit.call(&self.extra)?;
+        visit.call(self.context.object())?;
         if let Some(server) = &self.server {
             visit.call(server)?;
         }
@@ -1168,6 +1194,12 @@ impl StreamTransport {
     /// The loop this transport runs on.
     fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
         self.loop_obj.clone_ref(py)
+    }
+
+    /// The ``contextvars.Context`` protocol callbacks run in (``start_tls`` keeps it).
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.object().clone_ref(py)
     }
 
     /// What `isinstance` sees: asyncio's `Transport`, `ReadTransport` or `WriteTransport`.
