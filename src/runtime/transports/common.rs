@@ -146,10 +146,13 @@ pub fn extra_info(
 }
 
 /// After `connection_lost`: stop watching the descriptor (if the reactor had it) and close
-/// the socket or pipe object. Both may already be gone; neither is an error then.
+/// the socket or pipe object. Both may already be gone; neither is an error then. The closed
+/// socket is no longer reported as `get_extra_info('socket')` (uvloop reports none once the
+/// transport is closed: a transport aborted in `connection_made` has no socket to show).
 pub fn release_descriptor(
     loop_obj: &Py<PyAny>,
     sock: &Py<PyAny>,
+    extra: &Py<PyDict>,
     fd: i32,
     attached: bool,
     py: Python<'_>,
@@ -158,6 +161,10 @@ pub fn release_descriptor(
         let _ = loop_obj.call_method1(py, intern!(py, "_detach_transport"), (fd,));
     }
     let _ = sock.call_method0(py, intern!(py, "close"));
+    let extra = extra.bind(py);
+    if extra.contains(intern!(py, "socket")).unwrap_or(false) {
+        let _ = extra.del_item(intern!(py, "socket"));
+    }
 }
 
 /// The asyncio transport class a transport of ours answers `__class__` with, so that

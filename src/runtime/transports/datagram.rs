@@ -52,7 +52,52 @@ pub struct DatagramTransport {
     address: Option<Py<PyAny>>,
     /// Where protocol callbacks run (see `ProtocolContext`).
     context: ProtocolContext,
+    /// The socket's address family (`AF_INET`/`AF_INET6` addresses are checked in `sendto`).
+    family: i32,
     state: GilCell<State>,
+}
+
+/// A `sendto` address must be numeric: the socket module would resolve a host name with a
+/// blocking DNS lookup inside the loop (uvloop refuses one the same way).
+fn check_inet_address(family: i32, addr: &Bound<'_, PyAny>) -> PyResult<()> {
+    if family != libc::AF_INET && family != libc::AF_INET6 {
+        return Ok(());
+    }
+    let Ok(tuple) = addr.downcast::<pyo3::types::PyTuple>() else {
+        return Ok(()); // the socket module reports a malformed address itself
+    };
+    let Ok(host) = tuple.get_item(0) else {
+        return Ok(());
+    };
+    let host: String = if let Ok(s) = host.downcast::<pyo3::types::PyString>() {
+        s.to_str()?.to_owned()
+    } else if let Ok(b) = host.downcast::<PyBytes>() {
+        String::from_utf8_lossy(b.as_bytes()).into_owned()
+    } else {
+        return Ok(());
+    };
+    // '' is INADDR_ANY and '<broadcast>' INADDR_BROADCAST to the socket module: no lookup
+    if host.is_empty() || (family == libc::AF_INET && host == "<broadcast>") {
+        return Ok(());
+    }
+    let v4 = host.parse::<std::net::Ipv4Addr>().is_ok();
+    // an IPv6 literal may carry a scope (`fe80::1%eth0`)
+    let v6 = host
+        .split('%')
+        .next()
+        .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if family == libc::AF_INET && v6 {
+        return Err(PyValueError::new_err(format!(
+            "UDP.sendto(): {host:?} is an IPv6 address: socket family mismatch"
+        )));
+    }
+    if v4 || v6 {
+        return Ok(());
+    }
+    Err(PyValueError::new_err(format!(
+        "UDP.sendto(): address {:?} requires a DNS lookup: resolve it first (loop.getaddrinfo)",
+        addr.repr()?.to_string()
+    )))
 }
 
 fn would_block(py: Python<'_>, err: &PyErr) -> bool {
@@ -306,6 +351,10 @@ impl DatagramTransport {
         if fd < 0 {
             return Err(PyValueError::new_err("the socket is closed"));
         }
+        let family: i32 = sock
+            .getattr(intern!(py, "family"))
+            .and_then(|f| f.extract())
+            .unwrap_or(libc::AF_UNSPEC);
         Ok(DatagramTransport {
             loop_obj: event_loop.unbind(),
             sock: sock.unbind(),
@@ -313,6 +362,7 @@ impl DatagramTransport {
             extra: extra.unbind(),
             address: address.filter(|a| !a.is_none()).map(Bound::unbind),
             context: ProtocolContext::capture(py, context.as_ref())?,
+            family,
             state: GilCell::new(State {
                 protocol: Some(protocol.unbind()),
                 queue: VecDeque::new(),
@@ -367,7 +417,7 @@ impl DatagramTransport {
                 .map(drop),
             None => Ok(()),
         };
-        release_descriptor(&me.loop_obj, &me.sock, me.fd, attached, py);
+        release_descriptor(&me.loop_obj, &me.sock, &me.extra, me.fd, attached, py);
         drop(protocol);
         result
     }
@@ -391,6 +441,9 @@ impl DatagramTransport {
             )));
         }
         let addr = addr.filter(|a| !a.is_none());
+        if let (Some(a), None) = (&addr, &me.address) {
+            check_inet_address(me.family, a)?;
+        }
         if let Some(peer) = &me.address {
             if let Some(a) = &addr {
                 if !a.eq(peer.bind(py))? {

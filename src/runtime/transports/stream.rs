@@ -80,7 +80,9 @@ struct State {
     empty_waiters: Vec<Py<PyAny>>,
 }
 
-#[pyclass(module = "asyncpg_rs._native", frozen, weakref)]
+/// `dict`: code that patches a transport's methods on the instance (tests mocking
+/// `pause_reading`, APM agents) works as on asyncio's transports.
+#[pyclass(module = "asyncpg_rs._native", frozen, weakref, dict)]
 pub struct StreamTransport {
     loop_obj: Py<PyAny>,
     sock: Py<PyAny>,
@@ -977,7 +979,7 @@ impl StreamTransport {
                 .map(drop),
             None => Ok(()),
         };
-        release_descriptor(&me.loop_obj, &me.sock, me.fd, attached, py);
+        release_descriptor(&me.loop_obj, &me.sock, &me.extra, me.fd, attached, py);
         if let Some(server) = &me.server {
             let _ = server.call_method1(py, intern!(py, "_detach"), (slf,));
         }
