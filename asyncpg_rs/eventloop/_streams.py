@@ -86,7 +86,14 @@ class _SSLProtocol(sslproto.SSLProtocol):
         super().__init__(*args, **kwargs)
 
     def _control_app_writing(self):
-        self._protocol_context.copy().run(super()._control_app_writing)
+        # runs after every write: enter the context only when a callback is due
+        size = self._get_write_buffer_size()
+        if self._app_writing_paused:
+            due = size <= self._outgoing_low_water
+        else:
+            due = size >= self._outgoing_high_water
+        if due:
+            self._protocol_context.copy().run(super()._control_app_writing)
 
     def _resume_reading(self):
         # the read it schedules copies the context current here
