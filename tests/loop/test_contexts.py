@@ -339,3 +339,43 @@ async def test_tls_callbacks_keep_the_context_through_start_tls(certs):
         await asyncio.wait_for(proto.lost, 5)
     assert proto.seen["data_received"] == "connection"
     assert proto.seen["connection_lost"] == "connection"
+
+
+async def test_flow_control_inside_a_callback_runs_in_the_same_context():
+    # pause_writing triggered by a write made inside connection_made or data_received: the
+    # connection's context is already entered there (and cannot be entered twice)
+    loop = asyncio.get_running_loop()
+
+    class FloodOnEvents(Seen):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.set_write_buffer_limits(high=1024, low=0)
+            while transport.get_write_buffer_size() == 0:
+                transport.write(b"m" * 65536)
+            self.made_paused = self.seen.get("pause_writing")
+
+        def data_received(self, data):
+            super().data_received(data)
+            while self.transport.get_write_buffer_size() == 0:
+                self.transport.write(b"d" * 65536)
+
+    listener, addr = await _peer_pair()
+    with listener:
+        request_id.set("connection")
+        transport, proto = await loop.create_connection(FloodOnEvents, *addr)
+        request_id.set("elsewhere")
+        peer, _ = await loop.sock_accept(listener)
+        with peer:
+            assert proto.made_paused == "connection"
+            while "resume_writing" not in proto.seen:
+                await loop.sock_recv(peer, 1 << 20)
+            del proto.seen["pause_writing"]
+            await loop.sock_sendall(peer, b"go")
+            await asyncio.wait_for(proto.got_data, 5)
+            assert proto.seen["pause_writing"] == "connection"
+            assert proto.seen["data_received"] == "connection"
+        transport.abort()
+        await asyncio.wait_for(proto.lost, 5)
+    # connection_lost follows abort() from this task: asyncio runs it in this task's context
+    del proto.seen["connection_lost"]
+    assert set(proto.seen.values()) == {"connection"}, proto.seen
