@@ -223,3 +223,31 @@ async def test_subprocess_pipe_methods_can_be_patched_on_the_transport():
     assert stdout_transport in patched
     assert stdout_transport.pause_reading.called
     assert stdout_transport.resume_reading.called
+
+
+async def test_pipe_transports_refuse_the_other_direction():
+    # asyncio's read pipe has no write() and its write pipe no pause_reading() (uvloop raises
+    # NotImplementedError); neither may write to, or close, the pipe by mistake
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; sys.stdout.write(sys.stdin.read())",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdin = proc._transport.get_pipe_transport(0)
+    stdout = proc._transport.get_pipe_transport(1)
+    refused = (NotImplementedError, AttributeError)
+    with pytest.raises(refused):
+        stdin.pause_reading()
+    with pytest.raises(refused):
+        stdin.resume_reading()
+    with pytest.raises(refused):
+        stdout.write(b"wrong way")
+    with pytest.raises(refused):
+        stdout.writelines([b"wrong way"])
+    with pytest.raises(refused):
+        stdout.write_eof()
+    # both pipes still work
+    out, _ = await asyncio.wait_for(proc.communicate(b"through"), 10)
+    assert out == b"through"

@@ -832,6 +832,18 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// A read pipe cannot write nor a write pipe read: asyncio's abstract transport methods
+    /// raise `NotImplementedError` (its pipe transports lack the method), where ours would
+    /// otherwise fail the pipe with EBADF (a write) or pause nothing (a read).
+    fn check_direction(&self, forbidden: Endpoint, what: &str) -> PyResult<()> {
+        if self.endpoint == forbidden {
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
+                "this pipe transport cannot {what}: it is the pipe's other end"
+            )));
+        }
+        Ok(())
+    }
+
     /// The loop closed under us: forget the protocol without calling it.
     pub fn abandon(&self, py: Python<'_>) {
         let old = self.state.try_borrow_mut(py).map(|mut st| {
@@ -1018,6 +1030,7 @@ impl StreamTransport {
 
     /// Send ``data`` (bytes-like); what the socket cannot take now is buffered.
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        slf.get().check_direction(Endpoint::ReadPipe, "write")?;
         if data.is_instance_of::<pyo3::types::PyString>() {
             return Err(PyTypeError::new_err(
                 "data argument must be a bytes-like object, not 'str'",
@@ -1031,6 +1044,7 @@ impl StreamTransport {
 
     /// Write each item of ``list_of_data`` in order.
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        slf.get().check_direction(Endpoint::ReadPipe, "write")?;
         // every item's buffer held while the kernel reads it: one vectored write, no join
         let mut held = Vec::new();
         for item in list_of_data.try_iter()? {
@@ -1043,6 +1057,7 @@ impl StreamTransport {
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
+        me.check_direction(Endpoint::ReadPipe, "write")?;
         if me.endpoint != Endpoint::Socket {
             // a pipe's end of file is its closing
             return Self::close_inner(slf);
@@ -1090,6 +1105,7 @@ impl StreamTransport {
 
     /// Stop delivering received data until :meth:`resume_reading`.
     fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_direction(Endpoint::WritePipe, "read")?;
         let mut st = self.state.borrow_mut(py)?;
         if !st.closing {
             st.reading_paused = true;
@@ -1101,6 +1117,7 @@ impl StreamTransport {
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
+        me.check_direction(Endpoint::WritePipe, "read")?;
         let pending = {
             let mut st = me.state.borrow_mut(py)?;
             if st.closing || !st.reading_paused {
