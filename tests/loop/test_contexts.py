@@ -73,7 +73,7 @@ class SeenBuffered(Seen, asyncio.BufferedProtocol):
 
 
 async def _peer_pair():
-    """A listening socket and a coroutine accepting one connection from it."""
+    """A listening socket (non-blocking, for loop.sock_accept) and its address."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -315,15 +315,11 @@ async def test_tls_callbacks_keep_the_context_through_start_tls(certs):
         def eof_received(self):
             return False
 
-    class Client(Seen):
-        def data_received(self, data):
-            super().data_received(data)
-
     server = await loop.create_server(TlsServer, "127.0.0.1", 0)
     async with server:
         port = server.sockets[0].getsockname()[1]
         request_id.set("connection")
-        transport, proto = await loop.create_connection(Client, "127.0.0.1", port)
+        transport, proto = await loop.create_connection(Seen, "127.0.0.1", port)
         transport.write(b"STARTTLS\n")
         assert await asyncio.wait_for(proto.got_data, 5) == b"OK\n"
         request_id.set("start_tls")
