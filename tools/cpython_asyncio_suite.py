@@ -34,7 +34,6 @@ NOT_APPLICABLE = {
     "test_create_server_multiple_hosts_ipv6",
     "test_unclosed_pipe_transport",  # repr of a transport after loop.close()
     "test_sendfile_force_unsupported_native",  # patches loop._sendfile_native
-    "test_pause_reading",  # patches loop.connect_read_pipe and transport methods
 }
 
 POLICY_MODULES = (

@@ -65,8 +65,14 @@ def _debug_from_environment() -> bool:
 
 def _stop_when_done(fut: asyncio.Future) -> None:
     # A future cancelled after the loop stopped would otherwise stop the next run.
-    if fut._loop is not None:
-        fut._loop.stop()
+    if fut._loop is None:
+        return
+    # A KeyboardInterrupt or SystemExit raised by the task already ended the run (it
+    # propagated out of run_forever); this callback, queued as the task finished, only runs
+    # at the start of the next run_forever, which it would end at once.
+    if not fut.cancelled() and isinstance(fut.exception(), (KeyboardInterrupt, SystemExit)):
+        return
+    fut._loop.stop()
 
 
 class Loop(
@@ -237,7 +243,8 @@ class Loop(
             self._check_default_executor()
             executor = self._default_executor
             if executor is None:
-                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncpg_rs")
+                # asyncio's prefix: tools that group threads by name see the same as there
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = executor
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 

@@ -6,6 +6,7 @@ directly; it sends eagerly and queues only what the socket refuses.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
 import stat
@@ -137,8 +138,12 @@ class DatagramMethods:
                 raise exceptions[0]
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = DatagramTransport(self, sock, protocol, _socket_extra(sock), r_addr)
-        self.call_soon(protocol.connection_made, transport)
+        # protocol callbacks run in the context the endpoint is made in (as uvloop's)
+        context = contextvars.copy_context()
+        transport = DatagramTransport(
+            self, sock, protocol, _socket_extra(sock), r_addr, context=context
+        )
+        self.call_soon(protocol.connection_made, transport, context=context)
         self.call_soon(transport._start)
         self.call_soon(_set_result_unless_cancelled, waiter, None)
         try:

@@ -10,6 +10,7 @@ application's own SIGCHLD handling is left alone.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import stat
 import subprocess
@@ -32,6 +33,18 @@ def _set_result_unless_cancelled(fut, result):
 
 
 class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
+    def __init__(self, *args, **kwargs):
+        # the protocol's callbacks (process_exited, connection_lost, ...) run in the context
+        # the subprocess was started in, whoever reaps or closes it (as uvloop's)
+        self._context = contextvars.copy_context()
+        super().__init__(*args, **kwargs)
+
+    def _call(self, cb, *data):
+        if self._pending_calls is not None:
+            self._pending_calls.append((cb, data))
+        else:
+            self._loop.call_soon(cb, *data, context=self._context.copy())
+
     def _start(self, args, shell, stdin, stdout, stderr, bufsize, **kwargs):
         self._proc = subprocess.Popen(
             args,
@@ -53,8 +66,11 @@ class ProcessMethods:
     def _pipe_transport(self, pipe, protocol, kind, waiter=None):
         _check_pipe(pipe)
         os.set_blocking(pipe.fileno(), False)
-        transport = StreamTransport(self, pipe, protocol, {"pipe": pipe}, None, kind)
-        self.call_soon(protocol.connection_made, transport)
+        context = contextvars.copy_context()
+        transport = StreamTransport(
+            self, pipe, protocol, {"pipe": pipe}, None, kind, context=context
+        )
+        self.call_soon(protocol.connection_made, transport, context=context)
         self.call_soon(transport._start)
         if waiter is not None:
             self.call_soon(_set_result_unless_cancelled, waiter, None)

@@ -10,6 +10,7 @@ with the ``ssl`` module's memory BIOs through asyncio's own ``SSLProtocol``, so 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import os
 import socket
@@ -74,18 +75,60 @@ def _set_nodelay(sock):
             pass
 
 
+class _SSLProtocol(sslproto.SSLProtocol):
+    """asyncio's ``SSLProtocol``, with the two places where it calls the application's
+    protocol from whatever context the caller is in (flow control from a ``write``, and the
+    read scheduled by ``resume_reading``) run in the connection's context, as every other
+    protocol callback is. A copy: the caller may be running in that very context already."""
+
+    def __init__(self, *args, context, **kwargs):
+        self._protocol_context = context
+        super().__init__(*args, **kwargs)
+
+    def _control_app_writing(self):
+        # runs after every write: enter the context only when a callback is due
+        size = self._get_write_buffer_size()
+        if self._app_writing_paused:
+            due = size <= self._outgoing_low_water
+        else:
+            due = size >= self._outgoing_high_water
+        if due:
+            self._protocol_context.copy().run(super()._control_app_writing)
+
+    def _resume_reading(self):
+        # the read it schedules copies the context current here
+        self._protocol_context.copy().run(super()._resume_reading)
+
+
+def _transport_context(transport):
+    """The context a transport of ours runs its protocol in (None for anyone else's)."""
+    context = getattr(transport, "_context", None)
+    if context is None:
+        # asyncio's TLS transport over one of ours (a second start_tls)
+        context = getattr(getattr(transport, "_ssl_protocol", None), "_protocol_context", None)
+    return context if isinstance(context, contextvars.Context) else None
+
+
 class StreamMethods:
     """Connections, servers, TLS and sendfile of :class:`Loop`."""
 
     # ---------------------------------------------------------------- transports
 
-    def _make_stream_transport(self, sock, protocol, waiter=None, *, peername=None, server=None):
+    def _make_stream_transport(
+        self, sock, protocol, waiter=None, *, peername=None, server=None, context=None
+    ):
         sock.setblocking(False)
         _set_nodelay(sock)
-        transport = StreamTransport(self, sock, protocol, _socket_extra(sock, peername), server)
+        # every protocol callback runs in the context the connection is made in (uvloop's
+        # behaviour; see ProtocolContext in src/runtime/transports/common.rs)
+        if context is None:
+            context = contextvars.copy_context()
+        transport = StreamTransport(
+            self, sock, protocol, _socket_extra(sock, peername), server, context=context
+        )
         if server is not None:
             server._attach(transport)
-        self.call_soon(protocol.connection_made, transport)
+        self.call_soon(protocol.connection_made, transport, context=context)
         self.call_soon(transport._start)
         if waiter is not None:
             self.call_soon(_set_result_unless_cancelled, waiter, None)
@@ -104,21 +147,25 @@ class StreamMethods:
         sock.setblocking(False)
         protocol = protocol_factory()
         waiter = self.create_future()
+        context = contextvars.copy_context()
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
-            ssl_protocol = sslproto.SSLProtocol(
+            ssl_protocol = _SSLProtocol(
                 self,
                 protocol,
                 sslcontext,
                 waiter,
                 server_side,
                 server_hostname,
+                context=context,
                 **_ssl_kwargs(ssl_handshake_timeout, ssl_shutdown_timeout),
             )
-            transport = self._make_stream_transport(sock, ssl_protocol)
+            transport = self._make_stream_transport(sock, ssl_protocol, context=context)
             app_transport = ssl_protocol._app_transport
         else:
-            transport = app_transport = self._make_stream_transport(sock, protocol, waiter)
+            transport = app_transport = self._make_stream_transport(
+                sock, protocol, waiter, context=context
+            )
         try:
             await waiter
         except BaseException:
@@ -356,7 +403,9 @@ class StreamMethods:
         if not getattr(transport, "_start_tls_compatible", isinstance(transport, StreamTransport)):
             raise TypeError(f"transport {transport!r} is not supported by start_tls()")
         waiter = self.create_future()
-        ssl_protocol = sslproto.SSLProtocol(
+        # the upgraded connection keeps the context it was made in
+        context = _transport_context(transport) or contextvars.copy_context()
+        ssl_protocol = _SSLProtocol(
             self,
             protocol,
             sslcontext,
@@ -364,6 +413,7 @@ class StreamMethods:
             server_side,
             server_hostname,
             call_connection_made=False,
+            context=context,
             **_ssl_kwargs(ssl_handshake_timeout, ssl_shutdown_timeout),
         )
         # Read nothing into the old protocol between now and the handshake.
@@ -693,6 +743,9 @@ class Server(asyncio.AbstractServer):
         self._serving = False
         self._serving_forever_fut = None
         self._unlink_path = unlink_path
+        # accepted connections run their protocols in (a copy of) the context the server
+        # was created in, whoever starts serving it
+        self._context = contextvars.copy_context()
 
     def __repr__(self):
         return f"<{type(self).__name__} sockets={self.sockets!r}>"
@@ -741,9 +794,10 @@ class Server(asyncio.AbstractServer):
                     return
                 raise
             conn.setblocking(False)
+            context = self._context.copy()
             if self._ssl_context is None:
                 try:
-                    protocol = self._protocol_factory()
+                    protocol = context.run(self._protocol_factory)
                 except Exception as exc:
                     conn.close()
                     self._loop.call_exception_handler(
@@ -753,9 +807,12 @@ class Server(asyncio.AbstractServer):
                         }
                     )
                     continue
-                self._loop._make_stream_transport(conn, protocol, peername=addr, server=self)
+                self._loop._make_stream_transport(
+                    conn, protocol, peername=addr, server=self, context=context
+                )
             else:
-                self._loop.create_task(self._accept_tls(conn, addr))
+                # the task runs in `context` itself, so the transport it makes copies that
+                self._loop.create_task(self._accept_tls(conn, addr), context=context)
 
     def _resume_accepting(self, sock):
         if self._sockets is not None and self._serving:
@@ -768,10 +825,21 @@ class Server(asyncio.AbstractServer):
         try:
             protocol = self._protocol_factory()
             waiter = loop.create_future()
-            ssl_protocol = sslproto.SSLProtocol(
-                loop, protocol, self._ssl_context, waiter, True, None, **self._ssl_kwargs
+            # this task runs in the connection's own copy of the server's context
+            context = contextvars.copy_context()
+            ssl_protocol = _SSLProtocol(
+                loop,
+                protocol,
+                self._ssl_context,
+                waiter,
+                True,
+                None,
+                context=context,
+                **self._ssl_kwargs,
             )
-            transport = loop._make_stream_transport(conn, ssl_protocol, peername=addr, server=self)
+            transport = loop._make_stream_transport(
+                conn, ssl_protocol, peername=addr, server=self, context=context
+            )
             try:
                 await waiter
             except BaseException:

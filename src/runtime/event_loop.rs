@@ -160,6 +160,18 @@ impl LoopCore {
         &self.reactor
     }
 
+    /// `add_reader`, `remove_reader` and the writer pair must not touch a descriptor a
+    /// transport owns in the reactor: asyncio raises the same.
+    fn ensure_no_transport(&self, py: Python<'_>, fd: RawFd) -> PyResult<()> {
+        match self.reactor.transport_of(py, fd) {
+            None => Ok(()),
+            Some(transport) => Err(PyRuntimeError::new_err(format!(
+                "File descriptor {fd} is used by transport {}",
+                transport.object(py).repr()?
+            ))),
+        }
+    }
+
     /// A transport's buffer filled (or drained): watch (or stop watching) writability.
     pub(crate) fn set_transport_writing(
         &self,
@@ -336,9 +348,15 @@ impl LoopCore {
             let logger = py
                 .import(intern!(py, "asyncio.log"))?
                 .getattr(intern!(py, "logger"))?;
+            // a string, not the handle: a log record formatted later (a queue handler, a
+            // mock) would find the handle already without its callback
             logger.call_method1(
                 intern!(py, "warning"),
-                ("Executing %s took %.3f seconds", handle, took),
+                (
+                    "Executing %s took %.3f seconds",
+                    h.describe_for_log(py, handle.bind(py).as_any()),
+                    took,
+                ),
             )?;
         }
         let outcome = match outcome {
@@ -516,12 +534,7 @@ impl LoopCore {
         let me = slf.get();
         me.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
-        if let Some(transport) = me.reactor.transport_of(py, fd) {
-            return Err(PyRuntimeError::new_err(format!(
-                "File descriptor {fd} is used by transport {}",
-                transport.object(py).repr()?
-            )));
-        }
+        me.ensure_no_transport(py, fd)?;
         let method = if direction == Direction::Read {
             "add_reader"
         } else {
@@ -552,6 +565,7 @@ impl LoopCore {
         if me.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
+        me.ensure_no_transport(py, fd)?;
         match me.reactor.set(py, fd, direction, None, false)? {
             Some(old) => {
                 old.get().cancel_silently(py);

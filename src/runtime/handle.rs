@@ -25,7 +25,7 @@ pub struct Callback {
 /// cancelled or the loop closes, and each of those drops the callback ([`Handle::finish`],
 /// `cancel`), so a handle cannot keep a reference cycle alive. Tracking would make every
 /// collection walk every pending timer.
-#[pyclass(module = "asyncpg_rs._native", subclass, frozen)]
+#[pyclass(module = "asyncpg_rs._native", subclass, frozen, weakref)]
 pub struct Handle {
     callback: GilCell<Option<Callback>>,
     /// Kept for the handle's life (asyncio's `get_context()` works after the call too).
@@ -167,6 +167,28 @@ impl Handle {
         let old = self.callback.try_borrow_mut(py).map(|mut slot| slot.take());
         drop(old);
         true
+    }
+
+    /// What a slow-callback warning names: the task a task's step belongs to, else the
+    /// handle's repr (callback, arguments, where it is defined), as asyncio's loop does.
+    pub fn describe_for_log(&self, py: Python<'_>, this: &Bound<'_, PyAny>) -> String {
+        if let Some((func, _)) = self.parts(py) {
+            if let Ok(owner) = func.bind(py).getattr(pyo3::intern!(py, "__self__")) {
+                let is_task = py
+                    .import(pyo3::intern!(py, "asyncio"))
+                    .and_then(|m| m.getattr(pyo3::intern!(py, "Task")))
+                    .and_then(|task| owner.is_instance(&task))
+                    .unwrap_or(false);
+                if is_task {
+                    if let Ok(r) = owner.repr() {
+                        return r.to_string();
+                    }
+                }
+            }
+        }
+        this.repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| format!("<Handle {}>", self.describe(py)))
     }
 
     fn describe(&self, py: Python<'_>) -> String {

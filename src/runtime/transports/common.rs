@@ -1,11 +1,80 @@
 //! What every transport of ours does the same way: report failures to the loop's exception
-//! handler, schedule `connection_lost`, validate water marks, answer `get_extra_info`.
+//! handler, schedule `connection_lost`, validate water marks, answer `get_extra_info`, and run
+//! protocol callbacks in the `contextvars` context the connection was set up in.
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
+
+/// The `contextvars.Context` a transport's Python protocol callbacks run in: the one that was
+/// current where the connection (server, endpoint, subprocess) was set up, as uvloop does, so
+/// a request-scoped variable (a tracing span, a request id) set around `create_connection`
+/// is what `data_received` and `connection_lost` see, whoever triggered them.
+///
+/// Capture it once when the transport is made ([`ProtocolContext::capture`]) and wrap every
+/// call of a *Python* protocol method in [`ProtocolContext::run`]. A protocol in Rust (the
+/// native receive path) is called without it: entering a context is cheap, but not free, and
+/// nothing of Python runs there to see it.
+pub struct ProtocolContext(Py<PyAny>);
+
+impl ProtocolContext {
+    /// `given` (a `contextvars.Context`, as the Python layer passes when it also schedules
+    /// `connection_made` in it), or a copy of the current context when `given` is None.
+    pub fn capture(py: Python<'_>, given: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        match given {
+            Some(ctx) if !ctx.is_none() => {
+                // SAFETY: a type check on a live object.
+                if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } == 0 {
+                    return Err(PyTypeError::new_err(format!(
+                        "context must be a contextvars.Context, not {}",
+                        ctx.get_type().name()?
+                    )));
+                }
+                Ok(ProtocolContext(ctx.clone().unbind()))
+            }
+            // SAFETY: returns a new reference or NULL with an exception set.
+            _ => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())
+                    .map(|c| ProtocolContext(c.unbind()))
+            },
+        }
+    }
+
+    /// The context object (for `call_soon(..., context=...)` and the GC).
+    pub fn object(&self) -> &Py<PyAny> {
+        &self.0
+    }
+
+    /// Run `call` with the context entered. A context can be entered only once at a time:
+    /// when it already is (a protocol callback's own write made the transport call
+    /// `pause_writing`, or `connection_made` runs in it from its handle), `call` runs as it
+    /// is, inside it already.
+    pub fn run<R>(&self, py: Python<'_>, call: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+        let ctx = self.0.as_ptr();
+        // SAFETY: `ctx` is a live Context (checked in `capture`) kept alive by `self`;
+        // Enter and Exit are paired on this thread with the GIL held.
+        unsafe {
+            if ffi::PyContext_Enter(ctx) != 0 {
+                let err = PyErr::fetch(py);
+                if err.is_instance_of::<PyRuntimeError>(py) {
+                    return call();
+                }
+                return Err(err);
+            }
+            let outcome = call();
+            if ffi::PyContext_Exit(ctx) != 0 {
+                let exit_error = PyErr::fetch(py);
+                return outcome.and(Err(exit_error));
+            }
+            outcome
+        }
+    }
+}
 
 /// `KeyboardInterrupt` and `SystemExit` propagate; nothing reports and swallows them.
 pub fn is_interrupt(py: Python<'_>, err: &PyErr) -> bool {
@@ -77,10 +146,13 @@ pub fn extra_info(
 }
 
 /// After `connection_lost`: stop watching the descriptor (if the reactor had it) and close
-/// the socket or pipe object. Both may already be gone; neither is an error then.
+/// the socket or pipe object. Both may already be gone; neither is an error then. The closed
+/// socket is no longer reported as `get_extra_info('socket')` (uvloop reports none once the
+/// transport is closed: a transport aborted in `connection_made` has no socket to show).
 pub fn release_descriptor(
     loop_obj: &Py<PyAny>,
     sock: &Py<PyAny>,
+    extra: &Py<PyDict>,
     fd: i32,
     attached: bool,
     py: Python<'_>,
@@ -89,6 +161,10 @@ pub fn release_descriptor(
         let _ = loop_obj.call_method1(py, intern!(py, "_detach_transport"), (fd,));
     }
     let _ = sock.call_method0(py, intern!(py, "close"));
+    let extra = extra.bind(py);
+    if extra.contains(intern!(py, "socket")).unwrap_or(false) {
+        let _ = extra.del_item(intern!(py, "socket"));
+    }
 }
 
 /// The asyncio transport class a transport of ours answers `__class__` with, so that

@@ -18,7 +18,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::common::{
     extra_info, is_interrupt, presented_class, release_descriptor, report,
-    schedule_connection_lost, water_marks,
+    schedule_connection_lost, water_marks, ProtocolContext,
 };
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
@@ -50,7 +50,54 @@ pub struct DatagramTransport {
     extra: Py<PyDict>,
     /// The peer of a connected endpoint: `sendto` takes no other address.
     address: Option<Py<PyAny>>,
+    /// Where protocol callbacks run (see `ProtocolContext`).
+    context: ProtocolContext,
+    /// The socket's address family (`AF_INET`/`AF_INET6` addresses are checked in `sendto`).
+    family: i32,
     state: GilCell<State>,
+}
+
+/// A `sendto` address must be numeric: the socket module would resolve a host name with a
+/// blocking DNS lookup inside the loop (uvloop refuses one the same way).
+fn check_inet_address(family: i32, addr: &Bound<'_, PyAny>) -> PyResult<()> {
+    if family != libc::AF_INET && family != libc::AF_INET6 {
+        return Ok(());
+    }
+    let Ok(tuple) = addr.downcast::<pyo3::types::PyTuple>() else {
+        return Ok(()); // the socket module reports a malformed address itself
+    };
+    let Ok(host) = tuple.get_item(0) else {
+        return Ok(());
+    };
+    let host: String = if let Ok(s) = host.downcast::<pyo3::types::PyString>() {
+        s.to_str()?.to_owned()
+    } else if let Ok(b) = host.downcast::<PyBytes>() {
+        String::from_utf8_lossy(b.as_bytes()).into_owned()
+    } else {
+        return Ok(());
+    };
+    // '' is INADDR_ANY and '<broadcast>' INADDR_BROADCAST to the socket module: no lookup
+    if host.is_empty() || (family == libc::AF_INET && host == "<broadcast>") {
+        return Ok(());
+    }
+    let v4 = host.parse::<std::net::Ipv4Addr>().is_ok();
+    // an IPv6 literal may carry a scope (`fe80::1%eth0`)
+    let v6 = host
+        .split('%')
+        .next()
+        .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if family == libc::AF_INET && v6 {
+        return Err(PyValueError::new_err(format!(
+            "UDP.sendto(): {host:?} is an IPv6 address: socket family mismatch"
+        )));
+    }
+    if v4 || v6 {
+        return Ok(());
+    }
+    Err(PyValueError::new_err(format!(
+        "UDP.sendto(): address {:?} requires a DNS lookup: resolve it first (loop.getaddrinfo)",
+        addr.repr()?.to_string()
+    )))
 }
 
 fn would_block(py: Python<'_>, err: &PyErr) -> bool {
@@ -91,8 +138,12 @@ impl DatagramTransport {
 
     fn error_received(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
-        if let Some(p) = slf.get().protocol(py) {
-            if let Err(e) = p.call_method1(py, intern!(py, "error_received"), (err.value(py),)) {
+        let me = slf.get();
+        if let Some(p) = me.protocol(py) {
+            let called = me.context.run(py, || {
+                p.call_method1(py, intern!(py, "error_received"), (err.value(py),))
+            });
+            if let Err(e) = called {
                 return Self::report(slf, e, "protocol.error_received() failed");
             }
         }
@@ -161,9 +212,10 @@ impl DatagramTransport {
                 Ok(pair) => {
                     let pair = pair.bind(py);
                     let (data, addr) = (pair.get_item(0)?, pair.get_item(1)?);
-                    if let Err(e) =
+                    let called = me.context.run(py, || {
                         protocol.call_method1(py, intern!(py, "datagram_received"), (data, addr))
-                    {
+                    });
+                    if let Err(e) = called {
                         return Self::fatal(
                             slf,
                             e,
@@ -260,7 +312,7 @@ impl DatagramTransport {
                 "resume_writing"
             };
             if let Some(p) = me.protocol(py) {
-                if let Err(e) = p.call_method0(py, method) {
+                if let Err(e) = me.context.run(py, || p.call_method0(py, method)) {
                     Self::report(slf, e, &format!("protocol.{method}() failed"))?;
                 }
             }
@@ -285,25 +337,32 @@ impl DatagramTransport {
 #[pymethods]
 impl DatagramTransport {
     #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, extra, address=None))]
+    #[pyo3(signature = (event_loop, sock, protocol, extra, address=None, context=None))]
     fn new(
         event_loop: Bound<'_, PyAny>,
         sock: Bound<'_, PyAny>,
         protocol: Bound<'_, PyAny>,
         extra: Bound<'_, PyDict>,
         address: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let py = event_loop.py();
         let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
         if fd < 0 {
             return Err(PyValueError::new_err("the socket is closed"));
         }
+        let family: i32 = sock
+            .getattr(intern!(py, "family"))
+            .and_then(|f| f.extract())
+            .unwrap_or(libc::AF_UNSPEC);
         Ok(DatagramTransport {
             loop_obj: event_loop.unbind(),
             sock: sock.unbind(),
             fd,
             extra: extra.unbind(),
             address: address.filter(|a| !a.is_none()).map(Bound::unbind),
+            context: ProtocolContext::capture(py, context.as_ref())?,
+            family,
             state: GilCell::new(State {
                 protocol: Some(protocol.unbind()),
                 queue: VecDeque::new(),
@@ -350,12 +409,15 @@ impl DatagramTransport {
             )
         };
         let result = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
+            Some(p) => me
+                .context
+                .run(py, || {
+                    p.call_method1(py, intern!(py, "connection_lost"), (exc,))
+                })
                 .map(drop),
             None => Ok(()),
         };
-        release_descriptor(&me.loop_obj, &me.sock, me.fd, attached, py);
+        release_descriptor(&me.loop_obj, &me.sock, &me.extra, me.fd, attached, py);
         drop(protocol);
         result
     }
@@ -379,6 +441,9 @@ impl DatagramTransport {
             )));
         }
         let addr = addr.filter(|a| !a.is_none());
+        if let (Some(a), None) = (&addr, &me.address) {
+            check_inet_address(me.family, a)?;
+        }
         if let Some(peer) = &me.address {
             if let Some(a) = &addr {
                 if !a.eq(peer.bind(py))? {
@@ -524,6 +589,7 @@ impl DatagramTransport {
         visit.call(&self.loop_obj)?;
         visit.call(&self.sock)?;
         visit.call(&self.extra)?;
+        visit.call(self.context.object())?;
         if let Some(a) = &self.address {
             visit.call(a)?;
         }

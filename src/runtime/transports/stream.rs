@@ -24,7 +24,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::common::{
     extra_info, is_interrupt, presented_class, release_descriptor, report,
-    schedule_connection_lost, water_marks,
+    schedule_connection_lost, water_marks, ProtocolContext,
 };
 use super::native::{native_receiver, NativeReceive};
 use crate::runtime::cell::GilCell;
@@ -85,7 +85,9 @@ struct State {
     empty_waiters: Vec<Py<PyAny>>,
 }
 
-#[pyclass(module = "asyncpg_rs._native", frozen, weakref)]
+/// `dict`: code that patches a transport's methods on the instance (tests mocking
+/// `pause_reading`, APM agents) works as on asyncio's transports.
+#[pyclass(module = "asyncpg_rs._native", frozen, weakref, dict)]
 pub struct StreamTransport {
     loop_obj: Py<PyAny>,
     sock: Py<PyAny>,
@@ -96,6 +98,8 @@ pub struct StreamTransport {
     /// A write pipe's descriptor turns readable when its reader goes away: true for pipes
     /// and sockets only; a terminal turns readable when someone types.
     readable_means_hangup: bool,
+    /// Where Python protocol callbacks run (see `ProtocolContext`).
+    context: ProtocolContext,
     state: GilCell<State>,
 }
 
@@ -400,9 +404,16 @@ impl StreamTransport {
                 };
                 (protocol, native)
             };
+            // Python protocols are called in the connection's context; the native one is not
+            // (no Python runs there), which keeps its per-read path free of the enter/exit.
             let drained = match native {
-                None => Self::read_into_protocol_buffer(slf, protocol.bind(py))?,
-                Some(pg) => Self::read_chunk(slf, protocol.bind(py), pg)?,
+                None => me.context.run(py, || {
+                    Self::read_into_protocol_buffer(slf, protocol.bind(py))
+                })?,
+                Some(None) => me
+                    .context
+                    .run(py, || Self::read_chunk(slf, protocol.bind(py), None))?,
+                Some(native) => Self::read_chunk(slf, protocol.bind(py), native)?,
             };
             if drained {
                 return Ok(());
@@ -593,12 +604,20 @@ impl StreamTransport {
 
     fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        {
+        let native = {
             let mut st = slf.get().state.borrow_mut(py)?;
             st.eof_received = true;
             st.read_pending = false;
-        }
-        match protocol.call_method0(intern!(py, "eof_received")) {
+            matches!(st.receiver, Receiver::Native(_))
+        };
+        let eof_received = || protocol.call_method0(intern!(py, "eof_received"));
+        // the other receivers reach here inside the context already (`read_ready`)
+        let outcome = if native {
+            slf.get().context.run(py, eof_received)
+        } else {
+            eof_received()
+        };
+        match outcome {
             Ok(keep_open) => {
                 // A pipe closes at EOF whatever the protocol says, as asyncio's pipes do.
                 if slf.get().endpoint != Endpoint::Socket || !keep_open.is_truthy().unwrap_or(false)
@@ -699,11 +718,13 @@ impl StreamTransport {
             Next::Nothing if !closing => return Ok(()),
             Next::Nothing => return Self::lost_if_closed_and_flushed(slf),
             Next::Pause(p) => (
-                p.call_method0(py, intern!(py, "pause_writing")),
+                me.context
+                    .run(py, || p.call_method0(py, intern!(py, "pause_writing"))),
                 "protocol.pause_writing() failed",
             ),
             Next::Resume(p) => (
-                p.call_method0(py, intern!(py, "resume_writing")),
+                me.context
+                    .run(py, || p.call_method0(py, intern!(py, "resume_writing"))),
                 "protocol.resume_writing() failed",
             ),
         };
@@ -842,6 +863,18 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// A read pipe cannot write nor a write pipe read: asyncio's abstract transport methods
+    /// raise `NotImplementedError` (its pipe transports lack the method), where ours would
+    /// otherwise fail the pipe with EBADF (a write) or pause nothing (a read).
+    fn check_direction(&self, forbidden: Endpoint, what: &str) -> PyResult<()> {
+        if self.endpoint == forbidden {
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(format!(
+                "this pipe transport cannot {what}: it is the pipe's other end"
+            )));
+        }
+        Ok(())
+    }
+
     /// The loop closed under us: forget the protocol without calling it.
     pub fn abandon(&self, py: Python<'_>) {
         let old = self.state.try_borrow_mut(py).map(|mut st| {
@@ -856,7 +889,7 @@ impl StreamTransport {
 #[pymethods]
 impl StreamTransport {
     #[new]
-    #[pyo3(signature = (event_loop, sock, protocol, extra, server=None, kind="socket"))]
+    #[pyo3(signature = (event_loop, sock, protocol, extra, server=None, kind="socket", context=None))]
     fn new(
         event_loop: Bound<'_, PyAny>,
         sock: Bound<'_, PyAny>,
@@ -864,6 +897,7 @@ impl StreamTransport {
         extra: Bound<'_, PyDict>,
         server: Option<Bound<'_, PyAny>>,
         kind: &str,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let endpoint = match kind {
             "socket" => Endpoint::Socket,
@@ -882,6 +916,7 @@ impl StreamTransport {
         }
         let receiver = receiver_for(py, &protocol);
         let readable_means_hangup = endpoint == Endpoint::WritePipe && is_pipe_or_socket(fd);
+        let context = ProtocolContext::capture(py, context.as_ref())?;
         Ok(StreamTransport {
             loop_obj: event_loop.unbind(),
             sock: sock.unbind(),
@@ -890,6 +925,7 @@ impl StreamTransport {
             server: server.filter(|s| !s.is_none()).map(Bound::unbind),
             endpoint,
             readable_means_hangup,
+            context,
             state: GilCell::new(State {
                 protocol: Some(protocol.unbind()),
                 receiver,
@@ -982,12 +1018,15 @@ impl StreamTransport {
             }
         }
         let result = match &protocol {
-            Some(p) => p
-                .call_method1(py, intern!(py, "connection_lost"), (exc,))
+            Some(p) => me
+                .context
+                .run(py, || {
+                    p.call_method1(py, intern!(py, "connection_lost"), (exc,))
+                })
                 .map(drop),
             None => Ok(()),
         };
-        release_descriptor(&me.loop_obj, &me.sock, me.fd, attached, py);
+        release_descriptor(&me.loop_obj, &me.sock, &me.extra, me.fd, attached, py);
         if let Some(server) = &me.server {
             let _ = server.call_method1(py, intern!(py, "_detach"), (slf,));
         }
@@ -1001,6 +1040,7 @@ impl StreamTransport {
         visit.call(&self.loop_obj)?;
         visit.call(&self.sock)?;
         visit.call(&self.extra)?;
+        visit.call(self.context.object())?;
         if let Some(server) = &self.server {
             visit.call(server)?;
         }
@@ -1025,6 +1065,7 @@ impl StreamTransport {
 
     /// Send ``data`` (bytes-like); what the socket cannot take now is buffered.
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        slf.get().check_direction(Endpoint::ReadPipe, "write")?;
         if data.is_instance_of::<pyo3::types::PyString>() {
             return Err(PyTypeError::new_err(
                 "data argument must be a bytes-like object, not 'str'",
@@ -1038,6 +1079,7 @@ impl StreamTransport {
 
     /// Write each item of ``list_of_data`` in order.
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        slf.get().check_direction(Endpoint::ReadPipe, "write")?;
         // every item's buffer held while the kernel reads it: one vectored write, no join
         let mut held = Vec::new();
         for item in list_of_data.try_iter()? {
@@ -1050,6 +1092,7 @@ impl StreamTransport {
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
+        me.check_direction(Endpoint::ReadPipe, "write")?;
         if me.endpoint != Endpoint::Socket {
             // a pipe's end of file is its closing
             return Self::close_inner(slf);
@@ -1097,6 +1140,7 @@ impl StreamTransport {
 
     /// Stop delivering received data until :meth:`resume_reading`.
     fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_direction(Endpoint::WritePipe, "read")?;
         let mut st = self.state.borrow_mut(py)?;
         if !st.closing {
             st.reading_paused = true;
@@ -1108,6 +1152,7 @@ impl StreamTransport {
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
+        me.check_direction(Endpoint::WritePipe, "read")?;
         let pending = {
             let mut st = me.state.borrow_mut(py)?;
             if st.closing || !st.reading_paused {
@@ -1199,6 +1244,12 @@ impl StreamTransport {
     /// The loop this transport runs on.
     fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
         self.loop_obj.clone_ref(py)
+    }
+
+    /// The ``contextvars.Context`` protocol callbacks run in (``start_tls`` keeps it).
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.object().clone_ref(py)
     }
 
     /// What `isinstance` sees: asyncio's `Transport`, `ReadTransport` or `WriteTransport`.
