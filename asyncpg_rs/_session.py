@@ -551,7 +551,7 @@ class Session:
 
     def send_reset_unawaited(self) -> None:
         """Send the reset query without waiting for its answer (see above for when)."""
-        self.protocol.send_unawaited(self.take_reset_query())
+        self.protocol.send_unawaited(self.take_reset_query(), hold=True)
 
 
 @functools.cache

@@ -24,6 +24,17 @@ impl PGProtocol {
         }
     }
 
+    /// `out` behind what `send_unawaited(hold=True)` held back, which must reach the server
+    /// first: every operation that starts while bytes are held sends them this way.
+    pub(super) fn after_held(&mut self, out: BytesMut) -> BytesMut {
+        if self.held.is_empty() {
+            return out;
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.extend_from_slice(&out);
+        all
+    }
+
     pub(super) fn check_ready(&self, py: Python<'_>) -> PyResult<()> {
         match self.phase {
             Phase::Ready => {}
@@ -60,6 +71,7 @@ impl PGProtocol {
         self.suspended = false;
         self.query = query;
         let transport = self.transport(py)?;
+        let out = self.after_held(out);
         if !out.is_empty() {
             fx.push(Effect::Write(transport, out.freeze()));
         }

@@ -147,6 +147,9 @@ pub struct PGProtocol {
     unawaited_error: Option<PyErr>,
     /// Rows of a fetch whose caller gave up, freed a slice per read (see dispatch).
     abandoned_rows: Vec<PyObject>,
+    /// Unawaited queries sent with `hold`, not written yet: they go out in front of the next
+    /// operation's messages, or on their own a couple of loop passes later (`flush_held`).
+    held: BytesMut,
 }
 
 #[pymethods]
@@ -224,6 +227,7 @@ impl PGProtocol {
             unawaited: 0,
             unawaited_error: None,
             abandoned_rows: Vec::new(),
+            held: BytesMut::new(),
         })
     }
 
@@ -419,8 +423,18 @@ impl PGProtocol {
     /// reset, which then costs no round trip. Outside a transaction only (the transaction
     /// status must be right the moment the call returns); if the query fails, the connection
     /// is closed.
-    fn send_unawaited(slf: &Bound<'_, Self>, sql: &str) -> PyResult<()> {
-        ops::send_unawaited(slf, sql)
+    ///
+    /// With `hold`, the query is written with the next operation's messages if one starts
+    /// within the next couple of loop passes (a pool handing the connection straight to a
+    /// waiting task), else on its own: one write and one server wake-up fewer per request.
+    #[pyo3(signature = (sql, hold=false))]
+    fn send_unawaited(slf: &Bound<'_, Self>, sql: &str, hold: bool) -> PyResult<()> {
+        ops::send_unawaited(slf, sql, hold)
+    }
+
+    /// Write what `send_unawaited(hold=True)` held back, if no operation took it along.
+    fn flush_held(slf: &Bound<'_, Self>) -> PyResult<()> {
+        ops::flush_held(slf)
     }
 
     /// Run `sql` with the simple-query protocol (several statements allowed); resolves to the

@@ -13,7 +13,7 @@ use pyo3::types::PyType;
 use super::bind::{reparse_if_unnamed, write_bind};
 use super::effects::operation;
 use super::statement::StatementState;
-use super::{Op, PGProtocol, EXECUTEMANY_FLUSH};
+use super::{Op, PGProtocol, Phase, EXECUTEMANY_FLUSH};
 use crate::pg::errors::interface_error;
 use crate::runtime::transports::stream::transport_write;
 
@@ -182,9 +182,9 @@ pub(super) fn executemany_end(
     transport_write(py, &transport, &out)
 }
 
-pub(super) fn send_unawaited(slf: &Bound<'_, PGProtocol>, sql: &str) -> PyResult<()> {
+pub(super) fn send_unawaited(slf: &Bound<'_, PGProtocol>, sql: &str, hold: bool) -> PyResult<()> {
     let py = slf.py();
-    let (transport, out) = {
+    let (transport, out, schedule_flush) = {
         let mut this = slf.borrow_mut();
         this.check_ready(py)?;
         if this.xact_status != b'I' {
@@ -195,10 +195,44 @@ pub(super) fn send_unawaited(slf: &Bound<'_, PGProtocol>, sql: &str) -> PyResult
         }
         let mut out = BytesMut::with_capacity(sql.len() + 8);
         frontend::query(sql, &mut out).map_err(|e| invalid_query(py, e))?;
+        let transport = this.transport(py)?;
         this.unawaited += 1;
-        (this.transport(py)?, out)
+        if hold {
+            let first = this.held.is_empty();
+            this.held.extend_from_slice(&out);
+            out.clear();
+            (transport, out, first.then(|| this.loop_.clone_ref(py)))
+        } else {
+            let out = this.after_held(out);
+            (transport, out, None)
+        }
     };
+    if let Some(loop_) = schedule_flush {
+        // Two passes of the ready queue: a task woken by the release that held this (the
+        // pool's next waiter) runs in the first and takes the held bytes along with its query.
+        let flush = slf.getattr(pyo3::intern!(py, "flush_held"))?;
+        let call_soon = loop_.getattr(py, pyo3::intern!(py, "call_soon"))?;
+        loop_.call_method1(py, pyo3::intern!(py, "call_soon"), (call_soon, flush))?;
+        return Ok(());
+    }
     // outside the borrow: a write may reach back into the protocol (connection_lost)
+    transport_write(py, &transport, &out)
+}
+
+pub(super) fn flush_held(slf: &Bound<'_, PGProtocol>) -> PyResult<()> {
+    let py = slf.py();
+    let (transport, out) = {
+        let mut this = slf.borrow_mut();
+        if this.held.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut this.held);
+        match (&this.transport, this.phase) {
+            (Some(t), Phase::Ready) if !this.transport_lost => (t.clone_ref(py), out),
+            // the connection is gone or going: the held query would not be answered
+            _ => return Ok(()),
+        }
+    };
     transport_write(py, &transport, &out)
 }
 
