@@ -617,6 +617,26 @@ class Pool:
         async with self.acquire() as con:
             return await con.executemany(command, args, timeout=timeout)
 
+    async def fetch_many_queries(
+        self,
+        queries: Iterable[str | tuple[str, Sequence[object]]],
+        *,
+        timeout: float | None = None,
+        atomic: bool = False,
+        record_class: type[Record] | None = None,
+        return_exceptions: bool = False,
+    ) -> list[typing.Any]:
+        """Run ``queries`` in one pipeline on a pooled connection (see
+        :meth:`Connection.fetch_many_queries`)."""
+        async with self.acquire() as con:
+            return await con.fetch_many_queries(
+                queries,
+                timeout=timeout,
+                atomic=atomic,
+                record_class=record_class,
+                return_exceptions=return_exceptions,
+            )
+
     @typing.overload
     async def fetch(
         self,

@@ -1,0 +1,669 @@
+"""Pipelines: many statements sent before the first reply is read.
+
+``Connection.pipeline()`` gives a :class:`Pipeline`; ``Connection.fetch_many_queries()`` is
+the plain form for a list (or any iterable) of queries. Both send every statement without
+waiting for the previous one's reply, so N independent lookups cost one network round trip
+instead of N. docs/guide.md ("Pipelines") describes the semantics for users; this module's
+comments say why they are so.
+
+Round trips: statements already in the statement cache go out in one round trip. Statements
+new to the cache are parsed and described first, all of a batch together (one extra round
+trip), inside the same pipeline; types never seen before are then introspected inside the
+pipeline too (one more round trip per level of type dependencies), as for a single query.
+
+The wire work is done by the protocol's ``pipeline_*`` methods (src/pg/protocol/pipeline.rs):
+each statement gets its own future, settled as soon as its reply is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import typing
+
+from . import _native, _pooler, _session, exceptions
+from ._timeouts import checked_timeout
+
+if typing.TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Iterable
+
+    from .connection import Connection
+
+__all__ = ("Pipeline", "PipelineResult", "fetch_many_queries")
+
+# Requests taken from the input at a time: the statements new to the cache among them are
+# prepared together, in one round trip. Bounded, so an endless iterable streams.
+_CHUNK = 512
+
+_FETCH, _FETCHROW, _FETCHVAL, _EXECUTE = range(4)
+
+
+class _Request:
+    __slots__ = ("query", "args", "kind", "column", "record_class", "index", "fut")
+
+    def __init__(self, query, args, kind, column, record_class, index):
+        self.query = query
+        self.args = args
+        self.kind = kind
+        self.column = column
+        self.record_class = record_class
+        self.index = index
+        self.fut = None
+
+
+def _convert(req: _Request, value: typing.Any) -> typing.Any:
+    kind = req.kind
+    if kind == _FETCH or kind == _EXECUTE:
+        return value
+    if not value:
+        return None
+    if kind == _FETCHROW:
+        return value[0]
+    return value[0][req.column]
+
+
+class PipelineResult:
+    """The result of one statement of a :class:`Pipeline`: ``await`` it.
+
+    Awaiting a result whose statement was not sent yet sends everything queued in the
+    pipeline first (:meth:`Pipeline.sync`), so awaiting inside the ``async with`` block
+    never deadlocks.
+    """
+
+    __slots__ = ("_pipeline", "_req", "_retrieved")
+
+    def __init__(self, pipeline: Pipeline, req: _Request) -> None:
+        self._pipeline = pipeline
+        self._req = req
+        self._retrieved = False
+
+    @property
+    def index(self) -> int:
+        """The statement's number in its pipeline (0-based)."""
+        return self._req.index
+
+    @property
+    def query(self) -> str:
+        return self._req.query
+
+    def done(self) -> bool:
+        """Whether the statement's outcome is known."""
+        fut = self._req.fut
+        return fut is not None and fut.done()
+
+    def __await__(self) -> typing.Generator[typing.Any, None, typing.Any]:
+        return self._result().__await__()
+
+    async def _result(self) -> typing.Any:
+        req = self._req
+        if req.fut is None:
+            await self._pipeline.sync()
+        self._retrieved = True
+        fut = req.fut
+        try:
+            value = await fut
+        finally:
+            del fut  # a failed future holds its error, whose traceback holds this frame
+        return _convert(req, value)
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else "done"
+        return f"<PipelineResult #{self._req.index + 1} {state} {self._req.query[:40]!r}>"
+
+
+class Pipeline:
+    """Statements queued with :meth:`fetch`, :meth:`fetchrow`, :meth:`fetchval` and
+    :meth:`execute` are sent together, without waiting for each other's replies.
+
+    Use it as ``async with con.pipeline() as p:``. Each method returns a
+    :class:`PipelineResult` at once; leaving the block (or awaiting any result, or
+    :meth:`sync`) sends what is queued and waits for every reply. Leaving the block raises
+    the first error of a statement whose result was not awaited inside it, so a failed
+    ``execute`` is never silent.
+
+    ``atomic=False`` (the default): each statement is followed by its own Sync, so it is its
+    own implicit transaction (or part of the caller's ``transaction()``), exactly as if the
+    statements ran one after another; one failing does not affect the others.
+    ``atomic=True``: one Sync for the whole pipeline, one implicit transaction: if a
+    statement fails, nothing of the pipeline commits and the statements after it raise
+    ``InterfaceError`` naming the statement that failed.
+
+    ``timeout`` bounds each :meth:`sync` (preparing new statements included); on timeout or
+    cancellation the server's current statement is cancelled, the results not yet in raise
+    ``TimeoutError`` (or ``InterfaceError`` after a cancellation), and the connection stays
+    usable.
+
+    A Python class, like ``Connection``, so it can be subclassed or instrumented.
+    """
+
+    def __init__(
+        self, connection: Connection, *, atomic: bool = False, timeout: float | None = None
+    ) -> None:
+        self._con = connection
+        self._atomic = bool(atomic)
+        self._timeout = checked_timeout(timeout)
+        self._queue: list[_Request] = []
+        self._results: list[PipelineResult] = []
+        self._count = 0
+        self._lock: asyncio.Lock | None = None
+        self._release_ctr = connection._session.release_ctr
+        self._closed = False
+
+    # ------------------------------------------------------------------ queueing
+
+    def _add(self, query, args, kind, column=0, record_class=None) -> PipelineResult:
+        if self._closed:
+            raise exceptions.InterfaceError("the pipeline is closed: its block has ended")
+        if not isinstance(query, str):
+            raise exceptions.InterfaceError(
+                f"pipeline statement #{self._count + 1}: the query must be a str, "
+                f"got {type(query).__name__}"
+            )
+        if record_class is not None:
+            from .connection import _check_record_class
+
+            _check_record_class(record_class)
+        req = _Request(query, args, kind, column, record_class, self._count)
+        self._count += 1
+        self._queue.append(req)
+        result = PipelineResult(self, req)
+        self._results.append(result)
+        return result
+
+    def fetch(self, query: str, *args: object, record_class: type | None = None) -> PipelineResult:
+        """Queue ``query``; its result is the list of rows (see ``Connection.fetch``)."""
+        return self._add(query, args, _FETCH, record_class=record_class)
+
+    def fetchrow(
+        self, query: str, *args: object, record_class: type | None = None
+    ) -> PipelineResult:
+        """Queue ``query``; its result is the first row or ``None``."""
+        return self._add(query, args, _FETCHROW, record_class=record_class)
+
+    def fetchval(self, query: str, *args: object, column: int = 0) -> PipelineResult:
+        """Queue ``query``; its result is ``column`` of the first row or ``None``."""
+        return self._add(query, args, _FETCHVAL, column=column)
+
+    def execute(self, query: str, *args: object) -> PipelineResult:
+        """Queue ``query``; its result is the command tag (e.g. ``'UPDATE 1'``).
+
+        Unlike ``Connection.execute`` without arguments, this is one statement through the
+        extended protocol: no ``;``-separated scripts.
+        """
+        return self._add(query, args, _EXECUTE)
+
+    # ------------------------------------------------------------------ sending
+
+    async def sync(self) -> None:
+        """Send every queued statement and wait for all their replies.
+
+        Statements failing does not raise here (their results do); a timeout, a
+        cancellation or a lost connection does.
+        """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._queue:
+                return
+            session = self._con._session
+            if session.release_ctr != self._release_ctr:
+                raise exceptions.InterfaceError(
+                    "cannot use the pipeline: its connection has been released to the pool"
+                )
+            session.check_open()
+            batch, self._queue = self._queue, []
+            try:
+                await _run(self._con, batch, atomic=self._atomic, timeout=self._timeout)
+            finally:
+                _fail_unsent(batch, _STOPPED)
+
+    async def __aenter__(self) -> Pipeline:
+        self._con._session.check_open()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                await self.sync()
+                errors = []
+                for result in self._results:
+                    fut = result._req.fut
+                    if fut is None or not fut.done() or fut.cancelled():
+                        continue
+                    error = fut.exception()  # marks it retrieved: raised here, or awaited
+                    if error is not None and not result._retrieved:
+                        errors.append(error)
+                first = _first_error(errors)
+                if first is not None:
+                    raise first
+            else:
+                _fail_unsent(self._queue, "the pipeline's block raised before it was sent")
+                self._queue = []
+        finally:
+            self._closed = True
+            self._results = []
+
+
+def _fail_unsent(requests: typing.Iterable[_Request], why: str, cause=None) -> None:
+    loop = None
+    for req in requests:
+        if req.fut is None:
+            if loop is None:
+                loop = asyncio.get_running_loop()
+            req.fut = loop.create_future()
+            err = exceptions.InterfaceError(
+                f"pipeline statement #{req.index + 1} was not sent: {why}"
+            )
+            if cause is not None:
+                err.__cause__ = cause
+            req.fut.set_exception(err)
+            req.fut.exception()  # the pipeline's own error is what gets raised
+
+
+async def fetch_many_queries(
+    con: Connection,
+    queries: Iterable[typing.Any] | AsyncIterable[typing.Any],
+    *,
+    timeout: float | None = None,
+    atomic: bool = False,
+    record_class: type | None = None,
+    return_exceptions: bool = False,
+) -> list[typing.Any]:
+    """See ``Connection.fetch_many_queries``."""
+    con._session.check_open()
+    timeout = checked_timeout(timeout)
+    if record_class is not None:
+        from .connection import _check_record_class
+
+        _check_record_class(record_class)
+    requests: list[_Request] = []
+    counter = itertools.count()
+
+    def request(item):
+        index = next(counter)
+        if isinstance(item, str):
+            query, args = item, ()
+        else:
+            try:
+                query, args = item
+            except (TypeError, ValueError):
+                raise exceptions.InterfaceError(
+                    f"pipeline statement #{index + 1}: expected a query string or a "
+                    f"(query, args) pair, got {type(item).__name__}"
+                ) from None
+            if not isinstance(query, str):
+                raise exceptions.InterfaceError(
+                    f"pipeline statement #{index + 1}: the query must be a str, "
+                    f"got {type(query).__name__}"
+                )
+        req = _Request(query, args, _FETCH, 0, record_class, index)
+        requests.append(req)
+        return req
+
+    if hasattr(queries, "__aiter__"):
+
+        async def source():
+            async for item in queries:
+                yield request(item)
+
+        feed: typing.Any = source()
+    else:
+        feed = map(request, queries)
+    await _run(con, feed, atomic=atomic, timeout=timeout)
+    _fail_unsent(requests, _STOPPED)
+    results: list[typing.Any] = []
+    errors = []
+    for req in requests:
+        fut = req.fut
+        if fut.cancelled():
+            error: BaseException | None = asyncio.CancelledError()
+        else:
+            error = fut.exception()
+        if error is not None:
+            errors.append(error)
+            results.append(error)
+        else:
+            results.append(fut.result())
+    requests.clear()
+    first = _first_error(errors)
+    if first is not None and not return_exceptions:
+        results.clear()
+        raise first
+    return results
+
+
+# ---------------------------------------------------------------------- the engine
+
+
+async def _chunks(feed):
+    if hasattr(feed, "__aiter__"):
+        chunk = []
+        async for req in feed:
+            chunk.append(req)
+            if len(chunk) >= _CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    else:
+        it = iter(feed)
+        while True:
+            chunk = list(itertools.islice(it, _CHUNK))
+            if not chunk:
+                return
+            yield chunk
+
+
+_STOPPED = "an earlier statement failed and the pipeline is one transaction"
+
+
+def _first_error(errors: typing.Iterable[BaseException | None]) -> BaseException | None:
+    """The error to raise for a pipeline: the first failure in statement order that is not
+    only the consequence of another (a statement skipped or not sent because an earlier
+    one failed, which has that failure as its ``__cause__``)."""
+    first = None
+    for e in errors:
+        if e is None:
+            continue
+        if isinstance(e, exceptions.InterfaceError) and isinstance(e.__cause__, Exception):
+            if first is None:
+                first = e
+            continue
+        return e
+    return first
+
+
+class _Stop(Exception):
+    """A one-Sync pipeline failed server-side: nothing more is sent."""
+
+
+async def _run(con: Connection, feed, *, atomic: bool, timeout: float | None) -> None:
+    """Send every request of ``feed`` (requests, or an async iterator of them) in one
+    pipeline, setting each request's ``fut``; returns once every reply is in."""
+    session = con._session
+    proto = con._protocol
+    loop = session.loop
+    if timeout is None:
+        timeout = con._config.command_timeout
+    deadline = None if timeout is None else loop.time() + timeout
+    await session.ensure_idle(timeout)
+    run = _Run(con, atomic, deadline)
+    done = proto.pipeline_begin(not atomic)
+    sent: list[_Request] = []
+    try:
+        try:
+            async for chunk in _chunks(feed):
+                sent = chunk
+                await run.send(chunk)
+        except _Stop:
+            root = run.stop_error()
+            for req in sent:
+                if req.fut is None and root is not None and req.query == run.stop_query:
+                    req.fut = loop.create_future()
+                    req.fut.set_exception(root)
+            _fail_unsent(sent, _STOPPED, root)
+        except BaseException as e:
+            why = (
+                "the pipeline timed out"
+                if isinstance(e, asyncio.TimeoutError)
+                else "the pipeline was cancelled"
+                if isinstance(e, asyncio.CancelledError)
+                else f"the pipeline stopped: {type(e).__name__}: {e}"
+            )
+            if not session.is_closed():
+                proto.pipeline_end(
+                    failed=True, rollback=atomic and not proto.is_in_transaction(), reason=why
+                )
+                if isinstance(e, (asyncio.TimeoutError, asyncio.CancelledError)):
+                    # the server may be stuck (a lock): cancel rather than wait; the next
+                    # operation waits for the cancellation to land (Session.ensure_idle)
+                    done.add_done_callback(_session._consume_outcome)
+                    session.cancel_current_command()
+                else:
+                    try:
+                        await asyncio.shield(done)
+                    except (exceptions.PostgresError, asyncio.CancelledError):
+                        pass
+            _fail_unsent(sent, why)
+            run.give_up(e, why)
+            raise
+        proto.pipeline_end()
+        left = None if deadline is None else max(deadline - loop.time(), 0.001)
+        try:
+            await session.wait(done, left)
+        except BaseException as e:
+            why = (
+                "the pipeline timed out"
+                if isinstance(e, asyncio.TimeoutError)
+                else "the pipeline was cancelled"
+            )
+            run.give_up(e, why)
+            raise
+    finally:
+        del done  # see Session.wait
+    run.after()
+
+
+class _Run:
+    """One pipeline's statements: preparing the new ones, sending, and what is learnt from
+    the failures afterwards (stale or lost cached statements)."""
+
+    __slots__ = (
+        "con",
+        "proto",
+        "session",
+        "atomic",
+        "deadline",
+        "local",
+        "requests",
+        "stop_query",
+        "_stop_error",
+    )
+
+    def __init__(self, con: Connection, atomic: bool, deadline: float | None) -> None:
+        self.con = con
+        self.proto = con._protocol
+        self.session = con._session
+        self.atomic = atomic
+        self.deadline = deadline
+        # statements this pipeline prepared that the cache does not keep (statement cache
+        # off, too long): reused for the rest of the pipeline
+        self.local: dict[str, _session.StatementRef] = {}
+        # every request whose future may still be pending: settled on a timeout
+        self.requests: list[_Request] = []
+        # a one-Sync pipeline that stopped at a statement that could not be prepared
+        self.stop_query: str | None = None
+        self._stop_error: BaseException | None = None
+
+    def stop_error(self) -> BaseException | None:
+        """Why a one-Sync pipeline stopped: the failure the server reported."""
+        if self._stop_error is not None:
+            return self._stop_error
+        for req in self.requests:
+            fut = req.fut
+            if fut.done() and not fut.cancelled():
+                e = fut.exception()
+                if isinstance(e, exceptions.PostgresError):
+                    return e
+        return None
+
+    async def _until(self, fut: asyncio.Future[typing.Any]) -> typing.Any:
+        try:
+            if self.deadline is None:
+                return await fut
+            left = self.deadline - self.session.loop.time()
+            if left <= 0:
+                raise asyncio.TimeoutError
+            return await asyncio.wait_for(fut, left)
+        finally:
+            del fut
+
+    def _cached(self, query: str) -> _session.StatementRef | None:
+        stmt = self.session.stmt_cache.get(query)
+        if stmt is None:
+            stmt = self.local.get(query)
+        return stmt
+
+    async def _prepare(self, queries: dict[str, int | None]) -> dict[str, typing.Any]:
+        """Parse/describe ``queries`` (query -> first statement number) in one round trip;
+        returns query -> StatementRef, or the exception its preparation raised."""
+        from .connection import _INTROSPECTION_ATTEMPTS, _STMT_NAMES
+
+        con, proto, session = self.con, self.proto, self.session
+        config = con._config
+        futs = []
+        for query, index in queries.items():
+            cache = config.statement_cache_size > 0 and (
+                not config.max_cacheable_statement_size
+                or len(query) <= config.max_cacheable_statement_size
+            )
+            if cache and not session.pooled:
+                name = f"__asyncpg_rs_stmt_{session.stmt_prefix}_{next(_STMT_NAMES):x}__"
+            else:
+                name = ""
+            fut = proto.pipeline_prepare(name, query, index)
+            # a one-Sync pipeline stops at the first failure: the rest are never awaited
+            fut.add_done_callback(_session._consume_outcome)
+            futs.append((query, cache, fut))
+        out: dict[str, typing.Any] = {}
+        for query, cache, fut in futs:
+            try:
+                state = await self._until(fut)
+            except exceptions.PostgresError as e:
+                out[query] = e
+                if self.atomic:
+                    self.stop_query, self._stop_error = query, e
+                    raise _Stop from None
+                continue
+            except exceptions.InterfaceError as e:
+                out[query] = e
+                continue
+            finally:
+                del fut
+            for _ in range(_INTROSPECTION_ATTEMPTS):
+                unknown = state.unknown_oids()
+                if not unknown:
+                    break
+                await con._introspect_types(unknown, None, fetch=self._fetch)
+                state = proto.rebind_codecs(state)
+            stmt = _session.StatementRef(state, query)
+            if cache:
+                session.stmt_cache.put(query, stmt)
+            else:
+                self.local[query] = stmt
+            out[query] = stmt
+        return out
+
+    async def _fetch(self, query: str, *args: typing.Any) -> typing.Any:
+        """A query of the driver's own (type introspection) inside the pipeline."""
+        stmt = self._cached(query)
+        if stmt is None:
+            got = (await self._prepare({query: None}))[query]
+            if isinstance(got, BaseException):
+                raise got
+            stmt = got
+        fut, _ = self.proto.pipeline_execute(stmt._state, args, 0, None, True, None)
+        self.proto.pipeline_flush()
+        try:
+            return await self._until(fut)
+        finally:
+            del fut
+
+    async def send(self, chunk: list[_Request]) -> None:
+        proto = self.proto
+        new: dict[str, int | None] = {}
+        for req in chunk:
+            if req.query not in new and self._cached(req.query) is None:
+                new[req.query] = req.index
+        prepared = await self._prepare(new) if new else {}
+        record_class = self.session.record_class
+        add = proto.pipeline_execute
+        for req in chunk:
+            stmt = self._cached(req.query) or prepared.get(req.query)
+            if stmt is None or isinstance(stmt, BaseException):
+                # its preparation failed: each statement of that query raises its error
+                req.fut = self.session.loop.create_future()
+                req.fut.set_exception(
+                    stmt
+                    if stmt is not None
+                    else exceptions.InterfaceError("the statement could not be prepared")
+                )
+                continue
+            kind = req.kind
+            # fetchrow/fetchval need one row: the server stops there (PortalSuspended)
+            limit = 1 if kind == _FETCHROW or kind == _FETCHVAL else 0
+            req.fut, status = add(
+                stmt._state,
+                req.args,
+                limit,
+                req.record_class or record_class,
+                kind != _EXECUTE,
+                req.index,
+            )
+            self.requests.append(req)
+            if status == _native.EXECUTEMANY_FAILED:
+                raise _Stop
+            if status == _native.EXECUTEMANY_PAUSED:
+                await self._drain()
+            elif status == _native.EXECUTEMANY_FLUSHED:
+                await asyncio.sleep(0)  # read what the server sent meanwhile
+        if len(self.requests) > 4 * _CHUNK:
+            # keep only what may still be pending (bounded memory on long pipelines)
+            keep = []
+            for r in self.requests:
+                if r.fut.done():
+                    self._learn(r)
+                else:
+                    keep.append(r)
+            self.requests = keep
+
+    async def _drain(self) -> None:
+        waiter = self.proto.drain()
+        try:
+            await self._until(waiter)
+        finally:
+            del waiter
+
+    def give_up(self, exc: BaseException, why: str) -> None:
+        """The caller stopped waiting: results not in yet raise ``exc``'s kind (the rows
+        still arriving are not decoded, see pipeline.rs)."""
+        for req in self.requests:
+            fut = req.fut
+            if fut.done():
+                if not fut.cancelled():
+                    fut.exception()  # reported through the pipeline's own error
+            else:
+                if isinstance(exc, asyncio.TimeoutError):
+                    fut.set_exception(asyncio.TimeoutError(why))
+                else:
+                    fut.set_exception(
+                        exceptions.InterfaceError(
+                            f"pipeline statement #{req.index + 1}: {why} before its result arrived"
+                        )
+                    )
+                fut.exception()
+
+    def after(self) -> None:
+        """Learn from the failures what a single query learns from its own: a cached
+        statement made stale by DDL is dropped, a named statement a pooler lost turns the
+        connection pooled (neither is retried: later statements may depend on it)."""
+        for req in self.requests:
+            self._learn(req)
+        self.requests = []
+
+    def _learn(self, req: _Request) -> None:
+        fut = req.fut
+        if fut.cancelled():
+            return
+        exc = fut.exception()  # marks it retrieved: the pipeline's API reports it
+        if exc is None:
+            return
+        cache = self.session.stmt_cache
+        if getattr(exc, "sqlstate", None) == "0A000" and "cached plan must not change" in str(exc):
+            cache.discard(req.query)
+            return
+        stmt = cache.get(req.query)
+        if stmt is not None and _pooler.lost_statement(exc, stmt._state):
+            self.session.pooled = True
+            # the named statements are on servers we can no longer address: forget them
+            cache.mark_all_closed()
