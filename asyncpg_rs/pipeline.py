@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import typing
 
 from . import _native, _pooler, _session, exceptions
@@ -458,6 +459,8 @@ class _Run:
         "requests",
         "stop_query",
         "_stop_error",
+        "started",
+        "timeout",
     )
 
     def __init__(self, con: Connection, atomic: bool, deadline: float | None) -> None:
@@ -466,6 +469,8 @@ class _Run:
         self.session = con._session
         self.atomic = atomic
         self.deadline = deadline
+        self.started = time.monotonic()  # for query loggers, as Connection._execute's
+        self.timeout = None if deadline is None else deadline - self.session.loop.time()
         # statements this pipeline prepared that the cache does not keep (statement cache
         # off, too long): reused for the rest of the pipeline
         self.local: dict[str, _session.StatementRef] = {}
@@ -642,6 +647,12 @@ class _Run:
                         )
                     )
                 fut.exception()
+            self._log(req, fut.exception() if not fut.cancelled() else exc)
+
+    def _log(self, req: _Request, exc: BaseException | None) -> None:
+        # each statement is a query to the loggers, timed from the pipeline's start
+        if self.session.query_loggers:
+            self.con._log_query(req.query, req.args, self.timeout, self.started, exc)
 
     def after(self) -> None:
         """Learn from the failures what a single query learns from its own: a cached
@@ -654,8 +665,10 @@ class _Run:
     def _learn(self, req: _Request) -> None:
         fut = req.fut
         if fut.cancelled():
+            self._log(req, asyncio.CancelledError())
             return
         exc = fut.exception()  # marks it retrieved: the pipeline's API reports it
+        self._log(req, exc)
         if exc is None:
             return
         cache = self.session.stmt_cache

@@ -336,6 +336,19 @@ async def test_pool_connection_and_pool_level(pg):
             await pipe.sync()
 
 
+async def test_query_loggers_see_every_statement(con):
+    logged = []
+    with con.query_logger(logged.append):
+        await con.fetch_many_queries(
+            ["SELECT 1", ("SELECT $1::int4", (2,)), "SELECT 1/0"], return_exceptions=True
+        )
+        await asyncio.sleep(0)  # loggers are called soon, not inline
+    assert [q.query for q in logged] == ["SELECT 1", "SELECT $1::int4", "SELECT 1/0"]
+    assert logged[1].args == (2,)
+    assert logged[0].exception is None
+    assert isinstance(logged[2].exception, exceptions.DivisionByZeroError)
+
+
 async def test_block_raising_sends_nothing(con):
     await _table(con, "p9")
     with pytest.raises(ZeroDivisionError):
@@ -383,3 +396,75 @@ async def test_connection_lost_fails_every_pending_result(pg):
     finally:
         await other.close()
         con.terminate()
+
+
+# ---------------------------------------------------------------- behind PgBouncer
+
+
+@pytest.fixture(scope="module")
+def bouncer(pg):
+    import pgcluster
+
+    if getattr(pg, "external", False):
+        pytest.skip("needs the throwaway cluster (ASYNCPG_RS_TEST_DSN is set)")
+    b = pgcluster.PgBouncer.start(pg, "transaction", pool_size=3)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+async def test_through_pgbouncer_transaction_mode(bouncer):
+    """Transaction mode hands a server connection out per transaction, so consecutive Syncs
+    of one pipeline may run on different servers: 8 clients share 3 server connections,
+    each running cold and warm pipelines (unnamed statements re-parsed before each Bind),
+    atomic ones with a failure, and one inside a transaction; every result must be its
+    own statement's."""
+    table = "pipe_bouncer"
+    admin = await asyncpg_rs.connect(**bouncer.connect_kwargs())
+    await admin.execute(f"DROP TABLE IF EXISTS {table}")
+    await admin.execute(f"CREATE TABLE {table}(id int PRIMARY KEY, v text)")
+    await admin.executemany(
+        f"INSERT INTO {table} VALUES ($1, $2)", [(i, f"v{i}") for i in range(200)]
+    )
+    pids = set()
+
+    async def client(n):
+        con = await asyncpg_rs.connect(**bouncer.connect_kwargs())
+        try:
+            assert con._session.pooled  # recognised: unnamed statements only
+            for round_ in range(5):
+                ids = [(n * 20 + k + round_) % 200 for k in range(20)]
+                # a fresh query text per round and client: cold, then warm statements
+                cold = (
+                    f"SELECT v, {n} AS client, pg_backend_pid() AS pid FROM {table} WHERE id = $1"
+                )
+                res = await con.fetch_many_queries(
+                    [(cold, (i,)) for i in ids] + [(f"SELECT $1::int4 + {round_}", (n,))]
+                )
+                assert [r[0]["v"] for r in res[:-1]] == [f"v{i}" for i in ids]
+                assert all(r[0]["client"] == n for r in res[:-1])
+                assert res[-1][0][0] == n + round_
+                pids.update(r[0]["pid"] for r in res[:-1])
+                with pytest.raises(exceptions.UniqueViolationError):
+                    async with con.pipeline(atomic=True) as p:
+                        p.execute(f"UPDATE {table} SET v = 'changed' WHERE id = $1", ids[0])
+                        p.execute(f"INSERT INTO {table} VALUES ($1, 'dup')", ids[1])
+                async with con.transaction():
+                    async with con.pipeline() as p:
+                        a = p.fetchval("SELECT pg_backend_pid()")
+                        b = p.fetchval("SELECT pg_backend_pid()")
+                        c = p.fetchval(f"SELECT v FROM {table} WHERE id = $1", ids[0])
+                    # inside a transaction the pooler keeps one server connection
+                    assert await a == await b
+                    assert await c == f"v{ids[0]}"
+        finally:
+            await con.close()
+
+    try:
+        await asyncio.gather(*(client(n) for n in range(8)))
+        assert await admin.fetchval(f"SELECT count(*) FROM {table} WHERE v = 'changed'") == 0
+        assert len(pids) > 1  # the pipelines really ran on several server connections
+    finally:
+        await admin.execute(f"DROP TABLE {table}")
+        await admin.close()
