@@ -93,18 +93,18 @@ class PipelineResult:
         return fut is not None and fut.done()
 
     def __await__(self) -> typing.Generator[typing.Any, None, typing.Any]:
-        return self._result().__await__()
-
-    async def _result(self) -> typing.Any:
+        # a generator rather than a coroutine: one object less per result
         req = self._req
         if req.fut is None:
-            await self._pipeline.sync()
+            yield from self._pipeline.sync().__await__()
         self._retrieved = True
         fut = req.fut
         try:
-            value = await fut
-        finally:
-            del fut  # a failed future holds its error, whose traceback holds this frame
+            value = yield from fut.__await__()
+        except BaseException:
+            # the error is kept in the future and its traceback holds this frame: no cycle
+            del self, req, fut
+            raise
         return _convert(req, value)
 
     def __repr__(self) -> str:
@@ -226,23 +226,29 @@ class Pipeline:
         try:
             if exc_type is None:
                 await self.sync()
-                errors = []
-                for result in self._results:
-                    fut = result._req.fut
-                    if fut is None or not fut.done() or fut.cancelled():
-                        continue
-                    error = fut.exception()  # marks it retrieved: raised here, or awaited
-                    if error is not None and not result._retrieved:
-                        errors.append(error)
-                first = _first_error(errors)
+                first = self._unretrieved_error()
                 if first is not None:
-                    raise first
+                    try:
+                        raise first
+                    finally:
+                        del first  # the error's traceback holds this frame: no cycle
             else:
                 _fail_unsent(self._queue, "the pipeline's block raised before it was sent")
                 self._queue = []
         finally:
             self._closed = True
             self._results = []
+
+    def _unretrieved_error(self) -> BaseException | None:
+        errors = []
+        for result in self._results:
+            fut = result._req.fut
+            if fut is None or not fut.done() or fut.cancelled():
+                continue
+            error = fut.exception()  # marks it retrieved: raised by the block, or awaited
+            if error is not None and not result._retrieved:
+                errors.append(error)
+        return _first_error(errors)
 
 
 def _fail_unsent(requests: typing.Iterable[_Request], why: str, cause=None) -> None:
@@ -312,6 +318,19 @@ async def fetch_many_queries(
         feed = map(request, queries)
     await _run(con, feed, atomic=atomic, timeout=timeout)
     _fail_unsent(requests, _STOPPED)
+    results, first = _collect(requests)
+    requests.clear()
+    if first is not None and not return_exceptions:
+        results.clear()
+        try:
+            raise first
+        finally:
+            del first  # the error's traceback holds this frame: no cycle
+    return results
+
+
+def _collect(requests: list[_Request]) -> tuple[list[typing.Any], BaseException | None]:
+    """Each request's rows, or its error in its place; and the error to raise."""
     results: list[typing.Any] = []
     errors = []
     for req in requests:
@@ -325,12 +344,7 @@ async def fetch_many_queries(
             results.append(error)
         else:
             results.append(fut.result())
-    requests.clear()
-    first = _first_error(errors)
-    if first is not None and not return_exceptions:
-        results.clear()
-        raise first
-    return results
+    return results, _first_error(errors)
 
 
 # ---------------------------------------------------------------------- the engine
@@ -576,15 +590,23 @@ class _Run:
 
     async def send(self, chunk: list[_Request]) -> None:
         proto = self.proto
+        # the chunk's statements, looked up once each and held here: preparing the new ones
+        # may evict others from the cache, which stay valid until the next operation
+        stmts: dict[str, typing.Any] = {}
         new: dict[str, int | None] = {}
+        cached = self._cached
         for req in chunk:
-            if req.query not in new and self._cached(req.query) is None:
-                new[req.query] = req.index
-        prepared = await self._prepare(new) if new else {}
+            query = req.query
+            if query not in stmts:
+                stmt = stmts[query] = cached(query)
+                if stmt is None:
+                    new[query] = req.index
+        if new:
+            stmts.update(await self._prepare(new))
         record_class = self.session.record_class
         add = proto.pipeline_execute
         for req in chunk:
-            stmt = self._cached(req.query) or prepared.get(req.query)
+            stmt = stmts[req.query]
             if stmt is None or isinstance(stmt, BaseException):
                 # its preparation failed: each statement of that query raises its error
                 req.fut = self.session.loop.create_future()

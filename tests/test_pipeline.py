@@ -468,3 +468,27 @@ async def test_through_pgbouncer_transaction_mode(bouncer):
     finally:
         await admin.execute(f"DROP TABLE {table}")
         await admin.close()
+
+
+async def test_failures_leave_no_reference_cycles(con):
+    # a failed pipeline's errors are kept in its futures; the frames they were raised
+    # through must not be kept with them in a cycle only the GC would free
+    await con.fetch_many_queries(["SELECT 1", "SELECT 1/0"], return_exceptions=True)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        with pytest.raises(exceptions.DivisionByZeroError):
+            await con.fetch_many_queries(["SELECT 1", "SELECT 1/0"])
+        with pytest.raises(exceptions.DivisionByZeroError):
+            async with con.pipeline() as p:
+                r = p.fetchval("SELECT 1/0")
+        with pytest.raises(exceptions.DivisionByZeroError):
+            await r
+        del r, p
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert gc.collect() == 0
+    finally:
+        if was_enabled:
+            gc.enable()
