@@ -10,6 +10,11 @@ is tens of microseconds; an event loop's timers round to whole milliseconds). as
 sequential is measured too, for reference.
 
     python benchmarks/pipeline_bench.py [--repeat 3] [--duration 2] [--latency-ms 1]
+        [--sslmode disable]
+
+Both drivers connect with the same ``sslmode`` (default ``disable``: plain TCP, as an
+application and its database on one private network usually talk; the throwaway cluster
+offers TLS, so ``prefer`` measures TLS).
 
 It starts its own throwaway cluster (or uses $ASYNCPG_RS_BENCH_DSN). A benchmark, not a
 test: it asserts nothing.
@@ -167,12 +172,16 @@ async def _setup(dsn):
     await con.close()
 
 
-def _with_port(dsn, port):
+def _target(dsn, port, sslmode):
+    """``dsn`` with ``sslmode`` and, with ``port``, pointed at 127.0.0.1:``port``."""
     u = urllib.parse.urlparse(dsn)
-    netloc = u.netloc.rsplit("@", 1)
-    hostport = f"127.0.0.1:{port}"
-    netloc = f"{netloc[0]}@{hostport}" if len(netloc) == 2 else hostport
-    return urllib.parse.urlunparse(u._replace(netloc=netloc))
+    if port is not None:
+        netloc = u.netloc.rsplit("@", 1)
+        hostport = f"127.0.0.1:{port}"
+        u = u._replace(netloc=f"{netloc[0]}@{hostport}" if len(netloc) == 2 else hostport)
+    query = urllib.parse.parse_qsl(u.query)
+    query = [(k, v) for k, v in query if k != "sslmode"] + [("sslmode", sslmode)]
+    return urllib.parse.urlunparse(u._replace(query=urllib.parse.urlencode(query)))
 
 
 def main():
@@ -180,6 +189,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--duration", type=float, default=2.0)
     ap.add_argument("--latency-ms", type=float, default=1.0, help="added round trip")
+    ap.add_argument("--sslmode", default="disable", help="both drivers' sslmode")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -197,8 +207,8 @@ def main():
         host, port = u.hostname or "127.0.0.1", u.port or 5432
         with server_process(__file__, host, port, one_way) as (_, relay_port):
             targets = [
-                ("loopback", dsn),
-                (f"+{args.latency_ms:g} ms RTT", _with_port(dsn, relay_port)),
+                ("loopback", _target(dsn, None, args.sslmode)),
+                (f"+{args.latency_ms:g} ms RTT", _target(dsn, relay_port, args.sslmode)),
             ]
             for rep in range(args.repeat):
                 for net, target in targets:
@@ -217,7 +227,7 @@ def main():
         f"\n{LOOKUPS} fetchrow by primary key per request, one connection; medians of "
         f"{args.repeat} interleaved runs of {args.duration:g} s each. Added latency: "
         f"{one_way:g} ms each way ({args.latency_ms:g} ms round trip) through a relay "
-        f"process; loopback: direct."
+        f"process; loopback: direct. sslmode={args.sslmode}."
     )
     print(f"{'network':14} {'driver':32} {'req/s':>9} {'lookups/s':>10} {'vs asyncpg':>10}")
     for net, _ in targets:

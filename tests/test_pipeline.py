@@ -492,3 +492,35 @@ async def test_failures_leave_no_reference_cycles(con):
     finally:
         if was_enabled:
             gc.enable()
+
+
+async def test_small_statement_cache_and_many_distinct_queries(pg):
+    # preparing the new statements of a chunk evicts the chunk's other statements from a
+    # cache of 2: they are held for the chunk and closed afterwards
+    con = await asyncpg_rs.connect(**pg.connect_kwargs(), statement_cache_size=2)
+    try:
+        queries = [(f"SELECT $1::int4 + {k}", (k,)) for k in range(8)] * 2
+        for _ in range(2):
+            res = await con.fetch_many_queries(queries)
+            assert [r[0][0] for r in res] == [2 * k for k in range(8)] * 2
+        assert len(con._stmt_cache) == 2
+        assert await con.fetchval("SELECT 1") == 1
+        left = await con.fetchval("SELECT count(*) FROM pg_prepared_statements")
+        assert left <= 3  # the evicted ones were closed at the next operation
+    finally:
+        await con.close()
+
+
+async def test_stale_cached_statement_raises_once_and_is_prepared_again(con):
+    await con.execute("CREATE TEMP TABLE p10 (a int4)")
+    await con.execute("INSERT INTO p10 VALUES (1)")
+    q = "SELECT * FROM p10"
+    assert (await con.fetch_many_queries([q]))[0][0]["a"] == 1
+    await con.execute("ALTER TABLE p10 ADD COLUMN b text DEFAULT 'x'")
+    # not retried inside the pipeline (statements after it may depend on it): it raises
+    # the server's error, and the cache drops the statement
+    res = await con.fetch_many_queries([q, "SELECT 2"], return_exceptions=True)
+    assert isinstance(res[0], exceptions.FeatureNotSupportedError), res[0]
+    assert res[1][0][0] == 2
+    row = (await con.fetch_many_queries([q]))[0][0]
+    assert tuple(row) == (1, "x")
