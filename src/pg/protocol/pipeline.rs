@@ -36,7 +36,7 @@ use super::ops::executemany_status;
 use super::server_error::{error_fields, server_error};
 use super::statement::{Column, StatementState};
 use super::{Op, PGProtocol, EXECUTEMANY_FLUSH};
-use crate::pg::errors::{interface_error, protocol_error};
+use crate::pg::errors::{interface_error, protocol_error, Exc};
 use crate::runtime::transports::stream::transport_write;
 
 /// The state of an open pipeline.
@@ -185,8 +185,12 @@ pub(super) fn owns(msg: &Message) -> bool {
     )
 }
 
-fn pipeline_mut<'a>(py: Python<'_>, op: &'a mut Op) -> PyResult<&'a mut Pipeline> {
-    match op {
+fn pipeline_mut<'a>(py: Python<'_>, this: &'a mut PGProtocol) -> PyResult<&'a mut Pipeline> {
+    if this.phase == super::Phase::Closed {
+        // lost midway: say so, rather than that no pipeline is open
+        return Err(Exc::ConnectionDoesNotExistError.err(py, "connection is closed"));
+    }
+    match &mut this.op {
         Op::Pipeline(p) if !p.ended => Ok(p),
         _ => Err(interface_error(py, "no pipeline in progress")),
     }
@@ -230,7 +234,7 @@ pub(super) fn prepare(
             .loop_
             .call_method0(py, pyo3::intern!(py, "create_future"))?;
         let transport = this.transport(py)?;
-        let p = pipeline_mut(py, &mut this.op)?;
+        let p = pipeline_mut(py, this)?;
         let mark = p.buf.len();
         let written = frontend::parse(&name, &query, std::iter::empty(), &mut p.buf)
             .and_then(|()| frontend::describe(b'S', &name, &mut p.buf));
@@ -280,7 +284,12 @@ pub(super) fn execute(
         let mut this = slf.borrow_mut();
         let this = &mut *this;
         let transport = this.transport(py)?;
-        let p = pipeline_mut(py, &mut this.op)?;
+        // made first: once the item's messages are buffered, nothing may fail before the
+        // item is queued, or replies would be matched to the wrong statements
+        let fut = this
+            .loop_
+            .call_method0(py, pyo3::intern!(py, "create_future"))?;
+        let p = pipeline_mut(py, this)?;
         let st = state.get();
         if st.is_closed() {
             return Err(interface_error(py, "the prepared statement is closed"));
@@ -304,12 +313,6 @@ pub(super) fn execute(
             p.buf.truncate(mark);
             return Err(e);
         }
-        let fut = this
-            .loop_
-            .call_method0(py, pyo3::intern!(py, "create_future"))?;
-        let Op::Pipeline(p) = &mut this.op else {
-            unreachable!("checked by pipeline_mut above");
-        };
         let query = st.query.clone();
         p.push(Item {
             index,
@@ -345,7 +348,7 @@ pub(super) fn flush(slf: &Bound<'_, PGProtocol>) -> PyResult<u8> {
         let mut this = slf.borrow_mut();
         let this = &mut *this;
         let transport = this.transport(py)?;
-        let p = pipeline_mut(py, &mut this.op)?;
+        let p = pipeline_mut(py, this)?;
         if !p.sync_each && (p.sent_any || !p.buf.is_empty()) {
             frontend::flush(&mut p.buf);
         }
@@ -466,10 +469,8 @@ impl PGProtocol {
                 complete_execute(py, p, tag, fx)?;
             }
             Message::EmptyQueryResponse => complete_execute(py, p, "", fx)?,
-            Message::PortalSuspended => {
-                let tag = self.status.take().unwrap_or_default();
-                complete_execute(py, p, &tag, fx)?;
-            }
+            // the row limit was reached (fetchrow, fetchval): the statement has no tag
+            Message::PortalSuspended => complete_execute(py, p, "", fx)?,
             Message::ErrorResponse(body) => {
                 let fields = error_fields(py, body.fields())?;
                 match p.pop_item() {
