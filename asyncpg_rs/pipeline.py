@@ -63,7 +63,7 @@ def _convert(req: _Request, value: typing.Any) -> typing.Any:
     return value[0][req.column]
 
 
-class PipelineResult:
+class PipelineResult(_Request):
     """The result of one statement of a :class:`Pipeline`: ``await`` it.
 
     Awaiting a result whose statement was not sent yet sends everything queued in the
@@ -71,30 +71,28 @@ class PipelineResult:
     never deadlocks.
     """
 
-    __slots__ = ("_pipeline", "_req", "_retrieved")
+    # the request itself (one object per statement, not two)
+    __slots__ = ("_pipeline", "_retrieved")
 
-    def __init__(self, pipeline: Pipeline, req: _Request) -> None:
+    def __init__(self, pipeline, query, args, kind, column, record_class, index) -> None:
+        self.query = query
+        self.args = args
+        self.kind = kind
+        self.column = column
+        self.record_class = record_class
+        self.index = index
+        self.fut = None
         self._pipeline = pipeline
-        self._req = req
         self._retrieved = False
-
-    @property
-    def index(self) -> int:
-        """The statement's number in its pipeline (0-based)."""
-        return self._req.index
-
-    @property
-    def query(self) -> str:
-        return self._req.query
 
     def done(self) -> bool:
         """Whether the statement's outcome is known."""
-        fut = self._req.fut
+        fut = self.fut
         return fut is not None and fut.done()
 
     def __await__(self) -> typing.Generator[typing.Any, None, typing.Any]:
         # a generator rather than a coroutine: one object less per result
-        req = self._req
+        req = self
         if req.fut is None:
             yield from self._pipeline.sync().__await__()
         self._retrieved = True
@@ -109,7 +107,7 @@ class PipelineResult:
 
     def __repr__(self) -> str:
         state = "pending" if not self.done() else "done"
-        return f"<PipelineResult #{self._req.index + 1} {state} {self._req.query[:40]!r}>"
+        return f"<PipelineResult #{self.index + 1} {state} {self.query[:40]!r}>"
 
 
 class Pipeline:
@@ -143,7 +141,7 @@ class Pipeline:
         self._con = connection
         self._atomic = bool(atomic)
         self._timeout = checked_timeout(timeout)
-        self._queue: list[_Request] = []
+        self._queue: list[PipelineResult] = []
         self._results: list[PipelineResult] = []
         self._count = 0
         self._lock: asyncio.Lock | None = None
@@ -164,10 +162,9 @@ class Pipeline:
             from .connection import _check_record_class
 
             _check_record_class(record_class)
-        req = _Request(query, args, kind, column, record_class, self._count)
+        result = PipelineResult(self, query, args, kind, column, record_class, self._count)
         self._count += 1
-        self._queue.append(req)
-        result = PipelineResult(self, req)
+        self._queue.append(result)
         self._results.append(result)
         return result
 
@@ -242,7 +239,7 @@ class Pipeline:
     def _unretrieved_error(self) -> BaseException | None:
         errors = []
         for result in self._results:
-            fut = result._req.fut
+            fut = result.fut
             if fut is None or not fut.done() or fut.cancelled():
                 continue
             error = fut.exception()  # marks it retrieved: raised by the block, or awaited
@@ -680,8 +677,15 @@ class _Run:
         """Learn from the failures what a single query learns from its own: a cached
         statement made stale by DDL is dropped, a named statement a pooler lost turns the
         connection pooled (neither is retried: later statements may depend on it)."""
-        for req in self.requests:
-            self._learn(req)
+        learn = self._learn
+        if self.session.query_loggers:
+            for req in self.requests:
+                learn(req)
+        else:
+            for req in self.requests:
+                fut = req.fut
+                if fut.cancelled() or fut.exception() is not None:
+                    learn(req)
         self.requests = []
 
     def _learn(self, req: _Request) -> None:

@@ -7,7 +7,8 @@ with the server on the same machine (loopback), and behind an added round-trip l
 (default 1 ms: 0.5 ms each way) made by a TCP relay in its own process, which delays every
 chunk in each direction by half the round trip (threads and ``time.sleep``, whose precision
 is tens of microseconds; an event loop's timers round to whole milliseconds). asyncpg_rs
-sequential is measured too, for reference.
+sequential is measured too, for reference, and the pipeline with one Sync for the 20
+statements (``atomic=True``) besides the default Sync per statement.
 
     python benchmarks/pipeline_bench.py [--repeat 3] [--duration 2] [--latency-ms 1]
         [--sslmode disable]
@@ -45,6 +46,8 @@ CONTENDERS = [
     ("asyncpg_rs sequential, our loop", "asyncpg_rs", "asyncpg_rs", "seq"),
     ("asyncpg_rs pipelined, uvloop", "asyncpg_rs", "uvloop", "pipe"),
     ("asyncpg_rs pipelined, our loop", "asyncpg_rs", "asyncpg_rs", "pipe"),
+    # one Sync for the 20 (one implicit transaction): what read-only lookups can choose
+    ("asyncpg_rs pipelined atomic, our loop", "asyncpg_rs", "asyncpg_rs", "atomic"),
 ]
 BASELINE = CONTENDERS[0][0]
 
@@ -130,7 +133,7 @@ async def _run(driver_name, mode, dsn, duration):
         if mode == "seq":
             rows = [await con.fetchrow(SQL, i) for i in ids]
         else:
-            async with con.pipeline() as p:
+            async with con.pipeline(atomic=mode == "atomic") as p:
                 pending = [p.fetchrow(SQL, i) for i in ids]
             rows = [await r for r in pending]
         assert [r["id"] for r in rows] == ids
@@ -220,7 +223,7 @@ def main():
                             continue
                         results.setdefault((net, label), []).append(r["rps"])
                         print(
-                            f"  rep {rep + 1} {net:14} {label:32} {r['rps']:8.1f} req/s",
+                            f"  rep {rep + 1} {net:14} {label:38} {r['rps']:8.1f} req/s",
                             file=sys.stderr,
                         )
     print(
@@ -229,7 +232,7 @@ def main():
         f"{one_way:g} ms each way ({args.latency_ms:g} ms round trip) through a relay "
         f"process; loopback: direct. sslmode={args.sslmode}."
     )
-    print(f"{'network':14} {'driver':32} {'req/s':>9} {'lookups/s':>10} {'vs asyncpg':>10}")
+    print(f"{'network':14} {'driver':38} {'req/s':>9} {'lookups/s':>10} {'vs asyncpg':>10}")
     for net, _ in targets:
         base = results.get((net, BASELINE))
         base_m = statistics.median(base) if base else None
@@ -239,7 +242,7 @@ def main():
                 continue
             m = statistics.median(got)
             ratio = f"{m / base_m:9.2f}x" if base_m else "-"
-            print(f"{net:14} {label:32} {m:9.1f} {m * LOOKUPS:10.0f} {ratio:>10}")
+            print(f"{net:14} {label:38} {m:9.1f} {m * LOOKUPS:10.0f} {ratio:>10}")
 
 
 if __name__ == "__main__":
