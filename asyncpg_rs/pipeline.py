@@ -601,6 +601,7 @@ class _Run:
         if new:
             stmts.update(await self._prepare(new))
         record_class = self.session.record_class
+        loggers = self.session.query_loggers
         add = proto.pipeline_execute
         for req in chunk:
             stmt = stmts[req.query]
@@ -625,6 +626,8 @@ class _Run:
                 req.index,
             )
             self.requests.append(req)
+            if not loggers:
+                req.args = None  # encoded: a long pipeline must not keep every argument
             if status == _native.EXECUTEMANY_FAILED:
                 raise _Stop
             if status == _native.EXECUTEMANY_PAUSED:

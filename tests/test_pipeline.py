@@ -3,6 +3,7 @@ src/pg/protocol/pipeline.rs), on every loop, against the real server."""
 
 import asyncio
 import gc
+import os
 
 import pytest
 
@@ -301,23 +302,44 @@ async def test_without_statement_cache(pg):
         await con.close()
 
 
-async def test_long_pipeline_streams(con):
-    # 100,000 statements: consumed from a generator as the pipeline goes, every reply
-    # taken as it arrives
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_long_pipeline_streams_in_bounded_memory(con):
+    # 100,000 statements with a 1 KiB argument each (100 MiB encoded) and a tiny result:
+    # the input is consumed as the pipeline goes and every reply taken as it arrives, so
+    # the process grows by what the results take, not by the encoded messages or arguments
     n = 100_000
     seen = 0
+    blob = "x" * 1023
 
     def gen():
         nonlocal seen
         for i in range(n):
             seen += 1
-            yield "SELECT $1::int4", (i,)
+            yield "SELECT $1::int4 + length($2)", (i, blob + str(i % 10))
 
-    res = await con.fetch_many_queries(gen())
-    assert seen == n
-    assert res[-1][0][0] == n - 1 and len(res) == n
+    peak = base = _rss()
+    running = True
+
+    async def sample():
+        nonlocal peak
+        while running:
+            peak = max(peak, _rss())
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        res = await con.fetch_many_queries(gen())
+    finally:
+        running = False
+        await sampler
+    assert seen == n and len(res) == n
+    assert res[-1][0][0] == n - 1 + 1024
+    assert peak - base < 60 * 2**20, f"grew by {(peak - base) >> 20} MiB"
     del res
-    gc.collect()
     assert await con.fetchval("SELECT 1") == 1
 
 
