@@ -212,8 +212,11 @@ class Pipeline:
             batch, self._queue = self._queue, []
             try:
                 await _run(self._con, batch, atomic=self._atomic, timeout=self._timeout)
-            finally:
-                _fail_unsent(batch, _STOPPED)
+            except BaseException as e:
+                # not the error itself as the cause: the futures would hold it in a cycle
+                _fail_unsent(batch, f"the pipeline stopped ({type(e).__name__})")
+                raise
+            _fail_unsent(batch, _STOPPED)
 
     async def __aenter__(self) -> Pipeline:
         self._con._session.check_open()

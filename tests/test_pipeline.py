@@ -546,3 +546,15 @@ async def test_stale_cached_statement_raises_once_and_is_prepared_again(con):
     assert res[1][0][0] == 2
     row = (await con.fetch_many_queries([q]))[0][0]
     assert tuple(row) == (1, "x")
+
+
+async def test_pipeline_refused_while_another_operation_runs(con):
+    slow = asyncio.ensure_future(con.fetchval("SELECT pg_sleep(0.3)"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(exceptions.InterfaceError, match="another operation is in progress"):
+        async with con.pipeline() as p:
+            r = p.fetchval("SELECT 1")
+    with pytest.raises(exceptions.InterfaceError, match=r"not sent: the pipeline stopped"):
+        await r
+    await slow
+    assert await con.fetch_many_queries(["SELECT 1"]) == [[(1,)]]
