@@ -29,7 +29,7 @@ from .protocol import Record
 from .serverversion import split_server_version_string
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import AsyncIterable, Iterable, Sequence
 
     from . import _typing as _t
     from .cursor import CursorFactory
@@ -406,7 +406,7 @@ class Connection(metaclass=ConnectionMeta):
 
     async def fetch_many_queries(
         self,
-        queries: Iterable[str | tuple[str, Sequence[object]]],
+        queries: Iterable[_pipeline.QueryItem] | AsyncIterable[_pipeline.QueryItem],
         *,
         timeout: float | None = None,
         atomic: bool = False,

@@ -23,14 +23,21 @@ import time
 import typing
 
 from . import _native, _pooler, _session, exceptions
+from ._resource import check_connection
 from ._timeouts import checked_timeout
 
 if typing.TYPE_CHECKING:
     from collections.abc import AsyncIterable, Iterable
 
     from .connection import Connection
+    from .prepared_stmt import PreparedStatement
 
-__all__ = ("Pipeline", "PipelineResult", "fetch_many_queries")
+# What a pipeline statement may be: a query, or a PreparedStatement of the same connection;
+# fetch_many_queries takes either alone or with its arguments.
+Query = typing.Union[str, "PreparedStatement[typing.Any]"]
+QueryItem = typing.Union[Query, tuple[Query, "typing.Sequence[object]"]]
+
+__all__ = ("Pipeline", "PipelineResult", "Query", "QueryItem", "fetch_many_queries")
 
 # Requests taken from the input at a time: the statements new to the cache among them are
 # prepared together, in one round trip. Bounded, so an endless iterable streams.
@@ -40,16 +47,42 @@ _FETCH, _FETCHROW, _FETCHVAL, _EXECUTE = range(4)
 
 
 class _Request:
-    __slots__ = ("query", "args", "kind", "column", "record_class", "index", "fut")
+    # stmt: the statement of a PreparedStatement given instead of a query string
+    __slots__ = ("query", "args", "kind", "column", "record_class", "index", "fut", "stmt")
 
-    def __init__(self, query, args, kind, column, record_class, index):
-        self.query = query
+    def __init__(self, query, args, kind, column, record_class, index, session):
+        self.fut = self.stmt = None
+        self.record_class = record_class
+        self.query = _query_text(self, query, index, session)
         self.args = args
         self.kind = kind
         self.column = column
-        self.record_class = record_class
         self.index = index
-        self.fut = None
+
+
+def _query_text(req: _Request, query: typing.Any, index: int, session: typing.Any) -> str:
+    """The query's text; a PreparedStatement's statement is kept in ``req.stmt``."""
+    if type(query) is str:
+        return query
+    if isinstance(query, str):
+        return str(query)
+    from .prepared_stmt import PreparedStatement
+
+    if isinstance(query, PreparedStatement):
+        check_connection(query, "pipeline")
+        if query._connection._session is not session:
+            raise exceptions.InterfaceError(
+                f"pipeline statement #{index + 1}: the prepared statement belongs to another "
+                "connection"
+            )
+        req.stmt = query._stmt
+        if req.record_class is None:
+            req.record_class = query._record_class
+        return query._query
+    raise exceptions.InterfaceError(
+        f"pipeline statement #{index + 1}: the query must be a str or a PreparedStatement, "
+        f"got {type(query).__name__}"
+    )
 
 
 def _convert(req: _Request, value: typing.Any) -> typing.Any:
@@ -75,13 +108,15 @@ class PipelineResult(_Request):
     __slots__ = ("_pipeline", "_retrieved")
 
     def __init__(self, pipeline, query, args, kind, column, record_class, index) -> None:
-        self.query = query
+        self.fut = self.stmt = None
+        self.record_class = record_class
+        self.query = (
+            query if type(query) is str else _query_text(self, query, index, pipeline._con._session)
+        )
         self.args = args
         self.kind = kind
         self.column = column
-        self.record_class = record_class
         self.index = index
-        self.fut = None
         self._pipeline = pipeline
         self._retrieved = False
 
@@ -153,11 +188,6 @@ class Pipeline:
     def _add(self, query, args, kind, column=0, record_class=None) -> PipelineResult:
         if self._closed:
             raise exceptions.InterfaceError("the pipeline is closed: its block has ended")
-        if not isinstance(query, str):
-            raise exceptions.InterfaceError(
-                f"pipeline statement #{self._count + 1}: the query must be a str, "
-                f"got {type(query).__name__}"
-            )
         if record_class is not None:
             from .connection import _check_record_class
 
@@ -168,21 +198,23 @@ class Pipeline:
         self._results.append(result)
         return result
 
-    def fetch(self, query: str, *args: object, record_class: type | None = None) -> PipelineResult:
+    def fetch(
+        self, query: Query, *args: object, record_class: type | None = None
+    ) -> PipelineResult:
         """Queue ``query``; its result is the list of rows (see ``Connection.fetch``)."""
         return self._add(query, args, _FETCH, record_class=record_class)
 
     def fetchrow(
-        self, query: str, *args: object, record_class: type | None = None
+        self, query: Query, *args: object, record_class: type | None = None
     ) -> PipelineResult:
         """Queue ``query``; its result is the first row or ``None``."""
         return self._add(query, args, _FETCHROW, record_class=record_class)
 
-    def fetchval(self, query: str, *args: object, column: int = 0) -> PipelineResult:
+    def fetchval(self, query: Query, *args: object, column: int = 0) -> PipelineResult:
         """Queue ``query``; its result is ``column`` of the first row or ``None``."""
         return self._add(query, args, _FETCHVAL, column=column)
 
-    def execute(self, query: str, *args: object) -> PipelineResult:
+    def execute(self, query: Query, *args: object) -> PipelineResult:
         """Queue ``query``; its result is the command tag (e.g. ``'UPDATE 1'``).
 
         Unlike ``Connection.execute`` without arguments, this is one statement through the
@@ -269,7 +301,7 @@ def _fail_unsent(requests: typing.Iterable[_Request], why: str, cause=None) -> N
 
 async def fetch_many_queries(
     con: Connection,
-    queries: Iterable[typing.Any] | AsyncIterable[typing.Any],
+    queries: Iterable[QueryItem] | AsyncIterable[QueryItem],
     *,
     timeout: float | None = None,
     atomic: bool = False,
@@ -277,7 +309,8 @@ async def fetch_many_queries(
     return_exceptions: bool = False,
 ) -> list[typing.Any]:
     """See ``Connection.fetch_many_queries``."""
-    con._session.check_open()
+    session = con._session
+    session.check_open()
     timeout = checked_timeout(timeout)
     if record_class is not None:
         from .connection import _check_record_class
@@ -288,22 +321,17 @@ async def fetch_many_queries(
 
     def request(item):
         index = next(counter)
-        if isinstance(item, str):
-            query, args = item, ()
-        else:
+        if isinstance(item, (tuple, list)):
             try:
                 query, args = item
-            except (TypeError, ValueError):
+            except ValueError:
                 raise exceptions.InterfaceError(
-                    f"pipeline statement #{index + 1}: expected a query string or a "
-                    f"(query, args) pair, got {type(item).__name__}"
+                    f"pipeline statement #{index + 1}: expected a (query, args) pair, "
+                    f"got {len(item)} items"
                 ) from None
-            if not isinstance(query, str):
-                raise exceptions.InterfaceError(
-                    f"pipeline statement #{index + 1}: the query must be a str, "
-                    f"got {type(query).__name__}"
-                )
-        req = _Request(query, args, _FETCH, 0, record_class, index)
+        else:
+            query, args = item, ()  # a bare query (or PreparedStatement) without arguments
+        req = _Request(query, args, _FETCH, 0, record_class, index, session)
         requests.append(req)
         return req
 
@@ -597,7 +625,7 @@ class _Run:
         cached = self._cached
         for req in chunk:
             query = req.query
-            if query not in stmts:
+            if req.stmt is None and query not in stmts:
                 stmt = stmts[query] = cached(query)
                 if stmt is None:
                     new[query] = req.index
@@ -607,7 +635,7 @@ class _Run:
         loggers = self.session.query_loggers
         add = proto.pipeline_execute
         for req in chunk:
-            stmt = stmts[req.query]
+            stmt = req.stmt or stmts[req.query]
             if stmt is None or isinstance(stmt, BaseException):
                 # its preparation failed: each statement of that query raises its error
                 req.fut = self.session.loop.create_future()

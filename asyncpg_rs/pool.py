@@ -21,9 +21,10 @@ from . import exceptions
 from .protocol import Record
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Sequence
+    from collections.abc import AsyncIterable, Generator, Iterable, Sequence
 
     from . import _typing as _t
+    from . import pipeline as _pipeline
 
     # for type checkers the proxy is the connection it forwards to (``__getattr__``)
     _ProxyBase = _connection.Connection
@@ -619,7 +620,7 @@ class Pool:
 
     async def fetch_many_queries(
         self,
-        queries: Iterable[str | tuple[str, Sequence[object]]],
+        queries: Iterable[_pipeline.QueryItem] | AsyncIterable[_pipeline.QueryItem],
         *,
         timeout: float | None = None,
         atomic: bool = False,

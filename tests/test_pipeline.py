@@ -84,8 +84,10 @@ async def test_fetch_many_queries_forms(con):
     rows = await con.fetch_many_queries(agen())
     assert [rs[0][0] for rs in rows] == [0, 2, 4, 6, 8]
     assert await con.fetch_many_queries([]) == []
-    with pytest.raises(exceptions.InterfaceError, match="statement #2: expected a query"):
+    with pytest.raises(exceptions.InterfaceError, match="statement #2: the query must be a str"):
         await con.fetch_many_queries(["SELECT 1", 42])
+    with pytest.raises(exceptions.InterfaceError, match="statement #1: expected a .query, args"):
+        await con.fetch_many_queries([("SELECT 1", (), "extra")])
     assert await con.fetchval("SELECT 1") == 1
 
 
@@ -558,3 +560,20 @@ async def test_pipeline_refused_while_another_operation_runs(con):
         await r
     await slow
     assert await con.fetch_many_queries(["SELECT 1"]) == [[(1,)]]
+
+
+async def test_prepared_statements_in_a_pipeline(con, pg):
+    stmt = await con.prepare("SELECT $1::int4 * 10 AS v")
+    async with con.pipeline() as p:
+        a = p.fetchval(stmt, 1)
+        b = p.fetchrow(stmt, 2)
+    assert await a == 10
+    assert (await b)["v"] == 20
+    res = await con.fetch_many_queries([(stmt, (3,)), (stmt, [4])])
+    assert [r[0]["v"] for r in res] == [30, 40]
+    other = await asyncpg_rs.connect(**pg.connect_kwargs())
+    try:
+        with pytest.raises(exceptions.InterfaceError, match="belongs to another connection"):
+            await other.fetch_many_queries([(stmt, (1,))])
+    finally:
+        await other.close()
