@@ -572,6 +572,9 @@ class _Run:
             # a one-Sync pipeline stops at the first failure: the rest are never awaited
             fut.add_done_callback(_session._consume_outcome)
             futs.append((query, cache, fut))
+        del fut
+        # all of them in one write, and (with one Sync) a Flush for their replies
+        proto.pipeline_flush()
         out: dict[str, typing.Any] = {}
         for query, cache, fut in futs:
             try:

@@ -68,6 +68,17 @@ async def test_one_round_trip_when_statements_are_cached(con):
     assert [r[0]["v"] for r in results] == [f"v{i}" for i in range(20)]
     assert len(writes) == 1  # 20 Bind/Execute/Sync in one write
     assert writes[0].count(b"B") >= 20
+    # cold: the new statement's Parse/Describe in one round trip, then the 20 executions
+    writes.clear()
+    transport.write = Counting().write
+    try:
+        cold = [(f"SELECT v, {k} FROM p2 WHERE id = $1", (k,)) for k in range(20)]
+        results = await con.fetch_many_queries(cold)
+    finally:
+        del transport.write
+    assert [r[0]["v"] for r in results] == [f"v{k}" for k in range(20)]
+    assert len(writes) == 2
+    assert writes[0].count(b"P") >= 20 and writes[1].count(b"E") >= 20
 
 
 async def test_fetch_many_queries_forms(con):
@@ -257,6 +268,20 @@ async def test_cancellation_of_the_whole_pipeline(con):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await con.fetchval("SELECT 44") == 44
+    assert not con.is_in_transaction()
+
+
+async def test_cancellation_of_independent_statements(con):
+    # statements already sent are independent: those after the cancelled one still run
+    await con.execute("CREATE TEMP TABLE p11 (a int4)")
+    task = asyncio.ensure_future(
+        con.fetch_many_queries(["SELECT pg_sleep(30)", "INSERT INTO p11 VALUES (1)"])
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await con.fetchval("SELECT count(*) FROM p11") == 1
     assert not con.is_in_transaction()
 
 

@@ -423,8 +423,8 @@ impl PGProtocol {
         pipeline::begin(slf, sync_each)
     }
 
-    /// Parse and describe `query` as statement `name` inside the open pipeline, sent at
-    /// once; the future resolves to its `StatementState`. `index` is the caller's statement
+    /// Parse and describe `query` as statement `name` inside the open pipeline (sent by the
+    /// next `pipeline_flush`); the future resolves to its `StatementState`. `index` is the caller's statement
     /// number (0-based) for messages, `None` for the driver's own queries.
     #[pyo3(signature = (name, query, index=None))]
     fn pipeline_prepare(

@@ -218,8 +218,9 @@ pub(super) fn begin(slf: &Bound<'_, PGProtocol>, sync_each: bool) -> PyResult<Py
     })
 }
 
-/// `PGProtocol.pipeline_prepare`: Parse/Describe `query` as `name`, sent at once (the
-/// caller waits for the description before it can bind).
+/// `PGProtocol.pipeline_prepare`: Parse/Describe `query` as `name`. Buffered like the rest:
+/// the caller adds all the statements it needs described, then `pipeline_flush`es and
+/// waits (one write, one round trip).
 pub(super) fn prepare(
     slf: &Bound<'_, PGProtocol>,
     name: String,
@@ -227,13 +228,12 @@ pub(super) fn prepare(
     index: Option<usize>,
 ) -> PyResult<PyObject> {
     let py = slf.py();
-    let (fut, write) = {
+    let fut = {
         let mut this = slf.borrow_mut();
         let this = &mut *this;
         let fut = this
             .loop_
             .call_method0(py, pyo3::intern!(py, "create_future"))?;
-        let transport = this.transport(py)?;
         let p = pipeline_mut(py, this)?;
         let mark = p.buf.len();
         let written = frontend::parse(&name, &query, std::iter::empty(), &mut p.buf)
@@ -256,14 +256,8 @@ pub(super) fn prepare(
             error: None,
         };
         p.push(item);
-        if !p.sync_each {
-            frontend::flush(&mut p.buf);
-        }
-        (fut, p.take_buf().map(|data| (transport, data)))
+        fut
     };
-    if let Some((transport, data)) = write {
-        transport_write(py, &transport, &data)?;
-    }
     Ok(fut)
 }
 
