@@ -572,7 +572,7 @@ class _Run:
             # a one-Sync pipeline stops at the first failure: the rest are never awaited
             fut.add_done_callback(_session._consume_outcome)
             futs.append((query, cache, fut))
-        del fut
+            del fut
         # all of them in one write, and (with one Sync) a Flush for their replies
         proto.pipeline_flush()
         out: dict[str, typing.Any] = {}
@@ -580,13 +580,15 @@ class _Run:
             try:
                 state = await self._until(fut)
             except exceptions.PostgresError as e:
-                out[query] = e
+                # kept to be raised by each statement of this query: without the traceback
+                # through this frame, which holds it (a cycle only the GC would free)
+                out[query] = e.with_traceback(None)
                 if self.atomic:
-                    self.stop_query, self._stop_error = query, e
+                    self.stop_query, self._stop_error = query, out[query]
                     raise _Stop from None
                 continue
             except exceptions.InterfaceError as e:
-                out[query] = e
+                out[query] = e.with_traceback(None)
                 continue
             finally:
                 del fut

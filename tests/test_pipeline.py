@@ -535,6 +535,9 @@ async def test_failures_leave_no_reference_cycles(con):
         with pytest.raises(exceptions.DivisionByZeroError):
             await r
         del r, p
+        for atomic in (False, True):
+            with pytest.raises(exceptions.PostgresSyntaxError):
+                await con.fetch_many_queries(["SELECT 1", "SELEKT 2"], atomic=atomic)
         for _ in range(3):
             await asyncio.sleep(0)
         assert gc.collect() == 0
