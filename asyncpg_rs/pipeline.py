@@ -246,7 +246,11 @@ class Pipeline:
                 await _run(self._con, batch, atomic=self._atomic, timeout=self._timeout)
             except BaseException as e:
                 # not the error itself as the cause: the futures would hold it in a cycle
-                _fail_unsent(batch, f"the pipeline stopped ({type(e).__name__})")
+                _fail_unsent(
+                    batch,
+                    f"the pipeline stopped ({type(e).__name__})",
+                    lost=self._con.is_closed(),
+                )
                 raise
             _fail_unsent(batch, _STOPPED)
 
@@ -283,16 +287,18 @@ class Pipeline:
         return _first_error(errors)
 
 
-def _fail_unsent(requests: typing.Iterable[_Request], why: str, cause=None) -> None:
+def _fail_unsent(
+    requests: typing.Iterable[_Request], why: str, cause=None, lost: bool = False
+) -> None:
+    """Statements never sent fail with ``why``; as asyncpg's queries do when ``lost``."""
     loop = None
+    cls = exceptions.ConnectionDoesNotExistError if lost else exceptions.InterfaceError
     for req in requests:
         if req.fut is None:
             if loop is None:
                 loop = asyncio.get_running_loop()
             req.fut = loop.create_future()
-            err = exceptions.InterfaceError(
-                f"pipeline statement #{req.index + 1} was not sent: {why}"
-            )
+            err = cls(f"pipeline statement #{req.index + 1} was not sent: {why}")
             if cause is not None:
                 err.__cause__ = cause
             req.fut.set_exception(err)
@@ -467,7 +473,7 @@ async def _run(con: Connection, feed, *, atomic: bool, timeout: float | None) ->
                         await asyncio.shield(done)
                     except (exceptions.PostgresError, asyncio.CancelledError):
                         pass
-            _fail_unsent(sent, why)
+            _fail_unsent(sent, why, lost=session.is_closed())
             run.give_up(e, why)
             raise
         proto.pipeline_end()

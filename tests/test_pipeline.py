@@ -236,11 +236,15 @@ async def test_concurrent_fetch_gets_another_operation_in_progress(con):
 
 
 async def test_timeout_cancels_and_connection_stays_usable(con):
+    sleep = "SELECT pg_sleep($1)"
+    # warm: the timeout below bounds preparing too, and a busy machine must not make the
+    # statement before the slow one miss it
+    await con.fetch_many_queries(["SELECT 1", (sleep, (0,)), "SELECT 3"])
     t0 = asyncio.get_running_loop().time()
     with pytest.raises(asyncio.TimeoutError):
-        async with con.pipeline(timeout=0.2) as p:
+        async with con.pipeline(timeout=0.5) as p:
             fast = p.fetchval("SELECT 1")
-            slow = p.fetchval("SELECT pg_sleep(30)")
+            slow = p.fetchval(sleep, 30)
             after = p.fetchval("SELECT 3")
     assert asyncio.get_running_loop().time() - t0 < 10
     assert await fast == 1
@@ -250,7 +254,7 @@ async def test_timeout_cancels_and_connection_stays_usable(con):
         await after
     assert await con.fetchval("SELECT 42") == 42
     with pytest.raises(asyncio.TimeoutError):
-        await con.fetch_many_queries(["SELECT pg_sleep(30)", "SELECT 1"], timeout=0.2)
+        await con.fetch_many_queries([(sleep, (30,)), "SELECT 1"], timeout=0.5)
     assert await con.fetchval("SELECT 43") == 43
     with pytest.raises(ValueError, match="invalid timeout"):
         con.pipeline(timeout="soon")
@@ -274,14 +278,15 @@ async def test_cancellation_of_the_whole_pipeline(con):
 async def test_cancellation_of_independent_statements(con):
     # statements already sent are independent: those after the cancelled one still run
     await con.execute("CREATE TEMP TABLE p11 (a int4)")
-    task = asyncio.ensure_future(
-        con.fetch_many_queries(["SELECT pg_sleep(30)", "INSERT INTO p11 VALUES (1)"])
-    )
+    queries = [("SELECT pg_sleep($1)", (0,)), "INSERT INTO p11 VALUES (1)"]
+    await con.fetch_many_queries(queries)  # warm: all of it is sent at once below
+    queries[0] = ("SELECT pg_sleep($1)", (30,))
+    task = asyncio.ensure_future(con.fetch_many_queries(queries))
     await asyncio.sleep(0.3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await con.fetchval("SELECT count(*) FROM p11") == 1
+    assert await con.fetchval("SELECT count(*) FROM p11") == 2
     assert not con.is_in_transaction()
 
 
@@ -433,15 +438,19 @@ async def test_connection_lost_fails_every_pending_result(pg):
             await asyncio.sleep(0.3)
             await other.execute(f"SELECT pg_terminate_backend({pid})")
 
+        await con.fetch_many_queries([("SELECT pg_sleep($1)", (0,)), "SELECT 2"])  # warm
         killer = asyncio.ensure_future(kill())
         with pytest.raises(exceptions.ConnectionDoesNotExistError):
             async with con.pipeline() as p:
-                p.fetchval("SELECT pg_sleep(5)")
+                p.fetchval("SELECT pg_sleep($1)", 5)
                 last = p.fetchval("SELECT 2")
         await killer
         with pytest.raises(exceptions.ConnectionDoesNotExistError):
             await last
         assert con.is_closed()
+        # statements still to be sent when the connection went fail as queries do then
+        with pytest.raises(exceptions.InterfaceError, match="closed"):
+            await con.fetch_many_queries(["SELECT 1"])
     finally:
         await other.close()
         con.terminate()
