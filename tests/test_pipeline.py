@@ -290,7 +290,8 @@ async def test_cancellation_of_independent_statements(con):
     assert not con.is_in_transaction()
 
 
-async def test_new_type_is_introspected_inside_the_pipeline(con):
+@pytest.mark.parametrize("atomic", [False, True])
+async def test_new_type_is_introspected_inside_the_pipeline(con, atomic):
     await con.execute("DROP TYPE IF EXISTS pipe_mood CASCADE")
     await con.execute("CREATE TYPE pipe_mood AS ENUM ('sad', 'ok', 'happy')")
     await con.execute("DROP TYPE IF EXISTS pipe_pair CASCADE")
@@ -304,7 +305,7 @@ async def test_new_type_is_introspected_inside_the_pipeline(con):
                 "SELECT ROW('ok', 2)::pipe_pair AS p",
                 "SELECT 4",
             ],
-            atomic=True,
+            atomic=atomic,
         )
         assert res[1][0][0] == "happy"
         assert tuple(res[2][0]["p"]) == ("ok", 2)
