@@ -141,6 +141,27 @@ class PGProtocol(asyncio.Protocol):
         """One of EXECUTEMANY_CONTINUE, EXECUTEMANY_PAUSED, EXECUTEMANY_FAILED,
         EXECUTEMANY_FLUSHED."""
     def executemany_end(self, failed: bool = False, rollback: bool = False) -> None: ...
+    # pipelines (src/pg/protocol/pipeline.rs)
+    def pipeline_begin(self, sync_each: bool) -> asyncio.Future[None]: ...
+    def pipeline_prepare(
+        self, name: str, query: str, index: int | None = None
+    ) -> asyncio.Future[StatementState]: ...
+    def pipeline_execute(
+        self,
+        state: StatementState,
+        args: Sequence[object],
+        limit: int = 0,
+        record_class: type[Record] | None = None,
+        want_rows: bool = True,
+        index: int | None = None,
+    ) -> tuple[asyncio.Future[Any], int]:
+        """(future of the rows, or of the command tag without ``want_rows``; an
+        EXECUTEMANY_* code)."""
+    def pipeline_flush(self) -> int:
+        """An EXECUTEMANY_* code."""
+    def pipeline_end(
+        self, failed: bool = False, rollback: bool = False, reason: str | None = None
+    ) -> None: ...
     def bind_portal(
         self, state: StatementState, args: Sequence[object], portal: str
     ) -> asyncio.Future[None]: ...

@@ -18,6 +18,7 @@ import warnings
 import weakref
 
 from . import _copy, _native, _pooler, _session, connect_utils, exceptions
+from . import pipeline as _pipeline
 from . import prepared_stmt as _prepared_stmt
 from . import transaction as _transaction
 from ._callbacks import Callback as _Callback
@@ -28,7 +29,7 @@ from .protocol import Record
 from .serverversion import split_server_version_string
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import AsyncIterable, Iterable, Sequence
 
     from . import _typing as _t
     from .cursor import CursorFactory
@@ -396,6 +397,35 @@ class Connection(metaclass=ConnectionMeta):
         """
         self._check_open()
         return await self._executemany(command, args, timeout)
+
+    def pipeline(self, *, atomic: bool = False, timeout: float | None = None) -> _pipeline.Pipeline:
+        """Statements sent together, without waiting for each other's replies: see
+        :class:`~asyncpg_rs.pipeline.Pipeline` and docs/guide.md, "Pipelines"."""
+        self._check_open()
+        return _pipeline.Pipeline(self, atomic=atomic, timeout=timeout)
+
+    async def fetch_many_queries(
+        self,
+        queries: Iterable[_pipeline.QueryItem] | AsyncIterable[_pipeline.QueryItem],
+        *,
+        timeout: float | None = None,
+        atomic: bool = False,
+        record_class: type[Record] | None = None,
+        return_exceptions: bool = False,
+    ) -> list[typing.Any]:
+        """Run every ``(query, args)`` (or bare query) of ``queries``, an iterable or async
+        iterable consumed as it goes, in one pipeline; returns each one's rows (as ``fetch``)
+        in order. The first failure is raised once all are done, unless
+        ``return_exceptions`` (errors in their statements' places). See :meth:`pipeline`."""
+        self._check_open()
+        return await _pipeline.fetch_many_queries(
+            self,
+            queries,
+            timeout=timeout,
+            atomic=atomic,
+            record_class=record_class,
+            return_exceptions=return_exceptions,
+        )
 
     @typing.overload
     async def fetch(
@@ -812,15 +842,20 @@ class Connection(metaclass=ConnectionMeta):
             elem = 0
         return int(row[0]), row[1], elem
 
-    async def _introspect_types(self, oids, timeout):
+    async def _introspect_types(self, oids, timeout, fetch=None):
         """Teach the protocol the types ``oids`` and everything they are built from, with
-        one query per level of dependencies."""
+        one query per level of dependencies. ``fetch(sql, arg)`` runs the catalog query
+        (a pipeline runs it inside itself); by default ``self.fetch``."""
         sql = _INTROSPECT_SQL if self.get_server_version() >= (14,) else _INTROSPECT_SQL_13
         proto = self._protocol
         found = {}
         pending = set(oids)
         while pending:
-            rows = await self.fetch(sql, [str(o) for o in sorted(pending)], timeout=timeout)
+            arg = [str(o) for o in sorted(pending)]
+            if fetch is None:
+                rows = await self.fetch(sql, arg, timeout=timeout)
+            else:
+                rows = await fetch(sql, arg)
             pending = set()
             for oid, name, kind, related, attr_names, attr_oids, schema in rows:
                 oid, related = int(oid), int(related or 0)

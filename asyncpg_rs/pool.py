@@ -21,9 +21,10 @@ from . import exceptions
 from .protocol import Record
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Sequence
+    from collections.abc import AsyncIterable, Generator, Iterable, Sequence
 
     from . import _typing as _t
+    from . import pipeline as _pipeline
 
     # for type checkers the proxy is the connection it forwards to (``__getattr__``)
     _ProxyBase = _connection.Connection
@@ -653,6 +654,26 @@ class Pool:
         """See :meth:`Connection.executemany`."""
         async with self.acquire() as con:
             return await con.executemany(command, args, timeout=timeout)
+
+    async def fetch_many_queries(
+        self,
+        queries: Iterable[_pipeline.QueryItem] | AsyncIterable[_pipeline.QueryItem],
+        *,
+        timeout: float | None = None,
+        atomic: bool = False,
+        record_class: type[Record] | None = None,
+        return_exceptions: bool = False,
+    ) -> list[typing.Any]:
+        """Run ``queries`` in one pipeline on a pooled connection (see
+        :meth:`Connection.fetch_many_queries`)."""
+        async with self.acquire() as con:
+            return await con.fetch_many_queries(
+                queries,
+                timeout=timeout,
+                atomic=atomic,
+                record_class=record_class,
+                return_exceptions=return_exceptions,
+            )
 
     @typing.overload
     async def fetch(

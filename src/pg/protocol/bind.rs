@@ -40,15 +40,26 @@ pub(super) fn reparse_if_unnamed(
     Ok(())
 }
 
-/// Append a Bind of `args` to `state` as `portal`. `element` is the executemany row index,
-/// for the error message. On failure `out` is left as it was.
+/// Where a Bind's arguments came from, for the error message naming a bad one.
+#[derive(Clone, Copy)]
+pub(super) enum Site {
+    /// A single query.
+    Query,
+    /// Element `n` (0-based) of an executemany sequence.
+    Many(usize),
+    /// Statement `n` (0-based) of a pipeline; messages count from 1, as users do.
+    Pipeline(usize),
+}
+
+/// Append a Bind of `args` to `state` as `portal`. `site` says which executemany element or
+/// pipeline statement they are, for the error message. On failure `out` is left as it was.
 pub(super) fn write_bind(
     py: Python<'_>,
     out: &mut BytesMut,
     portal: &str,
     state: &StatementState,
     args: &Bound<'_, PyAny>,
-    element: Option<usize>,
+    site: Site,
 ) -> PyResult<()> {
     let tuple;
     let args = match args.downcast::<PyTuple>() {
@@ -64,12 +75,16 @@ pub(super) fn write_bind(
                     .name()
                     .map(|n| n.to_string())
                     .unwrap_or_default();
-                let what = match element {
-                    Some(i) => format!(
+                let what = match site {
+                    Site::Many(i) => format!(
                         "invalid input in executemany() argument sequence element #{i}: \
                          expected a sequence, got {got}"
                     ),
-                    None => format!("query arguments must be a sequence, got {got}"),
+                    Site::Pipeline(i) => format!(
+                        "pipeline statement #{}: query arguments must be a sequence, got {got}",
+                        i + 1
+                    ),
+                    Site::Query => format!("query arguments must be a sequence, got {got}"),
                 };
                 return Err(data_error(py, what));
             }
@@ -82,10 +97,14 @@ pub(super) fn write_bind(
     }
     let expected = state.param_oids.len();
     if args.len() != expected {
+        let prefix = match site {
+            Site::Pipeline(i) => format!("pipeline statement #{}: ", i + 1),
+            _ => String::new(),
+        };
         return Err(interface_error(
             py,
             format!(
-                "the server expects {expected} argument{} for this query, {} {} passed",
+                "{prefix}the server expects {expected} argument{} for this query, {} {} passed",
                 if expected == 1 { "" } else { "s" },
                 args.len(),
                 if args.len() == 1 { "was" } else { "were" },
@@ -110,7 +129,7 @@ pub(super) fn write_bind(
         let vat = messages::begin_value(out);
         if let Err(e) = codec.encode(&value, out) {
             out.truncate(start);
-            return Err(encode_failure(py, i, element, &value, codec.type_name(), e));
+            return Err(encode_failure(py, i, site, &value, codec.type_name(), e));
         }
         messages::finish_value(vat, out);
     }
@@ -126,7 +145,7 @@ pub(super) fn write_bind(
 fn encode_failure(
     py: Python<'_>,
     index: usize,
-    element: Option<usize>,
+    site: Site,
     value: &Bound<'_, PyAny>,
     type_name: &str,
     err: EncodeError,
@@ -140,9 +159,10 @@ fn encode_failure(
     } else {
         shown
     };
-    let place = match element {
-        Some(i) => format!("${} in element #{i} of executemany() sequence", index + 1),
-        None => format!("${}", index + 1),
+    let place = match site {
+        Site::Many(i) => format!("${} in element #{i} of executemany() sequence", index + 1),
+        Site::Pipeline(i) => format!("${} of pipeline statement #{}", index + 1, i + 1),
+        Site::Query => format!("${}", index + 1),
     };
     let (reason, cause) = match err {
         EncodeError::Invalid(reason) => (reason, None),

@@ -47,6 +47,10 @@ impl PGProtocol {
     /// decoding them into objects nobody will see delays the loop and swells memory.
     /// Checked once per read, not per row.
     fn drop_rows_nobody_waits_for(&mut self, py: Python<'_>) {
+        if let Op::Pipeline(p) = &mut self.op {
+            p.check_abandoned(py, self.waiter.as_ref());
+            return;
+        }
         let Op::Execute {
             rows, want_rows, ..
         } = &mut self.op
@@ -164,7 +168,7 @@ impl PGProtocol {
                 state.get().closed.store(true, Ordering::Relaxed);
                 py.None()
             }
-            Op::ClosePortal => py.None(),
+            Op::ClosePortal | Op::Pipeline(_) => py.None(),
             Op::CopyOut | Op::CopyIn { .. } => match &self.status {
                 Some(s) => PyString::new(py, s).into_any().unbind(),
                 None => py.None(),
@@ -224,6 +228,9 @@ impl PGProtocol {
             )
         {
             return self.handle_unawaited(py, msg, fx);
+        }
+        if matches!(self.op, Op::Pipeline(_)) && super::pipeline::owns(&msg) {
+            return self.pipeline_message(py, msg, fx);
         }
         match msg {
             Message::DataRow(body) => {
@@ -483,7 +490,7 @@ impl PGProtocol {
 }
 
 /// A RowDescription's columns, with the format code each will be sent in.
-fn read_columns(
+pub(super) fn read_columns(
     py: Python<'_>,
     body: &postgres_protocol::message::backend::RowDescriptionBody,
 ) -> PyResult<Vec<(Column, i16)>> {
@@ -509,7 +516,7 @@ impl PGProtocol {
     /// `state` is marked stale for the cache). When a new type cannot be decoded in the
     /// format the Bind asked for, the rows are refused with an error that says the statement
     /// ran: it is not retried.
-    fn redescribed(
+    pub(super) fn redescribed(
         &mut self,
         py: Python<'_>,
         state: &StatementState,
@@ -552,7 +559,7 @@ impl PGProtocol {
 }
 
 /// One DataRow as a Record of `record_class`, each column decoded by the statement's codec.
-fn decode_row(
+pub(super) fn decode_row(
     py: Python<'_>,
     body: &DataRowBody,
     state: &StatementState,

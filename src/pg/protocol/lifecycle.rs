@@ -118,7 +118,7 @@ impl PGProtocol {
             return;
         }
         self.phase = Phase::Closed;
-        self.op = Op::Idle;
+        let op = std::mem::replace(&mut self.op, Op::Idle);
         // A FATAL ErrorResponse (e.g. AdminShutdown from pg_terminate_backend) says more than
         // "connection lost": the pending operation gets the server's own error, also when it
         // arrived while a query sent ahead (send_unawaited) was still being answered.
@@ -147,6 +147,9 @@ impl PGProtocol {
         }
         if let Some(w) = self.waiter.take() {
             fx.push(Effect::Reject(w, err.clone_ref(py)));
+        }
+        if let Op::Pipeline(p) = op {
+            p.reject_all(py, &err, fx);
         }
         for w in self.idle_waiters.drain(..) {
             fx.push(Effect::Resolve(w, py.None()));

@@ -15,7 +15,8 @@
 //!   to the asyncpg exception.
 //! - `lifecycle`: starting operations, login, failing everything on connection loss;
 //!   `ops`: the query operations; `bind`: Bind encoding; `copy_ops`: COPY in and out;
-//!   `gc_pause`: the collector paused while a large read is decoded; `auth`: login exchanges.
+//!   `gc_pause`: the collector paused while a large read is decoded; `auth`: login exchanges;
+//!   `pipeline`: many statements in flight, each with its own future.
 
 use bytes::BytesMut;
 use pyo3::prelude::*;
@@ -34,6 +35,7 @@ mod gc_pause;
 mod lifecycle;
 mod messages;
 mod ops;
+mod pipeline;
 mod server_error;
 pub mod statement;
 #[cfg(test)]
@@ -76,6 +78,8 @@ enum Op {
     CopyIn {
         ready: Option<PyObject>,
     },
+    /// Statements sent ahead of their replies, each with its own future (`pipeline`).
+    Pipeline(Box<pipeline::Pipeline>),
 }
 
 /// A streamed executemany writes its messages in batches of about this size.
@@ -416,6 +420,63 @@ impl PGProtocol {
     #[pyo3(signature = (failed=false, rollback=false))]
     fn executemany_end(slf: &Bound<'_, Self>, failed: bool, rollback: bool) -> PyResult<()> {
         ops::executemany_end(slf, failed, rollback)
+    }
+
+    /// Open a pipeline (see `pipeline.rs`): add statements with `pipeline_prepare` and
+    /// `pipeline_execute`, then `pipeline_end`. With `sync_each` every statement is followed
+    /// by its own Sync; otherwise one Sync at the end makes it one implicit transaction. The
+    /// future resolves once every reply is in (each statement's result goes to its own).
+    fn pipeline_begin(slf: &Bound<'_, Self>, sync_each: bool) -> PyResult<PyObject> {
+        pipeline::begin(slf, sync_each)
+    }
+
+    /// Parse and describe `query` as statement `name` inside the open pipeline (sent by the
+    /// next `pipeline_flush`); the future resolves to its `StatementState`. `index` is the caller's statement
+    /// number (0-based) for messages, `None` for the driver's own queries.
+    #[pyo3(signature = (name, query, index=None))]
+    fn pipeline_prepare(
+        slf: &Bound<'_, Self>,
+        name: String,
+        query: String,
+        index: Option<usize>,
+    ) -> PyResult<PyObject> {
+        pipeline::prepare(slf, name, query, index)
+    }
+
+    /// Bind `args` to `state` and execute it inside the open pipeline. Returns `(future,
+    /// status)`: the future resolves to the rows (up to `limit`, 0 = all) or, without
+    /// `want_rows`, to the command tag; `status` is an `EXECUTEMANY_*` code. A bad argument
+    /// raises `DataError` naming statement `index` (0-based) before anything of it is sent.
+    #[pyo3(signature = (state, args, limit=0, record_class=None, want_rows=true, index=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline_execute(
+        slf: &Bound<'_, Self>,
+        state: Py<StatementState>,
+        args: &Bound<'_, PyAny>,
+        limit: i32,
+        record_class: Option<Py<PyType>>,
+        want_rows: bool,
+        index: Option<usize>,
+    ) -> PyResult<(PyObject, u8)> {
+        pipeline::execute(slf, state, args, limit, record_class, want_rows, index)
+    }
+
+    /// Send what the open pipeline has buffered, asking the server for its replies so far;
+    /// returns an `EXECUTEMANY_*` code.
+    fn pipeline_flush(slf: &Bound<'_, Self>) -> PyResult<u8> {
+        pipeline::flush(slf)
+    }
+
+    /// End the open pipeline. With `failed`, statements still buffered are dropped (their
+    /// futures fail with `reason`); with `rollback` too, a one-Sync pipeline is rolled back.
+    #[pyo3(signature = (failed=false, rollback=false, reason=None))]
+    fn pipeline_end(
+        slf: &Bound<'_, Self>,
+        failed: bool,
+        rollback: bool,
+        reason: Option<String>,
+    ) -> PyResult<()> {
+        pipeline::end(slf, failed, rollback, reason)
     }
 
     /// Send `sql` as a simple query without waiting for it: the next operation may follow on

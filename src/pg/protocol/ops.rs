@@ -10,7 +10,7 @@ use postgres_protocol::message::frontend;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use super::bind::{reparse_if_unnamed, write_bind};
+use super::bind::{reparse_if_unnamed, write_bind, Site};
 use super::effects::operation;
 use super::statement::StatementState;
 use super::{Op, PGProtocol, Phase, EXECUTEMANY_FLUSH};
@@ -84,7 +84,7 @@ pub(super) fn bind_execute(
         open_statement(py, st)?;
         let mut out = BytesMut::with_capacity(256);
         reparse_if_unnamed(py, st, &mut out)?;
-        write_bind(py, &mut out, portal, st, args, None)?;
+        write_bind(py, &mut out, portal, st, args, Site::Query)?;
         if st.name.is_empty() && !st.columns.is_empty() {
             // re-parsed since it was described: the server says what the rows are now, so
             // DDL in between cannot make us decode them with the old types' codecs
@@ -126,7 +126,14 @@ pub(super) fn executemany_add(
             return Err(interface_error(py, "no executemany() in progress"));
         };
         let index = this.many_count;
-        write_bind(py, &mut this.many_buf, "", state.get(), args, Some(index))?;
+        write_bind(
+            py,
+            &mut this.many_buf,
+            "",
+            state.get(),
+            args,
+            Site::Many(index),
+        )?;
         frontend::execute("", 0, &mut this.many_buf).map_err(|e| io_fault(py, e))?;
         this.many_count += 1;
         if this.many_buf.len() >= EXECUTEMANY_FLUSH {
@@ -269,7 +276,7 @@ pub(super) fn bind_portal(
         let st = state.get();
         let mut out = BytesMut::with_capacity(256);
         reparse_if_unnamed(py, st, &mut out)?;
-        write_bind(py, &mut out, portal, st, args, None)?;
+        write_bind(py, &mut out, portal, st, args, Site::Query)?;
         frontend::sync(&mut out);
         this.begin_execute(py, state, None, false, out, fx)
     })

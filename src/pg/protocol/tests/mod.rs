@@ -281,5 +281,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 mod copy;
 mod malformed;
 mod messages;
+mod pipeline;
 mod queries;
 mod startup;
