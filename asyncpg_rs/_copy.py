@@ -27,12 +27,13 @@ if typing.TYPE_CHECKING:
     from .connection import Connection
 
 _READ_SIZE = 512 * 1024
-# copy_records_to_table sends CopyData messages of about this size. The server's cost is per
-# message and per read as well as per row: 1,024-record messages (40 KiB for five small
-# columns) cost it more CPU per row than asyncpg's 512 KiB ones, and under TLS each message
-# ends in a short TLS record of its own. The first batch is small, so that a bad record
-# early on fails fast; later batches are sized from the bytes the records took so far.
-_COPY_MESSAGE_SIZE = 512 * 1024
+# copy_records_to_table sends CopyData messages of about this size, sizing its record batches
+# from the bytes the records took so far (the first batch is 1,024 records). 1,024-record
+# messages (~40 KiB for five small columns) made the server work harder per row over TLS
+# (see copy_in_data in src/pg/protocol/copy_ops.rs and docs/ARCHITECTURE.md); 512 KiB ones,
+# asyncpg's size, cost the client 1.5-2x the CPU per row of 64-128 KiB ones (the batch no
+# longer fits the CPU caches) and the server no less.
+_COPY_MESSAGE_SIZE = 128 * 1024
 _FIRST_BATCH = 1024
 _MAX_BATCH = 65536
 
