@@ -27,7 +27,15 @@ if typing.TYPE_CHECKING:
     from .connection import Connection
 
 _READ_SIZE = 512 * 1024
-_RECORDS_PER_BATCH = 1024
+# copy_records_to_table sends CopyData messages of about this size, sizing its record batches
+# from the bytes the records took so far (the first batch is 1,024 records). 1,024-record
+# messages (~40 KiB for five small columns) made the server work harder per row over TLS
+# (see copy_in_data in src/pg/protocol/copy_ops.rs and docs/ARCHITECTURE.md); 512 KiB ones,
+# asyncpg's size, cost the client 1.5-2x the CPU per row of 64-128 KiB ones (the batch no
+# longer fits the CPU caches) and the server no less.
+_COPY_MESSAGE_SIZE = 128 * 1024
+_FIRST_BATCH = 1024
+_MAX_BATCH = 65536
 
 
 def _table_name(table_name, schema_name):
@@ -337,28 +345,33 @@ async def copy_to_table(
     return await copy_in(self, sql, _chunks_of(source), timeout)
 
 
-async def _record_batches(records):
-    batch = []
-    if hasattr(records, "__aiter__"):
+async def _record_batches(records, size):
+    """``records`` in lists of ``size()`` records (asked again before each batch)."""
+    if isinstance(records, list):
+        # slices are copied at C speed: no Python step per record
+        start = 0
+        while start < len(records):
+            n = size()
+            yield records[start : start + n]
+            start += n
+    elif hasattr(records, "__aiter__"):
+        batch = []
+        n = size()
         async for r in records:
             batch.append(r)
-            if len(batch) >= _RECORDS_PER_BATCH:
+            if len(batch) >= n:
                 yield batch
                 batch = []
-    elif isinstance(records, list):
-        # slices are copied at C speed: no Python step per record
-        for start in range(0, len(records), _RECORDS_PER_BATCH):
-            yield records[start : start + _RECORDS_PER_BATCH]
-        return
+                n = size()
+        if batch:
+            yield batch
     else:
         it = iter(records)
         while True:
-            batch = list(itertools.islice(it, _RECORDS_PER_BATCH))
+            batch = list(itertools.islice(it, size()))
             if not batch:
                 return
             yield batch
-    if batch:
-        yield batch
 
 
 async def copy_records_to_table(
@@ -384,12 +397,24 @@ async def copy_records_to_table(
     if where:
         sql += f" WHERE {where}"
 
+    per_batch = _FIRST_BATCH
+
+    def batch_size():
+        return per_batch
+
     async def encoded():
+        nonlocal per_batch
         yield _native.copy_binary_header()
         index = 0
-        async for batch in _record_batches(records):
-            yield _native.encode_copy_records(state, batch, index)
+        async for batch in _record_batches(records, batch_size):
+            data = _native.encode_copy_records(state, batch, index)
             index += len(batch)
+            # size the next batches to make CopyData messages of about _COPY_MESSAGE_SIZE
+            # from what these records took
+            per_batch = max(
+                1, min(_MAX_BATCH, _COPY_MESSAGE_SIZE * len(batch) // max(len(data), 1))
+            )
+            yield data
         yield _native.copy_binary_trailer()
 
     return await copy_in(self, sql, encoded(), timeout)

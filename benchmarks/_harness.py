@@ -79,15 +79,16 @@ def server_dsn(dsn=None):
         cluster.stop()
 
 
-def interleaved(repeat, cells, loops, measure, width=16):
+def interleaved(repeat, cells, loops, measure, width=16, drivers=("asyncpg", "asyncpg_rs")):
     """``measure(driver, loop, cell)`` for every cell, loop and driver, ``repeat`` times, the
-    drivers taking turns to go first so that drift hurts both alike; returns
+    drivers taking turns to go first so that drift hurts all alike; returns
     ``{(cell, loop, driver): [result, ...]}`` and logs each result to stderr."""
     results = {}
     for rep in range(repeat):
         for cell in cells:
             for loop in loops:
-                order = ["asyncpg", "asyncpg_rs"] if rep % 2 == 0 else ["asyncpg_rs", "asyncpg"]
+                k = rep % len(drivers)
+                order = list(drivers[k:]) + list(drivers[:k])
                 for driver in order:
                     r = measure(driver, loop, cell)
                     results.setdefault((cell, loop, driver), []).append(r)

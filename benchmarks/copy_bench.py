@@ -12,7 +12,15 @@ Cells:
   NULLs in every column), the records built before the clock starts;
 - ``out_bytesio`` / ``out_async``: ``copy_from_table`` of an N-row table into a ``BytesIO``
   / an ``async def`` sink;
-- ``in_file``: ``copy_to_table`` from a file-like (``BytesIO``) holding the N rows as text.
+- ``in_file``: ``copy_to_table`` from a file-like (``BytesIO``) holding the N rows as text;
+- ``records_narrow`` / ``records_wide``: ``copy_records_to_table`` of N rows into an ordinary
+  (WAL-logged) table of one int4 column, where the server is the slower side, and of
+  (int4, int8, text, timestamptz, float8).
+
+Every cell also reports the server's CPU time per row: the backend's run time from
+``/proc/<pid>/schedstat`` (``SELECT pg_backend_pid()``) before and after each operation, so
+the server must run on this machine. Where the server is the bottleneck, what the driver
+makes it do per row (message sizes, send pattern) is what decides the throughput.
 
     python benchmarks/copy_bench.py                   # a throwaway cluster from tools/pgcluster.py
     python benchmarks/copy_bench.py --dsn postgres://postgres@127.0.0.1:5432/postgres
@@ -48,7 +56,11 @@ CELLS = {
     "out_bytesio": "copy_from_table -> BytesIO",
     "out_async": "copy_from_table -> async sink",
     "in_file": "copy_to_table <- file-like",
+    "records_narrow": "copy_records_to_table, int4 table",
+    "records_wide": "copy_records_to_table, 5-col table",
 }
+
+WIDE5 = "a int4, b int8, c text, d timestamptz, e float8"
 
 SOURCE_TABLE = "copy_bench_src"
 COLUMNS = "a int4, b text, c timestamptz, d numeric"
@@ -100,22 +112,56 @@ def _records7(n):
 # ---------------------------------------------------------------- worker side
 
 
-async def _best_of(iterations, run, rows):
-    """Run ``run()`` ``iterations`` times: the best throughput in rows/s, and the least
-    client CPU time per row (ns) it took, which the server's share does not blur."""
+def _server_ns(pid):
+    """The backend's CPU time so far, in ns (schedstat: finer than /proc/<pid>/stat's ticks)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+async def _best_of(iterations, run, rows, pid=None):
+    """Run ``run()`` ``iterations`` times: the best throughput in rows/s, the least client
+    CPU time per row (ns) it took, which the server's share does not blur, and the median
+    server CPU time per row (ns) of the backend ``pid``."""
     best = 0.0
     cpu = float("inf")
+    server = []
     for _ in range(iterations):
+        s = _server_ns(pid) if pid else 0
         t, c = time.perf_counter(), time.process_time()
         await run()
         best = max(best, rows / (time.perf_counter() - t))
         cpu = min(cpu, (time.process_time() - c) / rows * 1e9)
-    return {"value": best, "cpu_ns_per_row": cpu}
+        if pid:
+            server.append((_server_ns(pid) - s) / rows)
+    out = {"value": best, "cpu_ns_per_row": cpu}
+    if server:
+        out["server_ns_per_row"] = statistics.median(server)
+    return out
 
 
 async def _cell(driver, cell, dsn, rows, iterations):
     con = await driver.connect(dsn)
+    pid = await con.fetchval("SELECT pg_backend_pid()")
+    table = f"copy_bench_t{os.getpid()}"
     try:
+        if cell in ("records_narrow", "records_wide"):
+            if cell == "records_narrow":
+                await con.execute(f"CREATE TABLE {table} (a int4)")
+                records = [(i,) for i in range(rows)]
+            else:
+                await con.execute(f"CREATE TABLE {table} ({WIDE5})")
+                base = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+                sec = datetime.timedelta(seconds=1)
+                records = [
+                    (i, i * 1000003, f"row number {i}", base + i * sec, i * 0.5)
+                    for i in range(rows)
+                ]
+
+            async def run():
+                await con.execute(f"TRUNCATE {table}")
+                await con.copy_records_to_table(table, records=records)
+
+            return await _best_of(iterations, run, rows, pid)
         if cell == "records":
             await con.execute(f"CREATE TEMP TABLE bench_rec ({COLUMNS})")
             records = _records(rows)
@@ -124,7 +170,7 @@ async def _cell(driver, cell, dsn, rows, iterations):
                 await con.execute("TRUNCATE bench_rec")
                 await con.copy_records_to_table("bench_rec", records=records)
 
-            return await _best_of(iterations, run, rows)
+            return await _best_of(iterations, run, rows, pid)
         if cell == "records7":
             await con.execute(f"CREATE TEMP TABLE bench_rec7 ({COLUMNS7})")
             records = _records7(rows)
@@ -133,7 +179,7 @@ async def _cell(driver, cell, dsn, rows, iterations):
                 await con.execute("TRUNCATE bench_rec7")
                 await con.copy_records_to_table("bench_rec7", records=records)
 
-            return await _best_of(iterations, run, rows)
+            return await _best_of(iterations, run, rows, pid)
         if cell == "query_to_file":
             import tempfile
 
@@ -143,7 +189,7 @@ async def _cell(driver, cell, dsn, rows, iterations):
                 await con.copy_from_query(f"SELECT * FROM {SOURCE_TABLE}", output=path)
 
             try:
-                return await _best_of(iterations, run, rows)
+                return await _best_of(iterations, run, rows, pid)
             finally:
                 os.unlink(path)
         if cell == "cursor":
@@ -155,14 +201,14 @@ async def _cell(driver, cell, dsn, rows, iterations):
                         n += 1
                 assert n == rows
 
-            return await _best_of(iterations, run, rows)
+            return await _best_of(iterations, run, rows, pid)
         if cell == "out_bytesio":
 
             async def run():
                 buf = io.BytesIO()
                 await con.copy_from_table(SOURCE_TABLE, output=buf)
 
-            return await _best_of(iterations, run, rows)
+            return await _best_of(iterations, run, rows, pid)
         if cell == "out_async":
             total = 0
 
@@ -173,7 +219,7 @@ async def _cell(driver, cell, dsn, rows, iterations):
             async def run():
                 await con.copy_from_table(SOURCE_TABLE, output=sink)
 
-            return await _best_of(iterations, run, rows)
+            return await _best_of(iterations, run, rows, pid)
         if cell == "in_file":
             # the source bytes are made by the server (the same for both drivers), untimed
             buf = io.BytesIO()
@@ -185,9 +231,10 @@ async def _cell(driver, cell, dsn, rows, iterations):
                 await con.execute("TRUNCATE bench_in")
                 await con.copy_to_table("bench_in", source=io.BytesIO(data))
 
-            return await _best_of(iterations, run, rows)
+            return await _best_of(iterations, run, rows, pid)
         raise SystemExit(f"unknown cell {cell}")
     finally:
+        await con.execute(f"DROP TABLE IF EXISTS {table}")
         await con.close()
 
 
@@ -319,7 +366,8 @@ def _report(results, cells, loops, rows):
     )
     print(
         f"{'cell':32} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
-        f" {'CPU apg':>8} {'CPU rs':>8} {'ratio':>6} {'RSS apg':>9} {'RSS rs':>9}"
+        f" {'CPU apg':>8} {'CPU rs':>8} {'ratio':>6} {'srv apg':>8} {'srv rs':>8} {'ratio':>6}"
+        f" {'RSS apg':>9} {'RSS rs':>9}"
     )
     ratios = []
     for cell in cells:
@@ -330,6 +378,8 @@ def _report(results, cells, loops, rows):
             av, rv = _median(a, "value"), _median(r, "value")
             ar, rr = _median(a, "rss_kib"), _median(r, "rss_kib")
             ac, rc = _median(a, "cpu_ns_per_row"), _median(r, "cpu_ns_per_row")
+            sa, sr = _median(a, "server_ns_per_row"), _median(r, "server_ns_per_row")
+            sratio = sr / sa if sa and sr else None
             ratio = rv / av if av and rv else None
             cratio = rc / ac if ac and rc else None
             if ratio:
@@ -338,13 +388,16 @@ def _report(results, cells, loops, rows):
                 f"{desc:32} {loop:10} {_num(av)} {_num(rv)} "
                 f"{(f'{ratio:7.2f}' if ratio else '      -')} "
                 f"{(f'{ac:8.0f}' if ac else '       -')} {(f'{rc:8.0f}' if rc else '       -')} "
-                f"{(f'{cratio:6.2f}' if cratio else '     -')} {_mib(ar)} {_mib(rr)}"
+                f"{(f'{cratio:6.2f}' if cratio else '     -')} "
+                f"{(f'{sa:8.0f}' if sa else '       -')} {(f'{sr:8.0f}' if sr else '       -')} "
+                f"{(f'{sratio:6.2f}' if sratio else '     -')} {_mib(ar)} {_mib(rr)}"
             )
     if ratios:
         geo = statistics.geometric_mean(ratios)
         print(
             f"\ngeometric mean of the throughput ratios: {geo:.2f} (min {min(ratios):.2f}); "
-            "above 1 is faster. CPU ratio below 1: asyncpg_rs uses less client CPU."
+            "above 1 is faster. CPU ratio below 1: asyncpg_rs uses less client CPU; "
+            "srv: the server's CPU ns per row."
         )
 
 

@@ -1,8 +1,13 @@
-"""Driver benchmark: asyncpg_rs against asyncpg, side by side, in one run.
+"""Driver benchmark: asyncpg_rs against asyncpg and psycopg 3, side by side, in one run.
 
 Every cell runs in a fresh worker process (so peak RSS is per cell), for each driver on each
 loop (the stdlib loop, uvloop, and asyncpg_rs's own loop when it is available), interleaved
-and repeated; the table shows medians and the ratio asyncpg_rs / asyncpg on the same loop.
+and repeated; the table shows medians and the ratios asyncpg_rs / asyncpg and psycopg /
+asyncpg on the same loop. psycopg 3 (when installed) runs through its fastest idiomatic
+async API: binary results, every statement prepared from its first execution
+(``prepare_threshold=0``), rows as plain tuples, ``executemany`` in pipeline mode.
+The executemany cell also reports the server's CPU time per batch (the backend's
+``/proc/<pid>/schedstat``, so the server must run on this machine).
 
     python benchmarks/driver_bench.py                 # a throwaway cluster from tools/pgcluster.py
     python benchmarks/driver_bench.py --dsn postgres://postgres@127.0.0.1:5432/postgres
@@ -19,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
+import re
 import resource
 import statistics
 import time
@@ -37,8 +44,18 @@ CELLS = {
     "series1000_c10": ("generate_series(1,1000), 10 conns", "q/s"),
     "wide1000_c10": ("1000 rows x 9 typed columns, 10 conns", "q/s"),
     "rows100k_c1": ("100k rows x (int4,int8,float8,text,tstz)", "rows/s"),
-    "executemany_10k": ("executemany, 10k rows", "rows/s"),
+    "pg_type_c10": ("pg_type (~600 rows x 12 cols), 10 conns", "q/s"),
+    "executemany_10k": ("executemany, 10k rows x 4 columns", "rows/s"),
 }
+
+DRIVERS = ("asyncpg", "asyncpg_rs", "psycopg")
+
+# a catalogue query of the kind ORMs and introspection run: many small columns of
+# catalogue types (oid, name, "char", bool, int2)
+PG_TYPE_QUERY = (
+    "SELECT oid, typname, typnamespace, typowner, typlen, typbyval, typtype, typcategory, "
+    "typispreferred, typisdefined, typdelim, typrelid FROM pg_type"
+)
 
 # 1000 rows of nine columns of different types: where decoding, not the round trip, counts
 NINE_COLUMNS_QUERY = (
@@ -56,6 +73,48 @@ WIDE_QUERY = (
 
 
 # ---------------------------------------------------------------- worker side
+
+
+@functools.lru_cache
+def _percent_params(query):
+    """``$1, $2`` placeholders as psycopg's ``%s``."""
+    return re.sub(r"\$\d+", "%s", query)
+
+
+class _Psycopg:
+    """psycopg 3's fastest idiomatic async use behind the few methods the cells call."""
+
+    @classmethod
+    async def connect(cls, dsn):
+        import psycopg
+
+        self = cls()
+        self.con = await psycopg.AsyncConnection.connect(dsn, autocommit=True, prepare_threshold=0)
+        self.cur = self.con.cursor(binary=True)
+        return self
+
+    async def fetchval(self, query, *args):
+        await self.cur.execute(_percent_params(query), args or None, prepare=True)
+        return (await self.cur.fetchone())[0]
+
+    async def fetch(self, query, *args):
+        await self.cur.execute(_percent_params(query), args or None, prepare=True)
+        return await self.cur.fetchall()
+
+    async def execute(self, query):
+        await self.cur.execute(query)
+
+    async def executemany(self, query, data):
+        await self.cur.executemany(_percent_params(query), data)
+
+    async def close(self):
+        await self.con.close()
+
+
+def _server_ms(pid):
+    """The backend's CPU time so far, in ms (nanosecond resolution, unlike /proc/stat)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e6
 
 
 async def _timed_loop(conns, op, duration):
@@ -86,12 +145,12 @@ async def _cell(driver, cell, dsn, duration):
 
             await _timed_loop(conns, op, 0.3)  # warm-up: statement cache, JIT-free paths
             return await _timed_loop(conns, op, duration)
-        if cell in ("series1000_c10", "wide1000_c10"):
-            query = (
-                "SELECT generate_series(1, 1000)"
-                if cell == "series1000_c10"
-                else NINE_COLUMNS_QUERY
-            )
+        if cell in ("series1000_c10", "wide1000_c10", "pg_type_c10"):
+            query = {
+                "series1000_c10": "SELECT generate_series(1, 1000)",
+                "wide1000_c10": NINE_COLUMNS_QUERY,
+                "pg_type_c10": PG_TYPE_QUERY,
+            }[cell]
 
             async def op(con):
                 await con.fetch(query)
@@ -114,19 +173,23 @@ async def _cell(driver, cell, dsn, duration):
             return best
         if cell == "executemany_10k":
             con = conns[0]
-            await con.execute("CREATE TEMP TABLE bench_em (a int4, b text, c float8)")
-            data = [(i, f"value {i}", i * 0.5) for i in range(10000)]
+            pid = await con.fetchval("SELECT pg_backend_pid()")
+            await con.execute("CREATE TEMP TABLE bench_em (a int4, b text, c float8, d int8)")
+            data = [(i, f"value {i}", i * 0.5, i * 1000003) for i in range(10000)]
             best = 0.0
+            server = []
             stop = time.perf_counter() + duration
             while True:
+                s0 = _server_ms(pid)
                 t = time.perf_counter()
-                await con.executemany("INSERT INTO bench_em VALUES ($1, $2, $3)", data)
+                await con.executemany("INSERT INTO bench_em VALUES ($1, $2, $3, $4)", data)
                 el = time.perf_counter() - t
+                server.append(_server_ms(pid) - s0)
                 best = max(best, len(data) / el)
                 await con.execute("TRUNCATE bench_em")
                 if time.perf_counter() > stop:
                     break
-            return best
+            return best, statistics.median(server)
         raise SystemExit(f"unknown cell {cell}")
     finally:
         for c in conns:
@@ -136,6 +199,8 @@ async def _cell(driver, cell, dsn, duration):
 def _worker(driver_name, loop_name, cell, dsn, duration):
     if driver_name == "asyncpg":
         import asyncpg as driver
+    elif driver_name == "psycopg":
+        driver = _Psycopg
     else:
         import asyncpg_rs as driver
     loop = new_loop(loop_name)
@@ -145,7 +210,11 @@ def _worker(driver_name, loop_name, cell, dsn, duration):
     finally:
         loop.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"value": value, "rss_kib": peak, "rss_growth_kib": peak - base_rss}))
+    out = {"rss_kib": peak, "rss_growth_kib": peak - base_rss}
+    if isinstance(value, tuple):
+        value, out["server_ms"] = value
+    out["value"] = value
+    print(json.dumps(out))
 
 
 # ---------------------------------------------------------------- driver side
@@ -156,6 +225,11 @@ def main():
     ap.add_argument("--dsn")
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--loops", default=None, help="comma list; default: all available")
+    ap.add_argument(
+        "--drivers",
+        default=",".join(d for d in DRIVERS if d != "psycopg" or _have_psycopg()),
+        help="comma list; default: asyncpg, asyncpg_rs and psycopg when installed",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     ap.add_argument("--json", help="also write the raw results here")
@@ -173,11 +247,13 @@ def main():
 def _run(args, dsn):
     cells = [c for c in args.cells.split(",") if c]
     loops = args.loops.split(",") if args.loops else driver_loops()
+    drivers = [d for d in args.drivers.split(",") if d]
     results = interleaved(
         args.repeat,
         cells,
         loops,
         lambda driver, loop, cell: run_worker(__file__, (driver, loop, cell, dsn, args.duration)),
+        drivers=drivers,
     )
     _report(results, cells, loops)
     if args.json:
@@ -198,43 +274,69 @@ def _mib(kib):
     return f"{kib / 1024:8.0f}M" if kib else "        -"
 
 
+def _have_psycopg():
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ratio(v, base):
+    return f"{v / base:7.2f}" if v and base else "      -"
+
+
 def _report(results, cells, loops):
+    def med(cell, loop, driver, key="value"):
+        return _median(results.get((cell, loop, driver), []), key)
+
     print()
     print(
-        f"{'cell':44} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'ratio':>7}"
-        f" {'RSS apg':>9} {'RSS rs':>9}"
+        f"{'cell':44} {'loop':10} {'asyncpg':>12} {'asyncpg_rs':>12} {'psycopg':>12}"
+        f" {'rs/apg':>7} {'psy/apg':>7} {'RSS apg':>9} {'RSS rs':>9}"
     )
     ratios = []
     for cell in cells:
         desc, unit = CELLS[cell]
         for loop in loops:
-            a = results.get((cell, loop, "asyncpg"), [])
-            r = results.get((cell, loop, "asyncpg_rs"), [])
-            av, rv = _median(a, "value"), _median(r, "value")
-            ar, rr = _median(a, "rss_kib"), _median(r, "rss_kib")
-            ratio = rv / av if av and rv else None
-            if ratio:
-                ratios.append(ratio)
+            av, rv, pv = (med(cell, loop, d) for d in DRIVERS)
+            if av and rv:
+                ratios.append(rv / av)
             print(
-                f"{desc + ' (' + unit + ')':44} {loop:10} {_num(av)} {_num(rv)} "
-                f"{(f'{ratio:7.2f}' if ratio else '      -')} {_mib(ar)} {_mib(rr)}"
+                f"{desc + ' (' + unit + ')':44} {loop:10} {_num(av)} {_num(rv)} {_num(pv)} "
+                f"{_ratio(rv, av)} {_ratio(pv, av)} "
+                f"{_mib(med(cell, loop, 'asyncpg', 'rss_kib'))} "
+                f"{_mib(med(cell, loop, 'asyncpg_rs', 'rss_kib'))}"
             )
+            sa, sr, sp = (med(cell, loop, d, "server_ms") for d in DRIVERS)
+            if sa or sr or sp:
+                fmt = lambda v: f"{v:12.1f}" if v else f"{'-':>12}"  # noqa: E731
+                print(f"{'  server CPU per batch (ms)':44} {loop:10} {fmt(sa)} {fmt(sr)} {fmt(sp)}")
     if ratios:
         geo = statistics.geometric_mean(ratios)
-        print(f"\ngeometric mean of ratios: {geo:.2f} (min {min(ratios):.2f})")
+        print(f"\ngeometric mean of asyncpg_rs/asyncpg: {geo:.2f} (min {min(ratios):.2f})")
     if "asyncpg_rs" in loops and "uvloop" in loops:
-        # the headline: our driver on our loop (native fast path) against asyncpg + uvloop
-        print("\nasyncpg_rs on its own loop vs asyncpg on uvloop:")
+        # the headline: our driver on our loop (native fast path) against asyncpg + uvloop,
+        # beside psycopg on uvloop
+        print("\nagainst asyncpg on uvloop: asyncpg_rs on its own loop, psycopg on uvloop")
         best = []
         for cell in cells:
             desc, unit = CELLS[cell]
-            av = _median(results.get((cell, "uvloop", "asyncpg"), []), "value")
-            rv = _median(results.get((cell, "asyncpg_rs", "asyncpg_rs"), []), "value")
+            av = med(cell, "uvloop", "asyncpg")
+            rv = med(cell, "asyncpg_rs", "asyncpg_rs")
+            pv = med(cell, "uvloop", "psycopg")
             if av and rv:
                 best.append(rv / av)
-                print(f"  {desc + ' (' + unit + ')':44} {_num(av)} {_num(rv)} {rv / av:7.2f}")
+            vs = f"{rv / pv:7.2f}" if rv and pv else "      -"
+            print(
+                f"  {desc + ' (' + unit + ')':44} {_num(av)} {_num(rv)} {_ratio(rv, av)}"
+                f" {_ratio(pv, av)}  rs/psycopg {vs}"
+            )
         if best:
-            print(f"  geometric mean: {statistics.geometric_mean(best):.2f}")
+            print(
+                f"  geometric mean asyncpg_rs (own loop) / asyncpg (uvloop): "
+                f"{statistics.geometric_mean(best):.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -62,5 +62,7 @@ log "installing Python build and test dependencies"
 # applications on the event loop (tests/loop/test_applications.py)
 .venv/bin/pip install -q "aiohttp==3.14.5" "uvicorn==0.54.0" "starlette==1.10.0" "httpx==0.28.1" \
     "gunicorn==27.0.1" "uvicorn-worker==0.4.0" "hypercorn==0.18.0"
+# psycopg 3, the third driver in benchmarks/driver_bench.py (binary, prepared statements)
+.venv/bin/pip install -q "psycopg[binary]==3.3.9"
 log "building asyncpg_rs (release)"
 .venv/bin/maturin develop --release -q

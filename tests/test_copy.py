@@ -147,6 +147,24 @@ async def test_copy_records_bad_record_commits_nothing(con):
     assert await con.fetchval("SELECT 1") == 1
 
 
+async def test_copy_records_batches_sized_by_bytes_keep_order_and_indexes(con):
+    # the first batch is small rows, so later batches are sized for them and then meet
+    # rows a thousand times longer: every row arrives once, in order, and a bad record
+    # far into a later batch is named by its index in the whole input
+    await con.execute("CREATE TEMP TABLE cbs (a int4, b text)")
+    recs = [(i, "s") for i in range(5000)] + [(i, "L" * 4000) for i in range(5000, 7000)]
+    assert await con.copy_records_to_table("cbs", records=recs) == "COPY 7000"
+    row = await con.fetchrow("SELECT count(*), sum(a::int8), sum(length(b)) FROM cbs")
+    assert tuple(row) == (7000, sum(range(7000)), 5000 + 2000 * 4000)
+    assert await con.fetchval("SELECT count(*) FROM cbs WHERE a < 5000 AND b <> 's'") == 0
+    await con.execute("TRUNCATE cbs")
+    bad = [(i, str(i)) for i in range(100_000)]
+    bad[90_001] = ("x", "y")
+    with pytest.raises(exceptions.DataError, match="record #90001"):
+        await con.copy_records_to_table("cbs", records=iter(bad))
+    assert await con.fetchval("SELECT count(*) FROM cbs") == 0
+
+
 async def test_cancel_mid_copy_leaves_connection_usable(con):
     await con.execute("CREATE TEMP TABLE cc (a int4)")
 

@@ -7,9 +7,14 @@
 
 use std::sync::Arc;
 
+use super::row_values::RowValues;
+
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError};
+use pyo3::impl_::pyclass_init::PyObjectInit;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
+use pyo3::pyclass_init::PyClassInitializer;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyInt, PySlice, PyString, PyTuple, PyType};
 
 /// Column names and their positions, shared by all rows of one statement.
@@ -58,42 +63,32 @@ impl RecordDesc {
 )]
 pub struct Record {
     desc: Arc<RecordDesc>,
-    values: Box<[PyObject]>,
+    values: RowValues,
 }
 
 /// The parts of a Record, handed to a Python subclass's `__new__` (users cannot make them).
 #[pyclass(frozen, module = "asyncpg_rs._native")]
 pub struct RecordParts {
     desc: Arc<RecordDesc>,
-    values: Box<[PyObject]>,
+    values: RowValues,
 }
 
-/// The hot path: one call per fetched row.
-pub fn new_record(
+/// Record's type object. `Py::new` and `py.get_type` find it through pyo3's lazy type
+/// object, whose initialisation checks cost some 80 instructions per row of a fetch.
+static RECORD_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// The hot path: one call per fetched row, with the values already in `values`.
+pub fn record_from_values(
     py: Python<'_>,
     desc: &Arc<RecordDesc>,
-    values: Vec<PyObject>,
+    values: RowValues,
     cls: Option<&Bound<'_, PyType>>,
 ) -> PyResult<PyObject> {
-    let values = values.into_boxed_slice();
+    let record_type = RECORD_TYPE
+        .get_or_init(py, || py.get_type::<Record>().unbind())
+        .bind(py);
     match cls {
-        None => Ok(Py::new(
-            py,
-            Record {
-                desc: desc.clone(),
-                values,
-            },
-        )?
-        .into_any()),
-        Some(cls) if cls.is(py.get_type::<Record>()) => Ok(Py::new(
-            py,
-            Record {
-                desc: desc.clone(),
-                values,
-            },
-        )?
-        .into_any()),
-        Some(cls) => {
+        Some(cls) if !cls.is(record_type) => {
             let parts = Py::new(
                 py,
                 RecordParts {
@@ -103,12 +98,41 @@ pub fn new_record(
             )?;
             Ok(cls.call1((parts,))?.unbind())
         }
+        _ => {
+            let init = PyClassInitializer::from(Record {
+                desc: desc.clone(),
+                values,
+            });
+            // SAFETY: `record_type` is Record's own type object, which `into_new_object`
+            // requires (it allocates an instance of it and moves the Record in); the
+            // pointer it returns is a new reference.
+            unsafe {
+                let ptr = PyObjectInit::into_new_object(init, py, record_type.as_type_ptr())?;
+                Ok(PyObject::from_owned_ptr(py, ptr))
+            }
+        }
     }
+}
+
+/// A Record of `cls` (None: Record) from a vector of values.
+pub fn new_record(
+    py: Python<'_>,
+    desc: &Arc<RecordDesc>,
+    values: Vec<PyObject>,
+    cls: Option<&Bound<'_, PyType>>,
+) -> PyResult<PyObject> {
+    record_from_values(py, desc, RowValues::from_vec(py, values)?, cls)
 }
 
 impl Record {
     fn values_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.values.iter().map(|v| v.bind(py)))
+        self.values.tuple(py)
+    }
+
+    fn value(&self, py: Python<'_>, i: usize) -> PyObject {
+        self.values
+            .get(py, i)
+            .map_or_else(|| py.None(), Bound::unbind)
     }
 
     fn position(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
@@ -130,7 +154,7 @@ impl Record {
                 let py = args.py();
                 return Ok(Record {
                     desc: parts.desc.clone(),
-                    values: parts.values.iter().map(|v| v.clone_ref(py)).collect(),
+                    values: parts.values.clone_ref(py)?,
                 });
             }
         }
@@ -153,14 +177,14 @@ impl Record {
             if j < 0 || j >= n {
                 return Err(PyIndexError::new_err("record index out of range"));
             }
-            return Ok(self.values[j as usize].clone_ref(py));
+            return Ok(self.value(py, j as usize));
         }
         if let Ok(slice) = key.downcast::<PySlice>() {
             return Ok(self.values_tuple(py)?.as_any().get_item(slice)?.unbind());
         }
         if key.is_instance_of::<PyString>() {
             if let Some(i) = self.position(py, key)? {
-                return Ok(self.values[i].clone_ref(py));
+                return Ok(self.value(py, i));
             }
         }
         Err(PyKeyError::new_err(key.clone().unbind()))
@@ -183,7 +207,7 @@ impl Record {
         default: Option<PyObject>,
     ) -> PyResult<PyObject> {
         match self.position(py, name)? {
-            Some(i) => Ok(self.values[i].clone_ref(py)),
+            Some(i) => Ok(self.value(py, i)),
             None => Ok(default.unwrap_or_else(|| py.None())),
         }
     }
@@ -210,8 +234,8 @@ impl Record {
         let names = self.desc.names.bind(py);
         let pairs: Vec<Bound<'py, PyTuple>> = names
             .iter()
-            .zip(self.values.iter())
-            .map(|(n, v)| PyTuple::new(py, [n, v.bind(py).clone()]))
+            .zip(self.values.iter(py))
+            .map(|(n, v)| PyTuple::new(py, [n, v]))
             .collect::<PyResult<_>>()?;
         Ok(PyTuple::new(py, pairs)?.into_any().try_iter()?.into_any())
     }
@@ -244,11 +268,11 @@ impl Record {
         let this = slf.get();
         let cls = slf.get_type().name()?.to_string();
         let mut out = format!("<{cls}");
-        for (name, value) in this.desc.names.bind(py).iter().zip(this.values.iter()) {
+        for (name, value) in this.desc.names.bind(py).iter().zip(this.values.iter(py)) {
             out.push(' ');
             out.push_str(&name.str()?.to_cow()?);
             out.push('=');
-            out.push_str(&value.bind(py).repr()?.to_cow()?);
+            out.push_str(&value.repr()?.to_cow()?);
         }
         out.push('>');
         Ok(out)

@@ -12,7 +12,9 @@ use pyo3::types::{PyBytes, PyList};
 use super::effects::{operation, with_effects, Effect};
 use super::{Op, PGProtocol, COPY_IN_COALESCE, COPY_OUT_HIGH_WATER};
 use crate::pg::errors::interface_error;
-use crate::runtime::transports::stream::{transport_write, transport_write_parts};
+use crate::runtime::transports::stream::{
+    is_stream_transport, transport_write, transport_write_parts,
+};
 
 impl PGProtocol {
     /// A CopyData row of a COPY OUT: buffered; a waiting reader is handed the data at the
@@ -162,15 +164,20 @@ pub(super) fn copy_in_data(
     let bytes = data.as_bytes();
     let len = i32::try_from(bytes.len() + 4)
         .map_err(|_| interface_error(py, "a COPY data chunk must be under 2 GiB"))?;
-    let mut head = BytesMut::with_capacity(5 + COPY_IN_COALESCE);
+    let vectored = bytes.len() > COPY_IN_COALESCE && is_stream_transport(transport.bind(py));
+    let mut head = BytesMut::with_capacity(if vectored { 5 } else { 5 + bytes.len() });
     head.put_u8(b'd');
     head.put_i32(len);
-    if bytes.len() <= COPY_IN_COALESCE {
+    if vectored {
+        // a big chunk goes out as it is, behind its header, in one vectored send: no copy
+        transport_write_parts(py, &transport, &head, data)?;
+    } else {
+        // Anywhere else (TLS, another loop's transport) each write() is framed on its own:
+        // under TLS the 5-byte header would be a TLS record by itself, and the server
+        // (OpenSSL reads a record's header and body separately) would pay two reads and a
+        // decryption for it per chunk. One copy of the chunk is cheaper than that.
         head.put_slice(bytes);
         transport_write(py, &transport, &head)?;
-    } else {
-        // a big chunk goes out as it is, behind its header: no copy of it here
-        transport_write_parts(py, &transport, &head, data)?;
     }
     Ok(slf.borrow().writing_paused)
 }

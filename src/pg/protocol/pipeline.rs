@@ -412,6 +412,36 @@ pub(super) fn end(
 }
 
 impl PGProtocol {
+    /// The DataRow at `rbuf[start..end]` (its body, after the header), for the statement
+    /// whose reply is coming in. `feed` consumes the bytes afterwards.
+    pub(super) fn pipeline_data_row(&mut self, py: Python<'_>, start: usize, end: usize) {
+        let Op::Pipeline(p) = &mut self.op else {
+            return;
+        };
+        let abandoned = p.abandoned;
+        let Some(item) = p.front_item() else {
+            return;
+        };
+        if let Kind::Execute {
+            state,
+            rows,
+            record_class,
+            want_rows,
+        } = &mut item.kind
+        {
+            if *want_rows && item.error.is_none() && !abandoned {
+                let body = &self.rbuf[start..end];
+                match decode_row(py, body, state.get(), record_class.as_ref()) {
+                    Ok(r) => rows.push(r),
+                    Err(e) => {
+                        rows.clear();
+                        item.error = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// The pipeline's last reply is in: the connection is idle again.
     fn finish_pipeline(&mut self, py: Python<'_>, fx: &mut Vec<Effect>) {
         self.op = Op::Idle;
@@ -435,28 +465,8 @@ impl PGProtocol {
             return Ok(());
         };
         match msg {
-            Message::DataRow(body) => {
-                let abandoned = p.abandoned;
-                if let Some(item) = p.front_item() {
-                    if let Kind::Execute {
-                        state,
-                        rows,
-                        record_class,
-                        want_rows,
-                    } = &mut item.kind
-                    {
-                        if *want_rows && item.error.is_none() && !abandoned {
-                            match decode_row(py, &body, state.get(), record_class.as_ref()) {
-                                Ok(r) => rows.push(r),
-                                Err(e) => {
-                                    rows.clear();
-                                    item.error = Some(e);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            // `feed` hands DataRows to `pipeline_data_row` straight from the read buffer
+            Message::DataRow(_) => {}
             Message::CommandComplete(body) => {
                 let tag = body.tag().map_err(|e| protocol_error(py, e.to_string()))?;
                 self.status = Some(tag.to_string());

@@ -1300,6 +1300,12 @@ pub fn transport_write(py: Python<'_>, transport: &Py<PyAny>, data: &[u8]) -> Py
         .map(drop)
 }
 
+/// Whether `transport` is this loop's plain stream transport, where `transport_write_parts`
+/// sends header and body in one vectored system call (elsewhere they may be framed apart).
+pub fn is_stream_transport(transport: &Bound<'_, PyAny>) -> bool {
+    transport.downcast::<StreamTransport>().is_ok()
+}
+
 /// Write a header and a large body without copying the body: as two slices on our
 /// transports, as ``writelines([head, body])`` elsewhere (one ``write`` where there is no
 /// ``writelines``).
