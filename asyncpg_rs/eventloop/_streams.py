@@ -3,8 +3,9 @@
 The transport itself is native (``_native.StreamTransport``): readiness goes from the
 reactor straight to it, and to the driver's protocol core without Python in between. This
 layer resolves addresses, connects (with Happy Eyeballs when asked), accepts, and layers TLS
-with the ``ssl`` module's memory BIOs through asyncio's own ``SSLProtocol``, so user
-``ssl.SSLContext`` objects work as with any asyncio loop.
+on top with ``_native.TlsTransport``: compiled, it drives the ``ssl`` module's ``SSLObject``
+over memory BIOs as asyncio's ``SSLProtocol`` does, so user ``ssl.SSLContext`` objects work
+as with any asyncio loop, and the driver's protocol still receives natively.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import os
 import socket
 import stat
 import sys
-from asyncio import sslproto, trsock
+from asyncio import trsock
 
-from .._native import DatagramTransport, StreamTransport
+from .._native import DatagramTransport, StreamTransport, TlsTransport
 from ._sockets import check_sendfile_arguments
 
 _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -106,7 +107,7 @@ class StreamMethods:
         waiter = self.create_future()
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
-            ssl_protocol = sslproto.SSLProtocol(
+            ssl_protocol = TlsTransport(
                 self,
                 protocol,
                 sslcontext,
@@ -356,7 +357,7 @@ class StreamMethods:
         if not getattr(transport, "_start_tls_compatible", isinstance(transport, StreamTransport)):
             raise TypeError(f"transport {transport!r} is not supported by start_tls()")
         waiter = self.create_future()
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = TlsTransport(
             self,
             protocol,
             sslcontext,
@@ -768,7 +769,7 @@ class Server(asyncio.AbstractServer):
         try:
             protocol = self._protocol_factory()
             waiter = loop.create_future()
-            ssl_protocol = sslproto.SSLProtocol(
+            ssl_protocol = TlsTransport(
                 loop, protocol, self._ssl_context, waiter, True, None, **self._ssl_kwargs
             )
             transport = loop._make_stream_transport(conn, ssl_protocol, peername=addr, server=self)

@@ -12,11 +12,23 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["SocketTransport", "ReadPipeTransport", "WritePipeTransport", "DatagramTransport"]
+__all__ = [
+    "SocketTransport",
+    "TLSTransport",
+    "ReadPipeTransport",
+    "WritePipeTransport",
+    "DatagramTransport",
+]
 
 
 class SocketTransport(asyncio.Transport):
     """A connected TCP or Unix stream socket (``asyncpg_rs._native.StreamTransport``)."""
+
+    __slots__ = ()
+
+
+class TLSTransport(asyncio.Transport):
+    """TLS over a stream socket (``asyncpg_rs._native.TlsTransport``)."""
 
     __slots__ = ()
 
