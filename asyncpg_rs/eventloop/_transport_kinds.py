@@ -14,7 +14,7 @@ import asyncio
 
 __all__ = [
     "SocketTransport",
-    "TLSTransport",
+    "SSLTransport",
     "ReadPipeTransport",
     "WritePipeTransport",
     "DatagramTransport",
@@ -27,8 +27,9 @@ class SocketTransport(asyncio.Transport):
     __slots__ = ()
 
 
-class TLSTransport(asyncio.Transport):
-    """TLS over a stream socket (``asyncpg_rs._native.TlsTransport``)."""
+class SSLTransport(asyncio.Transport):
+    """TLS over a stream socket (``asyncpg_rs._native.TlsTransport``); named as asyncio's
+    ``_SSLProtocolTransport`` is, since code tells TLS transports by "ssl" in the name."""
 
     __slots__ = ()
 

@@ -1128,6 +1128,26 @@ impl TlsTransport {
         slf.clone().unbind()
     }
 
+    /// The protocol side, which asyncio's transport reaches through this name (CPython's
+    /// TLS tests drive its flow control through it): the same object here.
+    #[getter]
+    fn _ssl_protocol(slf: &Bound<'_, Self>) -> Py<TlsTransport> {
+        slf.clone().unbind()
+    }
+
+    /// Queue plaintext behind whatever is queued, without encrypting it yet: the test hook
+    /// of asyncio's SSL transport (CPython's TLS tests fill the backlog with it).
+    #[allow(non_snake_case)]
+    fn _test__append_write_backlog(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffer = pyo3::buffer::PyBuffer::<u8>::get(data)?;
+        let copy = buffer.to_vec(py)?;
+        buffer.release(py);
+        let mut st = self.state.borrow_mut(py)?;
+        st.backlog_size += copy.len();
+        st.backlog.push_back(copy);
+        Ok(())
+    }
+
     /// ``start_tls`` may upgrade this transport again (TLS inside TLS), as asyncio's.
     #[getter]
     fn _start_tls_compatible(&self) -> bool {
@@ -1496,7 +1516,7 @@ impl TlsTransport {
     #[getter(__class__)]
     fn presented_class(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         static TLS: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-        presented_class(py, &TLS, "TLSTransport")
+        presented_class(py, &TLS, "SSLTransport")
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
