@@ -43,6 +43,8 @@ const WRITE_HIGH_WATER: usize = 512 * 1024;
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 /// Plaintext decrypted per read event before it is handed on (asyncio reads 256 KiB too).
 const PLAINTEXT_CHUNK: usize = 256 * 1024;
+/// The most plaintext one TLS record carries.
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 /// Below this, a slice handed to `_ssl` is copied into bytes; above, lent as a memoryview.
 const LEND_AT: usize = 4096;
 
@@ -127,6 +129,7 @@ pub struct TlsTransport {
 struct Names {
     want_read: Py<PyType>,
     syscall: Py<PyType>,
+    zero_return: Py<PyType>,
     ssl_error: Py<PyType>,
     cert_error: Py<PyType>,
     cancelled: Py<PyType>,
@@ -147,6 +150,7 @@ fn names(py: Python<'_>) -> PyResult<&'static Names> {
         Ok(Names {
             want_read: ty("SSLWantReadError")?,
             syscall: ty("SSLSyscallError")?,
+            zero_return: ty("SSLZeroReturnError")?,
             ssl_error: ty("SSLError")?,
             cert_error: ty("CertificateError")?,
             cancelled: py
@@ -462,7 +466,15 @@ impl TlsTransport {
             )?;
         }
         Self::wakeup_waiter(slf, None)?;
-        Self::do_read(slf)
+        // Plaintext that came with the handshake's last flight waits an iteration: after
+        // start_tls the caller learns of this transport only in the waiter's callback, and
+        // data handed over now would reach a protocol still writing to the plain transport.
+        me.loop_obj.call_method1(
+            py,
+            intern!(py, "call_soon"),
+            (slf.getattr(intern!(py, "_resume"))?,),
+        )?;
+        Ok(())
     }
 
     fn do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -492,64 +504,66 @@ impl TlsTransport {
         }
     }
 
-    /// Decrypt what the incoming BIO holds and hand it to the application: at most one
-    /// delivery per `PLAINTEXT_CHUNK`, so a read event with several TLS records makes one
-    /// `data_received` call, as asyncio's does.
+    /// Decrypt what the incoming BIO holds and hand it to the application: one delivery
+    /// per read event as a rule (several TLS records make one `data_received` call, as with
+    /// asyncio), more only past `PLAINTEXT_CHUNK` bytes.
     fn read_plaintext(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let mut buf = take_plaintext_buffer();
-        let result = Self::read_plaintext_into(slf, &mut buf);
-        give_back_plaintext_buffer(buf);
-        let close_notify = result?;
+        let me = slf.get();
+        let plain = matches!(me.state.borrow_mut(py)?.receiver, Receiver::Plain);
+        let mut close_notify = false;
+        let mut more = true;
+        if plain {
+            // straight into the bytes object data_received gets: no copy of the plaintext
+            let (closed, full) = Self::read_into_new_bytes(slf)?;
+            close_notify = closed;
+            more = full && !me.state.borrow_mut(py)?.app_reading_paused;
+        }
+        if more && !close_notify {
+            let mut buf = take_plaintext_buffer();
+            let result = Self::read_plaintext_into(slf, &mut buf);
+            give_back_plaintext_buffer(buf);
+            close_notify = result?;
+        }
         if close_notify {
             Self::call_eof_received(slf)?;
             Self::start_shutdown(slf)?;
         }
-        let _ = py;
         Ok(())
     }
 
-    /// Returns whether the peer's close_notify arrived.
-    fn read_plaintext_into(slf: &Bound<'_, Self>, buf: &mut [u8]) -> PyResult<bool> {
+    /// Decrypt records into `len` bytes at `ptr` until the BIO holds no complete record, the
+    /// peer's close_notify arrives, or the room is used up. Returns the bytes written and
+    /// whether close_notify arrived.
+    fn read_records(slf: &Bound<'_, Self>, ptr: *mut u8, len: usize) -> PyResult<(usize, bool)> {
         let py = slf.py();
         let me = slf.get();
         let hot = me.hot.bind(py);
         let incoming = me.incoming.bind(py);
         let mut filled = 0;
-        loop {
-            let room = buf.len() - filled;
-            // SAFETY: `buf[filled..]` is ours, initialised, and outlives the call.
-            let read = with_view(py, buf[filled..].as_mut_ptr(), room, true, |view| {
+        while filled < len {
+            let room = len - filled;
+            // SAFETY: the caller lends `len` writable bytes at `ptr` for this call.
+            let at = unsafe { ptr.add(filled) };
+            let read = with_view(py, at, room, true, |view| {
                 hot.call_method1(intern!(py, "read"), (room, view))?
                     .extract::<usize>()
             });
             let n = match read {
                 Ok(n) => n.min(room),
                 Err(e) if is_again(py, &e) => break,
-                Err(e) => {
-                    if filled > 0 {
-                        Self::deliver(slf, &buf[..filled])?;
-                    }
-                    return Err(e);
+                // `_ssl` raises this instead of returning 0 when our close_notify went first
+                Err(e) if names(py).is_ok_and(|n| e.is_instance(py, n.zero_return.bind(py))) => {
+                    return Ok((filled, true))
                 }
+                Err(e) => return Err(e),
             };
             if n == 0 {
-                if filled > 0 {
-                    Self::deliver(slf, &buf[..filled])?;
-                }
-                return Ok(true);
+                return Ok((filled, true));
             }
             filled += n;
-            if filled == buf.len() {
-                Self::deliver(slf, &buf[..filled])?;
-                filled = 0;
-                if me.state.borrow_mut(py)?.app_reading_paused {
-                    return Ok(false);
-                }
-                continue;
-            }
-            // OpenSSL reads a record at a time from the BIO (no read-ahead) and a record's
-            // plaintext fits the room left: an empty BIO means the next read would only say
+            // OpenSSL takes a record at a time from the BIO (no read-ahead) and a record's
+            // plaintext fitted the room: an empty BIO means the next read could only say
             // "want read", which costs an exception.
             if n < room
                 && incoming
@@ -560,10 +574,72 @@ impl TlsTransport {
                 break;
             }
         }
-        if filled > 0 {
-            Self::deliver(slf, &buf[..filled])?;
+        Ok((filled, false))
+    }
+
+    /// For a `data_received` protocol: decrypt into a new bytes object sized for what the
+    /// BIO holds (plus one record OpenSSL may hold already), shrink it and deliver it.
+    /// Returns (close_notify, the object filled up so more may wait).
+    fn read_into_new_bytes(slf: &Bound<'_, Self>) -> PyResult<(bool, bool)> {
+        let py = slf.py();
+        let me = slf.get();
+        let pending: usize = me
+            .incoming
+            .getattr(py, intern!(py, "pending"))?
+            .extract(py)?;
+        let capacity = (pending + MAX_RECORD_PLAINTEXT).min(PLAINTEXT_CHUNK);
+        // SAFETY: a new bytes object is ours alone until handed out: we fill at most
+        // `capacity` bytes of it through `read_records`, then shrink it to what was written
+        // (a failed resize frees it and nulls the pointer), so no unwritten byte is visible.
+        let (data, closed, full) = unsafe {
+            let mut obj =
+                ffi::PyBytes_FromStringAndSize(std::ptr::null(), capacity as ffi::Py_ssize_t);
+            if obj.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            let ptr = ffi::PyBytes_AsString(obj).cast::<u8>();
+            let (filled, closed) = match Self::read_records(slf, ptr, capacity) {
+                Ok(r) => r,
+                Err(e) => {
+                    ffi::Py_DECREF(obj);
+                    return Err(e);
+                }
+            };
+            if filled == 0 {
+                ffi::Py_DECREF(obj);
+                return Ok((closed, false));
+            }
+            if filled != capacity && ffi::_PyBytes_Resize(&mut obj, filled as ffi::Py_ssize_t) != 0
+            {
+                return Err(PyErr::fetch(py));
+            }
+            (Bound::from_owned_ptr(py, obj), closed, filled == capacity)
+        };
+        let protocol = me.app_protocol(py);
+        if let Some(protocol) = protocol {
+            Self::call_app(
+                slf,
+                protocol.bind(py),
+                intern!(py, "data_received"),
+                PyTuple::new(py, [data])?,
+            )?;
         }
-        Ok(false)
+        Ok((closed, full))
+    }
+
+    /// Decrypt through the thread's plaintext buffer, delivering each time it fills.
+    /// Returns whether the peer's close_notify arrived.
+    fn read_plaintext_into(slf: &Bound<'_, Self>, buf: &mut [u8]) -> PyResult<bool> {
+        let py = slf.py();
+        loop {
+            let (filled, closed) = Self::read_records(slf, buf.as_mut_ptr(), buf.len())?;
+            if filled > 0 {
+                Self::deliver(slf, &buf[..filled])?;
+            }
+            if closed || filled < buf.len() || slf.get().state.borrow_mut(py)?.app_reading_paused {
+                return Ok(closed);
+            }
+        }
     }
 
     fn deliver(slf: &Bound<'_, Self>, data: &[u8]) -> PyResult<()> {
@@ -701,6 +777,16 @@ impl TlsTransport {
     /// Encrypt the application's `parts` (or queue them: during the handshake, or behind a
     /// backlog) and send the records.
     pub fn write_parts(slf: &Bound<'_, Self>, parts: &[&[u8]]) -> PyResult<()> {
+        Self::write_data(slf, parts, None)
+    }
+
+    /// `write_parts`, with the Python object holding the one part when there is one (it
+    /// goes to `_ssl` as it is).
+    fn write_data(
+        slf: &Bound<'_, Self>,
+        parts: &[&[u8]],
+        object: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let total: usize = parts.iter().map(|p| p.len()).sum();
@@ -736,7 +822,7 @@ impl TlsTransport {
             }
         };
         let result = if direct {
-            Self::encrypt_now(slf, parts, total)
+            Self::encrypt_now(slf, parts, total, object)
         } else if me.phase(py) == Phase::Wrapped {
             Self::do_write(slf)
         } else {
@@ -750,7 +836,12 @@ impl TlsTransport {
 
     /// The common write: nothing queued, so straight into the `SSLObject` (several parts as
     /// one record run: joined first, as records per small part would cost bytes and time).
-    fn encrypt_now(slf: &Bound<'_, Self>, parts: &[&[u8]], total: usize) -> PyResult<()> {
+    fn encrypt_now(
+        slf: &Bound<'_, Self>,
+        parts: &[&[u8]],
+        total: usize,
+        object: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let joined;
@@ -764,7 +855,13 @@ impl TlsTransport {
             joined = j;
             &joined
         };
-        let taken = match call_with_data(me.hot.bind(py), intern!(py, "write"), data) {
+        let written = match object {
+            Some(obj) if parts.len() == 1 => {
+                me.hot.bind(py).call_method1(intern!(py, "write"), (obj,))
+            }
+            _ => call_with_data(me.hot.bind(py), intern!(py, "write"), data),
+        };
+        let taken = match written {
             Ok(n) => n.extract::<usize>()?.min(data.len()),
             Err(e) if is_again(py, &e) => 0,
             Err(e) => return Err(e),
@@ -950,6 +1047,11 @@ impl TlsTransport {
         let result = if eof {
             Ok(())
         } else {
+            // Application data still arriving after our close_notify is discarded first:
+            // OpenSSL's shutdown fails on it ("application data after close notify").
+            if Self::discard_plaintext(slf)? {
+                Self::call_eof_received(slf)?;
+            }
             let name = if me.hot_is_c {
                 intern!(py, "shutdown")
             } else {
@@ -967,6 +1069,22 @@ impl TlsTransport {
             Err(e) if is_ssl_error(py, &e) => Self::on_shutdown_complete(slf, Some(e)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Read and drop what plaintext the incoming BIO holds; returns whether the peer's
+    /// close_notify came with it.
+    fn discard_plaintext(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let mut buf = take_plaintext_buffer();
+        let result = loop {
+            match Self::read_records(slf, buf.as_mut_ptr(), buf.len()) {
+                Ok((_, true)) => break Ok(true),
+                Ok((n, false)) if n < buf.len() => break Ok(false),
+                Ok(_) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        give_back_plaintext_buffer(buf);
+        result
     }
 
     fn on_shutdown_complete(slf: &Bound<'_, Self>, failure: Option<PyErr>) -> PyResult<()> {
@@ -1320,7 +1438,7 @@ impl TlsTransport {
     /// Encrypt and send ``data`` (bytes-like).
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Ok(b) = data.downcast::<PyBytes>() {
-            return Self::write_parts(slf, &[b.as_bytes()]);
+            return Self::write_data(slf, &[b.as_bytes()], Some(data));
         }
         let is_bytes_like = data.is_instance_of::<pyo3::types::PyByteArray>()
             || data.is_instance_of::<pyo3::types::PyMemoryView>();
