@@ -244,12 +244,17 @@ fn receiver_for(py: Python<'_>, protocol: &Bound<'_, PyAny>) -> Receiver {
     if let Some(receive) = native_receiver(protocol) {
         return Receiver::Native(receive);
     }
-    let buffered = protocol.hasattr(intern!(py, "get_buffer")).unwrap_or(false)
-        && py
+    // asyncio's rule (an `asyncio.BufferedProtocol` with `get_buffer`), and uvloop's for a
+    // protocol that can only take a buffer (`get_buffer` and `buffer_updated`, no
+    // `data_received`)
+    let has = |name: &Bound<'_, pyo3::types::PyString>| protocol.hasattr(name).unwrap_or(false);
+    let buffered = has(intern!(py, "get_buffer"))
+        && (py
             .import("asyncio")
             .and_then(|m| m.getattr("BufferedProtocol"))
             .and_then(|c| protocol.is_instance(&c))
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || (has(intern!(py, "buffer_updated")) && !has(intern!(py, "data_received"))));
     if buffered {
         Receiver::Buffered
     } else {
