@@ -3,8 +3,9 @@
 The transport itself is native (``_native.StreamTransport``): readiness goes from the
 reactor straight to it, and to the driver's protocol core without Python in between. This
 layer resolves addresses, connects (with Happy Eyeballs when asked), accepts, and layers TLS
-with the ``ssl`` module's memory BIOs through asyncio's own ``SSLProtocol``, so user
-``ssl.SSLContext`` objects work as with any asyncio loop.
+on top with ``_native.TlsTransport``: compiled, it drives the ``ssl`` module's ``SSLObject``
+over memory BIOs as asyncio's ``SSLProtocol`` does, so user ``ssl.SSLContext`` objects work
+as with any asyncio loop, and the driver's protocol still receives natively.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import os
 import socket
 import stat
 import sys
-from asyncio import sslproto, trsock
+from asyncio import trsock
 
-from .._native import DatagramTransport, StreamTransport
+from .._native import DatagramTransport, StreamTransport, TlsTransport
 from ._sockets import check_sendfile_arguments
 
 _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -75,37 +76,9 @@ def _set_nodelay(sock):
             pass
 
 
-class _SSLProtocol(sslproto.SSLProtocol):
-    """asyncio's ``SSLProtocol``, with the two places where it calls the application's
-    protocol from whatever context the caller is in (flow control from a ``write``, and the
-    read scheduled by ``resume_reading``) run in the connection's context, as every other
-    protocol callback is. A copy: the caller may be running in that very context already."""
-
-    def __init__(self, *args, context, **kwargs):
-        self._protocol_context = context
-        super().__init__(*args, **kwargs)
-
-    def _control_app_writing(self):
-        # runs after every write: enter the context only when a callback is due
-        size = self._get_write_buffer_size()
-        if self._app_writing_paused:
-            due = size <= self._outgoing_low_water
-        else:
-            due = size >= self._outgoing_high_water
-        if due:
-            self._protocol_context.copy().run(super()._control_app_writing)
-
-    def _resume_reading(self):
-        # the read it schedules copies the context current here
-        self._protocol_context.copy().run(super()._resume_reading)
-
-
 def _transport_context(transport):
     """The context a transport of ours runs its protocol in (None for anyone else's)."""
     context = getattr(transport, "_context", None)
-    if context is None:
-        # asyncio's TLS transport over one of ours (a second start_tls)
-        context = getattr(getattr(transport, "_ssl_protocol", None), "_protocol_context", None)
     return context if isinstance(context, contextvars.Context) else None
 
 
@@ -150,7 +123,7 @@ class StreamMethods:
         context = contextvars.copy_context()
         if ssl:
             sslcontext = None if isinstance(ssl, bool) else ssl
-            ssl_protocol = _SSLProtocol(
+            ssl_protocol = TlsTransport(
                 self,
                 protocol,
                 sslcontext,
@@ -405,7 +378,7 @@ class StreamMethods:
         waiter = self.create_future()
         # the upgraded connection keeps the context it was made in
         context = _transport_context(transport) or contextvars.copy_context()
-        ssl_protocol = _SSLProtocol(
+        ssl_protocol = TlsTransport(
             self,
             protocol,
             sslcontext,
@@ -827,7 +800,7 @@ class Server(asyncio.AbstractServer):
             waiter = loop.create_future()
             # this task runs in the connection's own copy of the server's context
             context = contextvars.copy_context()
-            ssl_protocol = _SSLProtocol(
+            ssl_protocol = TlsTransport(
                 loop,
                 protocol,
                 self._ssl_context,

@@ -12,11 +12,24 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["SocketTransport", "ReadPipeTransport", "WritePipeTransport", "DatagramTransport"]
+__all__ = [
+    "SocketTransport",
+    "SSLTransport",
+    "ReadPipeTransport",
+    "WritePipeTransport",
+    "DatagramTransport",
+]
 
 
 class SocketTransport(asyncio.Transport):
     """A connected TCP or Unix stream socket (``asyncpg_rs._native.StreamTransport``)."""
+
+    __slots__ = ()
+
+
+class SSLTransport(asyncio.Transport):
+    """TLS over a stream socket (``asyncpg_rs._native.TlsTransport``); named as asyncio's
+    ``_SSLProtocolTransport`` is, since code tells TLS transports by "ssl" in the name."""
 
     __slots__ = ()
 

@@ -19,6 +19,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<transports::stream::StreamTransport>()?;
+    m.add_class::<transports::tls::TlsTransport>()?;
     m.add_class::<transports::datagram::DatagramTransport>()?;
     Ok(())
 }

@@ -35,8 +35,9 @@ def loop_kind(loop):
 
 
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory):
-    """A self-signed CA, a server certificate for 'localhost' signed by it, and contexts."""
+def certs_dir(tmp_path_factory):
+    """A directory with a self-signed CA (ca.pem) and a server certificate for 'localhost'
+    signed by it (server.pem, server.key)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("openssl is needed for the TLS tests (scripts/setup.sh installs it)")
@@ -78,6 +79,13 @@ def certs(tmp_path_factory):
         "-out",
         "server.pem",
     )
+    return d
+
+
+@pytest.fixture(scope="session")
+def certs(certs_dir):
+    """(server context, client context) for the certificates of ``certs_dir``."""
+    d = certs_dir
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(d / "server.pem", d / "server.key")
     client_ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))

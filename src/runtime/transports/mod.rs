@@ -9,6 +9,7 @@ pub use common::is_interrupt;
 pub mod datagram;
 pub mod native;
 pub mod stream;
+pub mod tls;
 
 use datagram::DatagramTransport;
 use stream::StreamTransport;

@@ -42,6 +42,10 @@ pub fn register_native_receiver(protocol_type: &Bound<'_, PyType>, receive: Nati
 /// type is what counts, not its `__class__`: a proxy around a protocol (an agent's) claims
 /// the class but has none of its state, and takes the asyncio path.
 pub(crate) fn native_receiver(protocol: &Bound<'_, PyAny>) -> Option<NativeReceive> {
+    // The loop's own TLS layer receives ciphertext the same way (see `tls`).
+    if protocol.is_exact_instance_of::<super::tls::TlsTransport>() {
+        return Some(super::tls::receive_ciphertext);
+    }
     let registered = REGISTERED.get(protocol.py())?;
     protocol
         .get_type()

@@ -1295,6 +1295,9 @@ pub fn transport_write(py: Python<'_>, transport: &Py<PyAny>, data: &[u8]) -> Py
     if let Ok(ours) = bound.downcast::<StreamTransport>() {
         return StreamTransport::write_slice(ours, data);
     }
+    if let Ok(tls) = bound.downcast::<super::tls::TlsTransport>() {
+        return super::tls::tls_write(tls, &[data]);
+    }
     bound
         .call_method1(intern!(py, "write"), (PyBytes::new(py, data),))
         .map(drop)
@@ -1318,6 +1321,9 @@ pub fn transport_write_parts(
     let bound = transport.bind(py);
     if let Ok(ours) = bound.downcast::<StreamTransport>() {
         return StreamTransport::write_parts(ours, &[head, body.as_bytes()]);
+    }
+    if let Ok(tls) = bound.downcast::<super::tls::TlsTransport>() {
+        return super::tls::tls_write(tls, &[head, body.as_bytes()]);
     }
     let parts = pyo3::types::PyList::new(
         py,
