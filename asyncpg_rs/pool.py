@@ -184,10 +184,8 @@ class _Holder:
                     # in time raises TimeoutError here and the connection is dropped.
                     await con.reset(timeout=timeout)
             except (Exception, asyncio.CancelledError):
-                # a connection whose session could not be reset must not be reused; the
-                # caller learns why, as with asyncpg (a TimeoutError for a slow reset)
-                con.terminate()
-                self._con = None
+                # the caller learns why, as with asyncpg (a TimeoutError for a slow reset)
+                self._drop_unreset(con)
                 raise
             self._start_idle_timer()
         finally:
@@ -220,13 +218,17 @@ class _Holder:
             try:
                 session.send_reset_unawaited()
             except BaseException:
-                con.terminate()
-                self._con = None
+                self._drop_unreset(con)
                 raise
             self._start_idle_timer()
         finally:
             self._mark_free()
         return True
+
+    def _drop_unreset(self, con):
+        """A connection whose session could not be reset must not be reused."""
+        con.terminate()
+        self._con = None
 
     async def release_after_failure(self):
         if self._con is not None:

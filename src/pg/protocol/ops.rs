@@ -29,6 +29,19 @@ pub(super) mod executemany_status {
     /// server sent meanwhile is read (a transport that never pauses would otherwise keep
     /// the whole iterable flowing to a server that already failed it).
     pub const FLUSHED: u8 = 3;
+
+    /// The code for a sender that just added to the stream (executemany, pipelines).
+    pub fn of(failed: bool, writing_paused: bool, flushed: bool) -> u8 {
+        if failed {
+            FAILED
+        } else if writing_paused {
+            PAUSED
+        } else if flushed {
+            FLUSHED
+        } else {
+            CONTINUE
+        }
+    }
 }
 
 fn invalid_query(py: Python<'_>, e: std::io::Error) -> PyErr {
@@ -149,15 +162,11 @@ pub(super) fn executemany_add(
         transport_write(py, &transport, &data)?;
     }
     let this = slf.borrow();
-    Ok(if this.error.is_some() {
-        executemany_status::FAILED
-    } else if this.writing_paused {
-        executemany_status::PAUSED
-    } else if flushed {
-        executemany_status::FLUSHED
-    } else {
-        executemany_status::CONTINUE
-    })
+    Ok(executemany_status::of(
+        this.error.is_some(),
+        this.writing_paused,
+        flushed,
+    ))
 }
 
 pub(super) fn executemany_end(

@@ -198,15 +198,8 @@ fn pipeline_mut<'a>(py: Python<'_>, this: &'a mut PGProtocol) -> PyResult<&'a mu
 
 fn status_of(this: &PGProtocol, flushed: bool) -> u8 {
     let failed = matches!(&this.op, Op::Pipeline(p) if !p.sync_each && p.failed.is_some());
-    if failed || this.phase == super::Phase::Closed {
-        executemany_status::FAILED
-    } else if this.writing_paused {
-        executemany_status::PAUSED
-    } else if flushed {
-        executemany_status::FLUSHED
-    } else {
-        executemany_status::CONTINUE
-    }
+    let failed = failed || this.phase == super::Phase::Closed;
+    executemany_status::of(failed, this.writing_paused, flushed)
 }
 
 /// `PGProtocol.pipeline_begin`.
