@@ -162,16 +162,20 @@ def one_run(loop_name, mode, size, conns, duration, clients=1):
             for _ in range(clients)
         ]
         rps = 0.0
+        client_busy = []
         for proc in procs:
             out, _ = proc.communicate()
             if proc.returncode != 0:
                 raise RuntimeError(f"client failed ({proc.returncode})")
-            rps += float(out.strip())
+            client_rps, busy = out.split()
+            rps += float(client_rps)
+            client_busy.append(float(busy))
         cpu1 = cpu_seconds(server.pid)
         total = rps * duration
         user = (cpu1[0] - cpu0[0]) / total * 1e6
         system = (cpu1[1] - cpu0[1]) / total * 1e6
-        return rps, user + system, user
+        # a client near 100% of a core is what limits the throughput, not the server
+        return rps, user + system, user, max(client_busy)
 
 
 def main():
@@ -192,8 +196,10 @@ def main():
         import uvloop
 
         port, size, conns, duration, tls = args.client
+        cpu0 = time.process_time()
         rps = uvloop.run(client(int(port), int(size), int(conns), float(duration), tls == "1"))
-        print(rps)
+        # the share of one core the client used while it ran
+        print(rps, (time.process_time() - cpu0) / float(duration))
         return
     loops = ["asyncio", "uvloop"]
     try:
@@ -230,7 +236,7 @@ def main():
             for lp in loops:
                 rs = results.get((lp, mode, size), [])
                 if rs:
-                    med[lp] = tuple(statistics.median(r[i] for r in rs) for i in range(3))
+                    med[lp] = tuple(statistics.median(r[i] for r in rs) for i in range(4))
                     row += f"{med[lp][0]:>18,.0f}{med[lp][1]:>8.1f}"
                 else:
                     row += f"{'n/a':>18}{'':>8}"
@@ -244,16 +250,20 @@ def main():
                         med["asyncpg_rs"][1] / med["uvloop"][1],
                         med["asyncpg_rs"][2],
                         med["uvloop"][2],
+                        med["asyncpg_rs"][3],
+                        med["uvloop"][3],
                     )
                 )
     print(
         "\nasyncpg_rs vs uvloop: throughput ratio, server CPU per request ratio (< 1 is better),"
-        " server user-space µs per request (asyncpg_rs / uvloop)"
+        " server user-space µs per request (asyncpg_rs / uvloop), the busiest client's share"
+        " of a core (asyncpg_rs / uvloop; near 1.0 the client, not the server, sets the"
+        " throughput)"
     )
-    for mode, size, tput, cpu, user_rs, user_uv in summary:
+    for mode, size, tput, cpu, user_rs, user_uv, busy_rs, busy_uv in summary:
         print(
             f"  {mode + ' ' + str(size // 1024) + 'KiB':18} {tput:6.2f}x  {cpu:6.2f}"
-            f"  {user_rs:5.2f} / {user_uv:5.2f}"
+            f"  {user_rs:5.2f} / {user_uv:5.2f}  {busy_rs:4.2f} / {busy_uv:4.2f}"
         )
 
 
