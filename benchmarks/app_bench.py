@@ -54,6 +54,7 @@ import html
 import json
 import random
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -90,13 +91,17 @@ async def serve():
 
 
 def run_wrk(wrk, conns, duration, url):
-    """wrk's numbers for one run: (requests, requests/s, failures: non-2xx plus errors)."""
+    """wrk's numbers for one run: (requests, requests/s, failures: non-2xx plus errors,
+    wrk's own CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [wrk, "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     if not rate or not total:
@@ -105,13 +110,13 @@ def run_wrk(wrk, conns, duration, url):
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if errors:
         failed += sum(int(n) for n in errors.groups())
-    return int(total.group(1)), float(rate.group(1)), failed
+    return int(total.group(1)), float(rate.group(1)), failed, wrk_cpu
 
 
 def one_run(wrk, loop_name, conns, duration):
     with server_process(__file__, loop_name) as (server, port):
         cpu0 = sum(cpu_seconds(server.pid))
-        requests, rps, _ = run_wrk(wrk, conns, duration, f"http://127.0.0.1:{port}/")
+        requests, rps, _, _ = run_wrk(wrk, conns, duration, f"http://127.0.0.1:{port}/")
         cpu1 = sum(cpu_seconds(server.pid))
     return rps, (cpu1 - cpu0) / requests * 1e6
 
@@ -356,7 +361,7 @@ def measure_combo(wrk, args, combo, dsn, endpoints):
             for ep in endpoints:
                 url = f"http://127.0.0.1:{port}{ENDPOINTS[ep][0]}"
                 cpu0, pg0 = sum(cpu_seconds(server.pid)), _cpu(backends)
-                requests, rps, failed = run_wrk(wrk, args.conns, args.duration, url)
+                requests, rps, failed, wrk_cpu = run_wrk(wrk, args.conns, args.duration, url)
                 cpu1, pg1 = sum(cpu_seconds(server.pid)), _cpu(backends)
                 if requests == 0 or failed:
                     out[ep] = {"error": f"{failed} of {requests} requests failed"}
@@ -365,6 +370,7 @@ def measure_combo(wrk, args, combo, dsn, endpoints):
                     "rps": rps,
                     "cpu_us": (cpu1 - cpu0) / requests * 1e6,
                     "pg_us": (pg1 - pg0) / requests * 1e6,
+                    "wrk_us": wrk_cpu / requests * 1e6,
                 }
             return out
     except (RuntimeError, OSError, ValueError, subprocess.CalledProcessError) as e:
@@ -455,6 +461,7 @@ def report(results, args, endpoints, combos, tls_modes):
     header = (
         f"{'endpoint':13} {'combination':22} {'req/s':>8} {'ratio':>6} {'(rounds)':>12}"
         f" {'server µs/req':>14} {'ratio':>6} {'PG µs/req':>10} {'both':>6}"
+        f" {'wrk µs/req':>10} {'ceiling':>7}"
     )
     for tls in tls_modes:
         print(f"\n{tls} (sslmode={TLS_MODES[tls]})")
@@ -462,10 +469,12 @@ def report(results, args, endpoints, combos, tls_modes):
         for ep in endpoints:
             base = results.get((tls, ep, BASELINE), [])
             base_rps, base_cpu = _median(base, "rps"), _median(base, "cpu_us")
-            base_pg = _median(base, "pg_us")
+            base_pg, base_wrk = _median(base, "pg_us"), _median(base, "wrk_us")
             for combo in combos:
                 rs = results.get((tls, ep, combo), [])
-                rps, cpu, pg = (_median(rs, k) for k in ("rps", "cpu_us", "pg_us"))
+                rps, cpu, pg, wrk_us = (
+                    _median(rs, k) for k in ("rps", "cpu_us", "pg_us", "wrk_us")
+                )
                 label = COMBOS[combo][2]
                 if rps is None:
                     errs = {r.get("error") for r in rs}
@@ -478,9 +487,17 @@ def report(results, args, endpoints, combos, tls_modes):
                 # server and backends together: on a machine that runs both, the CPU the
                 # whole request costs bounds the throughput
                 both = f"{(cpu + pg) / (base_cpu + base_pg):6.2f}" if base_cpu else "     -"
+                # With every core busy, throughput is cores / CPU per request: the ratio
+                # this combination could reach if its server cost nothing at all is the
+                # baseline's whole CPU per request over this one's PostgreSQL plus wrk.
+                ceiling = "     -"
+                if base_cpu and base_wrk is not None and wrk_us is not None:
+                    whole = base_cpu + base_pg + base_wrk
+                    ceiling = f"{whole / (pg + wrk_us):6.2f}x"
                 print(
                     f"{ENDPOINTS[ep][1]:13} {label:22} {rps:8,.0f} {ratio} {spread:>12}"
-                    f" {cpu:14,.0f} {cpu_ratio} {pg:10,.0f} {both}"
+                    f" {cpu:14,.0f} {cpu_ratio} {pg:10,.0f} {both} {wrk_us or 0:10,.0f}"
+                    f" {ceiling}"
                 )
 
 
