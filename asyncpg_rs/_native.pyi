@@ -25,7 +25,6 @@ __all__ = [
     "PGProtocol",
     "StatementState",
     "Record",
-    "RecordParts",
     "create_record",
     "LoopCore",
     "Handle",
@@ -220,8 +219,8 @@ class Record:
     that class.
     """
 
-    # only the protocol makes rows (from a RecordParts); any other call raises TypeError
-    def __new__(cls, *args: RecordParts, **_kwargs: object) -> Self: ...
+    # only the protocol makes rows (allocating them directly); any call raises TypeError
+    def __new__(cls, *args: object, **kwargs: object) -> Self: ...
     def __len__(self) -> int: ...
     @overload
     def __getitem__(self, key: int | str, /) -> Any: ...
@@ -244,10 +243,6 @@ class Record:
     def __gt__(self, value: Record | tuple[Any, ...], /) -> bool: ...
     def __ge__(self, value: Record | tuple[Any, ...], /) -> bool: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
-
-@final
-class RecordParts:
-    """A row description shared by the rows of one result (not constructed from Python)."""
 
 def create_record(
     mapping: Mapping[str, int] | None,

@@ -7,7 +7,6 @@ pub mod copy;
 pub mod errors;
 pub mod protocol;
 pub mod record;
-pub mod row_values;
 pub mod types;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -24,8 +24,7 @@ use super::server_error::{error_fields, server_error};
 use super::statement::{Column, StatementState};
 use super::{auth, Op, PGProtocol, Phase};
 use crate::pg::errors::{interface_error, internal_error, protocol_error, Exc};
-use crate::pg::record::record_from_values;
-use crate::pg::row_values::RowValues;
+use crate::pg::record::RecordBuilder;
 
 /// How many rows of an abandoned fetch one read frees: a couple of milliseconds' work.
 const ABANDONED_ROWS_FREED_PER_READ: usize = 16 * 1024;
@@ -598,8 +597,10 @@ pub(super) fn decode_row(
             format!("DataRow has {which} columns than the row description"),
         ));
     }
-    // the values go straight into the Record's storage: no vector per row
-    let mut values = RowValues::new(py, ncols)?;
+    // the values go straight into the Record's slots: no vector per row; on an error the
+    // half-filled row is dropped, releasing what it holds
+    let cls = record_class.map(|c| c.bind(py));
+    let mut row = RecordBuilder::new(py, &state.desc, ncols, cls)?;
     let mut pos = 2;
     for (i, codec) in state.col_codecs.iter().enumerate() {
         let Some(len) = body.get(pos..pos + 4) else {
@@ -625,11 +626,10 @@ pub(super) fn decode_row(
             pos += len;
             codec.decode(py, data)?
         };
-        values.set(i, value);
+        row.set(i, value);
     }
     if pos != body.len() {
         return Err(protocol_error(py, "DataRow has bytes after its last value"));
     }
-    let cls = record_class.map(|c| c.bind(py));
-    record_from_values(py, &state.desc, values, cls)
+    Ok(row.finish())
 }
