@@ -317,11 +317,9 @@ async def fetch_many_queries(
     """See ``Connection.fetch_many_queries``."""
     session = con._session
     session.check_open()
-    timeout = checked_timeout(timeout)
-    if record_class is not None:
-        from .connection import _check_record_class
-
-        _check_record_class(record_class)
+    timeout, atomic, record_class, return_exceptions = fetch_many_options(
+        timeout, atomic, record_class, return_exceptions
+    )
     requests: list[_Request] = []
     counter = itertools.count()
 
@@ -361,6 +359,27 @@ async def fetch_many_queries(
         finally:
             del first  # the error's traceback holds this frame: no cycle
     return results
+
+
+class _FetchManyOptions(typing.NamedTuple):
+    timeout: float | None
+    atomic: bool
+    record_class: type | None
+    return_exceptions: bool
+
+
+def fetch_many_options(
+    timeout: float | None, atomic: bool, record_class: type | None, return_exceptions: bool
+) -> _FetchManyOptions:
+    """``fetch_many_queries``' options, checked and normalised. The pool checks them before
+    it takes a connection: a bad argument must neither wait for one nor hold one."""
+    if record_class is not None:
+        from .connection import _check_record_class
+
+        _check_record_class(record_class)
+    return _FetchManyOptions(
+        checked_timeout(timeout), bool(atomic), record_class, bool(return_exceptions)
+    )
 
 
 def _collect(requests: list[_Request]) -> tuple[list[typing.Any], BaseException | None]:

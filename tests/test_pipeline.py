@@ -391,6 +391,23 @@ async def test_pool_connection_and_pool_level(pg):
             await pipe.sync()
 
 
+def _pool(pg, **kw):
+    kw.setdefault("min_size", 1)
+    kw.setdefault("max_size", 1)
+    return asyncpg_rs.create_pool(**pg.connect_kwargs(), **kw)
+
+
+async def test_pool_fetch_many_queries_checks_arguments_before_acquiring(pg):
+    async with _pool(pg) as pool:
+        async with pool.acquire():
+            # the only connection is out: a check after acquiring would wait forever
+            with pytest.raises(ValueError, match="invalid timeout"):
+                await asyncio.wait_for(pool.fetch_many_queries(["SELECT 1"], timeout="x"), 5)
+            with pytest.raises(exceptions.InterfaceError, match="record_class"):
+                await asyncio.wait_for(pool.fetch_many_queries(["SELECT 1"], record_class=dict), 5)
+        assert pool.get_idle_size() == 1
+
+
 async def test_query_loggers_see_every_statement(con):
     logged = []
     with con.query_logger(logged.append):
