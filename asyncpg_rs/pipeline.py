@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import AsyncIterable, Iterable
 
     from .connection import Connection
+    from .pool import Pool
     from .prepared_stmt import PreparedStatement
 
 # What a pipeline statement may be: a query, or a PreparedStatement of the same connection;
@@ -37,7 +38,7 @@ if typing.TYPE_CHECKING:
 Query = typing.Union[str, "PreparedStatement[typing.Any]"]
 QueryItem = typing.Union[Query, tuple[Query, "typing.Sequence[object]"]]
 
-__all__ = ("Pipeline", "PipelineResult", "Query", "QueryItem", "fetch_many_queries")
+__all__ = ("Pipeline", "PipelineResult", "PoolPipeline", "Query", "QueryItem", "fetch_many_queries")
 
 # Requests taken from the input at a time: the statements new to the cache among them are
 # prepared together, in one round trip. Bounded, so an endless iterable streams.
@@ -285,6 +286,58 @@ class Pipeline:
             if error is not None and not result._retrieved:
                 errors.append(error)
         return _first_error(errors)
+
+
+class PoolPipeline:
+    """What ``Pool.pipeline()`` returns: ``async with pool.pipeline() as p:`` acquires a
+    connection for the block and gives its :class:`Pipeline`, the same object as
+    ``con.pipeline()``'s, with the same semantics.
+
+    Leaving the block sends what is queued and waits for every reply (raising as
+    ``con.pipeline()``'s block does), then releases the connection, also when the block
+    raised. Acquiring waits for a free connection as ``pool.acquire()`` does: ``timeout``
+    bounds the pipeline, not that wait, as with the pool's ``fetch`` and friends.
+    """
+
+    __slots__ = ("_pool", "_atomic", "_timeout", "_con", "_pipeline", "_entered")
+
+    def __init__(self, pool: Pool, *, atomic: bool = False, timeout: float | None = None) -> None:
+        self._pool = pool
+        self._atomic = bool(atomic)
+        # checked at the call, as con.pipeline() does: a bad value never takes a connection
+        self._timeout = checked_timeout(timeout)
+        self._con: typing.Any = None
+        self._pipeline: Pipeline | None = None
+        self._entered = False
+
+    async def __aenter__(self) -> Pipeline:
+        if self._entered:
+            raise exceptions.InterfaceError(
+                "a pool.pipeline() block can be entered once: call pool.pipeline() again"
+            )
+        self._entered = True
+        con = await self._pool.acquire()
+        try:
+            # through the connection's method, which instrumentation may wrap
+            pipeline = con.pipeline(atomic=self._atomic, timeout=self._timeout)
+            await pipeline.__aenter__()
+        except BaseException:
+            await self._pool.release(con)
+            raise
+        self._con, self._pipeline = con, pipeline
+        return pipeline
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        con, self._con = self._con, None
+        pipeline, self._pipeline = self._pipeline, None
+        if con is None or pipeline is None:
+            return
+        try:
+            await pipeline.__aexit__(exc_type, exc, tb)
+        finally:
+            # after the pipeline's last reply (or its cancellation), never before: released
+            # earlier, the connection would go to the next borrower mid-pipeline
+            await self._pool.release(con)
 
 
 def _fail_unsent(

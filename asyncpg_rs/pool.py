@@ -672,6 +672,14 @@ class Pool:
         async with self.acquire() as con:
             return await con.fetch_many_queries(queries, **options._asdict())
 
+    def pipeline(
+        self, *, atomic: bool = False, timeout: float | None = None
+    ) -> _pipeline.PoolPipeline:
+        """``async with pool.pipeline() as p:`` runs a :meth:`Connection.pipeline` on a
+        connection acquired for the block and released at its end (see
+        :class:`~asyncpg_rs.pipeline.PoolPipeline`)."""
+        return _pipeline.PoolPipeline(self, atomic=atomic, timeout=timeout)
+
     @typing.overload
     async def fetch(
         self,
