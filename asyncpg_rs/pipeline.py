@@ -299,45 +299,45 @@ class PoolPipeline:
     bounds the pipeline, not that wait, as with the pool's ``fetch`` and friends.
     """
 
-    __slots__ = ("_pool", "_atomic", "_timeout", "_con", "_pipeline", "_entered")
+    __slots__ = ("_pool", "_atomic", "_timeout", "_held")
 
     def __init__(self, pool: Pool, *, atomic: bool = False, timeout: float | None = None) -> None:
-        self._pool = pool
-        self._atomic = bool(atomic)
         # checked at the call, as con.pipeline() does: a bad value never takes a connection
         self._timeout = checked_timeout(timeout)
-        self._con: typing.Any = None
-        self._pipeline: Pipeline | None = None
-        self._entered = False
+        self._atomic = bool(atomic)
+        self._pool: Pool | None = pool
+        self._held: tuple[Pool, typing.Any, Pipeline] | None = None
 
     async def __aenter__(self) -> Pipeline:
-        if self._entered:
+        # entering uses the pool up: a second block (nested or later) would otherwise hold a
+        # second connection that only one exit knows of
+        pool, self._pool = self._pool, None
+        if pool is None:
             raise exceptions.InterfaceError(
                 "a pool.pipeline() block can be entered once: call pool.pipeline() again"
             )
-        self._entered = True
-        con = await self._pool.acquire()
+        con = await pool.acquire()
         try:
             # through the connection's method, which instrumentation may wrap
             pipeline = con.pipeline(atomic=self._atomic, timeout=self._timeout)
             await pipeline.__aenter__()
         except BaseException:
-            await self._pool.release(con)
+            await pool.release(con)
             raise
-        self._con, self._pipeline = con, pipeline
+        self._held = (pool, con, pipeline)
         return pipeline
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
-        con, self._con = self._con, None
-        pipeline, self._pipeline = self._pipeline, None
-        if con is None or pipeline is None:
+        held, self._held = self._held, None
+        if held is None:
             return
+        pool, con, pipeline = held
         try:
             await pipeline.__aexit__(exc_type, exc, tb)
         finally:
             # after the pipeline's last reply (or its cancellation), never before: released
             # earlier, the connection would go to the next borrower mid-pipeline
-            await self._pool.release(con)
+            await pool.release(con)
 
 
 def _fail_unsent(
