@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import AsyncIterable, Iterable
 
     from .connection import Connection
+    from .pool import Pool
     from .prepared_stmt import PreparedStatement
 
 # What a pipeline statement may be: a query, or a PreparedStatement of the same connection;
@@ -37,7 +38,7 @@ if typing.TYPE_CHECKING:
 Query = typing.Union[str, "PreparedStatement[typing.Any]"]
 QueryItem = typing.Union[Query, tuple[Query, "typing.Sequence[object]"]]
 
-__all__ = ("Pipeline", "PipelineResult", "Query", "QueryItem", "fetch_many_queries")
+__all__ = ("Pipeline", "PipelineResult", "PoolPipeline", "Query", "QueryItem", "fetch_many_queries")
 
 # Requests taken from the input at a time: the statements new to the cache among them are
 # prepared together, in one round trip. Bounded, so an endless iterable streams.
@@ -287,6 +288,58 @@ class Pipeline:
         return _first_error(errors)
 
 
+class PoolPipeline:
+    """What ``Pool.pipeline()`` returns: ``async with pool.pipeline() as p:`` acquires a
+    connection for the block and gives its :class:`Pipeline`, the same object as
+    ``con.pipeline()``'s, with the same semantics.
+
+    Leaving the block sends what is queued and waits for every reply (raising as
+    ``con.pipeline()``'s block does), then releases the connection, also when the block
+    raised. Acquiring waits for a free connection as ``pool.acquire()`` does: ``timeout``
+    bounds the pipeline, not that wait, as with the pool's ``fetch`` and friends.
+    """
+
+    __slots__ = ("_pool", "_atomic", "_timeout", "_held")
+
+    def __init__(self, pool: Pool, *, atomic: bool = False, timeout: float | None = None) -> None:
+        # checked at the call, as con.pipeline() does: a bad value never takes a connection
+        self._timeout = checked_timeout(timeout)
+        self._atomic = bool(atomic)
+        self._pool: Pool | None = pool
+        self._held: tuple[Pool, typing.Any, Pipeline] | None = None
+
+    async def __aenter__(self) -> Pipeline:
+        # entering uses the pool up: a second block (nested or later) would otherwise hold a
+        # second connection that only one exit knows of
+        pool, self._pool = self._pool, None
+        if pool is None:
+            raise exceptions.InterfaceError(
+                "a pool.pipeline() block can be entered once: call pool.pipeline() again"
+            )
+        con = await pool.acquire()
+        try:
+            # through the connection's method, which instrumentation may wrap
+            pipeline = con.pipeline(atomic=self._atomic, timeout=self._timeout)
+            await pipeline.__aenter__()
+        except BaseException:
+            await pool.release(con)
+            raise
+        self._held = (pool, con, pipeline)
+        return pipeline
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        pool, con, pipeline = held
+        try:
+            await pipeline.__aexit__(exc_type, exc, tb)
+        finally:
+            # after the pipeline's last reply (or its cancellation), never before: released
+            # earlier, the connection would go to the next borrower mid-pipeline
+            await pool.release(con)
+
+
 def _fail_unsent(
     requests: typing.Iterable[_Request], why: str, cause=None, lost: bool = False
 ) -> None:
@@ -317,11 +370,9 @@ async def fetch_many_queries(
     """See ``Connection.fetch_many_queries``."""
     session = con._session
     session.check_open()
-    timeout = checked_timeout(timeout)
-    if record_class is not None:
-        from .connection import _check_record_class
-
-        _check_record_class(record_class)
+    timeout, atomic, record_class, return_exceptions = fetch_many_options(
+        timeout, atomic, record_class, return_exceptions
+    )
     requests: list[_Request] = []
     counter = itertools.count()
 
@@ -361,6 +412,27 @@ async def fetch_many_queries(
         finally:
             del first  # the error's traceback holds this frame: no cycle
     return results
+
+
+class _FetchManyOptions(typing.NamedTuple):
+    timeout: float | None
+    atomic: bool
+    record_class: type | None
+    return_exceptions: bool
+
+
+def fetch_many_options(
+    timeout: float | None, atomic: bool, record_class: type | None, return_exceptions: bool
+) -> _FetchManyOptions:
+    """``fetch_many_queries``' options, checked and normalised. The pool checks them before
+    it takes a connection: a bad argument must neither wait for one nor hold one."""
+    if record_class is not None:
+        from .connection import _check_record_class
+
+        _check_record_class(record_class)
+    return _FetchManyOptions(
+        checked_timeout(timeout), bool(atomic), record_class, bool(return_exceptions)
+    )
 
 
 def _collect(requests: list[_Request]) -> tuple[list[typing.Any], BaseException | None]:

@@ -18,13 +18,13 @@ import warnings
 
 from . import connection as _connection
 from . import exceptions
+from . import pipeline as _pipeline
 from .protocol import Record
 
 if typing.TYPE_CHECKING:
     from collections.abc import AsyncIterable, Generator, Iterable, Sequence
 
     from . import _typing as _t
-    from . import pipeline as _pipeline
 
     # for type checkers the proxy is the connection it forwards to (``__getattr__``)
     _ProxyBase = _connection.Connection
@@ -668,14 +668,17 @@ class Pool:
     ) -> list[typing.Any]:
         """Run ``queries`` in one pipeline on a pooled connection (see
         :meth:`Connection.fetch_many_queries`)."""
+        options = _pipeline.fetch_many_options(timeout, atomic, record_class, return_exceptions)
         async with self.acquire() as con:
-            return await con.fetch_many_queries(
-                queries,
-                timeout=timeout,
-                atomic=atomic,
-                record_class=record_class,
-                return_exceptions=return_exceptions,
-            )
+            return await con.fetch_many_queries(queries, **options._asdict())
+
+    def pipeline(
+        self, *, atomic: bool = False, timeout: float | None = None
+    ) -> _pipeline.PoolPipeline:
+        """``async with pool.pipeline() as p:`` runs a :meth:`Connection.pipeline` on a
+        connection acquired for the block and released at its end (see
+        :class:`~asyncpg_rs.pipeline.PoolPipeline`)."""
+        return _pipeline.PoolPipeline(self, atomic=atomic, timeout=timeout)
 
     @typing.overload
     async def fetch(

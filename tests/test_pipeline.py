@@ -391,6 +391,165 @@ async def test_pool_connection_and_pool_level(pg):
             await pipe.sync()
 
 
+def _pool(pg, **kw):
+    kw.setdefault("min_size", 1)
+    kw.setdefault("max_size", 1)
+    return asyncpg_rs.create_pool(**pg.connect_kwargs(), **kw)
+
+
+async def test_pool_fetch_many_queries_checks_arguments_before_acquiring(pg):
+    async with _pool(pg) as pool:
+        async with pool.acquire():
+            # the only connection is out: a check after acquiring would wait forever
+            with pytest.raises(ValueError, match="invalid timeout"):
+                await asyncio.wait_for(pool.fetch_many_queries(["SELECT 1"], timeout="x"), 5)
+            with pytest.raises(exceptions.InterfaceError, match="record_class"):
+                await asyncio.wait_for(pool.fetch_many_queries(["SELECT 1"], record_class=dict), 5)
+        assert pool.get_idle_size() == 1
+
+
+async def test_pool_pipeline_holds_a_connection_for_the_block(pg):
+    pipelines = []
+
+    class Recording(asyncpg_rs.Connection):
+        def pipeline(self, **kwargs):
+            pipelines.append(kwargs)
+            return super().pipeline(**kwargs)
+
+    async with _pool(pg, connection_class=Recording) as pool:
+        assert (pool.get_size(), pool.get_idle_size()) == (1, 1)
+        async with pool.pipeline() as p:
+            assert isinstance(p, asyncpg_rs.pipeline.Pipeline)
+            assert pool.get_idle_size() == 0
+            # the pool's only connection is the block's until it ends
+            waiter = asyncio.ensure_future(pool.fetchval("SELECT pg_backend_pid()"))
+            rows = p.fetch("SELECT g FROM generate_series(1, 3) g")
+            row = p.fetchrow("SELECT $1::text AS t", "x")
+            val = p.fetchval("SELECT $1::int4 + 1", 41)
+            tag = p.execute("SELECT 1")
+            assert await val == 42  # awaiting inside the block sends what is queued
+            pid = p.fetchval("SELECT pg_backend_pid()")
+            await p.sync()
+            assert pid.done()
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+        assert [r["g"] for r in await rows] == [1, 2, 3]
+        assert (await row)["t"] == "x"
+        assert await tag == "SELECT 1"
+        assert await waiter == await pid  # the next borrower got the same connection
+        assert (pool.get_size(), pool.get_idle_size()) == (1, 1)
+        # through Connection.pipeline, which subclasses and instrumentation wrap
+        assert pipelines == [{"atomic": False, "timeout": None}]
+
+
+async def test_pool_pipeline_releases_when_the_block_raises(pg, event_loop_name):
+    table = f"pool_pipe_raise_{event_loop_name}"
+    async with _pool(pg) as pool:
+        await pool.execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (a int4)")
+        try:
+            with pytest.raises(RuntimeError, match="boom"):
+                async with pool.pipeline() as p:
+                    insert = p.execute(f"INSERT INTO {table} VALUES (1)")
+                    raise RuntimeError("boom")
+            assert pool.get_idle_size() == 1
+            with pytest.raises(exceptions.InterfaceError, match="was not sent"):
+                await insert
+            assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0
+
+            # a failure inside the block after some statements ran: they stay done, the
+            # session is reset for the next borrower
+            with pytest.raises(exceptions.UndefinedTableError):
+                async with pool.pipeline() as p:
+                    p.fetchval("SELECT set_config('application_name', 'piped', false)")
+                    p.fetchval("SELECT pg_advisory_lock(424242)")
+                    p.execute(f"INSERT INTO {table} VALUES (2)")
+                    await p.fetchval("SELECT * FROM no_such_table_here")
+            assert pool.get_idle_size() == 1
+            async with pool.acquire() as con:
+                assert await con.fetchval("SHOW application_name") != "piped"
+                assert not con.is_in_transaction()
+                assert (
+                    await con.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND pid = pg_backend_pid()"
+                    )
+                    == 0
+                )
+            assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 1
+        finally:
+            await pool.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_pool_pipeline_timeout_leaves_the_connection_usable(pg):
+    sleep = "SELECT pg_sleep($1)"
+    async with _pool(pg) as pool:
+        # warm: the timeout bounds preparing too (the pool's one connection keeps them)
+        await pool.fetch_many_queries(["SELECT 1", (sleep, (0,))])
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(asyncio.TimeoutError):
+            async with pool.pipeline(timeout=0.5) as p:
+                fast = p.fetchval("SELECT 1")
+                slow = p.fetchval(sleep, 30)
+        assert asyncio.get_running_loop().time() - t0 < 10
+        assert await fast == 1
+        with pytest.raises(asyncio.TimeoutError):
+            await slow
+        assert (pool.get_size(), pool.get_idle_size()) == (1, 1)
+        assert await pool.fetchval("SELECT 42") == 42
+        with pytest.raises(ValueError, match="invalid timeout"):
+            pool.pipeline(timeout="soon")
+        assert pool.get_idle_size() == 1
+
+
+async def test_pool_pipeline_atomic_rolls_back_for_every_borrower(pg, event_loop_name):
+    table = f"pool_pipe_atomic_{event_loop_name}"
+    async with _pool(pg, max_size=2) as pool:
+        await pool.execute(
+            f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int4 PRIMARY KEY, n int4);"
+            f"INSERT INTO {table} VALUES (1, 0), (2, 0)"
+        )
+        try:
+            with pytest.raises(exceptions.UniqueViolationError):
+                async with pool.pipeline(atomic=True) as p:
+                    p.execute(f"UPDATE {table} SET n = 99")
+                    p.execute(f"INSERT INTO {table} VALUES (1, 0)")
+                    skipped = p.fetchval("SELECT 1")
+            with pytest.raises(exceptions.InterfaceError, match="skipped"):
+                await skipped
+            assert pool.get_idle_size() == pool.get_size()
+            # seen from both of the pool's connections at once: nothing committed
+            async with pool.acquire() as a, pool.acquire() as b:
+                assert a.get_server_pid() != b.get_server_pid()
+                for con in (a, b):
+                    assert await con.fetchval(f"SELECT max(n) FROM {table}") == 0
+            async with pool.pipeline(atomic=True) as p:
+                p.execute(f"UPDATE {table} SET n = 1")
+                p.execute(f"UPDATE {table} SET n = n + 1 WHERE id = 2")
+            assert await pool.fetchval(f"SELECT sum(n) FROM {table}") == 3
+        finally:
+            await pool.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_pool_pipeline_after_its_block(pg):
+    pool = await _pool(pg)
+    try:
+        ctx = pool.pipeline()
+        async with ctx as p:
+            r = p.fetchval("SELECT 1")
+        assert await r == 1  # results stay readable
+        with pytest.raises(exceptions.InterfaceError, match="pipeline is closed"):
+            p.fetchval("SELECT 2")
+        with pytest.raises(exceptions.InterfaceError, match="entered once"):
+            async with ctx:
+                pass
+        assert pool.get_idle_size() == 1
+    finally:
+        await pool.close()
+    with pytest.raises(exceptions.InterfaceError, match="pool is closed"):
+        async with pool.pipeline():
+            pass
+
+
 async def test_query_loggers_see_every_statement(con):
     logged = []
     with con.query_logger(logged.append):
