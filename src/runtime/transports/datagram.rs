@@ -18,7 +18,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::common::{
     extra_info, is_interrupt, presented_class, release_descriptor, report,
-    schedule_connection_lost, water_marks, ProtocolContext,
+    schedule_connection_lost, Crossing, Mark, PauseAt, ProtocolContext, WaterMarks,
 };
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
@@ -34,9 +34,8 @@ struct State {
     queued_bytes: usize,
     closing: bool,
     lost: bool,
-    protocol_paused: bool,
-    high_water: usize,
-    low_water: usize,
+    /// The queue's marks, and whether the protocol was told to pause writing.
+    write_marks: WaterMarks,
     attached: bool,
     write_armed: bool,
 }
@@ -278,38 +277,42 @@ impl DatagramTransport {
         Ok(())
     }
 
+    /// New `write_marks` (`set_*_buffer_limits`): they may pause or resume at once.
+    fn set_write_marks(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        let mut st = slf.get().state.borrow_mut(slf.py())?;
+        st.write_marks.set(high, low)?;
+        drop(st);
+        Self::after_queue_change(slf)
+    }
+
     /// Arm writability, flow control and a deferred close after the queue changed.
     fn after_queue_change(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (arm, pause, resume, lost) = {
+        let (arm, crossing, lost) = {
             let mut st = me.state.borrow_mut(py)?;
             let want = !st.queue.is_empty() && !st.lost;
             let arm = (st.attached && st.write_armed != want).then(|| {
                 st.write_armed = want;
                 want
             });
-            let pause = st.queued_bytes > st.high_water && !st.protocol_paused;
-            let resume = st.queued_bytes <= st.low_water && st.protocol_paused;
-            if pause || resume {
-                st.protocol_paused = pause;
-            }
+            let queued = st.queued_bytes;
+            let crossing = st.write_marks.crossing(queued);
             let lost = st.queue.is_empty() && st.closing && !st.lost;
             if lost {
                 st.lost = true;
             }
-            (arm, pause, resume, lost)
+            (arm, crossing, lost)
         };
         if let Some(writing) = arm {
             if let Ok(core) = me.loop_obj.bind(py).downcast::<LoopCore>() {
                 core.get().set_transport_writing(py, me.fd, writing)?;
             }
         }
-        if pause || resume {
-            let method = if pause {
-                "pause_writing"
-            } else {
-                "resume_writing"
+        if let Some(crossing) = crossing {
+            let method = match crossing {
+                Crossing::Pause => "pause_writing",
+                Crossing::Resume => "resume_writing",
             };
             if let Some(p) = me.protocol(py) {
                 if let Err(e) = me.context.run(py, || p.call_method0(py, method)) {
@@ -369,9 +372,7 @@ impl DatagramTransport {
                 queued_bytes: 0,
                 closing: false,
                 lost: false,
-                protocol_paused: false,
-                high_water: DEFAULT_HIGH_WATER,
-                low_water: DEFAULT_HIGH_WATER / 4,
+                write_marks: WaterMarks::new(DEFAULT_HIGH_WATER, PauseAt::Above),
                 attached: false,
                 write_armed: false,
             }),
@@ -522,24 +523,13 @@ impl DatagramTransport {
 
     /// ``(low, high)`` water marks.
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        let st = self.state.borrow_mut(py)?;
-        Ok((st.low_water, st.high_water))
+        Ok(self.state.borrow_mut(py)?.write_marks.limits())
     }
 
     /// Set the high and low water marks for ``pause_writing``/``resume_writing``.
     #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let (high, low) = water_marks(high, low, DEFAULT_HIGH_WATER)?;
-        {
-            let mut st = slf.get().state.borrow_mut(slf.py())?;
-            st.high_water = high;
-            st.low_water = low;
-        }
-        Self::after_queue_change(slf)
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        Self::set_write_marks(slf, high, low)
     }
 
     /// ``'peername'``, ``'sockname'``, ``'socket'``.

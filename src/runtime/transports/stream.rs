@@ -24,7 +24,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::common::{
     extra_info, is_interrupt, presented_class, release_descriptor, report,
-    schedule_connection_lost, water_marks, ProtocolContext,
+    schedule_connection_lost, Crossing, Mark, PauseAt, ProtocolContext, WaterMarks,
 };
 use super::native::{native_receiver, NativeReceive};
 use crate::runtime::cell::GilCell;
@@ -73,11 +73,10 @@ struct State {
     /// The last read brought at least `LARGE_READ` bytes: for a `data_received` protocol,
     /// receive the next one in place (see `read_buffer`).
     large_reads: bool,
-    protocol_paused: bool,
     /// `loop.sendfile` owns the socket: a write now would land inside the file's bytes.
     sendfile_busy: bool,
-    high_water: usize,
-    low_water: usize,
+    /// The write buffer's marks, and whether the protocol was told to pause writing.
+    write_marks: WaterMarks,
     attached: bool,
     /// The reactor watches writability for us (only while data is buffered).
     write_armed: bool,
@@ -658,6 +657,14 @@ impl StreamTransport {
         Self::after_write(slf)
     }
 
+    /// New `write_marks` (`set_*_buffer_limits`): they may pause or resume at once.
+    fn set_write_marks(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        let mut st = slf.get().state.borrow_mut(slf.py())?;
+        st.write_marks.set(high, low)?;
+        drop(st);
+        Self::after_write(slf)
+    }
+
     /// Flow control and deferred close/EOF once the buffer changed.
     fn after_write(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::arm_write(slf)?;
@@ -691,18 +698,10 @@ impl StreamTransport {
             // Resume before a closing transport counts as done: the protocol may still have
             // data for it (SSLProtocol's close_notify and the records queued behind a
             // pause), and asyncio's transports take it and flush it before connection_lost.
-            let next = if size > st.high_water && !st.protocol_paused {
-                st.protocol_paused = true;
-                st.protocol
-                    .as_ref()
-                    .map_or(Next::Nothing, |p| Next::Pause(p.clone_ref(py)))
-            } else if size <= st.low_water && st.protocol_paused {
-                st.protocol_paused = false;
-                st.protocol
-                    .as_ref()
-                    .map_or(Next::Nothing, |p| Next::Resume(p.clone_ref(py)))
-            } else {
-                Next::Nothing
+            let next = match (st.write_marks.crossing(size), &st.protocol) {
+                (Some(Crossing::Pause), Some(p)) => Next::Pause(p.clone_ref(py)),
+                (Some(Crossing::Resume), Some(p)) => Next::Resume(p.clone_ref(py)),
+                _ => Next::Nothing,
             };
             if size == 0 && st.eof_written && !st.closing {
                 shutdown = true;
@@ -940,10 +939,8 @@ impl StreamTransport {
                 read_continuation: false,
                 peer_closed: false,
                 large_reads: false,
-                protocol_paused: false,
                 sendfile_busy: false,
-                high_water: DEFAULT_HIGH_WATER,
-                low_water: DEFAULT_HIGH_WATER / 4,
+                write_marks: WaterMarks::new(DEFAULT_HIGH_WATER, PauseAt::Above),
                 attached: false,
                 write_armed: false,
                 empty_waiters: Vec::new(),
@@ -1176,24 +1173,13 @@ impl StreamTransport {
 
     /// Set the write buffer's high and low water marks (bytes).
     #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let (high, low) = water_marks(high, low, DEFAULT_HIGH_WATER)?;
-        {
-            let mut st = slf.get().state.borrow_mut(slf.py())?;
-            st.high_water = high;
-            st.low_water = low;
-        }
-        Self::after_write(slf)
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        Self::set_write_marks(slf, high, low)
     }
 
     /// ``(low, high)`` water marks.
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        let st = self.state.borrow_mut(py)?;
-        Ok((st.low_water, st.high_water))
+        Ok(self.state.borrow_mut(py)?.write_marks.limits())
     }
 
     /// Bytes waiting to be sent.

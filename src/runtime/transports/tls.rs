@@ -29,7 +29,9 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
 
-use super::common::{is_interrupt, presented_class, water_marks, ProtocolContext};
+use super::common::{
+    is_interrupt, presented_class, Crossing, Mark, PauseAt, ProtocolContext, WaterMarks,
+};
 use super::native::{native_receiver, NativeReceive};
 use super::stream::StreamTransport;
 use crate::runtime::cell::GilCell;
@@ -92,13 +94,10 @@ struct State {
     /// The stream transport asked us to stop writing (its buffer is over its high mark).
     ssl_writing_paused: bool,
     app_reading_paused: bool,
-    /// We paused the stream transport: undecrypted input is over its high mark.
-    ssl_reading_paused: bool,
-    app_writing_paused: bool,
-    in_high: usize,
-    in_low: usize,
-    out_high: usize,
-    out_low: usize,
+    /// Undecrypted input's marks; paused: we paused the stream transport below.
+    in_marks: WaterMarks,
+    /// The backlog's and outgoing BIO's marks; paused: we paused the application's writing.
+    out_marks: WaterMarks,
     handshake_timer: Option<Py<PyAny>>,
     shutdown_timer: Option<Py<PyAny>>,
 }
@@ -716,18 +715,25 @@ impl TlsTransport {
         }
     }
 
+    /// New `in_marks` (`set_*_buffer_limits`): they may pause or resume at once.
+    fn set_in_marks(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        let mut st = slf.get().state.borrow_mut(slf.py())?;
+        st.in_marks.set(high, low)?;
+        drop(st);
+        Self::control_ssl_reading(slf)
+    }
+
     /// Pause the stream transport while undecrypted input piles up (the application is not
     /// reading), resume it once that drained.
     fn control_ssl_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (paused, app_paused, high, low) = {
+        let (paused, app_paused, high) = {
             let st = me.state.borrow_mut(py)?;
             (
-                st.ssl_reading_paused,
+                st.in_marks.paused(),
                 st.app_reading_paused,
-                st.in_high,
-                st.in_low,
+                st.in_marks.high(),
             )
         };
         // A reading application empties the BIO each event: below a record's size, nothing
@@ -739,15 +745,12 @@ impl TlsTransport {
             .incoming
             .getattr(py, intern!(py, "pending"))?
             .extract(py)?;
-        let action = if size >= high && !paused {
-            Some((true, intern!(py, "pause_reading")))
-        } else if size <= low && paused {
-            Some((false, intern!(py, "resume_reading")))
-        } else {
-            None
-        };
-        if let Some((pause, method)) = action {
-            me.state.borrow_mut(py)?.ssl_reading_paused = pause;
+        let crossing = me.state.borrow_mut(py)?.in_marks.crossing(size);
+        if let Some(crossing) = crossing {
+            let method = match crossing {
+                Crossing::Pause => intern!(py, "pause_reading"),
+                Crossing::Resume => intern!(py, "resume_reading"),
+            };
             if let Some(lower) = me.lower(py) {
                 lower.call_method0(py, method)?;
             }
@@ -921,18 +924,20 @@ impl TlsTransport {
         Ok(pending + self.state.borrow_mut(py)?.backlog_size)
     }
 
+    /// New `out_marks` (`set_*_buffer_limits`): they may pause or resume at once.
+    fn set_out_marks(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        let mut st = slf.get().state.borrow_mut(slf.py())?;
+        st.out_marks.set(high, low)?;
+        drop(st);
+        Self::control_app_writing(slf)
+    }
+
     fn control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (ssl_paused, app_paused, backlog, high, low) = {
+        let (ssl_paused, backlog) = {
             let st = me.state.borrow_mut(py)?;
-            (
-                st.ssl_writing_paused,
-                st.app_writing_paused,
-                st.backlog_size,
-                st.out_high,
-                st.out_low,
-            )
+            (st.ssl_writing_paused, st.backlog_size)
         };
         // unpaused, the outgoing BIO was just emptied: only the backlog counts
         let size = if ssl_paused {
@@ -940,25 +945,22 @@ impl TlsTransport {
         } else {
             backlog
         };
-        let (pause, method, what) = if size >= high && !app_paused {
-            (
-                true,
+        let (crossing, protocol) = {
+            let mut st = me.state.borrow_mut(py)?;
+            let Some(crossing) = st.out_marks.crossing(size) else {
+                return Ok(());
+            };
+            (crossing, st.protocol.as_ref().map(|p| p.clone_ref(py)))
+        };
+        let (method, what) = match crossing {
+            Crossing::Pause => (
                 intern!(py, "pause_writing"),
                 "protocol.pause_writing() failed",
-            )
-        } else if size <= low && app_paused {
-            (
-                false,
+            ),
+            Crossing::Resume => (
                 intern!(py, "resume_writing"),
                 "protocol.resume_writing() failed",
-            )
-        } else {
-            return Ok(());
-        };
-        let protocol = {
-            let mut st = me.state.borrow_mut(py)?;
-            st.app_writing_paused = pause;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
+            ),
         };
         let Some(protocol) = protocol else {
             return Ok(());
@@ -1213,12 +1215,8 @@ impl TlsTransport {
                 eof_received: false,
                 ssl_writing_paused: false,
                 app_reading_paused: false,
-                ssl_reading_paused: false,
-                app_writing_paused: false,
-                in_high: READ_HIGH_WATER,
-                in_low: READ_HIGH_WATER / 4,
-                out_high: WRITE_HIGH_WATER,
-                out_low: WRITE_HIGH_WATER / 4,
+                in_marks: WaterMarks::new(READ_HIGH_WATER, PauseAt::Reaching),
+                out_marks: WaterMarks::new(WRITE_HIGH_WATER, PauseAt::Reaching),
                 handshake_timer: None,
                 shutdown_timer: None,
             }),
@@ -1507,23 +1505,12 @@ impl TlsTransport {
     }
 
     #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let (high, low) = water_marks(high, low, WRITE_HIGH_WATER)?;
-        {
-            let mut st = slf.get().state.borrow_mut(slf.py())?;
-            st.out_high = high;
-            st.out_low = low;
-        }
-        Self::control_app_writing(slf)
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        Self::set_out_marks(slf, high, low)
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        let st = self.state.borrow_mut(py)?;
-        Ok((st.out_low, st.out_high))
+        Ok(self.state.borrow_mut(py)?.out_marks.limits())
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
@@ -1531,23 +1518,12 @@ impl TlsTransport {
     }
 
     #[pyo3(signature = (high=None, low=None))]
-    fn set_read_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let (high, low) = water_marks(high, low, READ_HIGH_WATER)?;
-        {
-            let mut st = slf.get().state.borrow_mut(slf.py())?;
-            st.in_high = high;
-            st.in_low = low;
-        }
-        Self::control_ssl_reading(slf)
+    fn set_read_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        Self::set_in_marks(slf, high, low)
     }
 
     fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        let st = self.state.borrow_mut(py)?;
-        Ok((st.in_low, st.in_high))
+        Ok(self.state.borrow_mut(py)?.in_marks.limits())
     }
 
     fn get_read_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
@@ -1561,7 +1537,7 @@ impl TlsTransport {
     fn _protocol_paused(&self, py: Python<'_>) -> bool {
         self.state
             .try_borrow_mut(py)
-            .is_some_and(|st| st.app_writing_paused)
+            .is_some_and(|st| st.out_marks.paused())
     }
 
     /// ``'ssl_object'``, ``'peercert'``, ``'cipher'``, ``'compression'``, ``'sslcontext'``,
