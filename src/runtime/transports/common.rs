@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 /// The `contextvars.Context` a transport's Python protocol callbacks run in: the one that was
 /// current where the connection (server, endpoint, subprocess) was set up, as uvloop does, so
@@ -111,6 +111,28 @@ pub fn schedule_connection_lost(
     let callback = transport.getattr(intern!(py, "_call_connection_lost"))?;
     loop_obj.call_method1(py, intern!(py, "call_soon"), (callback, exc))?;
     Ok(())
+}
+
+/// `loop.call_soon(obj.<method>)`: a transport's next step, after what is ready now.
+pub fn call_soon_method(
+    loop_obj: &Py<PyAny>,
+    obj: &Bound<'_, PyAny>,
+    method: &Bound<'_, PyString>,
+) -> PyResult<()> {
+    let py = obj.py();
+    loop_obj.call_method1(py, intern!(py, "call_soon"), (obj.getattr(method)?,))?;
+    Ok(())
+}
+
+/// `loop.call_later(delay, obj.<method>)`: the timer handle, to cancel when the wait is over.
+pub fn call_later_method(
+    loop_obj: &Py<PyAny>,
+    delay: f64,
+    obj: &Bound<'_, PyAny>,
+    method: &Bound<'_, PyString>,
+) -> PyResult<Py<PyAny>> {
+    let py = obj.py();
+    loop_obj.call_method1(py, intern!(py, "call_later"), (delay, obj.getattr(method)?))
 }
 
 /// A water mark as `set_*_buffer_limits` takes it: bytes, or None for asyncio's default.

@@ -17,7 +17,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::common::{
-    extra_info, is_interrupt, presented_class, release_descriptor, report,
+    call_soon_method, extra_info, is_interrupt, presented_class, release_descriptor, report,
     schedule_connection_lost, Crossing, Mark, PauseAt, ProtocolContext, WaterMarks,
 };
 use crate::runtime::cell::GilCell;
@@ -228,12 +228,7 @@ impl DatagramTransport {
             }
         }
         // more may be waiting: the next readiness edge will not come for it, so look again
-        me.loop_obj.call_method1(
-            py,
-            intern!(py, "call_soon"),
-            (slf.getattr(intern!(py, "_receive"))?,),
-        )?;
-        Ok(())
+        call_soon_method(&me.loop_obj, slf.as_any(), intern!(py, "_receive"))
     }
 
     fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -275,14 +270,6 @@ impl DatagramTransport {
         };
         drop(sent);
         Ok(())
-    }
-
-    /// New `write_marks` (`set_*_buffer_limits`): they may pause or resume at once.
-    fn set_write_marks(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
-        let mut st = slf.get().state.borrow_mut(slf.py())?;
-        st.write_marks.set(high, low)?;
-        drop(st);
-        Self::after_queue_change(slf)
     }
 
     /// Arm writability, flow control and a deferred close after the queue changed.
@@ -395,10 +382,6 @@ impl DatagramTransport {
         Self::after_queue_change(slf)
     }
 
-    fn _receive(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::receive(slf)
-    }
-
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
@@ -493,6 +476,28 @@ impl DatagramTransport {
         Self::after_queue_change(slf)
     }
 
+    /// Set the high and low water marks for ``pause_writing``/``resume_writing``.
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        let me = slf.get();
+        me.state.borrow_mut(slf.py())?.write_marks.set(high, low)?;
+        Self::after_queue_change(slf)
+    }
+
+    fn _receive(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::receive(slf)
+    }
+
+    /// ``(low, high)`` water marks.
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
+        Ok(self.state.borrow_mut(py)?.write_marks.limits())
+    }
+
+    /// Bytes of datagrams waiting to be sent.
+    fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.state.borrow_mut(py)?.queued_bytes)
+    }
+
     /// Close once queued datagrams are sent.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
@@ -514,22 +519,6 @@ impl DatagramTransport {
     /// Whether the transport is closing or closed.
     fn is_closing(&self, py: Python<'_>) -> bool {
         self.state.try_borrow_mut(py).is_none_or(|st| st.closing)
-    }
-
-    /// Bytes of datagrams waiting to be sent.
-    fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.state.borrow_mut(py)?.queued_bytes)
-    }
-
-    /// ``(low, high)`` water marks.
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        Ok(self.state.borrow_mut(py)?.write_marks.limits())
-    }
-
-    /// Set the high and low water marks for ``pause_writing``/``resume_writing``.
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
-        Self::set_write_marks(slf, high, low)
     }
 
     /// ``'peername'``, ``'sockname'``, ``'socket'``.

@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use super::sslobject::{is_again, is_ssl_error, names};
 use super::{AppPhase, Phase, TlsTransport};
-use crate::runtime::transports::common::is_interrupt;
+use crate::runtime::transports::common::{call_later_method, call_soon_method, is_interrupt};
 
 /// asyncio's defaults (`asyncio.constants`), in seconds.
 pub(super) const HANDSHAKE_TIMEOUT: f64 = 60.0;
@@ -42,10 +42,7 @@ pub(super) fn timeout(name: &str, given: Option<f64>, default: f64) -> PyResult<
 }
 
 impl TlsTransport {
-    fn wakeup_waiter(
-        slf: &Bound<'_, Self>,
-        exc: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    fn wakeup_waiter(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let Some(waiter) = slf.get().state.borrow_mut(py)?.waiter.take() else {
             return Ok(());
@@ -79,10 +76,7 @@ impl TlsTransport {
         }
     }
 
-    fn on_handshake_complete(
-        slf: &Bound<'_, Self>,
-        failure: Option<PyErr>,
-    ) -> PyResult<()> {
+    fn on_handshake_complete(slf: &Bound<'_, Self>, failure: Option<PyErr>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let timer = me.state.borrow_mut(py)?.handshake_timer.take();
@@ -143,12 +137,7 @@ impl TlsTransport {
         // Plaintext that came with the handshake's last flight waits an iteration: after
         // start_tls the caller learns of this transport only in the waiter's callback, and
         // data handed over now would reach a protocol still writing to the plain transport.
-        me.loop_obj.call_method1(
-            py,
-            intern!(py, "call_soon"),
-            (slf.getattr(intern!(py, "_resume"))?,),
-        )?;
-        Ok(())
+        call_soon_method(&me.loop_obj, slf.as_any(), intern!(py, "_resume"))
     }
 
     pub(super) fn start_shutdown(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -169,16 +158,24 @@ impl TlsTransport {
             return Self::abort_inner(slf, None);
         }
         me.set_phase(py, Phase::Flushing)?;
-        let timer = me.loop_obj.call_method1(
-            py,
-            intern!(py, "call_later"),
-            (
-                me.shutdown_timeout,
-                slf.getattr(intern!(py, "_check_shutdown_timeout"))?,
-            ),
-        )?;
+        let check = intern!(py, "_check_shutdown_timeout");
+        let timer = call_later_method(&me.loop_obj, me.shutdown_timeout, slf.as_any(), check)?;
         me.state.borrow_mut(py)?.shutdown_timer = Some(timer);
         Self::do_flush(slf)
+    }
+
+    fn on_shutdown_complete(slf: &Bound<'_, Self>, failure: Option<PyErr>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let timer = me.state.borrow_mut(py)?.shutdown_timer.take();
+        Self::cancel_timer(py, timer)?;
+        if let Some(err) = failure {
+            return Self::fatal_error(slf, err, "Fatal error on transport");
+        }
+        if let Some(lower) = me.lower(py) {
+            call_soon_method(&me.loop_obj, lower.bind(py), intern!(py, "close"))?;
+        }
+        Ok(())
     }
 
     pub(super) fn do_flush(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -225,27 +222,6 @@ impl TlsTransport {
         }
     }
 
-    fn on_shutdown_complete(
-        slf: &Bound<'_, Self>,
-        failure: Option<PyErr>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let me = slf.get();
-        let timer = me.state.borrow_mut(py)?.shutdown_timer.take();
-        Self::cancel_timer(py, timer)?;
-        if let Some(err) = failure {
-            return Self::fatal_error(slf, err, "Fatal error on transport");
-        }
-        if let Some(lower) = me.lower(py) {
-            me.loop_obj.call_method1(
-                py,
-                intern!(py, "call_soon"),
-                (lower.getattr(py, intern!(py, "close"))?,),
-            )?;
-        }
-        Ok(())
-    }
-
     pub(super) fn abort_inner(
         slf: &Bound<'_, Self>,
         exc: Option<Bound<'_, PyAny>>,
@@ -274,14 +250,8 @@ impl TlsTransport {
             st.transport = Some(transport.unbind());
             st.phase = Phase::Handshake;
         }
-        let timer = me.loop_obj.call_method1(
-            py,
-            intern!(py, "call_later"),
-            (
-                me.handshake_timeout,
-                slf.getattr(intern!(py, "_check_handshake_timeout"))?,
-            ),
-        )?;
+        let check = intern!(py, "_check_handshake_timeout");
+        let timer = call_later_method(&me.loop_obj, me.handshake_timeout, slf.as_any(), check)?;
         me.state.borrow_mut(py)?.handshake_timer = Some(timer);
         Self::do_handshake(slf)
     }

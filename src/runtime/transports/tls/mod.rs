@@ -33,7 +33,9 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::common::{is_interrupt, presented_class, Mark, PauseAt, ProtocolContext, WaterMarks};
+use super::common::{
+    call_soon_method, is_interrupt, presented_class, Mark, PauseAt, ProtocolContext, WaterMarks,
+};
 use crate::runtime::cell::GilCell;
 use handshake_shutdown::{timeout, HANDSHAKE_TIMEOUT, SHUTDOWN_TIMEOUT};
 pub(crate) use read::receive_ciphertext;
@@ -90,6 +92,12 @@ struct State {
 }
 
 impl State {
+    /// The protocol and how bytes reach it change together; the old protocol is returned.
+    fn swap_protocol(&mut self, new: Bound<'_, PyAny>, receiver: Receiver) -> Option<Py<PyAny>> {
+        self.receiver = receiver;
+        self.protocol.replace(new.unbind())
+    }
+
     fn new(
         app_phase: AppPhase,
         protocol: Py<PyAny>,
@@ -361,6 +369,29 @@ impl TlsTransport {
         Self::write_lines(slf, list_of_data)
     }
 
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        let me = slf.get();
+        me.state.borrow_mut(slf.py())?.out_marks.set(high, low)?;
+        Self::control_app_writing(slf)
+    }
+
+    /// Whether the application's writing is paused (``loop.sendfile``'s fallback asks).
+    #[getter]
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.state
+            .try_borrow_mut(py)
+            .is_some_and(|st| st.out_marks.paused())
+    }
+
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
+        Ok(self.state.borrow_mut(py)?.out_marks.limits())
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
+        self.write_buffer_size(py)
+    }
+
     /// TLS transports cannot half-close (as asyncio's): raises ``NotImplementedError``.
     fn write_eof(&self) -> PyResult<()> {
         Err(PyNotImplementedError::new_err(()))
@@ -399,12 +430,6 @@ impl TlsTransport {
         self.state.try_borrow_mut(py).is_none_or(|st| st.closed)
     }
 
-    fn is_reading(&self, py: Python<'_>) -> bool {
-        self.state
-            .try_borrow_mut(py)
-            .is_some_and(|st| !st.app_reading_paused)
-    }
-
     /// Stop delivering plaintext until :meth:`resume_reading`.
     fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
         self.state.borrow_mut(py)?.app_reading_paused = true;
@@ -420,30 +445,20 @@ impl TlsTransport {
             }
             st.app_reading_paused = false;
         }
-        slf.get().loop_obj.call_method1(
-            py,
-            intern!(py, "call_soon"),
-            (slf.getattr(intern!(py, "_resume"))?,),
-        )?;
-        Ok(())
-    }
-
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
-        Self::set_out_marks(slf, high, low)
-    }
-
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        Ok(self.state.borrow_mut(py)?.out_marks.limits())
-    }
-
-    fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
-        self.write_buffer_size(py)
+        call_soon_method(&slf.get().loop_obj, slf.as_any(), intern!(py, "_resume"))
     }
 
     #[pyo3(signature = (high=None, low=None))]
     fn set_read_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
-        Self::set_in_marks(slf, high, low)
+        let me = slf.get();
+        me.state.borrow_mut(slf.py())?.in_marks.set(high, low)?;
+        Self::control_ssl_reading(slf)
+    }
+
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        self.state
+            .try_borrow_mut(py)
+            .is_some_and(|st| !st.app_reading_paused)
     }
 
     fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
@@ -454,14 +469,6 @@ impl TlsTransport {
         self.incoming
             .getattr(py, intern!(py, "pending"))?
             .extract(py)
-    }
-
-    /// Whether the application's writing is paused (``loop.sendfile``'s fallback asks).
-    #[getter]
-    fn _protocol_paused(&self, py: Python<'_>) -> bool {
-        self.state
-            .try_borrow_mut(py)
-            .is_some_and(|st| st.out_marks.paused())
     }
 
     /// ``'ssl_object'``, ``'peercert'``, ``'cipher'``, ``'compression'``, ``'sslcontext'``,
@@ -484,12 +491,9 @@ impl TlsTransport {
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
-        let receiver = receiver_for(py, &protocol);
-        let old = {
-            let mut st = self.state.borrow_mut(py)?;
-            st.receiver = receiver;
-            st.protocol.replace(protocol.unbind())
-        };
+        let how = receiver_for(py, &protocol);
+        let old = self.state.borrow_mut(py)?.swap_protocol(protocol, how);
+        // dropped with the state let go: the last reference may run Python
         drop(old);
         Ok(())
     }

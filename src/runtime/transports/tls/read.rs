@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use super::sslobject::{call_with_data, is_again, names, with_view};
 use super::{AppPhase, Phase, TlsTransport};
-use crate::runtime::transports::common::{Crossing, Mark};
+use crate::runtime::transports::common::Crossing;
 use crate::runtime::transports::native::{native_receiver, NativeReceive};
 
 /// Plaintext decrypted per read event before it is handed on (asyncio reads 256 KiB too).
@@ -145,11 +145,7 @@ impl TlsTransport {
     /// Decrypt records into `len` bytes at `ptr` until the BIO holds no complete record, the
     /// peer's close_notify arrives, or the room is used up. Returns the bytes written and
     /// whether close_notify arrived.
-    fn read_records(
-        slf: &Bound<'_, Self>,
-        ptr: *mut u8,
-        len: usize,
-    ) -> PyResult<(usize, bool)> {
+    fn read_records(slf: &Bound<'_, Self>, ptr: *mut u8, len: usize) -> PyResult<(usize, bool)> {
         let py = slf.py();
         let me = slf.get();
         let hot = me.hot.bind(py);
@@ -347,17 +343,9 @@ impl TlsTransport {
         }
     }
 
-    /// New `in_marks` (`set_*_buffer_limits`): they may pause or resume at once.
-    pub(super) fn set_in_marks(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
-        let mut st = slf.get().state.borrow_mut(slf.py())?;
-        st.in_marks.set(high, low)?;
-        drop(st);
-        Self::control_ssl_reading(slf)
-    }
-
     /// Pause the stream transport while undecrypted input piles up (the application is not
     /// reading), resume it once that drained.
-    fn control_ssl_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(super) fn control_ssl_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let (paused, app_paused, high) = {

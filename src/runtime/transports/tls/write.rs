@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::sslobject::{call_with_data, is_again, names};
 use super::{Phase, TlsTransport};
-use crate::runtime::transports::common::{is_interrupt, Crossing, Mark};
+use crate::runtime::transports::common::{is_interrupt, Crossing};
 use crate::runtime::transports::stream::StreamTransport;
 
 /// Writes after the connection is gone are dropped; past this many a warning is logged.
@@ -181,15 +181,7 @@ impl TlsTransport {
         Ok(pending + self.state.borrow_mut(py)?.backlog_size)
     }
 
-    /// New `out_marks` (`set_*_buffer_limits`): they may pause or resume at once.
-    pub(super) fn set_out_marks(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
-        let mut st = slf.get().state.borrow_mut(slf.py())?;
-        st.out_marks.set(high, low)?;
-        drop(st);
-        Self::control_app_writing(slf)
-    }
-
-    fn control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
+    pub(super) fn control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let (ssl_paused, backlog) = {
