@@ -1,5 +1,5 @@
 //! What every transport of ours does the same way: report failures to the loop's exception
-//! handler, schedule `connection_lost`, validate water marks, answer `get_extra_info`, and run
+//! handler, schedule `connection_lost`, keep water marks, answer `get_extra_info`, and run
 //! protocol callbacks in the `contextvars` context the connection was set up in.
 
 use pyo3::exceptions::{
@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 /// The `contextvars.Context` a transport's Python protocol callbacks run in: the one that was
 /// current where the connection (server, endpoint, subprocess) was set up, as uvloop does, so
@@ -113,23 +113,115 @@ pub fn schedule_connection_lost(
     Ok(())
 }
 
-/// `(high, low)` from `set_write_buffer_limits` arguments, with asyncio's defaults and check.
-pub fn water_marks(
-    high: Option<i64>,
-    low: Option<i64>,
+/// `loop.call_soon(obj.<method>)`: a transport's next step, after what is ready now.
+pub fn call_soon_method(
+    loop_obj: &Py<PyAny>,
+    obj: &Bound<'_, PyAny>,
+    method: &Bound<'_, PyString>,
+) -> PyResult<()> {
+    let py = obj.py();
+    loop_obj.call_method1(py, intern!(py, "call_soon"), (obj.getattr(method)?,))?;
+    Ok(())
+}
+
+/// `loop.call_later(delay, obj.<method>)`: the timer handle, to cancel when the wait is over.
+pub fn call_later_method(
+    loop_obj: &Py<PyAny>,
+    delay: f64,
+    obj: &Bound<'_, PyAny>,
+    method: &Bound<'_, PyString>,
+) -> PyResult<Py<PyAny>> {
+    let py = obj.py();
+    loop_obj.call_method1(py, intern!(py, "call_later"), (delay, obj.getattr(method)?))
+}
+
+/// A water mark as `set_*_buffer_limits` takes it: bytes, or None for asyncio's default.
+pub type Mark = Option<i64>;
+
+/// Which side of the high mark pauses: asyncio's socket transports pause once the buffer is
+/// over it, its `SSLProtocol` once the buffer reaches it.
+#[derive(Clone, Copy)]
+pub enum PauseAt {
+    Above,
+    Reaching,
+}
+
+/// What a buffer's size now asks of the side filling it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Crossing {
+    Pause,
+    Resume,
+}
+
+/// A buffer's high and low water marks and whether the side filling it is paused: what
+/// `set_write_buffer_limits`/`get_write_buffer_limits` (and TLS's read-buffer twins) set
+/// and answer on every transport, and the one rule for when to pause and resume.
+pub struct WaterMarks {
+    high: usize,
+    low: usize,
     default_high: usize,
-) -> PyResult<(usize, usize)> {
-    let high = high.unwrap_or(match low {
-        Some(l) => 4 * l,
-        None => default_high as i64,
-    });
-    let low = low.unwrap_or(high / 4);
-    if !(high >= low && low >= 0) {
-        return Err(PyValueError::new_err(format!(
-            "high ({high}) must be >= low ({low}) must be >= 0"
-        )));
+    pause_at: PauseAt,
+    paused: bool,
+}
+
+impl WaterMarks {
+    pub fn new(default_high: usize, pause_at: PauseAt) -> Self {
+        WaterMarks {
+            high: default_high,
+            low: default_high / 4,
+            default_high,
+            pause_at,
+            paused: false,
+        }
     }
-    Ok((high as usize, low as usize))
+
+    /// `set_*_buffer_limits(high, low)`, with asyncio's defaults and check. The caller looks
+    /// at the buffer again (`crossing`): the new marks may pause or resume at once.
+    pub fn set(&mut self, high: Mark, low: Mark) -> PyResult<()> {
+        let high = high.unwrap_or(match low {
+            Some(l) => 4 * l,
+            None => self.default_high as i64,
+        });
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        (self.high, self.low) = (high as usize, low as usize);
+        Ok(())
+    }
+
+    /// `get_*_buffer_limits()`: `(low, high)`.
+    pub fn limits(&self) -> (usize, usize) {
+        (self.low, self.high)
+    }
+
+    pub fn high(&self) -> usize {
+        self.high
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The buffer holds `size` bytes: pause past the high mark, resume at or below the low
+    /// one, each once (the caller tells the other side when this says so).
+    pub fn crossing(&mut self, size: usize) -> Option<Crossing> {
+        let over = match self.pause_at {
+            PauseAt::Above => size > self.high,
+            PauseAt::Reaching => size >= self.high,
+        };
+        let change = if over && !self.paused {
+            Crossing::Pause
+        } else if size <= self.low && self.paused {
+            Crossing::Resume
+        } else {
+            return None;
+        };
+        self.paused = change == Crossing::Pause;
+        Some(change)
+    }
 }
 
 /// `get_extra_info(name, default)` from the transport's extra dict.

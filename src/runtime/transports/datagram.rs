@@ -17,8 +17,8 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::common::{
-    extra_info, is_interrupt, presented_class, release_descriptor, report,
-    schedule_connection_lost, water_marks, ProtocolContext,
+    call_soon_method, extra_info, is_interrupt, presented_class, release_descriptor, report,
+    schedule_connection_lost, Crossing, Mark, PauseAt, ProtocolContext, WaterMarks,
 };
 use crate::runtime::cell::GilCell;
 use crate::runtime::event_loop::LoopCore;
@@ -34,9 +34,8 @@ struct State {
     queued_bytes: usize,
     closing: bool,
     lost: bool,
-    protocol_paused: bool,
-    high_water: usize,
-    low_water: usize,
+    /// The queue's marks, and whether the protocol was told to pause writing.
+    write_marks: WaterMarks,
     attached: bool,
     write_armed: bool,
 }
@@ -229,12 +228,7 @@ impl DatagramTransport {
             }
         }
         // more may be waiting: the next readiness edge will not come for it, so look again
-        me.loop_obj.call_method1(
-            py,
-            intern!(py, "call_soon"),
-            (slf.getattr(intern!(py, "_receive"))?,),
-        )?;
-        Ok(())
+        call_soon_method(&me.loop_obj, slf.as_any(), intern!(py, "_receive"))
     }
 
     fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -282,34 +276,30 @@ impl DatagramTransport {
     fn after_queue_change(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (arm, pause, resume, lost) = {
+        let (arm, crossing, lost) = {
             let mut st = me.state.borrow_mut(py)?;
             let want = !st.queue.is_empty() && !st.lost;
             let arm = (st.attached && st.write_armed != want).then(|| {
                 st.write_armed = want;
                 want
             });
-            let pause = st.queued_bytes > st.high_water && !st.protocol_paused;
-            let resume = st.queued_bytes <= st.low_water && st.protocol_paused;
-            if pause || resume {
-                st.protocol_paused = pause;
-            }
+            let queued = st.queued_bytes;
+            let crossing = st.write_marks.crossing(queued);
             let lost = st.queue.is_empty() && st.closing && !st.lost;
             if lost {
                 st.lost = true;
             }
-            (arm, pause, resume, lost)
+            (arm, crossing, lost)
         };
         if let Some(writing) = arm {
             if let Ok(core) = me.loop_obj.bind(py).downcast::<LoopCore>() {
                 core.get().set_transport_writing(py, me.fd, writing)?;
             }
         }
-        if pause || resume {
-            let method = if pause {
-                "pause_writing"
-            } else {
-                "resume_writing"
+        if let Some(crossing) = crossing {
+            let method = match crossing {
+                Crossing::Pause => "pause_writing",
+                Crossing::Resume => "resume_writing",
             };
             if let Some(p) = me.protocol(py) {
                 if let Err(e) = me.context.run(py, || p.call_method0(py, method)) {
@@ -369,9 +359,7 @@ impl DatagramTransport {
                 queued_bytes: 0,
                 closing: false,
                 lost: false,
-                protocol_paused: false,
-                high_water: DEFAULT_HIGH_WATER,
-                low_water: DEFAULT_HIGH_WATER / 4,
+                write_marks: WaterMarks::new(DEFAULT_HIGH_WATER, PauseAt::Above),
                 attached: false,
                 write_armed: false,
             }),
@@ -392,10 +380,6 @@ impl DatagramTransport {
         me.loop_obj
             .call_method1(py, intern!(py, "_attach_transport"), (me.fd, slf))?;
         Self::after_queue_change(slf)
-    }
-
-    fn _receive(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::receive(slf)
     }
 
     fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
@@ -492,6 +476,28 @@ impl DatagramTransport {
         Self::after_queue_change(slf)
     }
 
+    /// Set the high and low water marks for ``pause_writing``/``resume_writing``.
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: Mark, low: Mark) -> PyResult<()> {
+        let me = slf.get();
+        me.state.borrow_mut(slf.py())?.write_marks.set(high, low)?;
+        Self::after_queue_change(slf)
+    }
+
+    fn _receive(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::receive(slf)
+    }
+
+    /// ``(low, high)`` water marks.
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
+        Ok(self.state.borrow_mut(py)?.write_marks.limits())
+    }
+
+    /// Bytes of datagrams waiting to be sent.
+    fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.state.borrow_mut(py)?.queued_bytes)
+    }
+
     /// Close once queued datagrams are sent.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
@@ -513,33 +519,6 @@ impl DatagramTransport {
     /// Whether the transport is closing or closed.
     fn is_closing(&self, py: Python<'_>) -> bool {
         self.state.try_borrow_mut(py).is_none_or(|st| st.closing)
-    }
-
-    /// Bytes of datagrams waiting to be sent.
-    fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.state.borrow_mut(py)?.queued_bytes)
-    }
-
-    /// ``(low, high)`` water marks.
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        let st = self.state.borrow_mut(py)?;
-        Ok((st.low_water, st.high_water))
-    }
-
-    /// Set the high and low water marks for ``pause_writing``/``resume_writing``.
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let (high, low) = water_marks(high, low, DEFAULT_HIGH_WATER)?;
-        {
-            let mut st = slf.get().state.borrow_mut(slf.py())?;
-            st.high_water = high;
-            st.low_water = low;
-        }
-        Self::after_queue_change(slf)
     }
 
     /// ``'peername'``, ``'sockname'``, ``'socket'``.

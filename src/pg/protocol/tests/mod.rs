@@ -143,6 +143,26 @@ fn copy_response(tag: u8) -> Vec<u8> {
     msg(tag, &[0, 0, 1, 0, 0])
 }
 
+/// A row of one `int4` column.
+fn int4_row(n: i32) -> Vec<u8> {
+    data_row(&[Some(&n.to_be_bytes())])
+}
+
+/// The server's answer to one bound statement: ParseComplete when the statement was parsed
+/// again (`parsed`), BindComplete, the rows, then `end` (a CommandComplete, or the
+/// ErrorResponse that cut the result short). The ReadyForQuery after it is the caller's:
+/// a pipeline answers several statements before one.
+fn execution(parsed: bool, rows: &[Vec<u8>], end: Vec<u8>) -> Vec<u8> {
+    let mut reply = Vec::new();
+    if parsed {
+        reply.extend(msg(b'1', b""));
+    }
+    reply.extend(msg(b'2', b""));
+    rows.iter().for_each(|row| reply.extend_from_slice(row));
+    reply.extend(end);
+    reply
+}
+
 const INT4: u32 = 23;
 
 // ----- the harness -----
@@ -272,6 +292,14 @@ fn failure(fut: &Bound<'_, PyAny>) -> (String, String) {
     assert!(!exc.is_none(), "the future succeeded");
     let name = exc.get_type().name().unwrap().to_string();
     (name, exc.str().unwrap().to_string())
+}
+
+/// The first column of row `index` of a result, an `int4`.
+fn int_at(rows: &Bound<'_, PyAny>, index: usize) -> i32 {
+    rows.get_item(index)
+        .and_then(|row| row.get_item(0))
+        .and_then(|value| value.extract())
+        .unwrap()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -33,9 +33,7 @@ fn independent_statements_fail_alone_and_the_pipeline_ends_at_its_last_sync() {
         assert_eq!(count(&sent, &msg(b'S', b"")), 2, "a Sync per statement");
         c.feed(
             &[
-                msg(b'1', b""),
-                msg(b'2', b""),
-                error("22012", "division by zero"),
+                execution(true, &[], error("22012", "division by zero")),
                 ready(b'I'),
             ]
             .concat(),
@@ -50,23 +48,12 @@ fn independent_statements_fail_alone_and_the_pipeline_ends_at_its_last_sync() {
         assert!(c.flag("is_busy"));
         c.feed(
             &[
-                msg(b'1', b""),
-                msg(b'2', b""),
-                data_row(&[Some(&2i32.to_be_bytes())]),
-                command_complete("SELECT 1"),
+                execution(true, &[int4_row(2)], command_complete("SELECT 1")),
                 ready(b'I'),
             ]
             .concat(),
         );
-        let rows = result(&b);
-        let n: i32 = rows
-            .get_item(0)
-            .unwrap()
-            .get_item(0)
-            .unwrap()
-            .extract()
-            .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(int_at(&result(&b), 0), 2);
         assert!(result(&done).is_none());
         assert!(!c.flag("is_busy"));
     });
@@ -97,12 +84,8 @@ fn one_sync_pipeline_skips_what_follows_a_failure_naming_it() {
         );
         c.feed(
             &[
-                msg(b'1', b""),
-                msg(b'2', b""),
-                command_complete("UPDATE 1"),
-                msg(b'1', b""),
-                msg(b'2', b""),
-                error("23505", "duplicate key"),
+                execution(true, &[], command_complete("UPDATE 1")),
+                execution(true, &[], error("23505", "duplicate key")),
                 ready(b'I'),
             ]
             .concat(),
@@ -198,9 +181,7 @@ fn a_bad_argument_names_the_statement_and_leaves_the_pipeline_open() {
         );
         c.feed(
             &[
-                msg(b'1', b""),
-                msg(b'2', b""),
-                command_complete("SELECT 0"),
+                execution(true, &[], command_complete("SELECT 0")),
                 ready(b'I'),
             ]
             .concat(),

@@ -12,27 +12,17 @@ fn a_query_returns_its_rows_and_status() {
         assert_eq!(sent[0], b'P', "the unnamed statement is parsed again");
         assert!(contains(&sent, b"B") && sent.ends_with(&msg(b'S', b"")));
         assert!(c.flag("is_busy"));
+        let rows = [int4_row(5), data_row(&[None])];
         c.feed(
             &[
-                msg(b'1', b""),
-                msg(b'2', b""),
-                data_row(&[Some(&5i32.to_be_bytes())]),
-                data_row(&[None]),
-                command_complete("SELECT 2"),
+                execution(true, &rows, command_complete("SELECT 2")),
                 ready(b'I'),
             ]
             .concat(),
         );
         let rows = result(&fut);
         assert_eq!(rows.len().unwrap(), 2);
-        let first: i32 = rows
-            .get_item(0)
-            .unwrap()
-            .get_item(0)
-            .unwrap()
-            .extract()
-            .unwrap();
-        assert_eq!(first, 5);
+        assert_eq!(int_at(&rows, 0), 5);
         assert!(rows.get_item(1).unwrap().get_item(0).unwrap().is_none());
         let status: String = c
             .proto
@@ -52,15 +42,8 @@ fn an_error_in_the_middle_of_a_result_fails_the_query_and_keeps_the_connection()
         let state = c.prepared();
         let fut = c.call("bind_execute", (state.clone(), (1,)));
         c.take_writes();
-        c.feed(
-            &[
-                msg(b'2', b""),
-                data_row(&[Some(&1i32.to_be_bytes())]),
-                error("22012", "division by zero"),
-                ready(b'I'),
-            ]
-            .concat(),
-        );
+        let cut_short = execution(false, &[int4_row(1)], error("22012", "division by zero"));
+        c.feed(&[cut_short, ready(b'I')].concat());
         let (class, message) = failure(&fut);
         assert_eq!(class, "DivisionByZeroError");
         assert!(message.contains("division by zero"));
@@ -70,9 +53,7 @@ fn an_error_in_the_middle_of_a_result_fails_the_query_and_keeps_the_connection()
         let fut = c.call("bind_execute", (state, (3,)));
         c.feed(
             &[
-                msg(b'2', b""),
-                data_row(&[Some(&3i32.to_be_bytes())]),
-                command_complete("SELECT 1"),
+                execution(false, &[int4_row(3)], command_complete("SELECT 1")),
                 ready(b'I'),
             ]
             .concat(),
@@ -88,11 +69,10 @@ fn a_row_with_more_columns_than_described_is_an_error_for_the_query() {
         let state = c.prepared();
         let fut = c.call("bind_execute", (state, (1,)));
         let one = 1i32.to_be_bytes();
+        let too_wide = data_row(&[Some(&one), Some(&one)]);
         c.feed(
             &[
-                msg(b'2', b""),
-                data_row(&[Some(&one), Some(&one)]),
-                command_complete("SELECT 1"),
+                execution(false, &[too_wide], command_complete("SELECT 1")),
                 ready(b'I'),
             ]
             .concat(),
