@@ -177,7 +177,7 @@ async def test_flow_control_pauses_writer_with_slow_reader():
 async def test_a_fast_sender_gets_one_read_per_loop_iteration():
     # A peer that sends faster than the protocol consumes must not crowd out the rest of
     # the loop: each iteration reads once, so a timer or another task waits for one read's
-    # worth of work, not for a backlog of queued reads (see stream.rs, read_continuation).
+    # worth of work, not for a backlog of queued reads (see stream/read.rs, read_continuation).
     loop = asyncio.get_running_loop()
     total = 48 * 1024 * 1024
     listener = socket.create_server(("127.0.0.1", 0))
