@@ -250,6 +250,9 @@ def _flatten(tests):
 
 
 def child(args):
+    # a runner started in the background by a shell inherits SIGINT ignored, and so would the
+    # Python children that the signal tests interrupt with it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, str(args.tests_dir))
     skip = set(json.loads(Path(args.skip).read_text())) if args.skip else set()
     with open(args.results, "a") as out:
