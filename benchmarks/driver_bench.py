@@ -178,6 +178,7 @@ async def _cell(driver, cell, dsn, duration):
             data = [(i, f"value {i}", i * 0.5, i * 1000003) for i in range(10000)]
             best = 0.0
             server = []
+            busy = []
             stop = time.perf_counter() + duration
             while True:
                 s0 = _server_ms(pid)
@@ -185,11 +186,14 @@ async def _cell(driver, cell, dsn, duration):
                 await con.executemany("INSERT INTO bench_em VALUES ($1, $2, $3, $4)", data)
                 el = time.perf_counter() - t
                 server.append(_server_ms(pid) - s0)
+                # the share of the batch's wall time the backend was on a CPU: near 1.0
+                # the server, not the driver, sets the pace
+                busy.append(server[-1] / (el * 1e3))
                 best = max(best, len(data) / el)
                 await con.execute("TRUNCATE bench_em")
                 if time.perf_counter() > stop:
                     break
-            return best, statistics.median(server)
+            return best, statistics.median(server), statistics.median(busy)
         raise SystemExit(f"unknown cell {cell}")
     finally:
         for c in conns:
@@ -212,7 +216,7 @@ def _worker(driver_name, loop_name, cell, dsn, duration):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = {"rss_kib": peak, "rss_growth_kib": peak - base_rss}
     if isinstance(value, tuple):
-        value, out["server_ms"] = value
+        value, out["server_ms"], out["server_busy"] = value
     out["value"] = value
     print(json.dumps(out))
 
@@ -312,6 +316,10 @@ def _report(results, cells, loops):
             if sa or sr or sp:
                 fmt = lambda v: f"{v:12.1f}" if v else f"{'-':>12}"  # noqa: E731
                 print(f"{'  server CPU per batch (ms)':44} {loop:10} {fmt(sa)} {fmt(sr)} {fmt(sp)}")
+                ba, br, bp = (med(cell, loop, d, "server_busy") for d in DRIVERS)
+                pct = lambda v: f"{v:12.0%}" if v else f"{'-':>12}"  # noqa: E731
+                label = "  server busy, share of the batch"
+                print(f"{label:44} {loop:10} {pct(ba)} {pct(br)} {pct(bp)}")
     if ratios:
         geo = statistics.geometric_mean(ratios)
         print(f"\ngeometric mean of asyncpg_rs/asyncpg: {geo:.2f} (min {min(ratios):.2f})")
