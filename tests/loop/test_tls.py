@@ -528,3 +528,38 @@ def _contexts_without_server():
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE
     return None, client
+
+
+class CloseOnFirstData(Record):
+    """Closes the transport in its first data_received; records whatever comes after."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_close = bytearray()
+
+    def data_received(self, data):
+        if self.transport.is_closing():
+            self.after_close += data
+            return
+        super().data_received(data)
+        self.transport.close()
+
+
+# asyncio's contract: after close() the protocol receives no more data. The stdlib 3.11
+# SSLProtocol delivers the plaintext still buffered while it flushes (its _do_flush reads
+# into the protocol); ours, like uvloop, drops it: ours only.
+@pytest.mark.loops("asyncpg_rs")
+async def test_no_data_received_after_close(certs):
+    server_ctx, client_ctx = certs
+    payload = os.urandom(1 << 20)  # many records: far more than one delivery takes
+
+    class Send(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(payload)
+
+    server, port = await serve(Send, server_ctx)
+    async with server:
+        transport, proto = await connect(port, client_ctx, factory=CloseOnFirstData)
+        assert await asyncio.wait_for(proto.lost, 10) is None
+        assert 0 < len(proto.data) < len(payload)
+        assert proto.after_close == b""
