@@ -385,14 +385,33 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
-    """Run coroutine ``main`` on a new :class:`Loop`, like ``asyncio.run``."""
+def run(
+    main: Coroutine[Any, Any, _T],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = new_event_loop,
+    debug: bool | None = None,
+    **run_kwargs: Any,
+) -> _T:
+    """Run coroutine ``main`` on a new :class:`Loop`, like ``asyncio.run``.
+
+    As ``uvloop.run``: ``loop_factory`` makes the loop (a subclass of :class:`Loop`, say, or
+    one set up first); a loop that is not a :class:`Loop` raises ``TypeError``, since the
+    point of calling this rather than ``asyncio.run`` is to run on ours. ``run_kwargs`` go
+    to ``asyncio.Runner``."""
     if events._get_running_loop() is not None:
         raise RuntimeError("asyncpg_rs.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
-    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
-        return runner.run(main)
+
+    async def on_our_loop() -> _T:
+        # checked on the running loop, as uvloop does: the factory's loop is only known here
+        if not isinstance(events._get_running_loop(), Loop):
+            main.close()  # never to run: no "was never awaited" warning
+            raise TypeError("asyncpg_rs.run() uses a non-asyncpg_rs event loop")
+        return await main
+
+    with asyncio.Runner(debug=debug, loop_factory=loop_factory, **run_kwargs) as runner:
+        return runner.run(on_our_loop())
 
 
 if sys.version_info >= (3, 14):

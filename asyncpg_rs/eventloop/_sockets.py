@@ -106,11 +106,25 @@ class SocketMethods:
     # ---------------------------------------------------------------- waiting helpers
 
     def _wait_readable(self, sock, attempt, *args):
-        """Future for ``attempt(*args)``, retried each time ``sock`` is readable."""
+        """Awaitable for ``attempt(*args)``, retried each time ``sock`` is readable."""
         return self._wait_ready(sock, False, attempt, *args)
 
     def _wait_writable(self, sock, attempt, *args):
         return self._wait_ready(sock, True, attempt, *args)
+
+    async def _sock_settled(self, sock, fut):
+        """The result of the reactor's future ``fut`` for an operation on ``sock``."""
+        try:
+            return await fut
+        except BaseException:
+            # cancelled: the reactor would keep the operation, and the socket's io reference
+            # (a close() meanwhile deferred), until the socket's next readiness
+            self._sock_abandon(sock, fut)
+            raise
+        finally:
+            # a failed future holds its exception, whose traceback holds this frame: without
+            # this, a cycle that keeps the socket and the error alive until the GC runs
+            del fut
 
     def _wait_ready(self, sock, write, attempt, *args):
         fd = sock.fileno()
@@ -119,7 +133,7 @@ class SocketMethods:
         # itself; the add_reader recipe below is for objects it cannot track
         fut = self._sock_wait(sock, write, attempt, *args)
         if fut is not NotImplemented:
-            return fut
+            return self._sock_settled(sock, fut)
         fut = self.create_future()
 
         def on_ready():
@@ -169,7 +183,13 @@ class SocketMethods:
         if type(result) is bytes:
             return result
         if result is not NotImplemented:
-            return await result
+            try:
+                return await result
+            except BaseException:
+                self._sock_abandon(sock, result)  # as in _sock_settled, inlined: a hot path
+                raise
+            finally:
+                del result  # no frame -> future -> exception -> traceback -> frame cycle
         _check_socket(sock)
         try:
             return sock.recv(n)
@@ -183,7 +203,13 @@ class SocketMethods:
         if type(result) is int:
             return result
         if result is not NotImplemented:
-            return await result
+            try:
+                return await result
+            except BaseException:
+                self._sock_abandon(sock, result)  # as in _sock_settled, inlined: a hot path
+                raise
+            finally:
+                del result  # no frame -> future -> exception -> traceback -> frame cycle
         _check_socket(sock)
         try:
             return sock.recv_into(buf)
@@ -219,7 +245,13 @@ class SocketMethods:
         if result is None:
             return None
         if result is not NotImplemented:
-            return await result
+            try:
+                return await result
+            except BaseException:
+                self._sock_abandon(sock, result)  # as in _sock_settled, inlined: a hot path
+                raise
+            finally:
+                del result  # no frame -> future -> exception -> traceback -> frame cycle
         _check_socket(sock)
         try:
             sent = sock.send(data)

@@ -22,6 +22,10 @@ from asyncio import trsock
 from .._native import DatagramTransport, StreamTransport, TlsTransport
 from ._sockets import check_sendfile_arguments
 
+# asyncio added create_unix_server's cleanup_socket in 3.13, on by default; before, the
+# socket file stays after the server closes. Same default here, as uvloop does.
+_CLEANUP_SOCKET_DEFAULT = sys.version_info >= (3, 13)
+
 _ACCEPT_RETRY_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -573,7 +577,7 @@ class StreamMethods:
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
         start_serving=True,
-        cleanup_socket=True,
+        cleanup_socket=_CLEANUP_SOCKET_DEFAULT,
     ):
         """Listen on Unix socket ``path`` (or ``sock``); returns a :class:`Server`."""
         _check_server_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)

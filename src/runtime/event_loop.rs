@@ -1002,6 +1002,22 @@ impl LoopCore {
         sockets::sock_wait(slf, sock, write, attempt, args)
     }
 
+    /// The coroutine awaiting ``future`` (a pending ``sock_*`` operation on ``sock``) was
+    /// cancelled or closed: drop the operation and give back the socket's io reference now.
+    fn _sock_abandon(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        future: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        // a socket closed for good (or detached) says -1: then the search goes everywhere
+        let fd = sock
+            .call_method0(intern!(py, "fileno"))
+            .and_then(|n| n.extract::<RawFd>())
+            .unwrap_or(-1);
+        slf.get().reactor.sock_abandon(py, fd, future)
+    }
+
     /// Number of timers in the heap, cancelled ones included (for tests and monitoring).
     fn _timer_count(slf: &Bound<'_, Self>) -> PyResult<usize> {
         Ok(slf.get().timers.borrow_mut(slf.py())?.len())

@@ -490,6 +490,50 @@ impl Reactor {
         Ok(())
     }
 
+    /// The operation settling `future` was cancelled (or its coroutine closed): let go of it
+    /// now, and of the socket's io reference with it, rather than at the socket's next
+    /// readiness, which may never come (a socket closed meanwhile would stay open until then).
+    /// `fd` is where to look first; a socket detached since is looked for everywhere.
+    pub fn sock_abandon(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        future: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let mut watches = self.watches.borrow_mut(py)?;
+        let holds = |watch: &Watch| {
+            watch.sock.as_ref().is_some_and(|r| {
+                [&r.reader, &r.writer]
+                    .into_iter()
+                    .flatten()
+                    .any(|op| op.future().is(future))
+            })
+        };
+        let at = if watches.get(&fd).is_some_and(holds) {
+            Some(fd)
+        } else {
+            watches.iter().find(|(_, w)| holds(w)).map(|(fd, _)| *fd)
+        };
+        let Some((fd, watch)) = at.and_then(|fd| watches.get_mut(&fd).map(|w| (fd, w))) else {
+            return Ok(());
+        };
+        let before = watch.counted();
+        let mut taken = Vec::new();
+        if let Some(record) = watch.sock.as_mut() {
+            for slot in [&mut record.reader, &mut record.writer] {
+                if slot.as_ref().is_some_and(|op| op.future().is(future)) {
+                    taken.extend(slot.take());
+                }
+            }
+        }
+        let _ = self.arm(fd, watch, false);
+        self.count_change(before, watch.counted());
+        drop(watches);
+        // after the borrow: giving back the io reference may close the socket (Python code)
+        drop(taken);
+        Ok(())
+    }
+
     /// Forget the records of sockets closed or gone since, once their number has doubled
     /// since the last look (so the cost per operation stays constant).
     fn sweep_sockets(&self, py: Python<'_>) {

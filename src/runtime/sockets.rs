@@ -10,7 +10,7 @@
 //!
 //! Only exact `socket.socket` objects with a plain buffer take this path. The other `sock_*`
 //! operations, and these for a subclass that may override `recv` or an odd buffer format,
-//! try once in Python and then wait here too, as a Python attempt (`SockOp::Call`) retried
+//! try once in Python and then wait here too, as a Python attempt (`OpKind::Call`) retried
 //! at each readiness of the same persistent registration.
 
 use std::io;
@@ -33,8 +33,15 @@ use super::read_buffer::{
 };
 use super::transports::is_interrupt;
 
-/// A socket operation waiting for readiness.
-pub enum SockOp {
+/// A socket operation waiting for readiness, holding the socket's io reference meanwhile.
+pub struct SockOp {
+    kind: OpKind,
+    /// Dropped with the operation (done, replaced, abandoned, or the loop closed).
+    _io_ref: Option<IoRef>,
+}
+
+/// What a waiting socket operation does.
+enum OpKind {
     Recv {
         future: Py<PyAny>,
         n: usize,
@@ -60,13 +67,65 @@ pub enum SockOp {
 }
 
 impl SockOp {
-    fn future(&self) -> &Py<PyAny> {
-        match self {
-            SockOp::Recv { future, .. }
-            | SockOp::RecvInto { future, .. }
-            | SockOp::SendAll { future, .. }
-            | SockOp::Call { future, .. } => future,
+    /// `kind`, waiting on `sock`: as `socket.socket`'s own file objects do (`makefile`), it
+    /// takes an io reference, so that `sock.close()` meanwhile only marks the socket closed
+    /// and the descriptor stays open (and in epoll) until the operation ends. Without it the
+    /// descriptor closes under the operation, epoll forgets it, and the future never settles.
+    fn waiting(sock: &Bound<'_, PyAny>, kind: OpKind) -> PyResult<SockOp> {
+        Ok(SockOp {
+            kind,
+            _io_ref: IoRef::take(sock)?,
+        })
+    }
+
+    /// `kind` tried at once, not waiting: no io reference.
+    fn now(kind: OpKind) -> SockOp {
+        SockOp {
+            kind,
+            _io_ref: None,
         }
+    }
+
+    pub fn future(&self) -> &Py<PyAny> {
+        match &self.kind {
+            OpKind::Recv { future, .. }
+            | OpKind::RecvInto { future, .. }
+            | OpKind::SendAll { future, .. }
+            | OpKind::Call { future, .. } => future,
+        }
+    }
+}
+
+/// One io reference on a `socket.socket` (its `_io_refs`), given back on drop with the
+/// socket's own `_decref_socketios`, which really closes it if `close()` came meanwhile.
+struct IoRef(Py<PyAny>);
+
+impl IoRef {
+    /// `None` for an object that is not a `socket.socket` (it has no io references), or
+    /// only claims to be one (a `Mock(spec=socket.socket)`: its `_io_refs` is no number).
+    fn take(sock: &Bound<'_, PyAny>) -> PyResult<Option<IoRef>> {
+        let py = sock.py();
+        if !sock.is_instance(socket_class(py)?)? {
+            return Ok(None);
+        }
+        let refs = sock.getattr(intern!(py, "_io_refs"));
+        let Some(refs) = refs.ok().and_then(|n| n.extract::<isize>().ok()) else {
+            return Ok(None);
+        };
+        sock.setattr(intern!(py, "_io_refs"), refs + 1)?;
+        Ok(Some(IoRef(sock.clone().unbind())))
+    }
+}
+
+impl Drop for IoRef {
+    fn drop(&mut self) {
+        Python::with_gil(|py| {
+            let sock = self.0.bind(py);
+            if let Err(err) = sock.call_method0(intern!(py, "_decref_socketios")) {
+                // a drop cannot raise: report it as the interpreter does a failing __del__
+                err.write_unraisable(py, Some(sock));
+            }
+        });
     }
 }
 
@@ -277,8 +336,8 @@ enum Attempt {
 }
 
 fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
-    match op {
-        SockOp::Recv { n, large, .. } => match recv_bytes(py, fd, *n, *large) {
+    match &mut op.kind {
+        OpKind::Recv { n, large, .. } => match recv_bytes(py, fd, *n, *large) {
             Ok(bytes) => {
                 let got = bytes.bind(py).len().unwrap_or(0);
                 Attempt::Done(Ok(bytes), got, *n)
@@ -286,7 +345,7 @@ fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
             Err(e) if would_block(&e) => Attempt::Again,
             Err(e) => Attempt::Done(Err(io_error(e)), 0, 0),
         },
-        SockOp::RecvInto { buffer, .. } => {
+        OpKind::RecvInto { buffer, .. } => {
             let buffer = buffer.bind(py);
             let asked = buffer.len().unwrap_or(0);
             match recv_into(buffer, fd) {
@@ -302,7 +361,7 @@ fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
                 ),
             }
         }
-        SockOp::Call { attempt, args, .. } => match attempt.bind(py).call1(args.bind(py)) {
+        OpKind::Call { attempt, args, .. } => match attempt.bind(py).call1(args.bind(py)) {
             Ok(result) if again_sentinel(py).is_ok_and(|again| result.is(again)) => Attempt::Again,
             Ok(result) => Attempt::Done(Ok(result.unbind()), 0, 0),
             Err(err)
@@ -313,7 +372,7 @@ fn attempt(py: Python<'_>, fd: RawFd, op: &mut SockOp) -> Attempt {
             }
             Err(err) => Attempt::Done(Err(err), 0, 0),
         },
-        SockOp::SendAll { data, sent, .. } => {
+        OpKind::SendAll { data, sent, .. } => {
             let data = data.bind(py);
             let view = match PyBuffer::<u8>::get(data) {
                 Ok(v) => v,
@@ -413,7 +472,7 @@ fn start(
     core: &Bound<'_, LoopCore>,
     sock: &Bound<'_, PyAny>,
     direction: Direction,
-    mut op_for: impl FnMut(Py<PyAny>, bool) -> SockOp,
+    mut op_for: impl FnMut(Py<PyAny>, bool) -> OpKind,
     mut now: impl FnMut(RawFd, bool) -> Attempt,
 ) -> PyResult<Py<PyAny>> {
     let py = core.py();
@@ -435,7 +494,7 @@ fn start(
         }
     }
     let future = core.call_method0(intern!(py, "create_future"))?.unbind();
-    let op = op_for(future.clone_ref(py), large_reads);
+    let op = SockOp::waiting(sock, op_for(future.clone_ref(py), large_reads))?;
     reactor.sock_wait(py, fd, sock, direction, op, try_now)?;
     Ok(future)
 }
@@ -470,16 +529,16 @@ pub fn sock_recv(
         core,
         sock,
         Direction::Read,
-        |future, large| SockOp::Recv { future, n, large },
+        |future, large| OpKind::Recv { future, n, large },
         |fd, large| {
             attempt(
                 py,
                 fd,
-                &mut SockOp::Recv {
+                &mut SockOp::now(OpKind::Recv {
                     future: py.None(),
                     n,
                     large,
-                },
+                }),
             )
         },
     )
@@ -507,11 +566,11 @@ pub fn sock_recv_into(
     if !plain_buffer(buffer, true) {
         return Ok(py.NotImplemented());
     }
-    let op_for = |future, _| SockOp::RecvInto {
+    let op_for = |future, _| OpKind::RecvInto {
         future,
         buffer: buffer.clone().unbind(),
     };
-    let mut op = op_for(py.None(), false);
+    let mut op = SockOp::now(op_for(py.None(), false));
     if buffer.len().is_ok_and(|n| n == 0) {
         // as socket.recv_into: nothing asked, nothing to wait for (the kernel would say EAGAIN)
         return nothing_asked(core, sock, || 0usize.into_py_any(py));
@@ -533,23 +592,23 @@ pub fn sock_sendall(
         return Ok(py.NotImplemented());
     }
     let sent_now = std::cell::Cell::new(0);
-    let mut op = SockOp::SendAll {
+    let mut op = SockOp::now(OpKind::SendAll {
         future: py.None(),
         data: data.clone().unbind(),
         sent: 0,
-    };
+    });
     start(
         core,
         sock,
         Direction::Write,
-        |future, _| SockOp::SendAll {
+        |future, _| OpKind::SendAll {
             future,
             data: data.clone().unbind(),
             sent: sent_now.get(),
         },
         |fd, _| {
             let outcome = attempt(py, fd, &mut op);
-            if let SockOp::SendAll { sent, .. } = &op {
+            if let OpKind::SendAll { sent, .. } = &op.kind {
                 sent_now.set(*sent);
             }
             outcome
@@ -601,11 +660,14 @@ pub fn sock_wait(
         return Ok(py.NotImplemented());
     }
     let future = core.call_method0(intern!(py, "create_future"))?.unbind();
-    let op = SockOp::Call {
-        future: future.clone_ref(py),
-        attempt: attempt.clone().unbind(),
-        args: args.clone().unbind(),
-    };
+    let op = SockOp::waiting(
+        sock,
+        OpKind::Call {
+            future: future.clone_ref(py),
+            attempt: attempt.clone().unbind(),
+            args: args.clone().unbind(),
+        },
+    )?;
     let direction = if write {
         Direction::Write
     } else {

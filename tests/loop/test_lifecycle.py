@@ -232,6 +232,26 @@ def test_run_debug_flag():
     assert asyncpg_rs.run(main(), debug=True) is True
 
 
+def test_run_loop_factory():
+    made = []
+
+    def factory():
+        made.append(asyncpg_rs.new_event_loop())
+        return made[-1]
+
+    async def main():
+        return asyncio.get_running_loop()
+
+    assert asyncpg_rs.run(main(), loop_factory=factory) is made[0]
+    assert made[0].is_closed()
+
+    # a loop that is not ours is refused, as uvloop.run refuses a non-uvloop one
+    coro = main()
+    with pytest.raises(TypeError, match="non-asyncpg_rs event loop"):
+        asyncpg_rs.run(coro, loop_factory=asyncio.new_event_loop)
+    assert coro.cr_frame is None  # closed, never to run
+
+
 def test_run_refuses_non_coroutine():
     with pytest.raises(ValueError, match="a coroutine was expected"):
         asyncpg_rs.run(42)

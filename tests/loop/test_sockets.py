@@ -634,3 +634,97 @@ async def test_sock_sendto_calls_the_method_the_socket_has_at_each_attempt():
         assert sent == 1
         got = await asyncio.wait_for(loop.sock_recvfrom(receiver, 10), 5)
         assert got == (b"x", sender.getsockname())
+
+
+# A socket closed while a sock_* operation waits on it: like uvloop, ours holds the socket's
+# io reference (socket._io_refs) for the operation, so close() is deferred until it ends and
+# the operation completes. The stdlib 3.11 loop closes the descriptor at once, epoll drops it
+# and the awaiting coroutine hangs: these run on ours only.
+
+
+@pytest.mark.loops("asyncpg_rs")
+async def test_recv_on_a_socket_closed_meanwhile_completes_then_closes(into):
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    try:
+        buf = bytearray(10)
+        op = loop.sock_recv_into(server, buf) if into else loop.sock_recv(server, 10)
+        task = asyncio.ensure_future(op)
+        await asyncio.sleep(0.01)
+        server.close()
+        assert server.fileno() != -1  # deferred: the receive still holds it
+        client.send(b"helo")
+        got = await asyncio.wait_for(task, 5)
+        assert (bytes(buf[:got]) if into else got) == b"helo"
+        assert server.fileno() == -1  # really closed as the receive ended
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.fixture(params=[False, True], ids=["recv", "recv_into"])
+def into(request):
+    return request.param
+
+
+@pytest.mark.loops("asyncpg_rs")
+async def test_connect_on_a_socket_closed_meanwhile_completes():
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    sock = nb(socket.socket())
+    try:
+        task = asyncio.ensure_future(loop.sock_connect(sock, listener.getsockname()))
+        loop.call_soon(sock.close)
+        assert await asyncio.wait_for(task, 5) is None
+        assert sock.fileno() == -1
+    finally:
+        sock.close()
+        listener.close()
+
+
+async def test_cancelled_recv_gives_the_socket_back_to_close():
+    # the operation lets go of its io reference when cancelled, not at the next readiness
+    # (which may never come): close() then really closes
+    loop = asyncio.get_running_loop()
+    client, server = await tcp_pair()
+    listener = nb(socket.socket())
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        # a receive done in Rust, and an accept retried as a Python attempt
+        for sock, op in (
+            (server, loop.sock_recv(server, 10)),
+            (listener, loop.sock_accept(listener)),
+        ):
+            task = asyncio.ensure_future(op)
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sock.close()
+            assert sock.fileno() == -1
+    finally:
+        client.close()
+        server.close()
+        listener.close()
+
+
+def test_loop_close_releases_sockets_held_by_waiting_operations(loop, loop_kind):
+    async def park():
+        client, server = await tcp_pair()
+        asyncio.ensure_future(loop.sock_recv(server, 10))
+        await asyncio.sleep(0.01)
+        return client, server
+
+    client, server = loop.run_until_complete(park())
+    try:
+        server.close()
+        if loop_kind == "asyncpg_rs":
+            assert server.fileno() != -1  # the pending receive holds it (uvloop: the same)
+        loop.close()
+        assert server.fileno() == -1
+    finally:
+        client.close()
+        server.close()

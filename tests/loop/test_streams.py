@@ -431,11 +431,23 @@ async def test_unix_server_and_path_cleanup(tmp_path):
     await proto.done
     server.close()
     await server.wait_closed()
-    if isinstance(loop, asyncpg_rs.Loop) or sys.version_info >= (3, 13):
-        # the stdlib removes the socket file since 3.13 (cleanup_socket); we always do
-        assert not os.path.exists(path)
+    # removed on close from 3.13 (cleanup_socket's default), kept before, on both loops
+    assert os.path.exists(path) == (sys.version_info < (3, 13))
     with pytest.raises(ValueError):
         await loop.create_unix_connection(Collect)
+
+
+# the stdlib's create_unix_server takes cleanup_socket only from 3.13 on: ours only
+@pytest.mark.loops("asyncpg_rs")
+async def test_unix_server_cleanup_socket_asked(tmp_path):
+    # asked for explicitly (as uvloop allows on any version), the file goes with the server
+    loop = asyncio.get_running_loop()
+    path = str(tmp_path / "cleanup.sock")
+    server = await loop.create_unix_server(Echo, path, cleanup_socket=True)
+    assert os.path.exists(path)
+    server.close()
+    await server.wait_closed()
+    assert not os.path.exists(path)
 
 
 async def test_server_lifecycle():

@@ -528,3 +528,86 @@ def _contexts_without_server():
     client.check_hostname = False
     client.verify_mode = ssl.CERT_NONE
     return None, client
+
+
+class CloseOnFirstData(Record):
+    """Closes the transport in its first data_received; records whatever comes after."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_close = bytearray()
+
+    def data_received(self, data):
+        if self.transport.is_closing():
+            self.after_close += data
+            return
+        super().data_received(data)
+        self.transport.close()
+
+
+# asyncio's contract: after close() the protocol receives no more data. The stdlib 3.11
+# SSLProtocol delivers the plaintext still buffered while it flushes (its _do_flush reads
+# into the protocol); ours, like uvloop, drops it: ours only.
+@pytest.mark.loops("asyncpg_rs")
+async def test_no_data_received_after_close(certs):
+    server_ctx, client_ctx = certs
+    payload = os.urandom(1 << 20)  # many records: far more than one delivery takes
+
+    class Send(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(payload)
+
+    server, port = await serve(Send, server_ctx)
+    async with server:
+        transport, proto = await connect(port, client_ctx, factory=CloseOnFirstData)
+        assert await asyncio.wait_for(proto.lost, 10) is None
+        assert 0 < len(proto.data) < len(payload)
+        assert proto.after_close == b""
+
+
+# A raw TCP FIN (no close_notify) while the protocol has reading paused: the stdlib 3.11
+# keeps the connection open until the protocol resumes reading, so one that resumes only on
+# eof_received waits forever. Ours, as uvloop, ends the TLS session there: the plaintext not
+# delivered is dropped, no eof_received, connection_lost(None). Ours only.
+@pytest.mark.loops("asyncpg_rs")
+async def test_raw_eof_while_paused_ends_the_connection(certs_dir):
+    import threading
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs_dir / "server.pem", certs_dir / "server.key")
+    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_one():
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(b"hello")
+            assert tls.recv(1024) == b"world"
+            tls.sendall(b"extra bytes")
+            tls.shutdown(socket.SHUT_WR)  # TCP FIN only: the TLS layer is dropped first
+            assert tls.recv(1024) == b""  # until the client closes
+
+    class PauseAfterHello(Record):
+        def data_received(self, data):
+            super().data_received(data)
+            if bytes(self.data) == b"hello":
+                self.transport.write(b"world")
+                self.transport.pause_reading()
+
+        def eof_received(self):
+            super().eof_received()
+            self.transport.resume_reading()
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        transport, proto = await connect(port, client_ctx, factory=PauseAfterHello)
+        assert await asyncio.wait_for(proto.lost, 10) is None
+        assert bytes(proto.data) == b"hello"
+        assert proto.events == ["made", "data", "lost"]
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
+    finally:
+        listener.close()

@@ -314,11 +314,21 @@ impl TlsTransport {
                     let err = PyConnectionResetError::new_err(());
                     Self::on_handshake_complete(slf, Some(err))?;
                 }
+                Phase::Wrapped if app_paused => {
+                    // A raw TCP EOF, no close_notify, while the application has reading
+                    // paused: asyncio would keep the connection open until it resumes, but
+                    // an application that waits for eof_received to resume never does, and
+                    // no timer is armed: connection_lost never came. As uvloop does, treat it
+                    // as the abrupt end of the TLS session it is: the plaintext not yet
+                    // delivered is dropped, no eof_received (it is not a TLS-level graceful
+                    // end), the connection is closed and the protocol gets
+                    // connection_lost(None).
+                    me.state.borrow_mut(py)?.closed = true;
+                    me.set_phase(py, Phase::Shutdown)?;
+                    Self::on_shutdown_complete(slf, None)?;
+                }
                 Phase::Wrapped => {
                     me.set_phase(py, Phase::Flushing)?;
-                    if app_paused {
-                        return Ok(Some(true));
-                    }
                     Self::do_flush(slf)?;
                 }
                 Phase::Flushing => {

@@ -90,16 +90,26 @@ impl TlsTransport {
     pub(super) fn do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (paused, backlog) = {
+        let (paused, backlog, closing) = {
             let st = me.state.borrow_mut(py)?;
             if !matches!(st.phase, Phase::Wrapped | Phase::Flushing) {
                 return Ok(());
             }
-            (st.app_reading_paused, !st.backlog.is_empty())
+            (st.app_reading_paused, !st.backlog.is_empty(), st.closed)
         };
         let result = (|| {
-            if !paused {
+            if closing {
+                // After close() the protocol receives no more data (asyncio's contract, and
+                // uvloop's): what still arrives is decrypted only to reach the peer's
+                // close_notify, and dropped. Only the eof_received a close_notify brings
+                // is told, as in do_shutdown.
+                if Self::discard_plaintext(slf)? {
+                    Self::call_eof_received(slf)?;
+                }
+            } else if !paused {
                 Self::read_plaintext(slf)?;
+            }
+            if !paused {
                 if backlog {
                     Self::do_write(slf)?;
                 } else {
