@@ -13,7 +13,7 @@ use crate::pg::errors::protocol_error;
 pub fn decode_text(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
     // CPython's decoder validates as it copies: checking with `str::from_utf8` first and
     // then handing the `&str` to `PyString::new` (which decodes again) validated every
-    // text value twice, about a fifth of a catalogue row's instructions. Both accept
+    // text value twice, about 5% of a catalogue row's instructions. Both accept
     // exactly well-formed UTF-8 (no surrogates, no overlong forms).
     let len = isize::try_from(data.len()).map_err(|_| protocol_error(py, "text value too long"))?;
     // SAFETY: the GIL is held (`py`); `data` is valid for `len` bytes for the call, which
