@@ -23,9 +23,12 @@ Combinations: asyncpg_rs on its own loop, asyncpg_rs on uvloop (informative), as
 uvloop, asyncpg on the stdlib loop; each over plain TCP (``sslmode=disable``) and TLS
 (``sslmode=require``). The framework (aiohttp), the handlers, the pool size (``--pool``,
 min = max, so every backend exists before the load starts and none is recycled) and wrk's
-settings are the same everywhere: only the driver and the loop differ. The defaults, a pool
-of 10 and 32 wrk connections, suit a 2-core machine: requests queue for the pool, as in a
-pooled application under load, and ten backends are already more than the cores.
+settings are the same everywhere: only the driver and the loop differ. One more, "asyncpg_rs,
+pipelined" (``rs-pipelined``), is the same application using what asyncpg lacks: the 20 reads
+of /queries and /updates in one pipeline (``db_app``); it runs only those two endpoints.
+The defaults, a pool of 10 and 32 wrk connections, suit a 2-core machine: requests queue for
+the pool, as in a pooled application under load, and ten backends are already more than the
+cores.
 
 Each round starts one server per combination (their order rotating from round to round,
 plain and TLS alternating first), warms every pooled connection's statement cache, then runs
@@ -176,12 +179,16 @@ ENDPOINTS = {
     "updates": ("/updates?queries=20", "20 updates"),
 }
 COMBOS = {
-    # name: (driver, loop, label)
-    "rs-ours": ("asyncpg_rs", "asyncpg_rs", "asyncpg_rs, its loop"),
-    "rs-uvloop": ("asyncpg_rs", "uvloop", "asyncpg_rs, uvloop"),
-    "apg-uvloop": ("asyncpg", "uvloop", "asyncpg, uvloop"),
-    "apg-asyncio": ("asyncpg", "asyncio", "asyncpg, stdlib loop"),
+    # name: (driver, loop, label, pipelined)
+    "rs-ours": ("asyncpg_rs", "asyncpg_rs", "asyncpg_rs, its loop", False),
+    "rs-pipelined": ("asyncpg_rs", "asyncpg_rs", "asyncpg_rs, pipelined", True),
+    "rs-uvloop": ("asyncpg_rs", "uvloop", "asyncpg_rs, uvloop", False),
+    "apg-uvloop": ("asyncpg", "uvloop", "asyncpg, uvloop", False),
+    "apg-asyncio": ("asyncpg", "asyncio", "asyncpg, stdlib loop", False),
 }
+# The endpoints whose pipelined handlers differ: the others make one query per request,
+# where a pipeline has nothing to batch, so the pipelined combination skips them.
+PIPELINED_ENDPOINTS = ("queries", "updates")
 BASELINE = "apg-uvloop"
 TLS_MODES = {"plain": "disable", "tls": "require"}
 
@@ -225,22 +232,30 @@ def render_fortunes(rows):
     )
 
 
-def db_app(pool):
-    """The aiohttp application of the four tests over ``pool`` (asyncpg's or ours)."""
+def db_app(pool, pipelined=False):
+    """The aiohttp application of the four tests over ``pool`` (asyncpg's or ours).
+
+    ``pipelined`` (asyncpg_rs only) is what an application moving to asyncpg_rs can do
+    beyond asyncpg: the 20 reads of /queries and /updates go out together in one pipeline
+    (``fetch_many_queries``, one Sync, read-only), still one statement per row as
+    TechEmpower asks; the updates then follow in the same ``executemany`` as otherwise."""
     from aiohttp import web
+
+    async def read_worlds(con, n):
+        ids = [_random_id() for _ in range(n)]
+        if pipelined:
+            results = await con.fetch_many_queries([(WORLD_QUERY, (i,)) for i in ids], atomic=True)
+            return [rows[0] for rows in results]
+        return [await con.fetchrow(WORLD_QUERY, i) for i in ids]
 
     async def single(request):
         row = await pool.fetchrow(WORLD_QUERY, _random_id())
         return web.json_response({"id": row[0], "randomNumber": row[1]})
 
     async def queries(request):
-        n = _count(request)
-        worlds = []
         async with pool.acquire() as con:
-            for _ in range(n):
-                row = await con.fetchrow(WORLD_QUERY, _random_id())
-                worlds.append({"id": row[0], "randomNumber": row[1]})
-        return web.json_response(worlds)
+            rows = await read_worlds(con, _count(request))
+        return web.json_response([{"id": row[0], "randomNumber": row[1]} for row in rows])
 
     async def fortunes(request):
         rows = [(r[0], r[1]) for r in await pool.fetch(FORTUNE_QUERY)]
@@ -249,12 +264,9 @@ def db_app(pool):
         return web.Response(text=render_fortunes(rows), content_type="text/html")
 
     async def updates(request):
-        n = _count(request)
-        worlds = []
         async with pool.acquire() as con:
-            for _ in range(n):
-                row = await con.fetchrow(WORLD_QUERY, _random_id())
-                worlds.append({"id": row[0], "randomNumber": _random_id()})
+            rows = await read_worlds(con, _count(request))
+            worlds = [{"id": row[0], "randomNumber": _random_id()} for row in rows]
             await con.executemany(
                 UPDATE_QUERY,
                 sorted(((w["randomNumber"], w["id"]) for w in worlds), key=lambda a: a[1]),
@@ -296,7 +308,7 @@ def import_driver(name):
     return driver
 
 
-async def serve_db(driver_name, dsn, pool_size):
+async def serve_db(driver_name, dsn, pool_size, pipelined):
     from aiohttp import web
 
     driver = import_driver(driver_name)
@@ -304,7 +316,7 @@ async def serve_db(driver_name, dsn, pool_size):
         dsn, min_size=pool_size, max_size=pool_size, max_inactive_connection_lifetime=0
     )
     backends = await warm_pool(pool, pool_size)
-    runner = web.AppRunner(db_app(pool), access_log=None)
+    runner = web.AppRunner(db_app(pool, pipelined), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -317,10 +329,11 @@ async def serve_db(driver_name, dsn, pool_size):
 
 
 @contextlib.contextmanager
-def db_server(driver, loop, dsn, pool_size):
+def db_server(driver, loop, dsn, pool_size, pipelined):
     """One server process; yields (process, port, backend pids), or raises with its error."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve-db", driver, loop, dsn, str(pool_size)],
+        [sys.executable, __file__, "--serve-db", driver, loop, dsn, str(pool_size)]
+        + (["--pipelined"] if pipelined else []),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -354,9 +367,9 @@ def _cpu(pids):
 def measure_combo(wrk, args, combo, dsn, endpoints):
     """One server for ``combo``; every endpoint in ``endpoints`` measured on it in turn:
     ``{endpoint: {"rps", "cpu_us", "pg_us", "failed"} or {"error"}}``."""
-    driver, loop, _ = COMBOS[combo]
+    driver, loop, _, pipelined = COMBOS[combo]
     try:
-        with db_server(driver, loop, dsn, args.pool) as (server, port, backends):
+        with db_server(driver, loop, dsn, args.pool, pipelined) as (server, port, backends):
             out = {}
             for ep in endpoints:
                 url = f"http://127.0.0.1:{port}{ENDPOINTS[ep][0]}"
@@ -408,7 +421,12 @@ def db_main(wrk, args):
             for tls in _rotated(tls_modes, rnd):
                 tls_dsn = _with_sslmode(dsn, TLS_MODES[tls])
                 for combo in _rotated(combos, rnd):
-                    got = measure_combo(wrk, args, combo, tls_dsn, _rotated(endpoints, rnd))
+                    measured = _rotated(endpoints, rnd)
+                    if COMBOS[combo][3]:
+                        measured = [ep for ep in measured if ep in PIPELINED_ENDPOINTS]
+                    if not measured:
+                        continue
+                    got = measure_combo(wrk, args, combo, tls_dsn, measured)
                     for ep, r in got.items():
                         results.setdefault((tls, ep, combo), []).append(r)
                         print(f"  round {rnd + 1} {tls:5} {ep:8} {combo:11} {r}", file=sys.stderr)
@@ -472,6 +490,8 @@ def report(results, args, endpoints, combos, tls_modes):
             base_pg, base_wrk = _median(base, "pg_us"), _median(base, "wrk_us")
             for combo in combos:
                 rs = results.get((tls, ep, combo), [])
+                if not rs:
+                    continue  # a pipelined combination on an endpoint of one query
                 rps, cpu, pg, wrk_us = (
                     _median(rs, k) for k in ("rps", "cpu_us", "pg_us", "wrk_us")
                 )
@@ -519,13 +539,14 @@ def main():
     ap.add_argument("--json", help="--db: also write the raw results here")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--serve-db", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--pipelined", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         new_loop(args.serve).run_until_complete(serve())
         return
     if args.serve_db:
         driver, loop, dsn, pool_size = args.serve_db
-        new_loop(loop).run_until_complete(serve_db(driver, dsn, int(pool_size)))
+        new_loop(loop).run_until_complete(serve_db(driver, dsn, int(pool_size), args.pipelined))
         return
     wrk = shutil.which("wrk")
     if wrk is None:

@@ -1,6 +1,6 @@
 """The database application of benchmarks/app_bench.py answers as TechEmpower's rules ask
-(so its numbers measure the right work): each endpoint once, asyncpg_rs's pool, on the
-stdlib loop and on ours."""
+(so its numbers measure the right work): each endpoint once, with the sequential and the
+pipelined handlers, over asyncpg_rs's pool, on the stdlib loop and on ours."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ async def _check_worlds(con, worlds, n):
     assert {w["id"]: w["randomNumber"] for w in worlds} == stored
 
 
-async def test_db_endpoints(pg, con):
+# pipelined: the handlers asyncpg_rs's pipelines allow (one round trip for the 20 reads)
+@pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
+async def test_db_endpoints(pg, con, pipelined):
     schema = f"app_bench_{uuid.uuid4().hex[:8]}"
     await con.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
     pool = None
@@ -47,7 +49,7 @@ async def test_db_endpoints(pg, con):
             **pg.connect_kwargs(), min_size=2, max_size=2, server_settings={"search_path": schema}
         )
         assert len(await app_bench.warm_pool(pool, 2)) == 2
-        runner = web.AppRunner(app_bench.db_app(pool), access_log=None)
+        runner = web.AppRunner(app_bench.db_app(pool, pipelined), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
