@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import os
 import socket
 import tempfile
 import threading
+import weakref
 
 import pytest
 from looptools import LOOP_TEST_MARKS
@@ -684,31 +686,143 @@ async def test_connect_on_a_socket_closed_meanwhile_completes():
         listener.close()
 
 
-async def test_cancelled_recv_gives_the_socket_back_to_close():
-    # the operation lets go of its io reference when cancelled, not at the next readiness
-    # (which may never come): close() then really closes
+async def waiting_operation(kind):
+    """``(sock, awaitable, cleanup)``: a ``sock_*`` operation of ``kind`` that will wait on
+    ``sock`` (nothing to read, no room to send, nobody connecting, a full accept queue)."""
     loop = asyncio.get_running_loop()
+    if kind == "accept":
+        listener = nb(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        return listener, loop.sock_accept(listener), []
+    if kind == "connect":
+        # backlog 0: once one connection waits in the accept queue, the kernel drops further
+        # SYNs, and a connect waits for its retransmission (a second or more)
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued = nb(socket.socket())
+        queued.connect_ex(listener.getsockname())
+        await asyncio.sleep(0.05)
+        sock = nb(socket.socket())
+        return sock, loop.sock_connect(sock, listener.getsockname()), [listener, queued]
     client, server = await tcp_pair()
-    listener = nb(socket.socket())
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+    if kind == "recv":
+        return server, loop.sock_recv(server, 10), [client]
+    if kind == "recv_into":
+        return server, loop.sock_recv_into(server, bytearray(10)), [client]
+    assert kind == "sendall"
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return client, loop.sock_sendall(client, b"x" * (16 * 1024 * 1024)), [server]
+
+
+@pytest.fixture(params=["recv", "recv_into", "sendall", "accept", "connect"])
+def waiting_kind(request):
+    return request.param
+
+
+@pytest.mark.parametrize(
+    "close_first", [False, True], ids=["cancel_then_close", "close_then_cancel"]
+)
+async def test_cancelled_operation_gives_the_socket_back_to_close(waiting_kind, close_first):
+    # the operation lets go of its io reference when cancelled, not at the next readiness
+    # (which may never come): close(), before or after, then really closes the descriptor,
+    # and the number is free for the next socket
+    loop = asyncio.get_running_loop()
+    sock, op, others = await waiting_operation(waiting_kind)
     try:
-        # a receive done in Rust, and an accept retried as a Python attempt
-        for sock, op in (
-            (server, loop.sock_recv(server, 10)),
-            (listener, loop.sock_accept(listener)),
-        ):
-            task = asyncio.ensure_future(op)
-            await asyncio.sleep(0.01)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        fd = sock.fileno()
+        task = asyncio.ensure_future(op)
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        if close_first:
             sock.close()
-            assert sock.fileno() == -1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        sock.close()
+        assert sock.fileno() == -1
+        with pytest.raises(OSError):
+            os.fstat(fd)  # really closed, not just marked
+        # the lowest free number: most likely `fd` again, which must work as a new socket
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            b.setblocking(False)
+            reader = asyncio.ensure_future(loop.sock_recv(a, 10))
+            await asyncio.sleep(0.01)
+            await loop.sock_sendall(b, b"again")
+            assert await asyncio.wait_for(reader, 5) == b"again"
     finally:
-        client.close()
-        server.close()
-        listener.close()
+        sock.close()
+        for other in others:
+            other.close()
+
+
+async def settled_in_the_reactor(kind, outcome):
+    """A weak reference to the socket of a ``kind`` operation that waited and was then
+    cancelled or failed, everything else about it dropped."""
+    sock, op, others = await waiting_operation(kind)
+    task = asyncio.ensure_future(op)
+    del op
+    await asyncio.sleep(0.01)
+    if outcome == "cancelled":
+        task.cancel()
+    else:
+        # the peer resets the connection while the operation waits: the error settles it
+        peer = others[0]
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()
+    # not `await task`, nor wait_for: the error raised here would hold this frame, which
+    # holds the task, which holds the error
+    await asyncio.wait([task], timeout=5)
+    if outcome == "cancelled":
+        assert task.cancelled()
+    else:
+        assert isinstance(task.exception(), (ConnectionError, BrokenPipeError))
+    del task
+    for _ in range(3):
+        await asyncio.sleep(0)  # done callbacks
+    sock.close()
+    for other in others:
+        other.close()
+    return weakref.ref(sock)
+
+
+@pytest.mark.loops("asyncpg_rs")
+@pytest.mark.parametrize(
+    "kind, outcome",
+    [
+        ("recv", "cancelled"),
+        ("recv_into", "cancelled"),
+        ("sendall", "cancelled"),
+        ("accept", "cancelled"),
+        ("connect", "cancelled"),
+        ("recv", "failed"),
+        ("recv_into", "failed"),
+        ("sendall", "failed"),
+    ],
+)
+async def test_operation_settled_in_the_reactor_leaves_no_cycle(kind, outcome):
+    # a failed or cancelled future holds its exception, whose traceback holds the frame that
+    # awaited it: were the future in one of that frame's locals, the socket and the error
+    # would live in a cycle until the GC ran; nor may the reactor's done callback on the
+    # future hold the socket. (The stdlib 3.11 loop keeps its future in a local: ours only.)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        sock = await settled_in_the_reactor(kind, outcome)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert sock() is None, f"socket kept alive by: {gc.get_referrers(sock())}"
+        garbage = gc.collect()
+        assert garbage == 0, f"{garbage} objects were left in reference cycles"
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def test_loop_close_releases_sockets_held_by_waiting_operations(loop, loop_kind):
