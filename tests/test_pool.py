@@ -140,6 +140,50 @@ async def test_release_resets_every_session(pg):
         assert [q.query for q in logged] == [reset_query]
 
 
+async def test_shortcuts_lease_and_reset_as_acquire_does(pg):
+    # pool.fetch/fetchrow/fetchval/execute skip acquire()'s coroutines when a connection is
+    # ready; what they leave behind must still be reset, and a subclass's acquire (or a
+    # setup callback) must still see every one of them, as with asyncpg.
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        pid = await pool.fetchval("SELECT pg_backend_pid()")
+        assert await pool.execute("SET search_path = pg_catalog") == "SET"
+        assert await pool.execute("SELECT pg_advisory_lock(7)") == "SELECT 1"
+        row = await pool.fetchrow("SELECT set_config('work_mem', '7MB', false) AS w")
+        assert row["w"] == "7MB"
+        assert await pool.fetchval("SHOW search_path") == '"$user", public'
+        assert await pool.fetchval("SHOW work_mem") != "7MB"
+        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+        assert await pool.fetchval(locks, pid) == 0
+        assert await pool.fetchval("SELECT pg_backend_pid()") == pid
+        with pytest.raises(exceptions.UndefinedTableError):
+            await pool.fetch("SELECT * FROM no_such_table_here")
+        assert pool.get_idle_size() == 1
+        assert [tuple(r) for r in await pool.fetch("SELECT 1, 2")] == [(1, 2)]
+
+    seen = []
+
+    class CountingPool(asyncpg_rs.Pool):
+        def acquire(self, *, timeout=None):
+            seen.append("acquire")
+            return super().acquire(timeout=timeout)
+
+    kwargs = pg.connect_kwargs()
+    sizes = {"min_size": 1, "max_size": 1, "max_queries": 50000}
+    async with CountingPool(**kwargs, **sizes, max_inactive_connection_lifetime=300) as pool:
+        assert await pool.fetchval("SELECT 1") == 1
+        await pool.execute("SELECT 1")
+        assert seen == ["acquire", "acquire"]
+
+    set_up = []
+
+    async def setup(con):
+        set_up.append(type(con).__name__)
+
+    async with asyncpg_rs.create_pool(**kwargs, min_size=1, max_size=1, setup=setup) as pool:
+        assert await pool.fetchval("SELECT 2") == 2
+        assert set_up == ["PoolConnectionProxy"]
+
+
 async def test_reset_rides_ahead_of_the_next_query(pg):
     # Without loggers or instrumentation the reset is not awaited on release: it goes out
     # at once and the next user's first query follows it on the wire.
