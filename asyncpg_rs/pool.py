@@ -16,8 +16,8 @@ import logging
 import typing
 import warnings
 
+from . import _holder_queue, exceptions
 from . import connection as _connection
-from . import exceptions
 from . import pipeline as _pipeline
 from .protocol import Record
 
@@ -439,7 +439,7 @@ class Pool:
             raise exceptions.InterfaceError("pool is closed")
         self._initializing = True
         try:
-            self._queue = asyncio.LifoQueue()
+            self._queue = _holder_queue.HolderQueue(self._loop)
             for holder in self._holders:
                 self._queue.put_nowait(holder)
             if self._init_size:
@@ -660,17 +660,17 @@ class Pool:
             or self._closing
             or not self._initialized
             or queue is None
-            or queue.empty()
+            or not queue.items
         ):
             return None
         cls = type(self)
         if (cls.acquire, cls.release) != _ACQUIRE_RELEASE:
             return None  # a subclass or instrumentation sees every acquire, as in asyncpg
-        holder = queue.get_nowait()
+        holder = queue.items[-1]
         con = holder._con
         if con is None or holder._generation != self._generation or con.is_closed():
-            queue.put_nowait(holder)
             return None
+        queue.items.pop()
         holder._cancel_idle_timer()
         holder._in_use = self._loop.create_future()
         holder._timeout = None

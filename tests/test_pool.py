@@ -605,3 +605,28 @@ async def test_connection_kept_through_idle_shrink_is_reused(pg):
                 pids.append(con.get_server_pid())
         assert pids == [survivor] * 3
         assert pool.get_size() == 1
+
+
+async def test_holder_queue_serves_waiters_in_order_and_passes_on_a_lost_wakeup():
+    from asyncpg_rs._holder_queue import HolderQueue
+
+    queue = HolderQueue(asyncio.get_running_loop())
+    queue.put_nowait("a")
+    queue.put_nowait("b")
+    assert queue.get_nowait() == "b"  # the last one freed goes first
+    assert await queue.get() == "a"
+    first = asyncio.ensure_future(queue.get())
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    # woken by the put, then cancelled before it runs: the item must reach the next waiter
+    queue.put_nowait("c")
+    first.cancel()
+    assert await second == "c"
+    assert first.cancelled()
+    # a waiter cancelled while waiting leaves nothing behind
+    third = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    third.cancel()
+    await asyncio.sleep(0)
+    queue.put_nowait("d")
+    assert queue.get_nowait() == "d" and queue.empty()
