@@ -110,6 +110,14 @@ class _Holder:
     def is_idle(self):
         return self._in_use is None and self.is_connected()
 
+    def is_ready(self):
+        """Connected, open and of the pool's current generation: ``acquire`` would hand the
+        connection out as it is."""
+        con = self._con
+        return (
+            con is not None and self._generation == self._pool._generation and not con.is_closed()
+        )
+
     async def connect(self):
         pool = self._pool
         con = await pool._connect_new()
@@ -129,9 +137,7 @@ class _Holder:
         """Make the connection ready to hand out (connect, or replace a stale one)."""
         pool = self._pool
         self._cancel_idle_timer()
-        if self._con is not None and (
-            self._con.is_closed() or self._generation != pool._generation
-        ):
+        if self._con is not None and not self.is_ready():
             await self._discard()
         if self._con is None:
             await self.connect()
@@ -224,6 +230,13 @@ class _Holder:
         finally:
             self._mark_free()
         return True
+
+    def give_back(self, timeout):
+        """Release in place, or return the release to await: shielded, so that a cancelled
+        caller cannot leave the place half-released."""
+        if self.release_at_once(timeout):
+            return None
+        return asyncio.shield(self.release(timeout))
 
     def _drop_unreset(self, con):
         """A connection whose session could not be reset must not be reused."""
@@ -641,10 +654,9 @@ class Pool:
             # as asyncpg: the acquire's timeout also bounds the release (the session reset)
             timeout = holder._timeout
         connection._detach()
-        if holder.release_at_once(timeout):
-            return
-        # shield: a cancelled caller must not leave the place half-released
-        await asyncio.shield(holder.release(timeout))
+        pending = holder.give_back(timeout)
+        if pending is not None:
+            await pending
 
     # -------------------------------------------------------------- shortcuts
 
@@ -667,8 +679,7 @@ class Pool:
         if (cls.acquire, cls.release) != _ACQUIRE_RELEASE:
             return None  # a subclass or instrumentation sees every acquire, as in asyncpg
         holder = queue.items[-1]
-        con = holder._con
-        if con is None or holder._generation != self._generation or con.is_closed():
+        if not holder.is_ready():
             return None
         queue.items.pop()
         holder._cancel_idle_timer()
@@ -691,8 +702,9 @@ class Pool:
             return await getattr(con, method)(*args, **kwargs)
         finally:
             proxy._detach()
-            if not holder.release_at_once(None):
-                await asyncio.shield(holder.release(None))
+            pending = holder.give_back(None)
+            if pending is not None:
+                await pending
 
     async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
         """Run ``query`` on a pooled connection (see :meth:`Connection.execute`)."""
