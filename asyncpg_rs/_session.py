@@ -518,45 +518,37 @@ class Session:
         return reset_query
 
     def reset_without_round_trip(self) -> bool:
-        """The pool's reset, sent ahead of the connection's next query instead of awaited,
-        where :meth:`may_reset_without_round_trip` allows it. Returns whether it was sent; if
-        the server fails it, the connection is closed and the pool replaces it. Otherwise the
-        caller awaits ``Connection.reset``.
-        """
-        if not self.may_reset_without_round_trip():
-            return False
-        self.send_reset_unawaited()
-        return True
+        """Send the pool's reset ahead of the connection's next query, not awaited, where
+        nothing can tell that from an awaited reset: outside a transaction, no operation in
+        flight, no query logger, the default reset query (it cannot fail short of losing the
+        connection), and ``reset``/``execute`` and the protocol's ``query`` neither
+        overridden nor wrapped (instrumentation then sees the reset run through them, as with
+        asyncpg). Wrapped is judged by identity with the functions as defined: a wrapper
+        patched onto ``Connection`` itself (Sentry's, OpenTelemetry's) is then seen, and a
+        wrapt wrapper compares equal to what it wraps.
 
-    def may_reset_without_round_trip(self) -> bool:
-        """Whether nothing can tell an unawaited reset from an awaited one: outside a
-        transaction, no operation in flight, no query logger, the default reset query (it
-        cannot fail short of losing the connection), and ``reset``/``execute`` and the
-        protocol's ``query`` neither overridden nor wrapped (instrumentation then sees the
-        reset run through them, as with asyncpg). Wrapped is judged by identity with the
-        functions as defined: a wrapper patched onto ``Connection`` itself (Sentry's,
-        OpenTelemetry's) is then seen, and a wrapt wrapper compares equal to what it wraps.
-        """
+        Returns whether it was sent; if the server fails it, the connection is closed and the
+        pool replaces it. Otherwise nothing was done and the caller awaits
+        ``Connection.reset``."""
         con = self._connection()
-        if con is None:
+        if con is None or self.aborted or self.query_loggers or self.top_xact is not None:
             return False
         cls = type(con)
         reset_path = _reset_path()
-        return not (
+        if (
             cls.reset is not reset_path[0]
             or cls.execute is not reset_path[1]
             or cls.get_reset_query is not reset_path[2]
             or type(self.protocol).query is not reset_path[3]
-            or self.query_loggers
-            or self.top_xact is not None
-            or self.protocol.is_in_transaction()
-            or self.protocol.is_busy()
-            or self.is_closed()
-        )
-
-    def send_reset_unawaited(self) -> None:
-        """Send the reset query without waiting for its answer (see above for when)."""
-        self.protocol.send_unawaited(self.take_reset_query(), hold=True)
+        ):
+            return False
+        # the protocol checks open, idle and outside a transaction, and sends, in one call
+        if not self.protocol.send_reset_if_idle(con.get_reset_query()):
+            return False
+        # what the reset clears on the client side (see take_reset_query)
+        self.listeners.clear()
+        self.log_listeners.clear()
+        return True
 
 
 @functools.cache

@@ -89,6 +89,7 @@ class _Holder:
         "_queries",
         "_generation",
         "_idle_timer",
+        "_idle_since",
         "_released",
         "_timeout",
     )
@@ -100,6 +101,7 @@ class _Holder:
         self._queries = 0
         self._generation = None
         self._idle_timer = None
+        self._idle_since = None  # loop time of the release while idle, else None
         self._released = None
         # the timeout of the acquire that handed the connection out: release's default
         self._timeout = None
@@ -136,7 +138,7 @@ class _Holder:
     async def acquire(self):
         """Make the connection ready to hand out (connect, or replace a stale one)."""
         pool = self._pool
-        self._cancel_idle_timer()
+        self._idle_since = None  # in use: an idle timer that fires now leaves it be
         if self._con is not None and not self.is_ready():
             await self._discard()
         if self._con is None:
@@ -149,6 +151,13 @@ class _Holder:
                     raise
         self._in_use = pool._loop.create_future()
         return self._con
+
+    def open_lease(self):
+        """The lease ``acquire`` opens on a ready connection, without awaiting anything;
+        no acquire timeout bounds its release (``Pool.release``'s default)."""
+        self._idle_since = None
+        self._in_use = self._pool._loop.create_future()
+        self._timeout = None
 
     async def release(self, timeout):
         pool = self._pool
@@ -201,34 +210,33 @@ class _Holder:
         """The common release, done here and now: the reset goes out ahead of the next query
         and nothing has to be awaited. Returns False, having done nothing, where ``release``
         has something to await or decide (a reset to wait for, a connection to replace, a
-        cancellation to let land); the caller then runs that one. No task is made per
-        release this way (``Pool.release`` shields the awaited one in a task)."""
+        cancellation to let land, forgotten listeners to warn about); the caller then runs
+        that one. No task is made per release this way (``Pool.release`` shields the awaited
+        one in a task)."""
         pool = self._pool
         con = self._con
         if (
             timeout is not None
             or pool._reset is not None
             or con is None
-            or con.is_closed()
             or self._generation != pool._generation
             or (pool._max_queries and self._queries + 1 >= pool._max_queries)
         ):
             return False
         session = con._session
-        if session.cancelling() or not session.may_reset_without_round_trip():
+        if session.cancel_tasks or session.listeners or session.log_listeners:
             return False
         try:
-            self._queries += 1
-            session.release_ctr += 1
-            _warn_dangling(con, stacklevel=5)
-            try:
-                session.send_reset_unawaited()
-            except BaseException:
-                self._drop_unreset(con)
-                raise
-            self._start_idle_timer()
-        finally:
+            if not session.reset_without_round_trip():
+                return False
+        except BaseException:
+            self._drop_unreset(con)
             self._mark_free()
+            raise
+        self._queries += 1
+        session.release_ctr += 1
+        self._start_idle_timer()
+        self._mark_free()
         return True
 
     def give_back(self, timeout):
@@ -272,18 +280,35 @@ class _Holder:
             con.terminate()
 
     def _start_idle_timer(self):
+        """Idle from now: the connection closes once it has been idle for the pool's
+        ``max_inactive_connection_lifetime``. One timer per idle stretch, not one per lease:
+        a lease only clears ``_idle_since``, and a timer that fires on a connection used since
+        it was set waits again for the time left (a call_later and a cancel per lease were
+        about 3% of a pooled query)."""
         lifetime = self._pool._max_inactive_connection_lifetime
         if lifetime:
-            self._idle_timer = self._pool._loop.call_later(lifetime, self._expire_idle)
+            loop = self._pool._loop
+            self._idle_since = loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = loop.call_later(lifetime, self._expire_idle)
 
     def _cancel_idle_timer(self):
+        self._idle_since = None
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
 
     def _expire_idle(self):
         self._idle_timer = None
+        since = self._idle_since
+        if since is None:
+            return  # leased: its release sets the timer again
         pool = self._pool
+        left = since + pool._max_inactive_connection_lifetime - pool._loop.time()
+        if left > 0:
+            self._idle_timer = pool._loop.call_later(left, self._expire_idle)
+            return
+        self._idle_since = None
         if self.is_idle() and pool.get_size() > pool._min_size:
             con, self._con = self._con, None
             con.remove_termination_listener(self._on_connection_terminated)
@@ -607,6 +632,11 @@ class Pool:
             holder = await self._queue.get()
         else:
             holder = await asyncio.wait_for(self._queue.get(), timeout)
+        return await self._lease(holder, deadline, timeout)
+
+    async def _lease(self, holder, deadline, timeout):
+        """Hand out the connection of ``holder``, just taken off the queue, as a proxy:
+        connected (or replaced) if it must be, ``init`` and ``setup`` run."""
         holder = self._prefer_connected(holder)
         try:
             if deadline is None:
@@ -660,41 +690,28 @@ class Pool:
 
     # -------------------------------------------------------------- shortcuts
 
-    def _take_ready(self):
-        """For the one-statement shortcuts, which never hand the connection out: a queued
-        holder whose connection can run a statement now, taken as ``Queue.get`` would take
-        it, with the lease ``_Holder.acquire`` would open; or None where :meth:`_acquire`
-        has work to do (nothing queued, a connection to open or replace, a ``setup``
-        callback that expects the proxy, the pool closing)."""
-        queue = self._queue
-        if (
-            self._setup is not None
-            or self._closing
-            or not self._initialized
-            or queue is None
-            or not queue.items
-        ):
-            return None
-        cls = type(self)
-        if (cls.acquire, cls.release) != _ACQUIRE_RELEASE:
-            return None  # a subclass or instrumentation sees every acquire, as in asyncpg
-        holder = queue.items[-1]
-        if not holder.is_ready():
-            return None
-        queue.items.pop()
-        holder._cancel_idle_timer()
-        holder._in_use = self._loop.create_future()
-        holder._timeout = None
-        return holder
-
     async def _shortcut(self, method, args, kwargs):
         """``method`` of a pooled connection, as ``async with self.acquire() as con:`` runs
-        it, minus the acquire's and the release's coroutines where a holder is ready (they
-        were about a seventh of the client's CPU per pooled one-row query)."""
-        holder = self._take_ready()
-        if holder is None:
+        it, minus the acquire's and the release's coroutines where the connection is ready
+        (they were about a seventh of the client's CPU per pooled one-row query). A subclass
+        or instrumentation that overrides ``acquire`` or ``release``, and a ``setup``
+        callback, which expects the proxy, see every shortcut go through them, as in
+        asyncpg."""
+        cls = type(self)
+        if self._setup is not None or (cls.acquire, cls.release) != _ACQUIRE_RELEASE:
             async with self.acquire() as con:
                 return await getattr(con, method)(*args, **kwargs)
+        self._check_open()
+        queue = self._queue
+        # waiting in line as acquire() waits: more tasks than connections is the usual case
+        holder = queue.items.pop() if queue.items else await queue.get()
+        if not holder.is_ready():
+            proxy = await self._lease(holder, None, None)
+            try:
+                return await getattr(proxy, method)(*args, **kwargs)
+            finally:
+                await self.release(proxy)
+        holder.open_lease()
         con = holder._con
         # the lease as acquire() makes it: callbacks during the statement get the proxy
         proxy = PoolConnectionProxy(holder, con)

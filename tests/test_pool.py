@@ -607,6 +607,27 @@ async def test_connection_kept_through_idle_shrink_is_reused(pg):
         assert pool.get_size() == 1
 
 
+async def test_idle_lifetime_counts_from_the_last_release(pg):
+    # One idle timer per idle stretch: a connection used more often than its lifetime
+    # lives on past the first timer, and closes once it has sat idle for the whole lifetime.
+    async with asyncpg_rs.create_pool(
+        **pg.connect_kwargs(), min_size=0, max_size=1, max_inactive_connection_lifetime=0.4
+    ) as pool:
+        pids = set()
+        for _ in range(8):
+            pids.add(await pool.fetchval("SELECT pg_backend_pid()"))
+            async with pool.acquire() as con:
+                pids.add(con.get_server_pid())
+            await asyncio.sleep(0.1)
+        assert len(pids) == 1 and pool.get_size() == 1
+        for _ in range(100):
+            if pool.get_size() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert pool.get_size() == 0
+        assert await pool.fetchval("SELECT pg_backend_pid()") not in pids
+
+
 async def test_holder_queue_serves_waiters_in_order_and_passes_on_a_lost_wakeup():
     from asyncpg_rs._holder_queue import HolderQueue
 

@@ -493,6 +493,12 @@ impl PGProtocol {
         ops::send_unawaited(slf, sql, hold)
     }
 
+    /// `send_unawaited(sql, hold=True)` if the connection is open, idle and outside a
+    /// transaction; else nothing. Returns whether it was sent.
+    fn send_reset_if_idle(slf: &Bound<'_, Self>, sql: &str) -> PyResult<bool> {
+        ops::send_reset_if_idle(slf, sql)
+    }
+
     /// Write what `send_unawaited(hold=True)` held back, if no operation took it along.
     fn flush_held(slf: &Bound<'_, Self>) -> PyResult<()> {
         ops::flush_held(slf)
