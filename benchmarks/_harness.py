@@ -30,7 +30,10 @@ def new_loop(name):
         import asyncpg_rs
 
         return asyncpg_rs.new_event_loop()
-    return asyncio.new_event_loop()
+    if name == "asyncio":
+        return asyncio.new_event_loop()
+    # a misspelt name must not quietly measure the stdlib loop under another label
+    raise ValueError(f"unknown loop {name!r}: asyncio, uvloop, rloop or asyncpg_rs")
 
 
 def driver_loops():
