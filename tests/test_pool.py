@@ -184,6 +184,57 @@ async def test_shortcuts_lease_and_reset_as_acquire_does(pg):
         assert set_up == ["PoolConnectionProxy"]
 
 
+async def test_shortcuts_wait_in_line_and_survive_cancels_and_killed_backends(pg):
+    # More shortcut calls than connections: they wait in the holder queue as acquire()
+    # does. One cancelled in line or mid-statement, or handed a connection that died while
+    # idle (no floor to restore it: min_size 0), leaves the pool whole.
+    app = "pool-shortcut-test"
+    kwargs = pg.connect_kwargs()
+    settings = {"application_name": app}
+    killer = await asyncpg_rs.connect(**kwargs)
+    try:
+        async with asyncpg_rs.create_pool(
+            **kwargs, min_size=0, max_size=2, server_settings=settings
+        ) as pool:
+            slow = [asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(0.3)")) for _ in range(2)]
+            waiting = [asyncio.ensure_future(pool.fetchval("SELECT $1::int", i)) for i in range(20)]
+            await asyncio.sleep(0.1)
+            assert pool.get_idle_size() == 0
+            for w in waiting[::3]:
+                w.cancel()
+            results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 10)
+            for i, r in enumerate(results):
+                if i % 3 == 0:
+                    assert isinstance(r, asyncio.CancelledError)
+                else:
+                    assert r == i
+            await asyncio.gather(*slow)
+
+            mid = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(5)"))
+            await asyncio.sleep(0.1)
+            mid.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await mid
+            assert await pool.fetchval("SELECT 7") == 7
+
+            listed = "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+            pids = {r[0] for r in await killer.fetch(listed, app)}
+            assert len(pids) == 2
+            for pid in pids:
+                assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await asyncio.sleep(0.3)
+            again = (pool.fetchval("SELECT pg_backend_pid()") for _ in range(6))
+            got = await asyncio.wait_for(asyncio.gather(*again), 10)
+            assert not set(got) & pids
+            for _ in range(100):
+                if pool.get_idle_size() == pool.get_size():
+                    break
+                await asyncio.sleep(0.02)
+            assert 1 <= pool.get_idle_size() == pool.get_size() <= 2
+    finally:
+        await killer.close()
+
+
 async def test_reset_rides_ahead_of_the_next_query(pg):
     # Without loggers or instrumentation the reset is not awaited on release: it goes out
     # at once and the next user's first query follows it on the wire.
