@@ -302,8 +302,8 @@ class Connection(metaclass=ConnectionMeta):
         Without arguments the simple-query protocol is used, so several statements separated
         by semicolons are allowed.
         """
-        self._check_open()
         if not args:
+            self._check_open()
             if self._session.query_loggers:
                 return await self._logged(query, args, timeout, self._simple_query, query, timeout)
             return await self._simple_query(query, timeout)
@@ -377,14 +377,12 @@ class Connection(metaclass=ConnectionMeta):
         record_class: type[Record] | None = None,
     ) -> list[typing.Any]:
         """Run a query and return all result rows as a list of Records."""
-        self._check_open()
         return await self._execute(query, args, 0, timeout, record_class=record_class)
 
     async def fetchval(
         self, query: str, *args: object, column: int = 0, timeout: float | None = None
     ) -> typing.Any:
         """Run a query and return one value from the first row (``None`` if no rows)."""
-        self._check_open()
         rows = await self._execute(query, args, 1, timeout)
         if not rows:
             return None
@@ -418,7 +416,6 @@ class Connection(metaclass=ConnectionMeta):
         record_class: type[Record] | None = None,
     ) -> typing.Any:
         """Run a query and return the first row, or ``None``."""
-        self._check_open()
         rows = await self._execute(query, args, 1, timeout, record_class=record_class)
         if not rows:
             return None
@@ -869,6 +866,10 @@ class Connection(metaclass=ConnectionMeta):
         cost the hot path nearly 1% of its instructions.
         """
         session = self._session
+        # fetch, fetchrow, fetchval and execute leave this check to us: a call of
+        # _check_open and is_closed was about 4% of a cached one-row fetch
+        if session.aborted or self._protocol.is_closed():
+            raise exceptions.InterfaceError("connection is closed")
         # query loggers are told inline, not through a wrapping coroutine (the hot path)
         log_started = time.monotonic() if session.query_loggers else None
         log_timeout = timeout
