@@ -235,6 +235,23 @@ async def test_shortcuts_wait_in_line_and_survive_cancels_and_killed_backends(pg
         await killer.close()
 
 
+async def test_close_waits_for_borrowed_connections(pg):
+    # close() waits for what is lent out (a connection held through acquire() and a shortcut
+    # mid-statement), whose "returned" futures are made only when close() asks for them
+    pool = await asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=2, max_size=2)
+    held = await pool.acquire()
+    shortcut = asyncio.ensure_future(pool.fetchval("SELECT pg_sleep(0.3)"))
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(pool.close())
+    await asyncio.sleep(0.1)
+    assert not closing.done()
+    assert await held.fetchval("SELECT 1") == 1
+    await pool.release(held)
+    assert await asyncio.wait_for(shortcut, 10) is None
+    await asyncio.wait_for(closing, 10)
+    assert pool.get_size() == 0
+
+
 async def test_reset_rides_ahead_of_the_next_query(pg):
     # Without loggers or instrumentation the reset is not awaited on release: it goes out
     # at once and the next user's first query follows it on the wire.
