@@ -1,6 +1,7 @@
 """The connection pool."""
 
 import asyncio
+import inspect
 import os
 import random
 import warnings
@@ -51,6 +52,32 @@ async def test_proxy_rules(pg):
     finally:
         await pool.close()
         await other.close()
+
+
+async def test_proxy_methods_reach_what_is_patched_onto_the_connection(pg, monkeypatch):
+    # The proxy's methods are found without __getattr__'s failed lookup, but they are still
+    # looked up on the lent connection at each access: instrumentation that patches
+    # Connection (or one connection) later is what runs.
+    calls = []
+    original = asyncpg_rs.Connection.fetchval
+
+    async def traced(self, query, *args, **kwargs):
+        calls.append(query)
+        return await original(self, query, *args, **kwargs)
+
+    async with asyncpg_rs.create_pool(**pg.connect_kwargs(), min_size=1, max_size=1) as pool:
+        monkeypatch.setattr(asyncpg_rs.Connection, "fetchval", traced)
+        async with pool.acquire() as con:
+            assert await con.fetchval("SELECT 1") == 1
+            assert await asyncpg_rs.pool.PoolConnectionProxy.fetchval(con, "SELECT 2") == 2
+            assert con.fetchval.__self__ is con._con
+            assert inspect.iscoroutinefunction(con.fetchval)
+            assert "fetchrow" in dir(con)
+        assert calls == ["SELECT 1", "SELECT 2"]
+        with pytest.raises(exceptions.InterfaceError, match=r"Connection.fetchval\(\)"):
+            con.fetchval  # noqa: B018
+        with pytest.raises(exceptions.InterfaceError, match="released back to the pool"):
+            con.get_settings  # noqa: B018
 
 
 async def test_fifo_fairness_and_timeouts_leave_nothing_behind(pg):
