@@ -503,8 +503,7 @@ class Session:
         con = self._connection()
         if con is None:
             raise exceptions.InterfaceError("connection is closed")
-        self.listeners.clear()
-        self.log_listeners.clear()
+        self._drop_listeners()
         reset_query = con.get_reset_query()
         xact = self.top_xact
         if self.protocol.is_in_transaction() or xact is not None:
@@ -545,10 +544,13 @@ class Session:
         # the protocol checks open, idle and outside a transaction, and sends, in one call
         if not self.protocol.send_reset_if_idle(con.get_reset_query()):
             return False
-        # what the reset clears on the client side (see take_reset_query)
+        self._drop_listeners()
+        return True
+
+    def _drop_listeners(self) -> None:
+        """The reset's client side: the server forgets LISTEN, so do the callbacks."""
         self.listeners.clear()
         self.log_listeners.clear()
-        return True
 
 
 @functools.cache

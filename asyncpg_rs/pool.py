@@ -366,7 +366,7 @@ class _Holder:
             self._con = None
 
 
-def _warn_dangling(con, stacklevel=4):
+def _warn_dangling(con):
     """Warn about listeners a caller forgot: the reset drops them, which is surely a bug."""
     session = con._session
     if not (session.listeners or session.log_listeners):
@@ -378,7 +378,7 @@ def _warn_dangling(con, stacklevel=4):
                 f"{con!r} is being released to the pool but has {n} active notification "
                 f"listener{'s' if n != 1 else ''}"
             ),
-            stacklevel=stacklevel,
+            stacklevel=4,
         )
     if n_log:
         warnings.warn(
@@ -386,7 +386,7 @@ def _warn_dangling(con, stacklevel=4):
                 f"{con!r} is being released to the pool but has {n_log} active log "
                 f"listener{'s' if n_log != 1 else ''}"
             ),
-            stacklevel=stacklevel,
+            stacklevel=4,
         )
 
 

@@ -249,6 +249,13 @@ async def test_shortcuts_wait_in_line_and_survive_cancels_and_killed_backends(pg
             assert len(pids) == 2
             for pid in pids:
                 assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+            # the backends exit asynchronously: wait until they are gone (bounded), then
+            # give the loop a moment to read their sockets' end
+            alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])"
+            for _ in range(200):
+                if await killer.fetchval(alive, list(pids)) == 0:
+                    break
+                await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
             again = (pool.fetchval("SELECT pg_backend_pid()") for _ in range(6))
             got = await asyncio.wait_for(asyncio.gather(*again), 10)

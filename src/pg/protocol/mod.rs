@@ -494,7 +494,7 @@ impl PGProtocol {
     }
 
     /// `send_unawaited(sql, hold=True)` if the connection is open, idle and outside a
-    /// transaction; else nothing. Returns whether it was sent.
+    /// transaction; else nothing. Returns whether it was held for the next operation.
     fn send_reset_if_idle(slf: &Bound<'_, Self>, sql: &str) -> PyResult<bool> {
         ops::send_reset_if_idle(slf, sql)
     }
