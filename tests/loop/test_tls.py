@@ -565,19 +565,17 @@ async def test_no_data_received_after_close(certs):
         assert proto.after_close == b""
 
 
-# A raw TCP FIN (no close_notify) while the protocol has reading paused: the stdlib 3.11
-# keeps the connection open until the protocol resumes reading, so one that resumes only on
-# eof_received waits forever. Ours, as uvloop, ends the TLS session there: the plaintext not
-# delivered is dropped, no eof_received, connection_lost(None). Ours only.
-@pytest.mark.loops("asyncpg_rs")
-async def test_raw_eof_while_paused_ends_the_connection(certs_dir):
+def _serve_hello_then_raw_eof(certs_dir):
+    """A TLS server thread that sends b"hello", waits for b"world", sends b"extra bytes" and
+    then a TCP FIN only (the TLS layer dropped first: no close_notify); it holds its end
+    open until the client closes. Returns (port, thread, listener, fin_sent), the last a
+    ``threading.Event`` set once the FIN is out."""
     import threading
 
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(certs_dir / "server.pem", certs_dir / "server.key")
-    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    fin_sent = threading.Event()
 
     def serve_one():
         conn, _ = listener.accept()
@@ -586,25 +584,67 @@ async def test_raw_eof_while_paused_ends_the_connection(certs_dir):
             tls.sendall(b"hello")
             assert tls.recv(1024) == b"world"
             tls.sendall(b"extra bytes")
-            tls.shutdown(socket.SHUT_WR)  # TCP FIN only: the TLS layer is dropped first
-            assert tls.recv(1024) == b""  # until the client closes
+            tls.shutdown(socket.SHUT_WR)
+            fin_sent.set()
+            assert tls.recv(1024) == b""
 
-    class PauseAfterHello(Record):
-        def data_received(self, data):
-            super().data_received(data)
-            if bytes(self.data) == b"hello":
-                self.transport.write(b"world")
-                self.transport.pause_reading()
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread, listener, fin_sent
 
+
+class PauseAfterHello(Record):
+    """Answers b"hello" with b"world" and pauses reading."""
+
+    def data_received(self, data):
+        super().data_received(data)
+        if bytes(self.data) == b"hello":
+            self.transport.write(b"world")
+            self.transport.pause_reading()
+
+
+# A raw TCP FIN (no close_notify) while the protocol has reading paused: the connection
+# stays open, and resuming delivers the plaintext that came before the FIN, then
+# eof_received and connection_lost(None), as when reading was never paused (CPython's
+# test_shutdown_timeout_handler_not_set). Both loops.
+async def test_raw_eof_while_paused_delivers_the_rest_on_resume(certs_dir):
+    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
+    port, thread, listener, fin_sent = _serve_hello_then_raw_eof(certs_dir)
+    try:
+        transport, proto = await connect(port, client_ctx, factory=PauseAfterHello)
+        assert await asyncio.to_thread(fin_sent.wait, 10)
+        await asyncio.sleep(0.2)  # for the loop to read the FIN while reading is paused
+        assert not proto.lost.done()
+        assert bytes(proto.data) == b"hello"
+        transport.resume_reading()
+        assert await asyncio.wait_for(proto.lost, 10) is None
+        assert bytes(proto.data) == b"helloextra bytes"
+        assert proto.events == ["made", "data", "eof", "lost"]
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
+    finally:
+        listener.close()
+
+
+# The same FIN to a protocol that never resumes (this one waits for eof_received, which
+# comes only once it reads on): the stdlib 3.11 keeps the connection open for ever; ours
+# gives up after ssl_shutdown_timeout with connection_lost(TimeoutError). Ours only.
+@pytest.mark.loops("asyncpg_rs")
+async def test_raw_eof_while_paused_is_bounded_by_the_shutdown_timeout(certs_dir):
+    class ResumeOnEof(PauseAfterHello):
         def eof_received(self):
             super().eof_received()
             self.transport.resume_reading()
 
-    thread = threading.Thread(target=serve_one, daemon=True)
-    thread.start()
+    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
+    port, thread, listener, _ = _serve_hello_then_raw_eof(certs_dir)
     try:
-        transport, proto = await connect(port, client_ctx, factory=PauseAfterHello)
-        assert await asyncio.wait_for(proto.lost, 10) is None
+        transport, proto = await connect(
+            port, client_ctx, factory=ResumeOnEof, ssl_shutdown_timeout=0.5
+        )
+        lost = await asyncio.wait_for(proto.lost, 10)
+        assert isinstance(lost, TimeoutError), lost
+        assert "SSL shutdown timed out" in str(lost)
         assert bytes(proto.data) == b"hello"
         assert proto.events == ["made", "data", "lost"]
         await asyncio.to_thread(thread.join, 10)

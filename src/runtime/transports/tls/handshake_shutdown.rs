@@ -158,10 +158,19 @@ impl TlsTransport {
             return Self::abort_inner(slf, None);
         }
         me.set_phase(py, Phase::Flushing)?;
+        Self::arm_shutdown_timer(slf)?;
+        Self::do_flush(slf)
+    }
+
+    /// `ssl_shutdown_timeout` from now, the connection is aborted if the session has not
+    /// ended by then.
+    fn arm_shutdown_timer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
         let check = intern!(py, "_check_shutdown_timeout");
         let timer = call_later_method(&me.loop_obj, me.shutdown_timeout, slf.as_any(), check)?;
-        me.state.borrow_mut(py)?.shutdown_timer = Some(timer);
-        Self::do_flush(slf)
+        let old = me.state.borrow_mut(py)?.shutdown_timer.replace(timer);
+        Self::cancel_timer(py, old)
     }
 
     fn on_shutdown_complete(slf: &Bound<'_, Self>, failure: Option<PyErr>) -> PyResult<()> {
@@ -316,16 +325,15 @@ impl TlsTransport {
                 }
                 Phase::Wrapped if app_paused => {
                     // A raw TCP EOF, no close_notify, while the application has reading
-                    // paused: asyncio would keep the connection open until it resumes, but
-                    // an application that waits for eof_received to resume never does, and
-                    // no timer is armed: connection_lost never came. As uvloop does, treat it
-                    // as the abrupt end of the TLS session it is: the plaintext not yet
-                    // delivered is dropped, no eof_received (it is not a TLS-level graceful
-                    // end), the connection is closed and the protocol gets
-                    // connection_lost(None).
-                    me.state.borrow_mut(py)?.closed = true;
-                    me.set_phase(py, Phase::Shutdown)?;
-                    Self::on_shutdown_complete(slf, None)?;
+                    // paused: as asyncio, the connection stays open with the plaintext not
+                    // yet delivered, and resume_reading delivers it, then eof_received and
+                    // connection_lost(None), so the same bytes reach the protocol whether
+                    // or not it had paused. Unlike 3.11, ssl_shutdown_timeout bounds the
+                    // wait: a protocol that never resumes (one waiting for eof_received to
+                    // do so) gets connection_lost(TimeoutError) instead of nothing, ever.
+                    me.set_phase(py, Phase::Flushing)?;
+                    Self::arm_shutdown_timer(slf)?;
+                    return Ok(Some(true));
                 }
                 Phase::Wrapped => {
                     me.set_phase(py, Phase::Flushing)?;
