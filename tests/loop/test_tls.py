@@ -651,3 +651,26 @@ async def test_raw_eof_while_paused_is_bounded_by_the_shutdown_timeout(certs_dir
         assert not thread.is_alive()
     finally:
         listener.close()
+
+
+# The same FIN, then the protocol closes without resuming: the session ends at once with
+# connection_lost(None) and nothing more delivered (the stdlib 3.11 waits for a resume that
+# a closed protocol never makes). Ours only.
+@pytest.mark.loops("asyncpg_rs")
+async def test_close_after_raw_eof_while_paused_ends_at_once(certs_dir):
+    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
+    port, thread, listener, fin_sent = _serve_hello_then_raw_eof(certs_dir)
+    try:
+        transport, proto = await connect(port, client_ctx, factory=PauseAfterHello)
+        assert await asyncio.to_thread(fin_sent.wait, 10)
+        await asyncio.sleep(0.2)  # for the loop to read the FIN while reading is paused
+        assert not proto.lost.done()
+        transport.close()
+        assert transport.is_closing()
+        # well inside the default ssl_shutdown_timeout (30 s)
+        assert await asyncio.wait_for(proto.lost, 5) is None
+        assert bytes(proto.data) == b"hello"
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
+    finally:
+        listener.close()

@@ -145,6 +145,14 @@ impl TlsTransport {
         let me = slf.get();
         let phase = {
             let mut st = me.state.borrow_mut(py)?;
+            if st.phase == Phase::Flushing && st.eof_received && st.app_reading_paused {
+                // a raw EOF left the session waiting for resume_reading (on_eof_received);
+                // a protocol that closes will not resume: end it now, what it did not read
+                // discarded as after any close
+                st.closed = true;
+                drop(st);
+                return Self::do_flush(slf);
+            }
             if matches!(
                 st.phase,
                 Phase::Flushing | Phase::Shutdown | Phase::Unwrapped
