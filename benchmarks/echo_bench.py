@@ -160,9 +160,10 @@ class EchoClient(asyncio.Protocol):
             self.done.set_result(self.count)
 
 
-async def client(port, size, conns, duration, tls):
+async def client(port, size, conns, duration, tls, grace=30.0):
     """``conns`` connections doing round trips of ``size`` bytes for ``duration`` seconds:
-    (round trips completed, seconds taken)."""
+    (round trips completed, seconds taken). A server that stops answering fails the run
+    with ``TimeoutError`` ``grace`` seconds after the end, instead of hanging it."""
     loop = asyncio.get_running_loop()
     payload = b"x" * size
     context = None
@@ -181,7 +182,11 @@ async def client(port, size, conns, duration, tls):
     # the window starts once the client is set up, so every run lasts at least ``duration``
     started = time.perf_counter()
     stop = started + duration
-    counts = await asyncio.gather(*(one() for _ in range(conns)))
+    try:
+        async with asyncio.timeout(duration + grace):
+            counts = await asyncio.gather(*(one() for _ in range(conns)))
+    except TimeoutError:
+        raise TimeoutError(f"the echo server on port {port} stopped answering") from None
     return sum(counts), time.perf_counter() - started
 
 

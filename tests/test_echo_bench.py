@@ -103,3 +103,18 @@ async def test_a_connection_the_server_drops_fails_the_run(tls, server_context):
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_a_server_that_stops_answering_fails_the_run(tls, server_context):
+    class Silent(asyncio.Protocol):
+        def data_received(self, data):
+            pass
+
+    server, port = await _serve(Silent, server_context if tls else None)
+    try:
+        with pytest.raises(TimeoutError, match=f"port {port} stopped answering"):
+            await asyncio.wait_for(echo_bench.client(port, 1024, 2, 0.2, tls, grace=0.3), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
