@@ -5,6 +5,7 @@ half-close, flow control both ways, start_tls, many clients, extra info."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import socket
@@ -565,15 +566,18 @@ async def test_no_data_received_after_close(certs):
         assert proto.after_close == b""
 
 
-def _serve_hello_then_raw_eof(certs_dir):
+@contextlib.asynccontextmanager
+async def _hello_then_raw_eof(certs_dir, factory, **kwargs):
     """A TLS server thread that sends b"hello", waits for b"world", sends b"extra bytes" and
-    then a TCP FIN only (the TLS layer dropped first: no close_notify); it holds its end
-    open until the client closes. Returns (port, thread, listener, fin_sent), the last a
-    ``threading.Event`` set once the FIN is out."""
+    then a TCP FIN only (the TLS layer dropped first: no close_notify), holding its end open
+    until the client closes; and a client of ``factory`` connected to it. Yields
+    (transport, protocol, fin_sent), the last a ``threading.Event`` set once the FIN is
+    out; at exit the server thread must have ended."""
     import threading
 
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(certs_dir / "server.pem", certs_dir / "server.key")
+    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
     listener = socket.create_server(("127.0.0.1", 0))
     fin_sent = threading.Event()
 
@@ -590,7 +594,23 @@ def _serve_hello_then_raw_eof(certs_dir):
 
     thread = threading.Thread(target=serve_one, daemon=True)
     thread.start()
-    return listener.getsockname()[1], thread, listener, fin_sent
+    try:
+        port = listener.getsockname()[1]
+        transport, proto = await connect(port, client_ctx, factory=factory, **kwargs)
+        yield transport, proto, fin_sent
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
+    finally:
+        listener.close()
+
+
+async def _paused_past_the_fin(proto, fin_sent):
+    """Once the FIN is out and the loop has had time to read it, reading still paused: the
+    connection is open and only b"hello" has arrived."""
+    assert await asyncio.to_thread(fin_sent.wait, 10)
+    await asyncio.sleep(0.2)
+    assert not proto.lost.done()
+    assert bytes(proto.data) == b"hello"
 
 
 class PauseAfterHello(Record):
@@ -608,22 +628,12 @@ class PauseAfterHello(Record):
 # eof_received and connection_lost(None), as when reading was never paused (CPython's
 # test_shutdown_timeout_handler_not_set). Both loops.
 async def test_raw_eof_while_paused_delivers_the_rest_on_resume(certs_dir):
-    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
-    port, thread, listener, fin_sent = _serve_hello_then_raw_eof(certs_dir)
-    try:
-        transport, proto = await connect(port, client_ctx, factory=PauseAfterHello)
-        assert await asyncio.to_thread(fin_sent.wait, 10)
-        await asyncio.sleep(0.2)  # for the loop to read the FIN while reading is paused
-        assert not proto.lost.done()
-        assert bytes(proto.data) == b"hello"
+    async with _hello_then_raw_eof(certs_dir, PauseAfterHello) as (transport, proto, fin_sent):
+        await _paused_past_the_fin(proto, fin_sent)
         transport.resume_reading()
         assert await asyncio.wait_for(proto.lost, 10) is None
         assert bytes(proto.data) == b"helloextra bytes"
         assert proto.events == ["made", "data", "eof", "lost"]
-        await asyncio.to_thread(thread.join, 10)
-        assert not thread.is_alive()
-    finally:
-        listener.close()
 
 
 # The same FIN to a protocol that never resumes (this one waits for eof_received, which
@@ -636,21 +646,16 @@ async def test_raw_eof_while_paused_is_bounded_by_the_shutdown_timeout(certs_dir
             super().eof_received()
             self.transport.resume_reading()
 
-    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
-    port, thread, listener, _ = _serve_hello_then_raw_eof(certs_dir)
-    try:
-        transport, proto = await connect(
-            port, client_ctx, factory=ResumeOnEof, ssl_shutdown_timeout=0.5
-        )
+    async with _hello_then_raw_eof(certs_dir, ResumeOnEof, ssl_shutdown_timeout=0.5) as (
+        _,
+        proto,
+        _,
+    ):
         lost = await asyncio.wait_for(proto.lost, 10)
         assert isinstance(lost, TimeoutError), lost
         assert "SSL shutdown timed out" in str(lost)
         assert bytes(proto.data) == b"hello"
         assert proto.events == ["made", "data", "lost"]
-        await asyncio.to_thread(thread.join, 10)
-        assert not thread.is_alive()
-    finally:
-        listener.close()
 
 
 # The same FIN, then the protocol closes without resuming: the session ends at once with
@@ -658,19 +663,10 @@ async def test_raw_eof_while_paused_is_bounded_by_the_shutdown_timeout(certs_dir
 # a closed protocol never makes). Ours only.
 @pytest.mark.loops("asyncpg_rs")
 async def test_close_after_raw_eof_while_paused_ends_at_once(certs_dir):
-    client_ctx = ssl.create_default_context(cafile=str(certs_dir / "ca.pem"))
-    port, thread, listener, fin_sent = _serve_hello_then_raw_eof(certs_dir)
-    try:
-        transport, proto = await connect(port, client_ctx, factory=PauseAfterHello)
-        assert await asyncio.to_thread(fin_sent.wait, 10)
-        await asyncio.sleep(0.2)  # for the loop to read the FIN while reading is paused
-        assert not proto.lost.done()
+    async with _hello_then_raw_eof(certs_dir, PauseAfterHello) as (transport, proto, fin_sent):
+        await _paused_past_the_fin(proto, fin_sent)
         transport.close()
         assert transport.is_closing()
         # well inside the default ssl_shutdown_timeout (30 s)
         assert await asyncio.wait_for(proto.lost, 5) is None
         assert bytes(proto.data) == b"hello"
-        await asyncio.to_thread(thread.join, 10)
-        assert not thread.is_alive()
-    finally:
-        listener.close()
